@@ -1,0 +1,2 @@
+//! strom-bench: placeholder until the benchmark lands.
+fn main() {}

@@ -1,0 +1,1 @@
+//! strom-broker: a Kafka-compatible broker.

@@ -1,0 +1,2 @@
+//! The strom-broker binary.
+fn main() {}
