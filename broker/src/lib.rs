@@ -1,1 +1,12 @@
-//! strom-broker: a Kafka-compatible broker.
+//! strom-broker: a Kafka-compatible broker. The data flow reads top to bottom:
+//! connection → frame → decode (`protocol`) → handler (`api`) → partition (`partition`) →
+//! log (`log`); cluster metadata lives in `metadata`, the process shell in `server`.
+
+pub mod api;
+pub mod clock;
+pub mod config;
+pub mod log;
+pub mod metadata;
+pub mod partition;
+pub mod protocol;
+pub mod server;

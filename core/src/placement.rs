@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 pub enum PlacementError {
     #[error("replication factor must be at least 1, got {0}")]
     InvalidReplicationFactor(i32),
-    #[error("replication factor {replication_factor} is larger than the {brokers} available brokers")]
+    #[error(
+        "replication factor {replication_factor} is larger than the {brokers} available brokers"
+    )]
     NotEnoughBrokers {
         replication_factor: i32,
         brokers: usize,
@@ -71,7 +73,10 @@ pub fn assign_replicas(
     }
     let rack_of: BTreeMap<BrokerId, Option<&str>> =
         brokers.iter().map(|b| (b.id, b.rack.as_deref())).collect();
-    let rack_count = rack_of.values().collect::<std::collections::BTreeSet<_>>().len();
+    let rack_count = rack_of
+        .values()
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
     let rf = replication_factor as usize;
     let mut out = Vec::with_capacity(count.max(0) as usize);
     for p in first_partition.max(0)..first_partition.max(0) + count.max(0) {
@@ -172,7 +177,11 @@ mod tests {
 
     #[test]
     fn placement_is_deterministic_whatever_the_input_order() {
-        let a = vec![broker(3, Some("x")), broker(1, Some("y")), broker(2, Some("x"))];
+        let a = vec![
+            broker(3, Some("x")),
+            broker(1, Some("y")),
+            broker(2, Some("x")),
+        ];
         let mut b = a.clone();
         b.reverse();
         assert_eq!(

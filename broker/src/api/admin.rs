@@ -1,0 +1,380 @@
+//! Metadata and topic administration: Metadata (with auto-creation), CreateTopics,
+//! DeleteTopics, CreatePartitions, DescribeCluster.
+
+use super::{msg, publish};
+use crate::metadata::{codes, validate_topic_name, MetadataImage, NewTopic, TopicImage};
+use crate::server::Broker;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{
+    BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
+    CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeClusterRequest,
+    DescribeClusterResponse, MetadataRequest, MetadataResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use std::collections::BTreeMap;
+
+/// Kafka's "authorized operations were not requested" marker.
+const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+
+fn str_bytes(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_owned())
+}
+
+fn topic_name(s: &str) -> TopicName {
+    TopicName(str_bytes(s))
+}
+
+fn brokers(image: &MetadataImage) -> Vec<MetadataResponseBroker> {
+    image
+        .brokers
+        .values()
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.id))
+                .with_host(str_bytes(&b.host))
+                .with_port(b.port as i32)
+                .with_rack(b.rack.as_deref().map(str_bytes))
+        })
+        .collect()
+}
+
+fn topic_metadata(t: &TopicImage, version: i16) -> MetadataResponseTopic {
+    let partitions = t
+        .partitions
+        .iter()
+        .map(|(index, p)| {
+            MetadataResponsePartition::default()
+                .with_partition_index(*index)
+                .with_leader_id(BrokerId(p.leader))
+                .with_leader_epoch(if version >= 7 { p.leader_epoch } else { -1 })
+                .with_replica_nodes(p.replicas.iter().copied().map(BrokerId).collect())
+                .with_isr_nodes(p.isr.iter().copied().map(BrokerId).collect())
+        })
+        .collect();
+    let mut r = MetadataResponseTopic::default()
+        .with_name(Some(topic_name(&t.name)))
+        .with_partitions(partitions);
+    if version >= 10 {
+        r = r.with_topic_id(t.id);
+    }
+    if version >= 8 {
+        r = r.with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
+    }
+    r
+}
+
+/// The broker's defaults for a new topic (auto-creation and CreateTopics with -1s).
+fn default_topic(name: &str) -> NewTopic {
+    NewTopic {
+        name: name.to_owned(),
+        num_partitions: -1,
+        replication_factor: -1,
+        assignments: Vec::new(),
+        configs: BTreeMap::new(),
+    }
+}
+
+pub fn metadata(broker: &Broker, req: MetadataRequest, version: i16) -> MetadataResponse {
+    let mut image = broker.controller.image();
+    // v0 asks for every topic with an empty list; v1+ with null.
+    let all = match &req.topics {
+        None => true,
+        Some(t) => t.is_empty() && version == 0,
+    };
+    let auto_create =
+        broker.config.auto_create_topics() && (version < 4 || req.allow_auto_topic_creation);
+    let mut topics = Vec::new();
+    if all {
+        topics = image
+            .topics
+            .values()
+            .map(|t| topic_metadata(t, version))
+            .collect();
+    } else {
+        let requested = req.topics.unwrap_or_default();
+        // Auto-create what is missing first, in one metadata commit.
+        if auto_create {
+            let missing: Vec<NewTopic> = requested
+                .iter()
+                .filter_map(|t| t.name.as_ref())
+                .filter(|n| {
+                    !image.topics.contains_key(n.0.as_str()) && validate_topic_name(&n.0).is_ok()
+                })
+                .map(|n| default_topic(&n.0))
+                .collect();
+            if !missing.is_empty() {
+                for (t, r) in missing
+                    .iter()
+                    .zip(broker.controller.create_topics(&missing, false))
+                {
+                    match r {
+                        Ok(id) => tracing::info!(topic = %t.name, %id, "auto-created topic"),
+                        Err(e) => {
+                            tracing::warn!(topic = %t.name, code = e.code, message = %e.message, "auto-creation failed")
+                        }
+                    }
+                }
+                image = broker.controller.image();
+                publish(broker, &image);
+            }
+        }
+        for t in requested {
+            let found = match &t.name {
+                Some(n) => image.topics.get(n.0.as_str()),
+                None => image.topic_by_id(&t.topic_id),
+            };
+            topics.push(match found {
+                Some(ti) => topic_metadata(ti, version),
+                None => {
+                    let code = match &t.name {
+                        Some(n) if validate_topic_name(&n.0).is_err() => {
+                            codes::INVALID_TOPIC_EXCEPTION
+                        }
+                        None => codes::UNKNOWN_TOPIC_ID,
+                        _ => codes::UNKNOWN_TOPIC_OR_PARTITION,
+                    };
+                    let mut r = MetadataResponseTopic::default()
+                        .with_error_code(code)
+                        .with_name(t.name.clone());
+                    if version >= 10 {
+                        r = r.with_topic_id(t.topic_id);
+                    }
+                    if version >= 8 {
+                        r = r.with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
+                    }
+                    r
+                }
+            });
+        }
+    }
+    let mut resp = MetadataResponse::default()
+        .with_brokers(brokers(&image))
+        .with_controller_id(BrokerId(broker.node_id))
+        .with_topics(topics);
+    if version >= 2 {
+        resp = resp.with_cluster_id(Some(str_bytes(&image.cluster_id)));
+    }
+    if (8..=10).contains(&version) {
+        resp = resp.with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
+    }
+    resp
+}
+
+pub fn create_topics(
+    broker: &Broker,
+    req: CreateTopicsRequest,
+    version: i16,
+) -> CreateTopicsResponse {
+    let mut new_topics = Vec::with_capacity(req.topics.len());
+    for t in &req.topics {
+        let mut nt = default_topic(&t.name.0);
+        nt.num_partitions = t.num_partitions;
+        nt.replication_factor = t.replication_factor;
+        let mut assignments: Vec<_> = t.assignments.iter().collect();
+        assignments.sort_by_key(|a| a.partition_index);
+        nt.assignments = assignments
+            .into_iter()
+            .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+            .collect();
+        for c in &t.configs {
+            if let Some(v) = &c.value {
+                nt.configs.insert(c.name.to_string(), v.to_string());
+            }
+        }
+        new_topics.push(nt);
+    }
+    let results = broker
+        .controller
+        .create_topics(&new_topics, req.validate_only);
+    let image = broker.controller.image();
+    if !req.validate_only {
+        publish(broker, &image);
+    }
+    let topics = new_topics
+        .iter()
+        .zip(results)
+        .map(|(nt, r)| {
+            let mut out = CreatableTopicResult::default().with_name(topic_name(&nt.name));
+            match r {
+                Ok(id) => {
+                    if version >= 7 {
+                        out = out.with_topic_id(id);
+                    }
+                    if version >= 5 {
+                        let (partitions, rf) = match image.topics.get(&nt.name) {
+                            Some(t) => (
+                                t.partitions.len() as i32,
+                                t.partitions.values().next().map_or(0, |p| p.replicas.len()) as i16,
+                            ),
+                            None if !nt.assignments.is_empty() => {
+                                (nt.assignments.len() as i32, nt.assignments[0].len() as i16)
+                            }
+                            None => (
+                                if nt.num_partitions == -1 {
+                                    broker.config.num_partitions()
+                                } else {
+                                    nt.num_partitions
+                                },
+                                if nt.replication_factor == -1 {
+                                    broker.config.default_replication_factor()
+                                } else {
+                                    nt.replication_factor
+                                },
+                            ),
+                        };
+                        let configs =
+                            super::configs::topic_entries(broker, &nt.configs, None, false, false)
+                                .into_iter()
+                                .map(|e| {
+                                    CreatableTopicConfigs::default()
+                                        .with_name(e.name)
+                                        .with_value(e.value)
+                                        .with_read_only(e.read_only)
+                                        .with_config_source(e.config_source)
+                                        .with_is_sensitive(e.is_sensitive)
+                                })
+                                .collect();
+                        out = out
+                            .with_num_partitions(partitions)
+                            .with_replication_factor(rf)
+                            .with_configs(Some(configs));
+                    }
+                }
+                Err(e) => {
+                    out = out
+                        .with_error_code(e.code)
+                        .with_error_message(msg(e.message))
+                        .with_num_partitions(-1)
+                        .with_replication_factor(-1);
+                }
+            }
+            out
+        })
+        .collect();
+    CreateTopicsResponse::default().with_topics(topics)
+}
+
+pub fn delete_topics(
+    broker: &Broker,
+    req: DeleteTopicsRequest,
+    version: i16,
+) -> DeleteTopicsResponse {
+    let image = broker.controller.image();
+    // v6 names topics by name or id; earlier versions by name only.
+    let requested: Vec<(Option<String>, uuid::Uuid)> = if version >= 6 {
+        req.topics
+            .iter()
+            .map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id))
+            .collect()
+    } else {
+        req.topic_names
+            .iter()
+            .map(|n| (Some(n.0.to_string()), uuid::Uuid::nil()))
+            .collect()
+    };
+    let mut responses = Vec::with_capacity(requested.len());
+    let mut names = Vec::new();
+    let mut slots = Vec::new();
+    for (name, id) in &requested {
+        let resolved = match name {
+            Some(n) => Some(n.clone()),
+            None => image.topic_by_id(id).map(|t| t.name.clone()),
+        };
+        match resolved {
+            Some(n) => {
+                slots.push(Some(names.len()));
+                names.push(n);
+            }
+            None => slots.push(None),
+        }
+    }
+    let results = broker.controller.delete_topics(&names);
+    publish(broker, &broker.controller.image());
+    for ((name, id), slot) in requested.into_iter().zip(slots) {
+        let mut r = DeletableTopicResult::default()
+            .with_name(name.as_deref().map(topic_name))
+            .with_topic_id(if version >= 6 { id } else { uuid::Uuid::nil() });
+        match slot.map(|i| &results[i]) {
+            Some(Ok(topic_id)) => {
+                if version >= 6 {
+                    r = r.with_topic_id(*topic_id);
+                }
+            }
+            Some(Err(e)) => {
+                r = r.with_error_code(e.code);
+                if version >= 5 {
+                    r = r.with_error_message(msg(e.message.clone()));
+                }
+            }
+            None => {
+                r = r.with_error_code(codes::UNKNOWN_TOPIC_ID);
+            }
+        }
+        if version >= 6 && r.name.is_none() {
+            if let Some(t) = image.topic_by_id(&id) {
+                r = r.with_name(Some(topic_name(&t.name)));
+            }
+        }
+        responses.push(r);
+    }
+    DeleteTopicsResponse::default().with_responses(responses)
+}
+
+pub fn create_partitions(
+    broker: &Broker,
+    req: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let mut results = Vec::with_capacity(req.topics.len());
+    for t in &req.topics {
+        let assignments = t.assignments.as_ref().map(|a| {
+            a.iter()
+                .map(|x| x.broker_ids.iter().map(|b| b.0).collect())
+                .collect()
+        });
+        let r =
+            broker
+                .controller
+                .create_partitions(&t.name.0, t.count, assignments, req.validate_only);
+        let mut out = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+        if let Err(e) = r {
+            out = out
+                .with_error_code(e.code)
+                .with_error_message(msg(e.message));
+        }
+        results.push(out);
+    }
+    if !req.validate_only {
+        publish(broker, &broker.controller.image());
+    }
+    CreatePartitionsResponse::default().with_results(results)
+}
+
+pub fn describe_cluster(broker: &Broker, _req: DescribeClusterRequest) -> DescribeClusterResponse {
+    let image = broker.controller.image();
+    DescribeClusterResponse::default()
+        .with_cluster_id(str_bytes(&image.cluster_id))
+        .with_controller_id(BrokerId(broker.node_id))
+        .with_endpoint_type(1)
+        .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+        .with_brokers(
+            image
+                .brokers
+                .values()
+                .map(|b| {
+                    DescribeClusterBroker::default()
+                        .with_broker_id(BrokerId(b.id))
+                        .with_host(str_bytes(&b.host))
+                        .with_port(b.port as i32)
+                        .with_rack(b.rack.as_deref().map(str_bytes))
+                })
+                .collect(),
+        )
+}

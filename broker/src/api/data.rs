@@ -1,0 +1,251 @@
+//! The data path: Produce, Fetch (with long polling), ListOffsets and DeleteRecords.
+
+use super::msg;
+use crate::log::LogError;
+use crate::metadata::codes;
+use crate::server::Broker;
+use bytes::Bytes;
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{
+    DeleteRecordsRequest, DeleteRecordsResponse, FetchRequest, FetchResponse, ListOffsetsRequest,
+    ListOffsetsResponse, ProduceRequest, ProduceResponse,
+};
+use std::time::Duration;
+
+/// Produce: validate and append each partition's batches. acks=0 gets no response.
+pub fn produce(broker: &Broker, req: ProduceRequest, version: i16) -> Option<ProduceResponse> {
+    let acks = req.acks;
+    let acks_valid = matches!(acks, -1..=1);
+    let mut responses = Vec::with_capacity(req.topic_data.len());
+    for topic in req.topic_data {
+        let mut partition_responses = Vec::with_capacity(topic.partition_data.len());
+        for pd in topic.partition_data {
+            let mut resp = PartitionProduceResponse::default()
+                .with_index(pd.index)
+                .with_base_offset(-1)
+                .with_log_append_time_ms(-1)
+                .with_log_start_offset(-1);
+            let outcome: Result<_, (i16, String)> = if !acks_valid {
+                Err((
+                    codes::INVALID_REQUIRED_ACKS,
+                    format!("acks must be -1, 0 or 1, not {acks}"),
+                ))
+            } else if let Some(p) = broker.replicas.get(&topic.name.0, pd.index) {
+                let records = pd.records.unwrap_or_default();
+                broker
+                    .replicas
+                    .append(&p, &records, acks)
+                    .map(|info| (info, p.log_start_offset()))
+                    .map_err(|e| (e.error_code(), e.to_string()))
+            } else {
+                Err((
+                    codes::UNKNOWN_TOPIC_OR_PARTITION,
+                    "This server does not host this topic-partition.".to_string(),
+                ))
+            };
+            match outcome {
+                Ok((info, log_start)) => {
+                    resp = resp
+                        .with_base_offset(info.base_offset)
+                        .with_log_append_time_ms(info.log_append_time_ms)
+                        .with_log_start_offset(log_start);
+                }
+                Err((code, message)) => {
+                    tracing::debug!(topic = %topic.name.0, partition = pd.index, code, %message, "produce refused");
+                    resp = resp.with_error_code(code);
+                    if version >= 8 {
+                        resp = resp.with_error_message(msg(message));
+                    }
+                }
+            }
+            partition_responses.push(resp);
+        }
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(topic.name)
+                .with_partition_responses(partition_responses),
+        );
+    }
+    (acks != 0).then(|| ProduceResponse::default().with_responses(responses))
+}
+
+/// Fetch: read committed data from each partition; wait up to max_wait_ms for min_bytes.
+/// Fetch sessions (KIP-227) are not kept: every response has session id 0, which clients
+/// take as "sessions unsupported" and answer with full fetch requests.
+pub async fn fetch(broker: &Broker, req: FetchRequest, version: i16) -> FetchResponse {
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_millis(req.max_wait_ms.clamp(0, 300_000) as u64);
+    let min_bytes = req.min_bytes.max(0) as usize;
+    let max_bytes = if req.max_bytes <= 0 {
+        i32::MAX as usize
+    } else {
+        req.max_bytes as usize
+    };
+    let read_committed = req.isolation_level == 1;
+    let image = broker.controller.image();
+    let mut appends = broker.replicas.subscribe_appends();
+    loop {
+        appends.mark_unchanged();
+        let mut total = 0usize;
+        let mut any_error = false;
+        let mut responses = Vec::with_capacity(req.topics.len());
+        for topic in &req.topics {
+            let name: Option<String> = if version >= 13 {
+                image.topic_by_id(&topic.topic_id).map(|t| t.name.clone())
+            } else {
+                Some(topic.topic.0.to_string())
+            };
+            let mut partitions = Vec::with_capacity(topic.partitions.len());
+            for fp in &topic.partitions {
+                let mut pd = PartitionData::default()
+                    .with_partition_index(fp.partition)
+                    .with_high_watermark(-1)
+                    .with_last_stable_offset(-1)
+                    .with_log_start_offset(-1)
+                    .with_preferred_read_replica(kafka_protocol::messages::BrokerId(-1))
+                    .with_records(Some(Bytes::new()));
+                if read_committed {
+                    pd = pd.with_aborted_transactions(Some(Vec::new()));
+                }
+                let partition = name
+                    .as_deref()
+                    .and_then(|n| broker.replicas.get(n, fp.partition));
+                match partition {
+                    None => {
+                        any_error = true;
+                        pd = pd.with_error_code(if version >= 13 && name.is_none() {
+                            codes::UNKNOWN_TOPIC_ID
+                        } else {
+                            codes::UNKNOWN_TOPIC_OR_PARTITION
+                        });
+                    }
+                    Some(p) => {
+                        let limit = (fp.partition_max_bytes.max(0) as usize)
+                            .min(max_bytes.saturating_sub(total));
+                        match p.read(fp.fetch_offset, limit, total == 0) {
+                            Ok(read) => {
+                                total += read.records.len();
+                                pd = pd
+                                    .with_high_watermark(read.high_watermark)
+                                    .with_last_stable_offset(read.high_watermark)
+                                    .with_log_start_offset(read.log_start_offset)
+                                    .with_records(Some(read.records));
+                            }
+                            Err(LogError::OffsetOutOfRange { .. }) => {
+                                any_error = true;
+                                pd = pd
+                                    .with_error_code(codes::OFFSET_OUT_OF_RANGE)
+                                    .with_high_watermark(p.high_watermark())
+                                    .with_last_stable_offset(p.high_watermark())
+                                    .with_log_start_offset(p.log_start_offset());
+                            }
+                            Err(e) => {
+                                any_error = true;
+                                tracing::error!(cause = %e, topic = %p.topic, partition = p.index, "fetch read failed");
+                                pd = pd.with_error_code(codes::KAFKA_STORAGE_ERROR);
+                            }
+                        }
+                    }
+                }
+                partitions.push(pd);
+            }
+            responses.push(
+                FetchableTopicResponse::default()
+                    .with_topic(topic.topic.clone())
+                    .with_topic_id(topic.topic_id)
+                    .with_partitions(partitions),
+            );
+        }
+        let done = total >= min_bytes.max(1) || any_error || req.topics.is_empty();
+        if done || tokio::time::Instant::now() >= deadline {
+            return FetchResponse::default().with_responses(responses);
+        }
+        // Woken by an append or by the deadline; either way the next pass decides. A closed
+        // channel (broker shutting down) also ends the wait.
+        let _ = tokio::time::timeout_at(deadline, appends.changed()).await;
+    }
+}
+
+/// ListOffsets: earliest (-2), latest (-1), max timestamp (-3), earliest local (-4, the
+/// same as earliest without tiered storage), or the first offset at a timestamp.
+pub fn list_offsets(broker: &Broker, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|lp| {
+                    let mut r = ListOffsetsPartitionResponse::default()
+                        .with_partition_index(lp.partition_index)
+                        .with_timestamp(-1)
+                        .with_offset(-1)
+                        .with_leader_epoch(-1);
+                    let Some(p) = broker.replicas.get(&t.name.0, lp.partition_index) else {
+                        return r.with_error_code(codes::UNKNOWN_TOPIC_OR_PARTITION);
+                    };
+                    if version >= 4 {
+                        r = r.with_leader_epoch(p.leader_epoch());
+                    }
+                    let found = match lp.timestamp {
+                        -1 => Ok(Some((p.high_watermark(), -1))),
+                        -2 | -4 => Ok(Some((p.log_start_offset(), -1))),
+                        -3 => p.max_timestamp_offset(),
+                        ts if ts >= 0 => p.offset_for_timestamp(ts),
+                        _ => return r.with_error_code(codes::INVALID_REQUEST),
+                    };
+                    match found {
+                        Ok(Some((offset, ts))) => r.with_offset(offset).with_timestamp(ts),
+                        Ok(None) => r,
+                        Err(e) => {
+                            tracing::error!(cause = %e, "list offsets failed");
+                            r.with_error_code(codes::KAFKA_STORAGE_ERROR)
+                        }
+                    }
+                })
+                .collect();
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    ListOffsetsResponse::default().with_topics(topics)
+}
+
+/// DeleteRecords: advance each partition's log start offset (at most to its high watermark).
+pub fn delete_records(broker: &Broker, req: DeleteRecordsRequest) -> DeleteRecordsResponse {
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|dp| {
+                    let r = DeleteRecordsPartitionResult::default()
+                        .with_partition_index(dp.partition_index)
+                        .with_low_watermark(-1);
+                    match broker.replicas.get(&t.name.0, dp.partition_index) {
+                        None => r.with_error_code(codes::UNKNOWN_TOPIC_OR_PARTITION),
+                        Some(p) => match p.delete_records_before(dp.offset) {
+                            Ok(low) => r.with_low_watermark(low),
+                            Err(code) => r.with_error_code(code),
+                        },
+                    }
+                })
+                .collect();
+            DeleteRecordsTopicResult::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    DeleteRecordsResponse::default().with_topics(topics)
+}

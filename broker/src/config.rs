@@ -1,0 +1,999 @@
+//! Broker and topic configuration by Kafka property names: the table of supported
+//! properties (type, default, documentation, validation), parsing of properties files and
+//! `--override` flags, and the topic-level configs with their broker-level synonyms.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Kafka's config value types, with the numbering DescribeConfigs v3+ uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigType {
+    Boolean = 1,
+    String = 2,
+    Int = 3,
+    Long = 5,
+    Double = 6,
+    List = 7,
+}
+
+/// One supported property.
+pub struct ConfigDef {
+    pub name: &'static str,
+    pub ty: ConfigType,
+    /// The default as Kafka renders it; `None` for a property that is unset by default.
+    pub default: Option<&'static str>,
+    pub doc: &'static str,
+    /// Extra validation beyond the type (ranges, enumerations).
+    pub check: fn(&str) -> Result<(), String>,
+}
+
+fn any(_: &str) -> Result<(), String> {
+    Ok(())
+}
+fn non_negative(v: &str) -> Result<(), String> {
+    match v.parse::<f64>() {
+        Ok(n) if n >= 0.0 => Ok(()),
+        _ => Err("must be at least 0".into()),
+    }
+}
+fn at_least_minus_one(v: &str) -> Result<(), String> {
+    match v.parse::<i64>() {
+        Ok(n) if n >= -1 => Ok(()),
+        _ => Err("must be at least -1".into()),
+    }
+}
+fn positive(v: &str) -> Result<(), String> {
+    match v.parse::<f64>() {
+        Ok(n) if n >= 1.0 => Ok(()),
+        _ => Err("must be at least 1".into()),
+    }
+}
+fn segment_bytes(v: &str) -> Result<(), String> {
+    // Kafka's minimum: a segment must hold at least a record batch header.
+    match v.parse::<i64>() {
+        Ok(n) if n >= 14 => Ok(()),
+        _ => Err("must be at least 14".into()),
+    }
+}
+fn ratio(v: &str) -> Result<(), String> {
+    match v.parse::<f64>() {
+        Ok(n) if (0.0..=1.0).contains(&n) => Ok(()),
+        _ => Err("must be between 0 and 1".into()),
+    }
+}
+fn cleanup_policy(v: &str) -> Result<(), String> {
+    let items: Vec<&str> = v.split(',').map(str::trim).collect();
+    if items.is_empty() || items.iter().any(|i| *i != "delete" && *i != "compact") {
+        return Err("must be a list of 'delete' and 'compact'".into());
+    }
+    Ok(())
+}
+fn timestamp_type(v: &str) -> Result<(), String> {
+    match v {
+        "CreateTime" | "LogAppendTime" => Ok(()),
+        _ => Err("must be CreateTime or LogAppendTime".into()),
+    }
+}
+fn compression_type(v: &str) -> Result<(), String> {
+    // Re-compression on the broker is not implemented: batches are stored as produced.
+    match v {
+        "producer" => Ok(()),
+        "uncompressed" | "gzip" | "snappy" | "lz4" | "zstd" => Err(format!(
+            "'{v}' is a valid Kafka value but Strom only supports 'producer' (batches are stored as produced)"
+        )),
+        _ => Err("must be one of producer, uncompressed, gzip, snappy, lz4, zstd".into()),
+    }
+}
+fn process_roles(v: &str) -> Result<(), String> {
+    let mut roles: Vec<&str> = v.split(',').map(str::trim).collect();
+    roles.sort_unstable();
+    if roles == ["broker", "controller"] {
+        Ok(())
+    } else if roles.iter().all(|r| *r == "broker" || *r == "controller") {
+        Err("only the combined roles 'broker,controller' are supported so far".into())
+    } else {
+        Err("must be a list of 'broker' and 'controller'".into())
+    }
+}
+fn listeners(v: &str) -> Result<(), String> {
+    parse_listener(v).map(|_| ())
+}
+fn socket_addr(v: &str) -> Result<(), String> {
+    v.parse::<SocketAddr>()
+        .map(|_| ())
+        .map_err(|_| "must be host:port with a numeric IP address".into())
+}
+fn false_only(v: &str) -> Result<(), String> {
+    match v {
+        "false" => Ok(()),
+        _ => Err("only 'false' is supported".into()),
+    }
+}
+
+const BOOL: ConfigType = ConfigType::Boolean;
+const STR: ConfigType = ConfigType::String;
+const INT: ConfigType = ConfigType::Int;
+const LONG: ConfigType = ConfigType::Long;
+const DOUBLE: ConfigType = ConfigType::Double;
+const LIST: ConfigType = ConfigType::List;
+
+/// Every broker property Strom accepts. Anything else in a config file is refused.
+pub static BROKER_CONFIGS: &[ConfigDef] = &[
+    ConfigDef {
+        name: "node.id",
+        ty: INT,
+        default: Some("1"),
+        doc: "This node's id in the cluster.",
+        check: non_negative,
+    },
+    ConfigDef {
+        name: "process.roles",
+        ty: LIST,
+        default: Some("broker,controller"),
+        doc: "The roles this process plays.",
+        check: process_roles,
+    },
+    ConfigDef {
+        name: "listeners",
+        ty: STR,
+        default: Some("PLAINTEXT://127.0.0.1:9092"),
+        doc: "The Kafka listener, PLAINTEXT://host:port.",
+        check: listeners,
+    },
+    ConfigDef {
+        name: "advertised.listeners",
+        ty: STR,
+        default: None,
+        doc: "The listener clients are told to connect to; defaults to listeners.",
+        check: listeners,
+    },
+    ConfigDef {
+        name: "log.dirs",
+        ty: LIST,
+        default: None,
+        doc: "Directories holding the partition logs; defaults to log.dir.",
+        check: any,
+    },
+    ConfigDef {
+        name: "log.dir",
+        ty: STR,
+        default: Some("./data"),
+        doc: "The log directory used when log.dirs is unset.",
+        check: any,
+    },
+    ConfigDef {
+        name: "broker.rack",
+        ty: STR,
+        default: None,
+        doc: "The rack (zone) of this broker.",
+        check: any,
+    },
+    ConfigDef {
+        name: "controller.quorum.voters",
+        ty: LIST,
+        default: None,
+        doc: "The controller quorum as id@host:port; a single node is its own voter.",
+        check: any,
+    },
+    ConfigDef {
+        name: "auto.create.topics.enable",
+        ty: BOOL,
+        default: Some("true"),
+        doc: "Create a topic when a client asks for its metadata.",
+        check: any,
+    },
+    ConfigDef {
+        name: "delete.topic.enable",
+        ty: BOOL,
+        default: Some("true"),
+        doc: "Allow DeleteTopics.",
+        check: any,
+    },
+    ConfigDef {
+        name: "num.partitions",
+        ty: INT,
+        default: Some("1"),
+        doc: "Partitions of an auto-created topic or a CreateTopics request without a count.",
+        check: positive,
+    },
+    ConfigDef {
+        name: "default.replication.factor",
+        ty: INT,
+        default: Some("1"),
+        doc: "Replication factor of an auto-created topic or a CreateTopics request without one.",
+        check: positive,
+    },
+    ConfigDef {
+        name: "min.insync.replicas",
+        ty: INT,
+        default: Some("1"),
+        doc: "Replicas that must acknowledge an acks=all write.",
+        check: positive,
+    },
+    ConfigDef {
+        name: "socket.request.max.bytes",
+        ty: INT,
+        default: Some("104857600"),
+        doc: "The largest request frame accepted; a larger one closes the connection.",
+        check: positive,
+    },
+    ConfigDef {
+        name: "message.max.bytes",
+        ty: INT,
+        default: Some("1048588"),
+        doc: "The largest record batch accepted (topic synonym max.message.bytes).",
+        check: non_negative,
+    },
+    ConfigDef {
+        name: "log.segment.bytes",
+        ty: INT,
+        default: Some("1073741824"),
+        doc: "Segment size at which the log rolls (topic synonym segment.bytes).",
+        check: segment_bytes,
+    },
+    ConfigDef {
+        name: "log.roll.ms",
+        ty: LONG,
+        default: None,
+        doc: "Segment age at which the log rolls; overrides log.roll.hours.",
+        check: positive,
+    },
+    ConfigDef {
+        name: "log.roll.hours",
+        ty: INT,
+        default: Some("168"),
+        doc: "Segment age in hours at which the log rolls.",
+        check: positive,
+    },
+    ConfigDef {
+        name: "log.retention.ms",
+        ty: LONG,
+        default: None,
+        doc: "How long to keep a log; -1 keeps it forever. Overrides minutes and hours.",
+        check: at_least_minus_one,
+    },
+    ConfigDef {
+        name: "log.retention.minutes",
+        ty: INT,
+        default: None,
+        doc: "How long to keep a log, in minutes; overrides hours.",
+        check: at_least_minus_one,
+    },
+    ConfigDef {
+        name: "log.retention.hours",
+        ty: INT,
+        default: Some("168"),
+        doc: "How long to keep a log, in hours.",
+        check: at_least_minus_one,
+    },
+    ConfigDef {
+        name: "log.retention.bytes",
+        ty: LONG,
+        default: Some("-1"),
+        doc: "Largest size of a partition's log; -1 for no limit.",
+        check: at_least_minus_one,
+    },
+    ConfigDef {
+        name: "log.retention.check.interval.ms",
+        ty: LONG,
+        default: Some("300000"),
+        doc: "How often retention is checked.",
+        check: positive,
+    },
+    ConfigDef {
+        name: "log.cleanup.policy",
+        ty: LIST,
+        default: Some("delete"),
+        doc: "Default cleanup.policy of topics.",
+        check: cleanup_policy,
+    },
+    ConfigDef {
+        name: "log.index.interval.bytes",
+        ty: INT,
+        default: Some("4096"),
+        doc: "Bytes between offset index entries.",
+        check: non_negative,
+    },
+    ConfigDef {
+        name: "log.index.size.max.bytes",
+        ty: INT,
+        default: Some("10485760"),
+        doc: "Largest offset index; the segment rolls when it is full.",
+        check: positive,
+    },
+    ConfigDef {
+        name: "log.flush.interval.messages",
+        ty: LONG,
+        default: Some("9223372036854775807"),
+        doc: "Records appended before the log is fsynced.",
+        check: positive,
+    },
+    ConfigDef {
+        name: "log.flush.interval.ms",
+        ty: LONG,
+        default: None,
+        doc: "Longest time a record stays in the page cache before fsync.",
+        check: non_negative,
+    },
+    ConfigDef {
+        name: "log.message.timestamp.type",
+        ty: STR,
+        default: Some("CreateTime"),
+        doc: "CreateTime or LogAppendTime.",
+        check: timestamp_type,
+    },
+    ConfigDef {
+        name: "log.message.timestamp.before.max.ms",
+        ty: LONG,
+        default: Some("9223372036854775807"),
+        doc: "How far in the past a record's timestamp may be.",
+        check: non_negative,
+    },
+    ConfigDef {
+        name: "log.message.timestamp.after.max.ms",
+        ty: LONG,
+        default: Some("3600000"),
+        doc: "How far in the future a record's timestamp may be.",
+        check: non_negative,
+    },
+    ConfigDef {
+        name: "log.cleaner.delete.retention.ms",
+        ty: LONG,
+        default: Some("86400000"),
+        doc: "How long tombstones are kept on compacted topics.",
+        check: non_negative,
+    },
+    ConfigDef {
+        name: "log.cleaner.min.compaction.lag.ms",
+        ty: LONG,
+        default: Some("0"),
+        doc: "Least age of a record before compaction.",
+        check: non_negative,
+    },
+    ConfigDef {
+        name: "log.cleaner.max.compaction.lag.ms",
+        ty: LONG,
+        default: Some("9223372036854775807"),
+        doc: "Greatest age of an uncompacted record.",
+        check: positive,
+    },
+    ConfigDef {
+        name: "log.cleaner.min.cleanable.ratio",
+        ty: DOUBLE,
+        default: Some("0.5"),
+        doc: "Dirty ratio at which a log is compacted.",
+        check: ratio,
+    },
+    ConfigDef {
+        name: "log.segment.delete.delay.ms",
+        ty: LONG,
+        default: Some("60000"),
+        doc: "Delay before a deleted segment's files are removed.",
+        check: non_negative,
+    },
+    ConfigDef {
+        name: "compression.type",
+        ty: STR,
+        default: Some("producer"),
+        doc: "Compression of stored batches; 'producer' keeps them as produced.",
+        check: compression_type,
+    },
+    ConfigDef {
+        name: "unclean.leader.election.enable",
+        ty: BOOL,
+        default: Some("false"),
+        doc: "Elect an out-of-sync replica as leader (unsupported).",
+        check: false_only,
+    },
+    ConfigDef {
+        name: "strom.http.listener",
+        ty: STR,
+        default: Some("127.0.0.1:9644"),
+        doc: "Address of the HTTP listener serving /metrics, /healthz and /readyz.",
+        check: socket_addr,
+    },
+    ConfigDef {
+        name: "strom.shutdown.timeout.ms",
+        ty: LONG,
+        default: Some("30000"),
+        doc: "How long a clean shutdown waits for in-flight requests.",
+        check: non_negative,
+    },
+];
+
+/// A topic-level property, and the broker property that supplies its default.
+pub struct TopicConfigDef {
+    pub def: ConfigDef,
+    pub broker_synonym: Option<&'static str>,
+}
+
+const fn topic(
+    name: &'static str,
+    ty: ConfigType,
+    default: Option<&'static str>,
+    doc: &'static str,
+    check: fn(&str) -> Result<(), String>,
+    broker_synonym: Option<&'static str>,
+) -> TopicConfigDef {
+    TopicConfigDef {
+        def: ConfigDef {
+            name,
+            ty,
+            default,
+            doc,
+            check,
+        },
+        broker_synonym,
+    }
+}
+
+/// Every topic property Strom accepts, with Kafka's defaults.
+pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
+    topic(
+        "cleanup.policy",
+        LIST,
+        Some("delete"),
+        "delete, compact, or both.",
+        cleanup_policy,
+        Some("log.cleanup.policy"),
+    ),
+    topic(
+        "compression.type",
+        STR,
+        Some("producer"),
+        "Compression of stored batches.",
+        compression_type,
+        Some("compression.type"),
+    ),
+    topic(
+        "delete.retention.ms",
+        LONG,
+        Some("86400000"),
+        "How long tombstones are kept.",
+        non_negative,
+        Some("log.cleaner.delete.retention.ms"),
+    ),
+    topic(
+        "file.delete.delay.ms",
+        LONG,
+        Some("60000"),
+        "Delay before a deleted segment's files are removed.",
+        non_negative,
+        Some("log.segment.delete.delay.ms"),
+    ),
+    topic(
+        "flush.messages",
+        LONG,
+        Some("9223372036854775807"),
+        "Records appended before fsync.",
+        positive,
+        Some("log.flush.interval.messages"),
+    ),
+    topic(
+        "flush.ms",
+        LONG,
+        Some("9223372036854775807"),
+        "Time before fsync.",
+        non_negative,
+        Some("log.flush.interval.ms"),
+    ),
+    topic(
+        "index.interval.bytes",
+        INT,
+        Some("4096"),
+        "Bytes between offset index entries.",
+        non_negative,
+        Some("log.index.interval.bytes"),
+    ),
+    topic(
+        "max.compaction.lag.ms",
+        LONG,
+        Some("9223372036854775807"),
+        "Greatest age of an uncompacted record.",
+        positive,
+        Some("log.cleaner.max.compaction.lag.ms"),
+    ),
+    topic(
+        "max.message.bytes",
+        INT,
+        Some("1048588"),
+        "The largest record batch accepted.",
+        non_negative,
+        Some("message.max.bytes"),
+    ),
+    topic(
+        "message.timestamp.type",
+        STR,
+        Some("CreateTime"),
+        "CreateTime or LogAppendTime.",
+        timestamp_type,
+        Some("log.message.timestamp.type"),
+    ),
+    topic(
+        "message.timestamp.before.max.ms",
+        LONG,
+        Some("9223372036854775807"),
+        "How far in the past a timestamp may be.",
+        non_negative,
+        Some("log.message.timestamp.before.max.ms"),
+    ),
+    topic(
+        "message.timestamp.after.max.ms",
+        LONG,
+        Some("3600000"),
+        "How far in the future a timestamp may be.",
+        non_negative,
+        Some("log.message.timestamp.after.max.ms"),
+    ),
+    topic(
+        "min.cleanable.dirty.ratio",
+        DOUBLE,
+        Some("0.5"),
+        "Dirty ratio at which the log is compacted.",
+        ratio,
+        Some("log.cleaner.min.cleanable.ratio"),
+    ),
+    topic(
+        "min.compaction.lag.ms",
+        LONG,
+        Some("0"),
+        "Least age of a record before compaction.",
+        non_negative,
+        Some("log.cleaner.min.compaction.lag.ms"),
+    ),
+    topic(
+        "min.insync.replicas",
+        INT,
+        Some("1"),
+        "Replicas that must acknowledge an acks=all write.",
+        positive,
+        Some("min.insync.replicas"),
+    ),
+    topic(
+        "preallocate",
+        BOOL,
+        Some("false"),
+        "Preallocate segment files (ignored).",
+        any,
+        None,
+    ),
+    topic(
+        "retention.bytes",
+        LONG,
+        Some("-1"),
+        "Largest size of a partition's log.",
+        at_least_minus_one,
+        Some("log.retention.bytes"),
+    ),
+    topic(
+        "retention.ms",
+        LONG,
+        Some("604800000"),
+        "How long records are kept.",
+        at_least_minus_one,
+        Some("log.retention.ms"),
+    ),
+    topic(
+        "segment.bytes",
+        INT,
+        Some("1073741824"),
+        "Segment size at which the log rolls.",
+        segment_bytes,
+        Some("log.segment.bytes"),
+    ),
+    topic(
+        "segment.index.bytes",
+        INT,
+        Some("10485760"),
+        "Largest offset index of a segment.",
+        positive,
+        Some("log.index.size.max.bytes"),
+    ),
+    topic(
+        "segment.jitter.ms",
+        LONG,
+        Some("0"),
+        "Random jitter subtracted from segment.ms.",
+        non_negative,
+        None,
+    ),
+    topic(
+        "segment.ms",
+        LONG,
+        Some("604800000"),
+        "Segment age at which the log rolls.",
+        positive,
+        Some("log.roll.ms"),
+    ),
+    topic(
+        "unclean.leader.election.enable",
+        BOOL,
+        Some("false"),
+        "Elect an out-of-sync replica as leader (unsupported).",
+        false_only,
+        Some("unclean.leader.election.enable"),
+    ),
+];
+
+pub fn broker_def(name: &str) -> Option<&'static ConfigDef> {
+    BROKER_CONFIGS.iter().find(|d| d.name == name)
+}
+
+pub fn topic_def(name: &str) -> Option<&'static TopicConfigDef> {
+    TOPIC_CONFIGS.iter().find(|d| d.def.name == name)
+}
+
+/// Checks `value` against a definition's type and its own rule; the error names neither the
+/// property nor the value, so callers can phrase it for their context.
+pub fn validate(def: &ConfigDef, value: &str) -> Result<(), String> {
+    let v = value.trim();
+    let typed = match def.ty {
+        ConfigType::Boolean => matches!(v, "true" | "false")
+            .then_some(())
+            .ok_or_else(|| "must be true or false".to_string()),
+        ConfigType::Int => v
+            .parse::<i32>()
+            .map(|_| ())
+            .map_err(|_| "must be a 32-bit integer".to_string()),
+        ConfigType::Long => v
+            .parse::<i64>()
+            .map(|_| ())
+            .map_err(|_| "must be a 64-bit integer".to_string()),
+        ConfigType::Double => v
+            .parse::<f64>()
+            .map(|_| ())
+            .map_err(|_| "must be a number".to_string()),
+        ConfigType::String | ConfigType::List => Ok(()),
+    };
+    typed.and_then(|_| (def.check)(v))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("unknown property '{0}'")]
+    Unknown(String),
+    #[error("invalid value '{value}' for property '{name}': {reason}")]
+    Invalid {
+        name: String,
+        value: String,
+        reason: String,
+    },
+    #[error("malformed line {line} in {file}: expected key=value")]
+    Malformed { file: String, line: usize },
+    #[error("cannot read config file {file}: {cause}")]
+    Read { file: String, cause: std::io::Error },
+}
+
+/// A parsed `PLAINTEXT://host:port` listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub host: String,
+    pub port: u16,
+}
+
+fn parse_listener(v: &str) -> Result<Listener, String> {
+    let v = v.trim();
+    if v.contains(',') {
+        return Err("only one listener is supported so far".into());
+    }
+    let rest = v
+        .strip_prefix("PLAINTEXT://")
+        .ok_or("must be PLAINTEXT://host:port (other security protocols are not supported)")?;
+    let (host, port) = rest
+        .rsplit_once(':')
+        .ok_or("must be PLAINTEXT://host:port")?;
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| "the port must be a number")?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Ok(Listener {
+        host: host.to_owned(),
+        port,
+    })
+}
+
+/// The broker's configuration: the properties set explicitly (by file or override), and
+/// typed accessors that fall back to the defaults of the table.
+#[derive(Debug, Clone, Default)]
+pub struct BrokerConfig {
+    explicit: BTreeMap<String, String>,
+}
+
+impl BrokerConfig {
+    /// Builds a configuration from a properties file's text (if any) and `key=value`
+    /// overrides, refusing unknown properties and invalid values.
+    pub fn load(file: Option<(&str, &str)>, overrides: &[String]) -> Result<Self, ConfigError> {
+        let mut explicit = BTreeMap::new();
+        if let Some((name, text)) = file {
+            for (i, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+                    continue;
+                }
+                let (k, v) = line
+                    .split_once('=')
+                    .or_else(|| line.split_once(':'))
+                    .ok_or_else(|| ConfigError::Malformed {
+                        file: name.to_owned(),
+                        line: i + 1,
+                    })?;
+                explicit.insert(k.trim().to_owned(), v.trim().to_owned());
+            }
+        }
+        for o in overrides {
+            let (k, v) = o.split_once('=').ok_or_else(|| ConfigError::Malformed {
+                file: "--override".to_owned(),
+                line: 0,
+            })?;
+            explicit.insert(k.trim().to_owned(), v.trim().to_owned());
+        }
+        for (k, v) in &explicit {
+            let def = broker_def(k).ok_or_else(|| ConfigError::Unknown(k.clone()))?;
+            validate(def, v).map_err(|reason| ConfigError::Invalid {
+                name: k.clone(),
+                value: v.clone(),
+                reason,
+            })?;
+        }
+        Ok(BrokerConfig { explicit })
+    }
+
+    /// The value set explicitly, if any.
+    pub fn explicit(&self, name: &str) -> Option<&str> {
+        self.explicit.get(name).map(String::as_str)
+    }
+
+    /// The effective value: explicit, else the table's default.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.explicit(name)
+            .or_else(|| broker_def(name).and_then(|d| d.default))
+    }
+
+    fn int(&self, name: &str) -> i64 {
+        // Every name passed here has a numeric default in the table and was validated.
+        self.get(name).and_then(|v| v.parse().ok()).unwrap_or(0)
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.int("node.id") as i32
+    }
+    pub fn listener(&self) -> Listener {
+        parse_listener(self.get("listeners").unwrap_or_default()).expect("validated at load")
+    }
+    pub fn advertised_listener(&self) -> Listener {
+        match self.explicit("advertised.listeners") {
+            Some(v) => parse_listener(v).expect("validated at load"),
+            None => self.listener(),
+        }
+    }
+    pub fn log_dirs(&self) -> Vec<PathBuf> {
+        let raw = self
+            .explicit("log.dirs")
+            .or_else(|| self.get("log.dir"))
+            .unwrap_or("./data");
+        raw.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+            .collect()
+    }
+    pub fn rack(&self) -> Option<String> {
+        self.explicit("broker.rack").map(str::to_owned)
+    }
+    pub fn auto_create_topics(&self) -> bool {
+        self.get("auto.create.topics.enable") == Some("true")
+    }
+    pub fn delete_topic_enable(&self) -> bool {
+        self.get("delete.topic.enable") == Some("true")
+    }
+    pub fn num_partitions(&self) -> i32 {
+        self.int("num.partitions") as i32
+    }
+    pub fn default_replication_factor(&self) -> i16 {
+        self.int("default.replication.factor") as i16
+    }
+    pub fn socket_request_max_bytes(&self) -> usize {
+        self.int("socket.request.max.bytes") as usize
+    }
+    pub fn http_listener(&self) -> SocketAddr {
+        self.get("strom.http.listener")
+            .and_then(|v| v.parse().ok())
+            .expect("validated at load")
+    }
+    pub fn shutdown_timeout_ms(&self) -> u64 {
+        self.int("strom.shutdown.timeout.ms") as u64
+    }
+    pub fn retention_check_interval_ms(&self) -> u64 {
+        self.int("log.retention.check.interval.ms") as u64
+    }
+
+    /// The broker-level default of a topic property, as Kafka derives it from the broker
+    /// synonym (for example retention.ms from log.retention.ms, .minutes or .hours), and
+    /// whether that default was set explicitly on this broker.
+    pub fn topic_default(&self, name: &str) -> Option<(String, bool)> {
+        let def = topic_def(name)?;
+        let ms = |ms: &str, minutes: Option<&str>, hours: &str| -> (String, bool) {
+            if let Some(v) = self.explicit(ms) {
+                return (v.to_owned(), true);
+            }
+            if let Some(m) = minutes.and_then(|m| self.explicit(m)) {
+                let m: i64 = m.parse().unwrap_or(0);
+                return ((if m < 0 { -1 } else { m * 60_000 }).to_string(), true);
+            }
+            let explicit = self.explicit(hours).is_some();
+            let h: i64 = self.get(hours).and_then(|h| h.parse().ok()).unwrap_or(168);
+            (
+                (if h < 0 { -1 } else { h * 3_600_000 }).to_string(),
+                explicit,
+            )
+        };
+        match name {
+            "retention.ms" => Some(ms(
+                "log.retention.ms",
+                Some("log.retention.minutes"),
+                "log.retention.hours",
+            )),
+            "segment.ms" => Some(ms("log.roll.ms", None, "log.roll.hours")),
+            "flush.ms" => Some(match self.explicit("log.flush.interval.ms") {
+                Some(v) => (v.to_owned(), true),
+                None => (def.def.default.unwrap_or_default().to_owned(), false),
+            }),
+            _ => match def.broker_synonym {
+                Some(syn) => Some(match self.explicit(syn) {
+                    Some(v) => (v.to_owned(), true),
+                    None => (
+                        self.get(syn)
+                            .or(def.def.default)
+                            .unwrap_or_default()
+                            .to_owned(),
+                        false,
+                    ),
+                }),
+                None => Some((def.def.default.unwrap_or_default().to_owned(), false)),
+            },
+        }
+    }
+}
+
+/// Typed topic configuration used by the log and the request handlers; built from a topic's
+/// overrides on top of the broker defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    pub segment_bytes: u64,
+    pub segment_ms: i64,
+    pub index_interval_bytes: u64,
+    pub segment_index_bytes: u64,
+    pub max_message_bytes: usize,
+    pub flush_messages: i64,
+    pub flush_ms: i64,
+    pub log_append_time: bool,
+    pub timestamp_before_max_ms: i64,
+    pub timestamp_after_max_ms: i64,
+    pub retention_ms: i64,
+    pub retention_bytes: i64,
+    pub compact: bool,
+    pub delete: bool,
+    pub min_insync_replicas: i32,
+}
+
+impl LogConfig {
+    /// Resolves every topic property: the topic's override, else the broker default.
+    pub fn resolve(broker: &BrokerConfig, overrides: &BTreeMap<String, String>) -> LogConfig {
+        let get = |name: &str| -> String {
+            overrides
+                .get(name)
+                .cloned()
+                .or_else(|| broker.topic_default(name).map(|(v, _)| v))
+                .unwrap_or_default()
+        };
+        let num = |name: &str| -> i64 { get(name).trim().parse().unwrap_or(i64::MAX) };
+        let policy = get("cleanup.policy");
+        LogConfig {
+            segment_bytes: num("segment.bytes").max(14) as u64,
+            segment_ms: num("segment.ms"),
+            index_interval_bytes: num("index.interval.bytes").max(0) as u64,
+            segment_index_bytes: num("segment.index.bytes").max(8) as u64,
+            max_message_bytes: num("max.message.bytes").max(0) as usize,
+            flush_messages: num("flush.messages"),
+            flush_ms: num("flush.ms"),
+            log_append_time: get("message.timestamp.type") == "LogAppendTime",
+            timestamp_before_max_ms: num("message.timestamp.before.max.ms"),
+            timestamp_after_max_ms: num("message.timestamp.after.max.ms"),
+            retention_ms: num("retention.ms"),
+            retention_bytes: num("retention.bytes"),
+            compact: policy.split(',').any(|p| p.trim() == "compact"),
+            delete: policy.split(',').any(|p| p.trim() == "delete"),
+            min_insync_replicas: num("min.insync.replicas") as i32,
+        }
+    }
+}
+
+/// Validates one topic property as CreateTopics, AlterConfigs and IncrementalAlterConfigs
+/// must: unknown names and invalid values are refused with a message naming them.
+pub fn validate_topic_config(name: &str, value: &str) -> Result<(), String> {
+    let def = topic_def(name).ok_or_else(|| format!("Unknown topic config name: {name}"))?;
+    validate(&def.def, value)
+        .map_err(|reason| format!("Invalid value {value} for configuration {name}: {reason}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_start_a_single_node() {
+        let c = BrokerConfig::load(None, &[]).unwrap();
+        assert_eq!(c.node_id(), 1);
+        assert_eq!(
+            c.listener(),
+            Listener {
+                host: "127.0.0.1".into(),
+                port: 9092
+            }
+        );
+        assert_eq!(c.advertised_listener(), c.listener());
+        assert_eq!(c.log_dirs(), vec![PathBuf::from("./data")]);
+        assert!(c.auto_create_topics());
+        assert_eq!(c.socket_request_max_bytes(), 104_857_600);
+    }
+
+    #[test]
+    fn file_then_overrides() {
+        let text = "# comment\nnode.id=3\nlog.dirs = /a,/b\nnum.partitions=4\n";
+        let c = BrokerConfig::load(
+            Some(("server.properties", text)),
+            &["num.partitions=6".into()],
+        )
+        .unwrap();
+        assert_eq!(c.node_id(), 3);
+        assert_eq!(c.num_partitions(), 6);
+        assert_eq!(c.log_dirs(), vec![PathBuf::from("/a"), PathBuf::from("/b")]);
+    }
+
+    #[test]
+    fn refuses_unknown_and_invalid_properties_by_name() {
+        let e = BrokerConfig::load(None, &["foo.bar=1".into()]).unwrap_err();
+        assert!(e.to_string().contains("foo.bar"), "{e}");
+        let e = BrokerConfig::load(None, &["num.partitions=abc".into()]).unwrap_err();
+        assert!(e.to_string().contains("num.partitions"), "{e}");
+        let e = BrokerConfig::load(None, &["listeners=SSL://x:1".into()]).unwrap_err();
+        assert!(e.to_string().contains("listeners"), "{e}");
+        let e = BrokerConfig::load(Some(("f", "nonsense\n")), &[]).unwrap_err();
+        assert!(e.to_string().contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn topic_defaults_follow_broker_synonyms() {
+        let c = BrokerConfig::load(None, &[]).unwrap();
+        assert_eq!(
+            c.topic_default("retention.ms"),
+            Some(("604800000".into(), false))
+        );
+        let c = BrokerConfig::load(None, &["log.retention.minutes=2".into()]).unwrap();
+        assert_eq!(
+            c.topic_default("retention.ms"),
+            Some(("120000".into(), true))
+        );
+        let c = BrokerConfig::load(None, &["message.max.bytes=2000".into()]).unwrap();
+        let lc = LogConfig::resolve(&c, &BTreeMap::new());
+        assert_eq!(lc.max_message_bytes, 2000);
+        let mut o = BTreeMap::new();
+        o.insert("cleanup.policy".to_string(), "compact,delete".to_string());
+        o.insert("segment.bytes".to_string(), "1000".to_string());
+        let lc = LogConfig::resolve(&c, &o);
+        assert!(lc.compact && lc.delete);
+        assert_eq!(lc.segment_bytes, 1000);
+    }
+
+    #[test]
+    fn topic_config_validation() {
+        assert!(validate_topic_config("retention.ms", "1000").is_ok());
+        assert!(validate_topic_config("retention.ms", "-2").is_err());
+        assert!(validate_topic_config("retention.ms", "abc").is_err());
+        assert!(validate_topic_config("cleanup.policy", "compact,delete").is_ok());
+        assert!(validate_topic_config("cleanup.policy", "forever").is_err());
+        assert!(validate_topic_config("no.such.config", "1").is_err());
+        assert!(validate_topic_config("min.cleanable.dirty.ratio", "1.5").is_err());
+    }
+}

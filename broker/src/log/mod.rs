@@ -1,0 +1,612 @@
+//! The partition log: an ordered set of segments in one directory, appended at the end,
+//! read by offset, rolled by size and age, recovered after a crash, and trimmed from the
+//! front by DeleteRecords. The log knows nothing of replication; the partition layer decides
+//! which offsets are visible (the high watermark).
+
+pub mod batch;
+pub mod segment;
+
+use crate::config::LogConfig;
+use batch::{BatchHeader, HEADER_LEN};
+use bytes::Bytes;
+use segment::{file_name, write_atomically, Segment};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Where the log start offset is kept across restarts.
+const LOG_START_FILE: &str = "log-start-offset";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("offset {offset} is out of range [{log_start_offset}, {log_end_offset}]")]
+    OffsetOutOfRange {
+        offset: i64,
+        log_start_offset: i64,
+        log_end_offset: i64,
+    },
+    #[error("log i/o failed: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// The outcome of one append: the offsets the batches received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// The LogAppendTime stamped into the batches, or -1 for CreateTime topics.
+    pub log_append_time_ms: i64,
+}
+
+/// A read resolved under the partition lock and carried out without it: a byte range of one
+/// segment file. The file handle stays valid even if the segment is deleted meanwhile.
+pub struct ReadPlan {
+    file: Arc<File>,
+    position: u64,
+    end: u64,
+}
+
+pub struct Log {
+    dir: PathBuf,
+    segments: BTreeMap<i64, Segment>,
+    log_start_offset: i64,
+    config: LogConfig,
+    unflushed_records: i64,
+    last_flush_ms: i64,
+}
+
+impl Log {
+    /// Opens (or creates) the log in `dir`. After an unclean shutdown (`clean == false`) the
+    /// active segment is fully verified and a torn tail truncated.
+    pub fn open(dir: &Path, config: LogConfig, clean: bool, now_ms: i64) -> Result<Log, LogError> {
+        std::fs::create_dir_all(dir)?;
+        let mut bases: Vec<i64> = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let name = entry?.file_name();
+            let name = name.to_string_lossy();
+            if let Some(stem) = name.strip_suffix(".log") {
+                if let Ok(base) = stem.parse::<i64>() {
+                    bases.push(base);
+                }
+            } else if name.ends_with(".tmp") {
+                // A temporary file is an index write that did not finish: the old file (or a
+                // rebuild from the segment) is the truth.
+                let _ = std::fs::remove_file(dir.join(name.as_ref()));
+            }
+        }
+        bases.sort_unstable();
+        let mut segments = BTreeMap::new();
+        let last = bases.last().copied();
+        for base in bases {
+            let recover = !clean && Some(base) == last;
+            let seg = Segment::open(dir, base, recover, config.index_interval_bytes, now_ms)?;
+            segments.insert(base, seg);
+        }
+        if segments.is_empty() {
+            segments.insert(0, Segment::create(dir, 0, now_ms)?);
+        }
+        let first_base = *segments.keys().next().expect("at least one segment");
+        let stored_start = std::fs::read_to_string(dir.join(LOG_START_FILE))
+            .ok()
+            .and_then(|s| s.trim().parse::<i64>().ok());
+        let mut log = Log {
+            dir: dir.to_owned(),
+            segments,
+            log_start_offset: first_base,
+            config,
+            unflushed_records: 0,
+            last_flush_ms: now_ms,
+        };
+        let leo = log.log_end_offset();
+        log.log_start_offset = stored_start.unwrap_or(first_base).clamp(first_base, leo);
+        Ok(log)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Applies a changed topic configuration; it takes effect from the next append.
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+
+    /// The log end offset (LEO): the offset the next record will get.
+    pub fn log_end_offset(&self) -> i64 {
+        self.active().next_offset
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.values().map(|s| s.size).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    fn active(&self) -> &Segment {
+        self.segments
+            .values()
+            .next_back()
+            .expect("a log always has a segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a log always has a segment")
+    }
+
+    /// Appends validated batches (`records` holds them back to back, `headers` describes
+    /// each), assigning consecutive offsets from the log end. Returns the offsets given.
+    pub fn append(
+        &mut self,
+        records: &[u8],
+        headers: &[BatchHeader],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        let log_append_time = self.config.log_append_time.then_some(now_ms);
+        let base_offset = self.log_end_offset();
+        let mut pos = 0usize;
+        let mut next = base_offset;
+        let mut records_appended = 0i64;
+        for h in headers {
+            let total = h.total_len();
+            self.maybe_roll(total as u64, now_ms)?;
+            let mut header = [0u8; HEADER_LEN];
+            header.copy_from_slice(&records[pos..pos + HEADER_LEN]);
+            batch::stamp_header(
+                &mut header,
+                &records[pos + HEADER_LEN..pos + total],
+                next,
+                leader_epoch,
+                log_append_time,
+            );
+            let interval = self.config.index_interval_bytes;
+            self.active_mut()
+                .append(&header, &records[pos + HEADER_LEN..pos + total], interval)?;
+            next += h.last_offset_delta as i64 + 1;
+            records_appended += h.record_count as i64;
+            pos += total;
+        }
+        self.unflushed_records += records_appended;
+        if self.unflushed_records >= self.config.flush_messages
+            || now_ms - self.last_flush_ms >= self.config.flush_ms
+        {
+            self.flush(now_ms)?;
+        }
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: next - 1,
+            log_append_time_ms: log_append_time.unwrap_or(-1),
+        })
+    }
+
+    /// Starts a new segment when the next batch would overflow segment.bytes, when the active
+    /// segment is older than segment.ms, or when its offset index is full.
+    fn maybe_roll(&mut self, incoming: u64, now_ms: i64) -> Result<(), LogError> {
+        let cfg = &self.config;
+        let active = self.active();
+        if active.size == 0 {
+            return Ok(());
+        }
+        let full = active.size + incoming > cfg.segment_bytes;
+        let old = now_ms - active.created_ms >= cfg.segment_ms;
+        let index_full = (active.index.len() as u64 + 1) * 8 > cfg.segment_index_bytes;
+        let offsets_overflow = self.log_end_offset() - active.base_offset > i32::MAX as i64 / 2;
+        if full || old || index_full || offsets_overflow {
+            self.roll(now_ms)?;
+        }
+        Ok(())
+    }
+
+    /// Closes the active segment (fsync, indexes on disk) and opens a new one at the LEO.
+    pub fn roll(&mut self, now_ms: i64) -> Result<(), LogError> {
+        let active = self.active();
+        active.flush()?;
+        active.write_indexes()?;
+        let base = self.log_end_offset();
+        let seg = Segment::create(&self.dir, base, now_ms)?;
+        self.segments.insert(base, seg);
+        sync_dir(&self.dir)?;
+        Ok(())
+    }
+
+    /// fsyncs the active segment (closed segments were synced when they rolled).
+    pub fn flush(&mut self, now_ms: i64) -> Result<(), LogError> {
+        self.active().flush()?;
+        self.unflushed_records = 0;
+        self.last_flush_ms = now_ms;
+        Ok(())
+    }
+
+    /// Flushes when flush.ms has passed; called periodically.
+    pub fn flush_if_due(&mut self, now_ms: i64) -> Result<(), LogError> {
+        if self.unflushed_records > 0 && now_ms - self.last_flush_ms >= self.config.flush_ms {
+            self.flush(now_ms)?;
+        }
+        Ok(())
+    }
+
+    /// Flushes everything and writes the indexes, for a clean shutdown.
+    pub fn close(&mut self, now_ms: i64) -> Result<(), LogError> {
+        self.flush(now_ms)?;
+        self.active().write_indexes()?;
+        Ok(())
+    }
+
+    /// Resolves where a read at `offset` starts. Offsets below the log start or above the
+    /// LEO are out of range; a read at the LEO is empty.
+    pub fn plan_read(&self, offset: i64) -> Result<Option<ReadPlan>, LogError> {
+        let leo = self.log_end_offset();
+        if offset < self.log_start_offset || offset > leo {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset,
+                log_end_offset: leo,
+            });
+        }
+        for (_, seg) in self
+            .segments
+            .range(..=offset)
+            .next_back()
+            .into_iter()
+            .chain(
+                self.segments
+                    .range(offset.saturating_add(1)..)
+                    .take(self.segments.len()),
+            )
+        {
+            if let Some(position) = seg.locate(offset)? {
+                return Ok(Some(ReadPlan {
+                    file: seg.file().clone(),
+                    position,
+                    end: seg.size,
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Offsets and timestamps for ListOffsets by timestamp: the first record whose timestamp
+    /// is at least `timestamp`, or `None` if there is none.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, LogError> {
+        for seg in self.segments.values() {
+            if seg.max_timestamp < timestamp || seg.size == 0 {
+                continue;
+            }
+            let mut pos = seg.time_lookup_position(timestamp);
+            while pos < seg.size {
+                let h = seg.read_header_at(pos)?;
+                if h.max_timestamp >= timestamp && h.last_offset() >= self.log_start_offset {
+                    let found =
+                        self.first_record_at_or_after(seg, pos, &h, |ts| ts >= timestamp)?;
+                    if let Some(found) = found {
+                        return Ok(Some(found));
+                    }
+                }
+                pos += h.total_len() as u64;
+            }
+        }
+        Ok(None)
+    }
+
+    /// The offset and timestamp of the record with the greatest timestamp (ListOffsets -3).
+    pub fn max_timestamp_offset(&self) -> Result<Option<(i64, i64)>, LogError> {
+        let Some(seg) = self
+            .segments
+            .values()
+            .filter(|s| s.size > 0)
+            .max_by_key(|s| s.max_timestamp)
+        else {
+            return Ok(None);
+        };
+        let max = seg.max_timestamp;
+        let Some(pos) = seg.locate(seg.offset_of_max_timestamp)? else {
+            return Ok(None);
+        };
+        let h = seg.read_header_at(pos)?;
+        self.first_record_at_or_after(seg, pos, &h, |ts| ts == max)
+    }
+
+    /// Decodes the batch at `pos` (the rare path that needs records: ListOffsets by time) and
+    /// returns the first record whose timestamp satisfies `pred`.
+    fn first_record_at_or_after(
+        &self,
+        seg: &Segment,
+        pos: u64,
+        h: &BatchHeader,
+        pred: impl Fn(i64) -> bool,
+    ) -> Result<Option<(i64, i64)>, LogError> {
+        if h.is_log_append_time() {
+            return Ok(pred(h.max_timestamp)
+                .then_some((h.base_offset.max(self.log_start_offset), h.max_timestamp)));
+        }
+        let mut buf = vec![0u8; h.total_len()];
+        seg.file().read_exact_at(&mut buf, pos)?;
+        let mut bytes = Bytes::from(buf);
+        let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        Ok(set
+            .records
+            .iter()
+            .find(|r| r.offset >= self.log_start_offset && pred(r.timestamp))
+            .map(|r| (r.offset, r.timestamp)))
+    }
+
+    /// Advances the log start offset to `offset` (DeleteRecords; later also retention) and
+    /// deletes segments that lie wholly below it. The new start is persisted before any file
+    /// is removed, so a crash in between only leaves files that the next start ignores.
+    pub fn advance_log_start(&mut self, offset: i64) -> Result<(), LogError> {
+        if offset <= self.log_start_offset {
+            return Ok(());
+        }
+        self.log_start_offset = offset.min(self.log_end_offset());
+        write_atomically(
+            &self.dir.join(LOG_START_FILE),
+            self.log_start_offset.to_string().as_bytes(),
+        )?;
+        let active_base = self.active().base_offset;
+        let doomed: Vec<i64> = self
+            .segments
+            .values()
+            .filter(|s| s.base_offset != active_base && s.next_offset <= self.log_start_offset)
+            .map(|s| s.base_offset)
+            .collect();
+        for base in doomed {
+            if let Some(seg) = self.segments.remove(&base) {
+                seg.delete_files()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Base offsets of the segments, oldest first.
+    pub fn segment_bases(&self) -> Vec<i64> {
+        self.segments.keys().copied().collect()
+    }
+}
+
+impl ReadPlan {
+    /// Reads whole batches from the planned position: at most `max_bytes`, except that when
+    /// `allow_oversized_first` is set and the first batch alone exceeds the limit it is
+    /// returned whole (KIP-74), so a consumer always makes progress. Batches starting at or
+    /// after `max_offset` (the high watermark) are not returned.
+    pub fn read(
+        &self,
+        max_bytes: usize,
+        max_offset: i64,
+        allow_oversized_first: bool,
+    ) -> io::Result<Bytes> {
+        let available = self.end.saturating_sub(self.position) as usize;
+        let want = available.min(max_bytes);
+        let mut buf = vec![0u8; want];
+        self.file.read_exact_at(&mut buf, self.position)?;
+        let mut used = 0usize;
+        while used + HEADER_LEN <= buf.len() {
+            let h = BatchHeader::parse(&buf[used..]).expect("full header");
+            if h.base_offset >= max_offset || used + h.total_len() > buf.len() {
+                break;
+            }
+            used += h.total_len();
+        }
+        if used == 0 && allow_oversized_first && available >= HEADER_LEN {
+            let mut header = [0u8; HEADER_LEN];
+            self.file.read_exact_at(&mut header, self.position)?;
+            let h = BatchHeader::parse(&header).expect("full header");
+            if h.base_offset < max_offset && h.total_len() <= available {
+                let mut whole = vec![0u8; h.total_len()];
+                self.file.read_exact_at(&mut whole, self.position)?;
+                return Ok(Bytes::from(whole));
+            }
+        }
+        buf.truncate(used);
+        Ok(Bytes::from(buf))
+    }
+}
+
+/// fsyncs a directory so that file creations and renames in it survive a crash.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// The file that names a segment, for tests and tools.
+pub fn segment_path(dir: &Path, base_offset: i64) -> PathBuf {
+    dir.join(file_name(base_offset, "log"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::batch::tests::make_batch;
+    use super::batch::validate_batches;
+    use super::*;
+    use crate::config::BrokerConfig;
+    use kafka_protocol::records::Compression;
+
+    fn config(overrides: &[(&str, &str)]) -> LogConfig {
+        let o = overrides
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        LogConfig::resolve(&BrokerConfig::default(), &o)
+    }
+
+    fn append_n(log: &mut Log, batches: usize, records: usize, now: i64) {
+        for _ in 0..batches {
+            let b = make_batch(records, 100, Compression::None);
+            let h = validate_batches(&b, usize::MAX).unwrap();
+            log.append(&b, &h, 0, now).unwrap();
+        }
+    }
+
+    fn read_all(log: &Log, from: i64) -> Vec<BatchHeader> {
+        let mut out = Vec::new();
+        let mut offset = from;
+        while offset < log.log_end_offset() {
+            let plan = log.plan_read(offset).unwrap().unwrap();
+            let data = plan.read(1 << 20, i64::MAX, true).unwrap();
+            let hs = validate_batches(&data, usize::MAX).unwrap();
+            assert!(!hs.is_empty());
+            offset = hs.last().unwrap().next_offset();
+            out.extend(hs);
+        }
+        out
+    }
+
+    #[test]
+    fn appends_assign_offsets_and_reads_return_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), config(&[]), true, 0).unwrap();
+        append_n(&mut log, 5, 10, 0);
+        assert_eq!(log.log_end_offset(), 50);
+        let hs = read_all(&log, 0);
+        assert_eq!(hs.len(), 5);
+        for (i, h) in hs.iter().enumerate() {
+            assert_eq!(h.base_offset, i as i64 * 10);
+        }
+        // An offset inside a batch returns the whole batch.
+        let plan = log.plan_read(25).unwrap().unwrap();
+        let data = plan.read(1 << 20, i64::MAX, true).unwrap();
+        assert_eq!(
+            validate_batches(&data, usize::MAX).unwrap()[0].base_offset,
+            20
+        );
+        // The high watermark hides later batches.
+        let data = plan.read(1 << 20, 30, true).unwrap();
+        assert_eq!(validate_batches(&data, usize::MAX).unwrap().len(), 1);
+        assert!(matches!(
+            log.plan_read(51),
+            Err(LogError::OffsetOutOfRange { .. })
+        ));
+        assert!(log.plan_read(50).unwrap().is_none());
+    }
+
+    #[test]
+    fn rolls_by_size_and_reopens_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(&[("segment.bytes", "3000")]);
+        let mut log = Log::open(dir.path(), cfg.clone(), true, 0).unwrap();
+        append_n(&mut log, 20, 5, 0);
+        assert!(log.segment_count() > 3, "{}", log.segment_count());
+        let before: Vec<_> = read_all(&log, 0);
+        log.close(0).unwrap();
+        drop(log);
+        let log = Log::open(dir.path(), cfg, true, 0).unwrap();
+        assert_eq!(log.log_end_offset(), 100);
+        assert_eq!(read_all(&log, 0), before);
+    }
+
+    #[test]
+    fn rolls_by_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), config(&[("segment.ms", "1000")]), true, 0).unwrap();
+        append_n(&mut log, 1, 1, 0);
+        append_n(&mut log, 1, 1, 999);
+        assert_eq!(log.segment_count(), 1);
+        append_n(&mut log, 1, 1, 1000);
+        assert_eq!(log.segment_bases(), vec![0, 2]);
+    }
+
+    #[test]
+    fn recovery_truncates_a_torn_tail_and_keeps_whole_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), config(&[]), true, 0).unwrap();
+        append_n(&mut log, 3, 4, 0);
+        drop(log);
+        // A crash in the middle of the fourth batch's write.
+        let partial = make_batch(4, 100, Compression::None);
+        let path = segment_path(dir.path(), 0);
+        let mut data = std::fs::read(&path).unwrap();
+        let good_len = data.len();
+        data.extend_from_slice(&partial[..partial.len() / 2]);
+        std::fs::write(&path, &data).unwrap();
+        let mut log = Log::open(dir.path(), config(&[]), false, 0).unwrap();
+        assert_eq!(log.log_end_offset(), 12);
+        assert_eq!(std::fs::metadata(&path).unwrap().len() as usize, good_len);
+        append_n(&mut log, 1, 4, 0);
+        assert_eq!(read_all(&log, 0).len(), 4);
+    }
+
+    #[test]
+    fn recovery_drops_a_corrupt_tail_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), config(&[]), true, 0).unwrap();
+        append_n(&mut log, 3, 4, 0);
+        drop(log);
+        let path = segment_path(dir.path(), 0);
+        let mut data = std::fs::read(&path).unwrap();
+        let last = data.len() - 3;
+        data[last] ^= 0x55;
+        std::fs::write(&path, &data).unwrap();
+        let log = Log::open(dir.path(), config(&[]), false, 0).unwrap();
+        assert_eq!(log.log_end_offset(), 8);
+    }
+
+    #[test]
+    fn log_start_offset_moves_deletes_segments_and_survives_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(&[("segment.bytes", "2000")]);
+        let mut log = Log::open(dir.path(), cfg.clone(), true, 0).unwrap();
+        append_n(&mut log, 10, 5, 0);
+        let segments = log.segment_count();
+        log.advance_log_start(23).unwrap();
+        assert_eq!(log.log_start_offset(), 23);
+        assert!(log.segment_count() < segments);
+        assert!(matches!(
+            log.plan_read(22),
+            Err(LogError::OffsetOutOfRange { .. })
+        ));
+        assert!(log.plan_read(23).unwrap().is_some());
+        drop(log);
+        let log = Log::open(dir.path(), cfg, false, 0).unwrap();
+        assert_eq!(log.log_start_offset(), 23);
+    }
+
+    #[test]
+    fn offsets_by_timestamp() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), config(&[]), true, 0).unwrap();
+        // make_batch stamps record i with 1_700_000_000_000 + i.
+        append_n(&mut log, 2, 10, 0);
+        assert_eq!(
+            log.offset_for_timestamp(1_700_000_000_003).unwrap(),
+            Some((3, 1_700_000_000_003))
+        );
+        assert_eq!(log.offset_for_timestamp(1_800_000_000_000).unwrap(), None);
+        assert_eq!(
+            log.max_timestamp_offset().unwrap(),
+            Some((9, 1_700_000_000_009))
+        );
+    }
+
+    #[test]
+    fn log_append_time_is_stamped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(
+            dir.path(),
+            config(&[("message.timestamp.type", "LogAppendTime")]),
+            true,
+            0,
+        )
+        .unwrap();
+        let b = make_batch(2, 10, Compression::Gzip);
+        let h = validate_batches(&b, usize::MAX).unwrap();
+        let info = log.append(&b, &h, 0, 5555).unwrap();
+        assert_eq!(info.log_append_time_ms, 5555);
+        let hs = read_all(&log, 0);
+        assert_eq!(hs[0].max_timestamp, 5555);
+    }
+}

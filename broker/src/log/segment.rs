@@ -1,0 +1,386 @@
+//! One log segment: a `.log` file of record batches exactly as produced, with a sparse
+//! offset index (`.index`) and time index (`.timeindex`) kept in memory and written to disk
+//! when the segment is closed, rolled or the broker shuts down cleanly.
+
+use super::batch::{BatchHeader, HEADER_LEN};
+use bytes::{Buf, BufMut};
+use std::fs::{File, OpenOptions};
+use std::io::{self, IoSlice, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Segment and index file names: the base offset in 20 digits, as Kafka names them.
+pub fn file_name(base_offset: i64, ext: &str) -> String {
+    format!("{base_offset:020}.{ext}")
+}
+
+/// A sparse offset index entry: the batch at `position` starts at `base + relative_offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexEntry {
+    pub relative_offset: u32,
+    pub position: u32,
+}
+
+/// A sparse time index entry: the greatest timestamp seen up to and including the batch
+/// that starts at `base + relative_offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeIndexEntry {
+    pub timestamp: i64,
+    pub relative_offset: u32,
+}
+
+pub struct Segment {
+    pub base_offset: i64,
+    file: Arc<File>,
+    dir: PathBuf,
+    /// Bytes of whole batches in the file; anything beyond was never acknowledged.
+    pub size: u64,
+    /// The offset after the last batch of this segment.
+    pub next_offset: i64,
+    pub index: Vec<IndexEntry>,
+    pub time_index: Vec<TimeIndexEntry>,
+    bytes_since_index_entry: u64,
+    /// Greatest batch max timestamp, and the base offset of the batch that holds it.
+    pub max_timestamp: i64,
+    pub offset_of_max_timestamp: i64,
+    /// Wall-clock time of the first append, which segment.ms counts from.
+    pub created_ms: i64,
+}
+
+impl Segment {
+    /// Creates an empty segment file starting at `base_offset`.
+    pub fn create(dir: &Path, base_offset: i64, now_ms: i64) -> io::Result<Segment> {
+        let path = dir.join(file_name(base_offset, "log"));
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&path)?;
+        Ok(Segment {
+            base_offset,
+            file: Arc::new(file),
+            dir: dir.to_owned(),
+            size: 0,
+            next_offset: base_offset,
+            index: Vec::new(),
+            time_index: Vec::new(),
+            bytes_since_index_entry: 0,
+            max_timestamp: -1,
+            offset_of_max_timestamp: base_offset,
+            created_ms: now_ms,
+        })
+    }
+
+    /// Opens an existing segment. With `recover`, every batch is read and checked (CRC-32C,
+    /// lengths) and the file is truncated after the last good batch; without it, the indexes
+    /// on disk are trusted and only the batches after the last index entry are scanned.
+    pub fn open(
+        dir: &Path,
+        base_offset: i64,
+        recover: bool,
+        index_interval_bytes: u64,
+        now_ms: i64,
+    ) -> io::Result<Segment> {
+        let path = dir.join(file_name(base_offset, "log"));
+        let file = OpenOptions::new().read(true).write(true).open(&path)?;
+        let file_len = file.metadata()?.len();
+        let mut seg = Segment {
+            base_offset,
+            file: Arc::new(file),
+            dir: dir.to_owned(),
+            size: 0,
+            next_offset: base_offset,
+            index: Vec::new(),
+            time_index: Vec::new(),
+            bytes_since_index_entry: 0,
+            max_timestamp: -1,
+            offset_of_max_timestamp: base_offset,
+            created_ms: now_ms,
+        };
+        let mut start = 0u64;
+        if !recover {
+            if let (Some(index), Some(time_index)) = (seg.load_index(), seg.load_time_index()) {
+                seg.index = index;
+                seg.time_index = time_index;
+                // The batch at the last index entry and everything after it are scanned
+                // again, which re-creates that entry and finds the segment's end.
+                if let Some(last) = seg.index.pop() {
+                    start = last.position as u64;
+                    seg.time_index
+                        .retain(|e| e.relative_offset < last.relative_offset);
+                    if let Some(t) = seg.time_index.last() {
+                        seg.max_timestamp = t.timestamp;
+                        seg.offset_of_max_timestamp = base_offset + t.relative_offset as i64;
+                    }
+                } else {
+                    seg.time_index.clear();
+                }
+            }
+        }
+        seg.scan_from(start, file_len, recover, index_interval_bytes)?;
+        // segment.ms counts from the first batch's timestamp, as Kafka's does after a restart.
+        if let Some(first) = seg.time_index.first() {
+            seg.created_ms = first.timestamp.min(now_ms);
+        }
+        Ok(seg)
+    }
+
+    /// Walks the batches from `start`, rebuilding index entries, and stops at the first
+    /// incomplete or (when `verify`) corrupt batch, truncating the file there.
+    fn scan_from(
+        &mut self,
+        start: u64,
+        file_len: u64,
+        verify: bool,
+        index_interval_bytes: u64,
+    ) -> io::Result<()> {
+        let mut pos = start;
+        let mut header_buf = [0u8; HEADER_LEN];
+        let mut batch_buf = Vec::new();
+        self.size = start;
+        while pos + HEADER_LEN as u64 <= file_len {
+            self.file.read_exact_at(&mut header_buf, pos)?;
+            let Some(h) = BatchHeader::parse(&header_buf) else {
+                break;
+            };
+            let total = h.total_len() as u64;
+            if h.magic != 2
+                || (h.batch_length as u64) < (HEADER_LEN as u64 - 12)
+                || pos + total > file_len
+            {
+                break;
+            }
+            if verify {
+                batch_buf.resize(total as usize, 0);
+                self.file.read_exact_at(&mut batch_buf, pos)?;
+                if super::batch::validate_batches(&batch_buf, usize::MAX).is_err() {
+                    break;
+                }
+            }
+            if self.index.is_empty() && pos == 0 {
+                self.next_offset = h.base_offset;
+            }
+            self.note_batch(&h, pos, total, index_interval_bytes);
+            pos += total;
+        }
+        if pos < file_len {
+            tracing::warn!(
+                segment = %self.dir.join(file_name(self.base_offset, "log")).display(),
+                valid_bytes = pos,
+                file_bytes = file_len,
+                "truncating a torn or corrupt tail"
+            );
+            self.file.set_len(pos)?;
+            self.file.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// Records a batch that now occupies `[position, position + len)`.
+    fn note_batch(&mut self, h: &BatchHeader, position: u64, len: u64, index_interval_bytes: u64) {
+        let relative = (h.base_offset - self.base_offset).max(0) as u32;
+        if self.index.is_empty() || self.bytes_since_index_entry >= index_interval_bytes {
+            self.index.push(IndexEntry {
+                relative_offset: relative,
+                position: position as u32,
+            });
+            self.time_index.push(TimeIndexEntry {
+                timestamp: self.max_timestamp.max(h.max_timestamp),
+                relative_offset: relative,
+            });
+            self.bytes_since_index_entry = 0;
+        }
+        self.bytes_since_index_entry += len;
+        if h.max_timestamp > self.max_timestamp {
+            self.max_timestamp = h.max_timestamp;
+            self.offset_of_max_timestamp = h.base_offset;
+        }
+        self.size = position + len;
+        self.next_offset = h.next_offset();
+    }
+
+    /// Appends one batch given as its (stamped) header and the bytes after it. On any error
+    /// the file is cut back to its previous size, so a failed append leaves no partial batch.
+    pub fn append(
+        &mut self,
+        header: &[u8; HEADER_LEN],
+        rest: &[u8],
+        index_interval_bytes: u64,
+    ) -> io::Result<()> {
+        let h = BatchHeader::parse(header).expect("a full header");
+        let position = self.size;
+        let total = (HEADER_LEN + rest.len()) as u64;
+        let result = write_all_at_end(
+            &self.file,
+            position,
+            &mut [IoSlice::new(header), IoSlice::new(rest)],
+        );
+        if let Err(e) = result {
+            let _ = self.file.set_len(position);
+            return Err(e);
+        }
+        self.note_batch(&h, position, total, index_interval_bytes);
+        Ok(())
+    }
+
+    /// The position of the batch that contains `offset`, or the first batch after it, or
+    /// `None` if every batch of the segment ends before `offset`.
+    pub fn locate(&self, offset: i64) -> io::Result<Option<u64>> {
+        let relative = (offset - self.base_offset).max(0);
+        let i = self
+            .index
+            .partition_point(|e| (e.relative_offset as i64) <= relative);
+        let mut pos = if i == 0 {
+            0
+        } else {
+            self.index[i - 1].position as u64
+        };
+        let mut header = [0u8; HEADER_LEN];
+        while pos < self.size {
+            self.file.read_exact_at(&mut header, pos)?;
+            let h = BatchHeader::parse(&header).expect("full header");
+            if h.last_offset() >= offset {
+                return Ok(Some(pos));
+            }
+            pos += h.total_len() as u64;
+        }
+        Ok(None)
+    }
+
+    /// The base offset of the first batch whose timestamp may reach `timestamp`, found with
+    /// the time index: reading starts at the last entry whose timestamp is below it.
+    pub fn time_lookup_position(&self, timestamp: i64) -> u64 {
+        let i = self.time_index.partition_point(|e| e.timestamp < timestamp);
+        if i == 0 {
+            return 0;
+        }
+        let rel = self.time_index[i - 1].relative_offset;
+        let j = self.index.partition_point(|e| e.relative_offset <= rel);
+        if j == 0 {
+            0
+        } else {
+            self.index[j - 1].position as u64
+        }
+    }
+
+    pub fn file(&self) -> &Arc<File> {
+        &self.file
+    }
+
+    pub fn read_header_at(&self, pos: u64) -> io::Result<BatchHeader> {
+        let mut header = [0u8; HEADER_LEN];
+        self.file.read_exact_at(&mut header, pos)?;
+        Ok(BatchHeader::parse(&header).expect("full header"))
+    }
+
+    pub fn flush(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    /// Writes both indexes to disk (through a temporary file and a rename, so a crash leaves
+    /// either the old or the new index).
+    pub fn write_indexes(&self) -> io::Result<()> {
+        let mut idx = Vec::with_capacity(self.index.len() * 8);
+        for e in &self.index {
+            idx.put_u32(e.relative_offset);
+            idx.put_u32(e.position);
+        }
+        let mut tidx = Vec::with_capacity(self.time_index.len() * 12 + 12);
+        for e in &self.time_index {
+            tidx.put_i64(e.timestamp);
+            tidx.put_u32(e.relative_offset);
+        }
+        write_atomically(&self.dir.join(file_name(self.base_offset, "index")), &idx)?;
+        write_atomically(
+            &self.dir.join(file_name(self.base_offset, "timeindex")),
+            &tidx,
+        )
+    }
+
+    fn load_index(&self) -> Option<Vec<IndexEntry>> {
+        let data = std::fs::read(self.dir.join(file_name(self.base_offset, "index"))).ok()?;
+        if data.len() % 8 != 0 {
+            return None;
+        }
+        let entries: Vec<IndexEntry> = data
+            .chunks_exact(8)
+            .map(|mut c| IndexEntry {
+                relative_offset: c.get_u32(),
+                position: c.get_u32(),
+            })
+            .collect();
+        let sorted = entries.windows(2).all(|w| w[0].position < w[1].position);
+        let file_len = self.file.metadata().ok()?.len();
+        let in_file = entries
+            .last()
+            .is_none_or(|e| (e.position as u64) < file_len);
+        (sorted && in_file).then_some(entries)
+    }
+
+    fn load_time_index(&self) -> Option<Vec<TimeIndexEntry>> {
+        let data = std::fs::read(self.dir.join(file_name(self.base_offset, "timeindex"))).ok()?;
+        if data.len() % 12 != 0 {
+            return None;
+        }
+        Some(
+            data.chunks_exact(12)
+                .map(|mut c| TimeIndexEntry {
+                    timestamp: c.get_i64(),
+                    relative_offset: c.get_u32(),
+                })
+                .collect(),
+        )
+    }
+
+    /// Removes the segment's files.
+    pub fn delete_files(&self) -> io::Result<()> {
+        for ext in ["log", "index", "timeindex"] {
+            match std::fs::remove_file(self.dir.join(file_name(self.base_offset, ext))) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes every slice at `position` (the current end of the file) with positional vectored
+/// writes, retrying short writes.
+fn write_all_at_end(file: &File, position: u64, slices: &mut [IoSlice<'_>]) -> io::Result<()> {
+    // pwritev is not in std; a plain write on a file whose cursor sits at the end does the
+    // same, and the segment is only appended to under the partition lock.
+    let mut f = file;
+    let end = std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(position))?;
+    debug_assert_eq!(end, position);
+    let mut slices = slices;
+    while !slices.is_empty() {
+        match f.write_vectored(slices) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "segment write returned 0",
+                ))
+            }
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Replaces `path` with `data` through a temporary file, fsync and rename.
+pub fn write_atomically(path: &Path, data: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension(format!(
+        "{}.tmp",
+        path.extension().and_then(|e| e.to_str()).unwrap_or("")
+    ));
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}

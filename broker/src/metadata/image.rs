@@ -1,0 +1,131 @@
+//! The metadata image: the state that the metadata log's records add up to. It is
+//! immutable once published; a change builds the next image.
+
+use super::records::{ConfigResource, MetadataRecord};
+use std::collections::{BTreeMap, HashMap};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerRegistration {
+    pub id: i32,
+    pub rack: Option<String>,
+    pub host: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionImage {
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicImage {
+    pub name: String,
+    pub id: Uuid,
+    pub partitions: BTreeMap<i32, PartitionImage>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct MetadataImage {
+    pub cluster_id: String,
+    /// The metadata log offset this image reflects.
+    pub metadata_offset: i64,
+    pub brokers: BTreeMap<i32, BrokerRegistration>,
+    pub topics: BTreeMap<String, TopicImage>,
+    pub topic_names: HashMap<Uuid, String>,
+    /// Topic config overrides by topic name.
+    pub topic_configs: BTreeMap<String, BTreeMap<String, String>>,
+    pub broker_configs: BTreeMap<i32, BTreeMap<String, String>>,
+}
+
+impl MetadataImage {
+    pub fn apply(&mut self, record: &MetadataRecord) {
+        match record {
+            MetadataRecord::RegisterBroker {
+                id,
+                rack,
+                host,
+                port,
+            } => {
+                self.brokers.insert(
+                    *id,
+                    BrokerRegistration {
+                        id: *id,
+                        rack: rack.clone(),
+                        host: host.clone(),
+                        port: *port,
+                    },
+                );
+            }
+            MetadataRecord::Topic { name, topic_id } => {
+                self.topic_names.insert(*topic_id, name.clone());
+                self.topics.insert(
+                    name.clone(),
+                    TopicImage {
+                        name: name.clone(),
+                        id: *topic_id,
+                        partitions: BTreeMap::new(),
+                    },
+                );
+            }
+            MetadataRecord::Partition {
+                topic_id,
+                partition,
+                replicas,
+                isr,
+                leader,
+                leader_epoch,
+                partition_epoch,
+            } => {
+                if let Some(t) = self
+                    .topic_names
+                    .get(topic_id)
+                    .and_then(|n| self.topics.get_mut(n))
+                {
+                    t.partitions.insert(
+                        *partition,
+                        PartitionImage {
+                            replicas: replicas.clone(),
+                            isr: isr.clone(),
+                            leader: *leader,
+                            leader_epoch: *leader_epoch,
+                            partition_epoch: *partition_epoch,
+                        },
+                    );
+                }
+            }
+            MetadataRecord::Config {
+                resource,
+                name,
+                value,
+            } => {
+                let map = match resource {
+                    ConfigResource::Topic(t) => self.topic_configs.entry(t.clone()).or_default(),
+                    ConfigResource::Broker(b) => self.broker_configs.entry(*b).or_default(),
+                };
+                match value {
+                    Some(v) => {
+                        map.insert(name.clone(), v.clone());
+                    }
+                    None => {
+                        map.remove(name);
+                    }
+                }
+            }
+            MetadataRecord::RemoveTopic { topic_id } => {
+                if let Some(name) = self.topic_names.remove(topic_id) {
+                    self.topics.remove(&name);
+                    self.topic_configs.remove(&name);
+                }
+            }
+        }
+    }
+
+    pub fn topic_by_id(&self, id: &Uuid) -> Option<&TopicImage> {
+        self.topic_names.get(id).and_then(|n| self.topics.get(n))
+    }
+}

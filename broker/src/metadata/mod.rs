@@ -1,0 +1,820 @@
+//! Cluster metadata as a log of records applied to an immutable in-memory image (KRaft's
+//! design). The controller validates admin requests, turns them into records, commits them
+//! to the metadata log and publishes the new image. With one voter, committing is an fsynced
+//! append to the local metadata log; a Raft quorum will replicate that same log.
+
+pub mod image;
+pub mod records;
+
+use crate::config::{validate_topic_config, BrokerConfig};
+use crate::log::batch::validate_batches;
+use crate::log::Log;
+use bytes::{Bytes, BytesMut};
+pub use image::{MetadataImage, PartitionImage, TopicImage};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+pub use records::{ConfigResource, MetadataRecord};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+use strom_core::{placement, BrokerInfo};
+use uuid::Uuid;
+
+/// The directory of the metadata log inside the first log dir, named as Kafka names it.
+pub const METADATA_LOG_DIR: &str = "__cluster_metadata-0";
+
+/// Kafka's topic-name rules: 1 to 249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("Topic name is illegal, it can't be empty".into());
+    }
+    if name == "." || name == ".." {
+        return Err("Topic name cannot be \".\" or \"..\"".into());
+    }
+    if name.len() > 249 {
+        return Err(format!(
+            "Topic name is illegal, it can't be longer than 249 characters, topic name: {name}"
+        ));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-')
+    {
+        return Err(format!(
+            "Topic name {name} is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-'"
+        ));
+    }
+    Ok(())
+}
+
+/// A refused metadata change: the Kafka error code and a message for the response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub code: i16,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: i16, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+pub mod codes {
+    //! The Kafka error codes the controller and handlers return.
+    pub const NONE: i16 = 0;
+    pub const OFFSET_OUT_OF_RANGE: i16 = 1;
+    pub const CORRUPT_MESSAGE: i16 = 2;
+    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    pub const LEADER_NOT_AVAILABLE: i16 = 5;
+    pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+    pub const REQUEST_TIMED_OUT: i16 = 7;
+    pub const MESSAGE_TOO_LARGE: i16 = 10;
+    pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
+    pub const RECORD_LIST_TOO_LARGE: i16 = 18;
+    pub const NOT_ENOUGH_REPLICAS: i16 = 19;
+    pub const INVALID_REQUIRED_ACKS: i16 = 21;
+    pub const INVALID_TIMESTAMP: i16 = 32;
+    pub const UNSUPPORTED_VERSION: i16 = 35;
+    pub const TOPIC_ALREADY_EXISTS: i16 = 36;
+    pub const INVALID_PARTITIONS: i16 = 37;
+    pub const INVALID_REPLICATION_FACTOR: i16 = 38;
+    pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
+    pub const INVALID_CONFIG: i16 = 40;
+    pub const INVALID_REQUEST: i16 = 42;
+    pub const POLICY_VIOLATION: i16 = 44;
+    pub const KAFKA_STORAGE_ERROR: i16 = 56;
+    pub const UNKNOWN_SERVER_ERROR: i16 = -1;
+    pub const TOPIC_DELETION_DISABLED: i16 = 73;
+    pub const UNKNOWN_TOPIC_ID: i16 = 100;
+    pub const INCONSISTENT_TOPIC_ID: i16 = 103;
+}
+
+/// One topic to create, as CreateTopics (or auto-creation) asks for it.
+#[derive(Debug, Clone)]
+pub struct NewTopic {
+    pub name: String,
+    /// -1 for the broker default.
+    pub num_partitions: i32,
+    /// -1 for the broker default.
+    pub replication_factor: i16,
+    /// Explicit replica assignment by partition, if given.
+    pub assignments: Vec<Vec<i32>>,
+    pub configs: BTreeMap<String, String>,
+}
+
+/// An incremental config operation (IncrementalAlterConfigs' SET, DELETE, APPEND, SUBTRACT;
+/// AlterConfigs is expressed as "replace all").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlterOp {
+    Set,
+    Delete,
+    Append,
+    Subtract,
+}
+
+/// The single writer of the metadata log.
+pub struct Controller {
+    broker_config: BrokerConfig,
+    log: Mutex<Log>,
+    image: RwLock<Arc<MetadataImage>>,
+    clock: Arc<dyn crate::clock::Clock>,
+}
+
+impl Controller {
+    /// Opens the metadata log in `dir` and replays it into an image.
+    pub fn open(
+        dir: &Path,
+        cluster_id: String,
+        broker_config: BrokerConfig,
+        clean: bool,
+        clock: Arc<dyn crate::clock::Clock>,
+    ) -> anyhow::Result<Controller> {
+        let mut overrides = BTreeMap::new();
+        // The metadata log is small and must be durable: every commit is fsynced.
+        overrides.insert("segment.bytes".to_string(), (64 * 1024 * 1024).to_string());
+        overrides.insert("retention.ms".to_string(), "-1".to_string());
+        let log_config = crate::config::LogConfig::resolve(&broker_config, &overrides);
+        let log = Log::open(dir, log_config, clean, clock.now_ms())?;
+        let mut image = MetadataImage {
+            cluster_id,
+            ..Default::default()
+        };
+        let mut offset = log.log_start_offset();
+        while let Some(plan) = log.plan_read(offset)? {
+            let data = plan.read(usize::MAX, i64::MAX, true)?;
+            if data.is_empty() {
+                break;
+            }
+            let mut buf = data.clone();
+            while !buf.is_empty() {
+                let set = RecordBatchDecoder::decode(&mut buf)
+                    .map_err(|e| anyhow::anyhow!("metadata log batch is unreadable: {e}"))?;
+                for r in set.records {
+                    offset = r.offset + 1;
+                    let value = r.value.unwrap_or_default();
+                    let rec: MetadataRecord = serde_json::from_slice(&value)?;
+                    image.apply(&rec);
+                }
+            }
+        }
+        image.metadata_offset = log.log_end_offset();
+        Ok(Controller {
+            broker_config,
+            log: Mutex::new(log),
+            image: RwLock::new(Arc::new(image)),
+            clock,
+        })
+    }
+
+    /// The current image.
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.image.read().expect("image lock").clone()
+    }
+
+    pub fn broker_config(&self) -> &BrokerConfig {
+        &self.broker_config
+    }
+
+    /// Commits records to the metadata log (fsynced) and publishes the image they produce.
+    /// Callers hold the log lock across validation and commit, so no two changes interleave.
+    fn commit(
+        &self,
+        log: &mut Log,
+        records: &[MetadataRecord],
+    ) -> Result<Arc<MetadataImage>, ApiError> {
+        if records.is_empty() {
+            return Ok(self.image());
+        }
+        let now = self.clock.now_ms();
+        let encoded: Vec<Record> = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                // kafka-protocol starts a new batch when offset - sequence changes.
+                sequence: i as i32,
+                timestamp: now,
+                key: None,
+                value: Some(Bytes::from(
+                    serde_json::to_vec(r).expect("records serialize"),
+                )),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        let storage = |e: String| ApiError::new(codes::KAFKA_STORAGE_ERROR, e);
+        RecordBatchEncoder::encode(
+            &mut buf,
+            encoded.iter(),
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .map_err(|e| storage(e.to_string()))?;
+        let headers = validate_batches(&buf, usize::MAX).map_err(|e| storage(e.to_string()))?;
+        log.append(&buf, &headers, 0, now)
+            .map_err(|e| storage(e.to_string()))?;
+        log.flush(now).map_err(|e| storage(e.to_string()))?;
+        let mut next = (*self.image()).clone();
+        for r in records {
+            next.apply(r);
+        }
+        next.metadata_offset = log.log_end_offset();
+        let next = Arc::new(next);
+        *self.image.write().expect("image lock") = next.clone();
+        Ok(next)
+    }
+
+    /// Registers (or re-registers) this broker with its current rack and endpoint.
+    pub fn register_broker(
+        &self,
+        id: i32,
+        rack: Option<String>,
+        host: String,
+        port: u16,
+    ) -> Result<Arc<MetadataImage>, ApiError> {
+        let mut log = self.log.lock().expect("metadata log lock");
+        let image = self.image();
+        let rec = MetadataRecord::RegisterBroker {
+            id,
+            rack,
+            host,
+            port,
+        };
+        let unchanged = image.brokers.get(&id).is_some_and(|b| {
+            MetadataRecord::RegisterBroker {
+                id,
+                rack: b.rack.clone(),
+                host: b.host.clone(),
+                port: b.port,
+            } == rec
+        });
+        if unchanged {
+            return Ok(image);
+        }
+        self.commit(&mut log, &[rec])
+    }
+
+    /// Validates and (unless `validate_only`) creates topics; one result per topic, in order.
+    pub fn create_topics(
+        &self,
+        topics: &[NewTopic],
+        validate_only: bool,
+    ) -> Vec<Result<Uuid, ApiError>> {
+        let mut log = self.log.lock().expect("metadata log lock");
+        let mut results = Vec::with_capacity(topics.len());
+        let mut records = Vec::new();
+        let image = self.image();
+        let brokers: Vec<BrokerInfo> = image
+            .brokers
+            .values()
+            .map(|b| BrokerInfo {
+                id: b.id,
+                rack: b.rack.clone(),
+            })
+            .collect();
+        let mut seen = std::collections::HashSet::new();
+        for t in topics {
+            let result = self.plan_topic(&image, &brokers, t, &mut seen);
+            match result {
+                Ok(recs) => {
+                    let id = match recs.first() {
+                        Some(MetadataRecord::Topic { topic_id, .. }) => *topic_id,
+                        _ => Uuid::nil(),
+                    };
+                    if !validate_only {
+                        records.extend(recs);
+                    }
+                    results.push(Ok(id));
+                }
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        if let Err(e) = self.commit(&mut log, &records) {
+            return topics.iter().map(|_| Err(e.clone())).collect();
+        }
+        results
+    }
+
+    fn plan_topic(
+        &self,
+        image: &MetadataImage,
+        brokers: &[BrokerInfo],
+        t: &NewTopic,
+        seen: &mut std::collections::HashSet<String>,
+    ) -> Result<Vec<MetadataRecord>, ApiError> {
+        validate_topic_name(&t.name)
+            .map_err(|m| ApiError::new(codes::INVALID_TOPIC_EXCEPTION, m))?;
+        if image.topics.contains_key(&t.name) || !seen.insert(t.name.clone()) {
+            return Err(ApiError::new(
+                codes::TOPIC_ALREADY_EXISTS,
+                format!("Topic '{}' already exists.", t.name),
+            ));
+        }
+        for (k, v) in &t.configs {
+            validate_topic_config(k, v).map_err(|m| ApiError::new(codes::INVALID_CONFIG, m))?;
+        }
+        let assignments = if !t.assignments.is_empty() {
+            if t.num_partitions != -1 || t.replication_factor != -1 {
+                return Err(ApiError::new(
+                    codes::INVALID_REQUEST,
+                    "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.",
+                ));
+            }
+            let rf = t.assignments[0].len();
+            for (p, replicas) in t.assignments.iter().enumerate() {
+                let distinct: std::collections::BTreeSet<_> = replicas.iter().collect();
+                if replicas.is_empty() || distinct.len() != replicas.len() || replicas.len() != rf {
+                    return Err(ApiError::new(
+                        codes::INVALID_REPLICA_ASSIGNMENT,
+                        format!("Partition {p} has an invalid replica assignment {replicas:?}"),
+                    ));
+                }
+                if let Some(b) = replicas.iter().find(|b| !image.brokers.contains_key(b)) {
+                    return Err(ApiError::new(
+                        codes::INVALID_REPLICA_ASSIGNMENT,
+                        format!("Partition {p} is assigned to broker {b}, which does not exist"),
+                    ));
+                }
+            }
+            t.assignments.clone()
+        } else {
+            let partitions = if t.num_partitions == -1 {
+                self.broker_config.num_partitions()
+            } else {
+                t.num_partitions
+            };
+            let rf = if t.replication_factor == -1 {
+                self.broker_config.default_replication_factor()
+            } else {
+                t.replication_factor
+            };
+            if partitions < 1 {
+                return Err(ApiError::new(
+                    codes::INVALID_PARTITIONS,
+                    "Number of partitions must be larger than 0.",
+                ));
+            }
+            if rf < 1 {
+                return Err(ApiError::new(
+                    codes::INVALID_REPLICATION_FACTOR,
+                    "Replication factor must be larger than 0.",
+                ));
+            }
+            let start = image.topics.len();
+            placement::assign_replicas(brokers, 0, partitions, rf as i32, start).map_err(|e| {
+                ApiError::new(
+                    codes::INVALID_REPLICATION_FACTOR,
+                    format!(
+                        "Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only {} broker(s) are registered. ({e})",
+                        brokers.len()
+                    ),
+                )
+            })?
+        };
+        let topic_id = Uuid::new_v4();
+        let mut recs = vec![MetadataRecord::Topic {
+            name: t.name.clone(),
+            topic_id,
+        }];
+        for (p, replicas) in assignments.into_iter().enumerate() {
+            recs.push(MetadataRecord::Partition {
+                topic_id,
+                partition: p as i32,
+                leader: replicas[0],
+                isr: replicas.clone(),
+                replicas,
+                leader_epoch: 0,
+                partition_epoch: 0,
+            });
+        }
+        for (k, v) in &t.configs {
+            recs.push(MetadataRecord::Config {
+                resource: ConfigResource::Topic(t.name.clone()),
+                name: k.clone(),
+                value: Some(v.clone()),
+            });
+        }
+        Ok(recs)
+    }
+
+    /// Deletes topics by name; one result per name.
+    pub fn delete_topics(&self, names: &[String]) -> Vec<Result<Uuid, ApiError>> {
+        let mut log = self.log.lock().expect("metadata log lock");
+        let image = self.image();
+        let mut records = Vec::new();
+        let mut results = Vec::new();
+        for name in names {
+            if !self.broker_config.delete_topic_enable() {
+                results.push(Err(ApiError::new(
+                    codes::TOPIC_DELETION_DISABLED,
+                    "Topic deletion is disabled.",
+                )));
+                continue;
+            }
+            match image.topics.get(name) {
+                Some(t) => {
+                    if !records.contains(&MetadataRecord::RemoveTopic { topic_id: t.id }) {
+                        records.push(MetadataRecord::RemoveTopic { topic_id: t.id });
+                    }
+                    results.push(Ok(t.id));
+                }
+                None => results.push(Err(ApiError::new(
+                    codes::UNKNOWN_TOPIC_OR_PARTITION,
+                    "This server does not host this topic-partition.",
+                ))),
+            }
+        }
+        if let Err(e) = self.commit(&mut log, &records) {
+            return names.iter().map(|_| Err(e.clone())).collect();
+        }
+        results
+    }
+
+    /// Grows a topic to `count` partitions.
+    pub fn create_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        assignments: Option<Vec<Vec<i32>>>,
+        validate_only: bool,
+    ) -> Result<(), ApiError> {
+        let mut log = self.log.lock().expect("metadata log lock");
+        let image = self.image();
+        let topic = image.topics.get(name).ok_or_else(|| {
+            ApiError::new(
+                codes::UNKNOWN_TOPIC_OR_PARTITION,
+                format!("The topic '{name}' does not exist."),
+            )
+        })?;
+        let current = topic.partitions.len() as i32;
+        if count < current {
+            return Err(ApiError::new(
+                codes::INVALID_PARTITIONS,
+                format!("The topic {name} currently has {current} partition(s); {count} would not be an increase."),
+            ));
+        }
+        if count == current {
+            return Err(ApiError::new(
+                codes::INVALID_PARTITIONS,
+                format!("Topic already has {current} partition(s)."),
+            ));
+        }
+        let rf = topic
+            .partitions
+            .values()
+            .next()
+            .map_or(1, |p| p.replicas.len()) as i32;
+        let brokers: Vec<BrokerInfo> = image
+            .brokers
+            .values()
+            .map(|b| BrokerInfo {
+                id: b.id,
+                rack: b.rack.clone(),
+            })
+            .collect();
+        let new = match assignments {
+            Some(a) => {
+                if a.len() as i32 != count - current {
+                    return Err(ApiError::new(
+                        codes::INVALID_REPLICA_ASSIGNMENT,
+                        format!("Increasing the number of partitions by {} but {} assignments provided.", count - current, a.len()),
+                    ));
+                }
+                for replicas in &a {
+                    if replicas.len() as i32 != rf
+                        || replicas.iter().any(|b| !image.brokers.contains_key(b))
+                    {
+                        return Err(ApiError::new(
+                            codes::INVALID_REPLICA_ASSIGNMENT,
+                            format!("Invalid replica assignment {replicas:?}"),
+                        ));
+                    }
+                }
+                a
+            }
+            None => placement::assign_replicas(&brokers, current, count - current, rf, 0)
+                .map_err(|e| ApiError::new(codes::INVALID_REPLICATION_FACTOR, e.to_string()))?,
+        };
+        if validate_only {
+            return Ok(());
+        }
+        let records: Vec<MetadataRecord> = new
+            .into_iter()
+            .enumerate()
+            .map(|(i, replicas)| MetadataRecord::Partition {
+                topic_id: topic.id,
+                partition: current + i as i32,
+                leader: replicas[0],
+                isr: replicas.clone(),
+                replicas,
+                leader_epoch: 0,
+                partition_epoch: 0,
+            })
+            .collect();
+        self.commit(&mut log, &records).map(|_| ())
+    }
+
+    /// Changes a topic's configuration. `replace_all` is AlterConfigs' semantics (the given
+    /// set becomes the whole set of overrides); otherwise each op applies incrementally.
+    pub fn alter_topic_configs(
+        &self,
+        topic: &str,
+        ops: &[(String, AlterOp, Option<String>)],
+        replace_all: bool,
+        validate_only: bool,
+    ) -> Result<(), ApiError> {
+        let mut log = self.log.lock().expect("metadata log lock");
+        let image = self.image();
+        if !image.topics.contains_key(topic) {
+            return Err(ApiError::new(
+                codes::UNKNOWN_TOPIC_OR_PARTITION,
+                format!("The topic '{topic}' does not exist."),
+            ));
+        }
+        let current = image.topic_configs.get(topic).cloned().unwrap_or_default();
+        let mut next = if replace_all {
+            BTreeMap::new()
+        } else {
+            current.clone()
+        };
+        for (name, op, value) in ops {
+            let def = crate::config::topic_def(name).ok_or_else(|| {
+                ApiError::new(
+                    codes::INVALID_CONFIG,
+                    format!("Unknown topic config name: {name}"),
+                )
+            })?;
+            match op {
+                AlterOp::Set => {
+                    let v = value.clone().unwrap_or_default();
+                    validate_topic_config(name, &v)
+                        .map_err(|m| ApiError::new(codes::INVALID_CONFIG, m))?;
+                    next.insert(name.clone(), v);
+                }
+                AlterOp::Delete => {
+                    next.remove(name);
+                }
+                AlterOp::Append | AlterOp::Subtract => {
+                    if def.def.ty != crate::config::ConfigType::List {
+                        return Err(ApiError::new(
+                            codes::INVALID_CONFIG,
+                            format!("Config value append/subtract is not allowed for config key {name} which is not a list"),
+                        ));
+                    }
+                    let base = next
+                        .get(name)
+                        .cloned()
+                        .or_else(|| self.broker_config.topic_default(name).map(|(v, _)| v))
+                        .unwrap_or_default();
+                    let mut items: Vec<String> = base
+                        .split(',')
+                        .map(|s| s.trim().to_owned())
+                        .filter(|s| !s.is_empty())
+                        .collect();
+                    for v in value
+                        .as_deref()
+                        .unwrap_or("")
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                    {
+                        if *op == AlterOp::Append {
+                            if !items.iter().any(|i| i == v) {
+                                items.push(v.to_owned());
+                            }
+                        } else {
+                            items.retain(|i| i != v);
+                        }
+                    }
+                    let joined = items.join(",");
+                    validate_topic_config(name, &joined)
+                        .map_err(|m| ApiError::new(codes::INVALID_CONFIG, m))?;
+                    next.insert(name.clone(), joined);
+                }
+            }
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let mut records = Vec::new();
+        for (k, v) in &next {
+            if current.get(k) != Some(v) {
+                records.push(MetadataRecord::Config {
+                    resource: ConfigResource::Topic(topic.to_owned()),
+                    name: k.clone(),
+                    value: Some(v.clone()),
+                });
+            }
+        }
+        for k in current.keys() {
+            if !next.contains_key(k) {
+                records.push(MetadataRecord::Config {
+                    resource: ConfigResource::Topic(topic.to_owned()),
+                    name: k.clone(),
+                    value: None,
+                });
+            }
+        }
+        self.commit(&mut log, &records).map(|_| ())
+    }
+
+    /// Closes the metadata log for a clean shutdown.
+    pub fn close(&self) -> anyhow::Result<()> {
+        let mut log = self.log.lock().expect("metadata log lock");
+        log.close(self.clock.now_ms())?;
+        Ok(())
+    }
+}
+
+/// Kafka's textual form of ids (cluster id, topic ids): URL-safe base64 without padding.
+pub fn base64_url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | (*b as u32) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[(n >> (18 - 6 * i) & 0x3f) as usize] as char);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    fn controller(dir: &Path) -> Controller {
+        let c = Controller::open(
+            dir,
+            "test-cluster".into(),
+            BrokerConfig::default(),
+            true,
+            Arc::new(ManualClock::new(0)),
+        )
+        .unwrap();
+        c.register_broker(1, None, "127.0.0.1".into(), 9092)
+            .unwrap();
+        c
+    }
+
+    fn new_topic(name: &str, partitions: i32, rf: i16) -> NewTopic {
+        NewTopic {
+            name: name.into(),
+            num_partitions: partitions,
+            replication_factor: rf,
+            assignments: vec![],
+            configs: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn base64_matches_kafka_form() {
+        assert_eq!(base64_url(b"hello world!"), "aGVsbG8gd29ybGQh");
+        assert_eq!(base64_url(&[0xfb, 0xff]), "-_8");
+        assert_eq!(base64_url(&[0u8; 16]).len(), 22);
+    }
+
+    #[test]
+    fn topic_names_follow_kafka_rules() {
+        assert!(validate_topic_name("orders.v1_a-b").is_ok());
+        assert!(validate_topic_name("").is_err());
+        assert!(validate_topic_name("..").is_err());
+        assert!(validate_topic_name("a/b").is_err());
+        assert!(validate_topic_name(&"x".repeat(250)).is_err());
+        assert!(validate_topic_name(&"x".repeat(249)).is_ok());
+    }
+
+    #[test]
+    fn metadata_survives_restart_by_replaying_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = controller(dir.path());
+        let mut t = new_topic("orders", 3, -1);
+        t.configs.insert("retention.ms".into(), "1000".into());
+        let id = c.create_topics(&[t], false).remove(0).unwrap();
+        c.create_partitions("orders", 5, None, false).unwrap();
+        c.create_topics(&[new_topic("gone", 1, 1)], false);
+        c.delete_topics(&["gone".into()]);
+        c.alter_topic_configs(
+            "orders",
+            &[(
+                "cleanup.policy".into(),
+                AlterOp::Set,
+                Some("compact".into()),
+            )],
+            false,
+            false,
+        )
+        .unwrap();
+        drop(c);
+        let c = controller(dir.path());
+        let image = c.image();
+        let t = &image.topics["orders"];
+        assert_eq!(t.id, id);
+        assert_eq!(t.partitions.len(), 5);
+        assert!(!image.topics.contains_key("gone"));
+        let cfg = &image.topic_configs["orders"];
+        assert_eq!(cfg["retention.ms"], "1000");
+        assert_eq!(cfg["cleanup.policy"], "compact");
+    }
+
+    #[test]
+    fn create_topics_refuses_bad_requests_with_kafka_codes() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = controller(dir.path());
+        let mut bad_cfg = new_topic("b", 1, 1);
+        bad_cfg.configs.insert("retention.ms".into(), "soon".into());
+        let results = c.create_topics(
+            &[
+                new_topic("a", 1, 3),
+                new_topic("a/b", 1, 1),
+                bad_cfg,
+                new_topic("ok", 2, 1),
+                new_topic("ok", 2, 1),
+                new_topic("zero", 0, 1),
+            ],
+            false,
+        );
+        let codes: Vec<i16> = results
+            .iter()
+            .map(|r| r.as_ref().err().map_or(0, |e| e.code))
+            .collect();
+        assert_eq!(
+            codes,
+            vec![
+                codes::INVALID_REPLICATION_FACTOR,
+                codes::INVALID_TOPIC_EXCEPTION,
+                codes::INVALID_CONFIG,
+                codes::NONE,
+                codes::TOPIC_ALREADY_EXISTS,
+                codes::INVALID_PARTITIONS
+            ]
+        );
+        assert!(c.create_topics(&[new_topic("v", 1, 1)], true)[0].is_ok());
+        assert!(!c.image().topics.contains_key("v"));
+        assert_eq!(
+            c.create_partitions("ok", 1, None, false).unwrap_err().code,
+            codes::INVALID_PARTITIONS
+        );
+    }
+
+    #[test]
+    fn incremental_alter_appends_and_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = controller(dir.path());
+        c.create_topics(&[new_topic("t", 1, 1)], false);
+        c.alter_topic_configs(
+            "t",
+            &[(
+                "cleanup.policy".into(),
+                AlterOp::Append,
+                Some("compact".into()),
+            )],
+            false,
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            c.image().topic_configs["t"]["cleanup.policy"],
+            "delete,compact"
+        );
+        c.alter_topic_configs(
+            "t",
+            &[("cleanup.policy".into(), AlterOp::Delete, None)],
+            false,
+            false,
+        )
+        .unwrap();
+        assert!(!c
+            .image()
+            .topic_configs
+            .get("t")
+            .is_some_and(|m| m.contains_key("cleanup.policy")));
+        let e = c
+            .alter_topic_configs(
+                "t",
+                &[("retention.ms".into(), AlterOp::Append, Some("1".into()))],
+                false,
+                false,
+            )
+            .unwrap_err();
+        assert_eq!(e.code, codes::INVALID_CONFIG);
+    }
+}

@@ -1,0 +1,44 @@
+//! The records of the metadata log. Each is one Kafka record whose value is the record's
+//! JSON form: readable with any Kafka tool, and extensible by adding variants.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// What a config record applies to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConfigResource {
+    Topic(String),
+    Broker(i32),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum MetadataRecord {
+    /// A broker's registration: its id, rack and client endpoint.
+    RegisterBroker {
+        id: i32,
+        rack: Option<String>,
+        host: String,
+        port: u16,
+    },
+    /// A topic came into existence with this id.
+    Topic { name: String, topic_id: Uuid },
+    /// A partition's replica set and leadership (created or changed).
+    Partition {
+        topic_id: Uuid,
+        partition: i32,
+        replicas: Vec<i32>,
+        isr: Vec<i32>,
+        leader: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+    },
+    /// A config override was set (`Some`) or removed (`None`).
+    Config {
+        resource: ConfigResource,
+        name: String,
+        value: Option<String>,
+    },
+    /// A topic and all of its partitions and configs were deleted.
+    RemoveTopic { topic_id: Uuid },
+}

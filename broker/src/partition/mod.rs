@@ -1,0 +1,444 @@
+//! Partition replicas and the replica manager. A partition replica owns its log and knows
+//! its leader epoch, high watermark and ISR; the replica manager keeps the replicas this
+//! broker hosts in step with the metadata image and wakes long-polling fetches on appends.
+
+use crate::clock::Clock;
+use crate::config::{BrokerConfig, LogConfig};
+use crate::log::batch::{validate_batches, BatchError};
+use crate::log::{AppendInfo, Log, LogError, ReadPlan};
+use crate::metadata::{codes, MetadataImage};
+use bytes::Bytes;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use uuid::Uuid;
+
+/// The file in a partition directory that records which topic id the data belongs to, so a
+/// topic deleted and re-created under the same name never inherits old data.
+const PARTITION_METADATA_FILE: &str = "partition.metadata";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProduceError {
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+    #[error("not enough in-sync replicas: {isr} < min.insync.replicas {min}")]
+    NotEnoughReplicas { isr: usize, min: i32 },
+    #[error("storage failure: {0}")]
+    Storage(#[from] LogError),
+}
+
+impl ProduceError {
+    pub fn error_code(&self) -> i16 {
+        match self {
+            ProduceError::Batch(b) => b.error_code(),
+            ProduceError::NotEnoughReplicas { .. } => codes::NOT_ENOUGH_REPLICAS,
+            ProduceError::Storage(_) => codes::KAFKA_STORAGE_ERROR,
+        }
+    }
+}
+
+/// What a fetch of one partition returns.
+pub struct FetchedPartition {
+    pub records: Bytes,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+}
+
+pub struct Partition {
+    pub topic: String,
+    pub topic_id: Uuid,
+    pub index: i32,
+    log: Mutex<Log>,
+    high_watermark: AtomicI64,
+    log_start_offset: AtomicI64,
+    leader_epoch: AtomicI64,
+    isr: RwLock<Vec<i32>>,
+}
+
+impl Partition {
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch.load(Ordering::Acquire) as i32
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark.load(Ordering::Acquire)
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset.load(Ordering::Acquire)
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.log.lock().expect("log lock").log_end_offset()
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.log.lock().expect("log lock").size_bytes()
+    }
+
+    pub fn log_config(&self) -> LogConfig {
+        self.log.lock().expect("log lock").config().clone()
+    }
+
+    /// Validates and appends the batches of one Produce partition. The high watermark moves
+    /// to the lowest log end offset of the ISR; with this broker as the only replica that is
+    /// its own log end offset, so acks=1 and acks=all are both answered after the append.
+    pub fn append(
+        &self,
+        records: &[u8],
+        acks: i16,
+        now_ms: i64,
+    ) -> Result<AppendInfo, ProduceError> {
+        let mut log = self.log.lock().expect("log lock");
+        let cfg = log.config();
+        let headers = validate_batches(records, cfg.max_message_bytes)?;
+        if !cfg.log_append_time {
+            for h in &headers {
+                let too_old = cfg.timestamp_before_max_ms != i64::MAX
+                    && h.base_timestamp < now_ms.saturating_sub(cfg.timestamp_before_max_ms);
+                let too_new = h.max_timestamp > now_ms.saturating_add(cfg.timestamp_after_max_ms);
+                if too_old || too_new {
+                    return Err(BatchError::InvalidTimestamp {
+                        timestamp: if too_new {
+                            h.max_timestamp
+                        } else {
+                            h.base_timestamp
+                        },
+                    }
+                    .into());
+                }
+            }
+        }
+        if acks == -1 {
+            let isr = self.isr.read().expect("isr lock").len();
+            if (isr as i32) < cfg.min_insync_replicas {
+                return Err(ProduceError::NotEnoughReplicas {
+                    isr,
+                    min: cfg.min_insync_replicas,
+                });
+            }
+        }
+        let info = log.append(records, &headers, self.leader_epoch(), now_ms)?;
+        self.high_watermark
+            .store(log.log_end_offset(), Ordering::Release);
+        Ok(info)
+    }
+
+    /// Plans a read at `offset`; see [`Log::plan_read`].
+    pub fn plan_read(&self, offset: i64) -> Result<Option<ReadPlan>, LogError> {
+        self.log.lock().expect("log lock").plan_read(offset)
+    }
+
+    /// Reads committed batches (below the high watermark) from `offset`.
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        allow_oversized_first: bool,
+    ) -> Result<FetchedPartition, LogError> {
+        let hw = self.high_watermark();
+        let plan = self.plan_read(offset)?;
+        let records = match plan {
+            Some(p) if offset < hw => p.read(max_bytes, hw, allow_oversized_first)?,
+            _ => Bytes::new(),
+        };
+        Ok(FetchedPartition {
+            records,
+            high_watermark: hw,
+            log_start_offset: self.log_start_offset(),
+        })
+    }
+
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, LogError> {
+        self.log.lock().expect("log lock").offset_for_timestamp(ts)
+    }
+
+    pub fn max_timestamp_offset(&self) -> Result<Option<(i64, i64)>, LogError> {
+        self.log.lock().expect("log lock").max_timestamp_offset()
+    }
+
+    /// DeleteRecords: moves the log start offset, never beyond the high watermark. `-1`
+    /// means "up to the high watermark". Returns the new low watermark.
+    pub fn delete_records_before(&self, offset: i64) -> Result<i64, i16> {
+        let hw = self.high_watermark();
+        let target = if offset == -1 { hw } else { offset };
+        if target < 0 || target > hw {
+            return Err(codes::OFFSET_OUT_OF_RANGE);
+        }
+        let mut log = self.log.lock().expect("log lock");
+        log.advance_log_start(target).map_err(|e| {
+            tracing::error!(cause = %e, topic = %self.topic, partition = self.index, "DeleteRecords failed");
+            codes::KAFKA_STORAGE_ERROR
+        })?;
+        let start = log.log_start_offset();
+        self.log_start_offset.store(start, Ordering::Release);
+        Ok(start)
+    }
+
+    fn set_config(&self, config: LogConfig) {
+        let mut log = self.log.lock().expect("log lock");
+        if *log.config() != config {
+            log.set_config(config);
+        }
+    }
+
+    fn flush_if_due(&self, now_ms: i64) {
+        if let Err(e) = self.log.lock().expect("log lock").flush_if_due(now_ms) {
+            tracing::error!(cause = %e, topic = %self.topic, partition = self.index, "flush failed");
+        }
+    }
+
+    fn close(&self, now_ms: i64) -> Result<(), LogError> {
+        self.log.lock().expect("log lock").close(now_ms)
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.log.lock().expect("log lock").dir().to_owned()
+    }
+}
+
+/// The partitions this broker hosts, kept in step with the metadata image.
+pub struct ReplicaManager {
+    node_id: i32,
+    log_dirs: Vec<PathBuf>,
+    broker_config: BrokerConfig,
+    partitions: RwLock<HashMap<(String, i32), Arc<Partition>>>,
+    clean_start: bool,
+    clock: Arc<dyn Clock>,
+    /// Bumped on every append so that waiting fetches re-check their partitions.
+    appends: tokio::sync::watch::Sender<u64>,
+    append_seq: AtomicU64,
+}
+
+impl ReplicaManager {
+    pub fn new(
+        node_id: i32,
+        log_dirs: Vec<PathBuf>,
+        broker_config: BrokerConfig,
+        clean_start: bool,
+        clock: Arc<dyn Clock>,
+    ) -> ReplicaManager {
+        ReplicaManager {
+            node_id,
+            log_dirs,
+            broker_config,
+            partitions: RwLock::new(HashMap::new()),
+            clean_start,
+            clock,
+            appends: tokio::sync::watch::channel(0).0,
+            append_seq: AtomicU64::new(0),
+        }
+    }
+
+    pub fn get(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
+        self.partitions
+            .read()
+            .expect("partitions lock")
+            .get(&(topic.to_owned(), partition))
+            .cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<Partition>> {
+        self.partitions
+            .read()
+            .expect("partitions lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Appends to a partition and wakes waiting fetches.
+    pub fn append(
+        &self,
+        p: &Partition,
+        records: &[u8],
+        acks: i16,
+    ) -> Result<AppendInfo, ProduceError> {
+        let info = p.append(records, acks, self.clock.now_ms())?;
+        let seq = self.append_seq.fetch_add(1, Ordering::Relaxed) + 1;
+        self.appends.send_replace(seq);
+        Ok(info)
+    }
+
+    /// A receiver that changes whenever any partition is appended to.
+    pub fn subscribe_appends(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.appends.subscribe()
+    }
+
+    /// Makes the hosted partitions match `image`: opens the logs of partitions assigned to
+    /// this broker, applies changed topic configs, and deletes the logs of partitions that
+    /// no longer exist. Also removes stray partition directories left by an earlier run.
+    pub fn apply_image(&self, image: &MetadataImage) -> anyhow::Result<()> {
+        let now = self.clock.now_ms();
+        let mut wanted: BTreeMap<(String, i32), (Uuid, i32, Vec<i32>)> = BTreeMap::new();
+        for t in image.topics.values() {
+            for (p, pi) in &t.partitions {
+                if pi.replicas.contains(&self.node_id) {
+                    wanted.insert(
+                        (t.name.clone(), *p),
+                        (t.id, pi.leader_epoch, pi.isr.clone()),
+                    );
+                }
+            }
+        }
+        let empty = BTreeMap::new();
+        let mut partitions = self.partitions.write().expect("partitions lock");
+        // Deleted topics (or moved partitions): drop and remove their data.
+        let gone: Vec<(String, i32)> = partitions
+            .iter()
+            .filter(|(k, p)| wanted.get(*k).is_none_or(|w| w.0 != p.topic_id))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in gone {
+            if let Some(p) = partitions.remove(&key) {
+                remove_partition_dir(&p.dir());
+            }
+        }
+        for ((topic, index), (topic_id, epoch, isr)) in wanted {
+            let cfg = LogConfig::resolve(
+                &self.broker_config,
+                image.topic_configs.get(&topic).unwrap_or(&empty),
+            );
+            if let Some(p) = partitions.get(&(topic.clone(), index)) {
+                p.set_config(cfg);
+                p.leader_epoch.store(epoch as i64, Ordering::Release);
+                *p.isr.write().expect("isr lock") = isr;
+                continue;
+            }
+            let dir = self.partition_dir(&topic, index, &partitions);
+            if let Some(stored) = read_topic_id(&dir) {
+                if stored != topic_id {
+                    // Data of an older topic of the same name: never serve it.
+                    remove_partition_dir(&dir);
+                }
+            }
+            let log = Log::open(&dir, cfg, self.clean_start, now)?;
+            write_topic_id(&dir, topic_id)?;
+            let hw = log.log_end_offset();
+            let start = log.log_start_offset();
+            partitions.insert(
+                (topic.clone(), index),
+                Arc::new(Partition {
+                    topic: topic.clone(),
+                    topic_id,
+                    index,
+                    log: Mutex::new(log),
+                    // A single-replica partition's high watermark is its log end offset:
+                    // everything in its log was acknowledged by the whole ISR.
+                    high_watermark: AtomicI64::new(hw),
+                    log_start_offset: AtomicI64::new(start),
+                    leader_epoch: AtomicI64::new(epoch as i64),
+                    isr: RwLock::new(isr),
+                }),
+            );
+        }
+        Ok(())
+    }
+
+    /// Removes partition directories that no partition of `image` owns (left behind when a
+    /// deletion was interrupted by a crash). Called once at start-up.
+    pub fn remove_strays(&self, image: &MetadataImage) {
+        let partitions = self.partitions.read().expect("partitions lock");
+        for root in &self.log_dirs {
+            let Ok(entries) = std::fs::read_dir(root) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if !path.join(PARTITION_METADATA_FILE).exists() {
+                    continue;
+                }
+                let owned = partitions.values().any(|p| p.dir() == path);
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !owned && !name.starts_with(crate::metadata::METADATA_LOG_DIR) {
+                    tracing::info!(dir = %path.display(), metadata_offset = image.metadata_offset, "removing stray partition directory");
+                    remove_partition_dir(&path);
+                }
+            }
+        }
+    }
+
+    /// Where a partition's log lives: its existing directory, else the log dir with the
+    /// fewest partitions.
+    fn partition_dir(
+        &self,
+        topic: &str,
+        index: i32,
+        current: &HashMap<(String, i32), Arc<Partition>>,
+    ) -> PathBuf {
+        let name = format!("{topic}-{index}");
+        for root in &self.log_dirs {
+            if root.join(&name).exists() {
+                return root.join(name);
+            }
+        }
+        let mut counts: Vec<(usize, &PathBuf)> = self
+            .log_dirs
+            .iter()
+            .map(|r| {
+                (
+                    current.values().filter(|p| p.dir().starts_with(r)).count(),
+                    r,
+                )
+            })
+            .collect();
+        counts.sort_by_key(|(c, _)| *c);
+        counts[0].1.join(name)
+    }
+
+    /// fsyncs partitions whose flush.ms has passed.
+    pub fn flush_due(&self) {
+        let now = self.clock.now_ms();
+        for p in self.all() {
+            p.flush_if_due(now);
+        }
+    }
+
+    /// Flushes and closes every log for a clean shutdown; returns whether all succeeded.
+    pub fn close_all(&self) -> bool {
+        let now = self.clock.now_ms();
+        let mut ok = true;
+        for p in self.all() {
+            if let Err(e) = p.close(now) {
+                tracing::error!(cause = %e, topic = %p.topic, partition = p.index, "closing log failed");
+                ok = false;
+            }
+        }
+        ok
+    }
+}
+
+fn read_topic_id(dir: &Path) -> Option<Uuid> {
+    let text = std::fs::read_to_string(dir.join(PARTITION_METADATA_FILE)).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("topic_id: "))
+        .and_then(|v| Uuid::parse_str(v.trim()).ok())
+}
+
+fn write_topic_id(dir: &Path, id: Uuid) -> std::io::Result<()> {
+    if read_topic_id(dir) == Some(id) {
+        return Ok(());
+    }
+    crate::log::segment::write_atomically(
+        &dir.join(PARTITION_METADATA_FILE),
+        format!("version: 0\ntopic_id: {id}\n").as_bytes(),
+    )
+}
+
+/// Deletes a partition directory: renamed first (so a crash mid-removal leaves a name that
+/// no partition claims), then removed.
+fn remove_partition_dir(dir: &Path) {
+    let doomed = dir.with_extension(format!("{}-delete", Uuid::new_v4().simple()));
+    let target = match std::fs::rename(dir, &doomed) {
+        Ok(()) => doomed,
+        Err(_) => dir.to_owned(),
+    };
+    if let Err(e) = std::fs::remove_dir_all(&target) {
+        tracing::warn!(cause = %e, dir = %target.display(), "removing partition directory failed");
+    }
+}

@@ -1,0 +1,239 @@
+//! The Kafka wire protocol at the broker's edge: the one table of supported API versions,
+//! size-prefixed framing (sans-io: a buffer in, "need more" or a frame out), request header
+//! and body decoding with kafka-protocol, and response encoding.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::Decodable;
+use kafka_protocol::protocol::Encodable;
+
+/// Every API the broker implements, with the versions it accepts. ApiVersions is built from
+/// this table and dispatch refuses anything outside it, so nothing unimplemented is ever
+/// advertised. Floors follow Kafka 4.x (KIP-896); ceilings cover current librdkafka,
+/// kafka-python and the Java client.
+pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 11),
+    (ApiKey::Fetch, 4, 16),
+    (ApiKey::ListOffsets, 1, 8),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeCluster, 0, 1),
+];
+
+/// The version range of an API key, if the broker implements it.
+pub fn supported_versions(api_key: i16) -> Option<(ApiKey, i16, i16)> {
+    SUPPORTED_APIS
+        .iter()
+        .find(|(k, _, _)| *k as i16 == api_key)
+        .copied()
+}
+
+/// Why a connection is closed instead of answered.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FrameError {
+    #[error("frame of {size} bytes exceeds socket.request.max.bytes {max}")]
+    TooLarge { size: usize, max: usize },
+    #[error("frame of {0} bytes is too short for a request header")]
+    TooShort(usize),
+    #[error("unknown or unsupported API key {0}")]
+    UnknownApi(i16),
+    #[error("unsupported version {version} of API {api}")]
+    UnsupportedVersion { api: i16, version: i16 },
+    #[error("malformed request header: {0}")]
+    BadHeader(String),
+    #[error("malformed {api:?} v{version} request body: {cause}")]
+    BadBody {
+        api: ApiKey,
+        version: i16,
+        cause: String,
+    },
+}
+
+/// Looks at the start of `buf` for one size-prefixed frame: `Ok(None)` if more bytes are
+/// needed, `Ok(Some(n))` if the first `4 + n` bytes hold a whole frame.
+pub fn check_frame(buf: &[u8], max_size: usize) -> Result<Option<usize>, FrameError> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let size = (&buf[..4]).get_i32();
+    if size < 0 || size as usize > max_size {
+        return Err(FrameError::TooLarge {
+            size: size.max(0) as usize,
+            max: max_size,
+        });
+    }
+    let size = size as usize;
+    Ok((buf.len() >= 4 + size).then_some(size))
+}
+
+/// A decoded request.
+#[derive(Debug)]
+pub enum Request {
+    Api {
+        header: RequestHeader,
+        api_key: ApiKey,
+        body: RequestKind,
+    },
+    /// An ApiVersions request of a version newer than ours: per KIP-511 it is answered in
+    /// the v0 form with UNSUPPORTED_VERSION and our ranges, so the client can downgrade.
+    ApiVersionsTooNew { correlation_id: i32 },
+}
+
+/// Decodes one frame's payload (without the size prefix).
+pub fn decode_request(mut frame: Bytes) -> Result<Request, FrameError> {
+    if frame.len() < 8 {
+        return Err(FrameError::TooShort(frame.len()));
+    }
+    let api = (&frame[0..2]).get_i16();
+    let version = (&frame[2..4]).get_i16();
+    let correlation_id = (&frame[4..8]).get_i32();
+    let (api_key, min, max) = supported_versions(api).ok_or(FrameError::UnknownApi(api))?;
+    if version > max && api_key == ApiKey::ApiVersions {
+        return Ok(Request::ApiVersionsTooNew { correlation_id });
+    }
+    if version < min || version > max {
+        return Err(FrameError::UnsupportedVersion { api, version });
+    }
+    let header = RequestHeader::decode(&mut frame, api_key.request_header_version(version))
+        .map_err(|e| FrameError::BadHeader(e.to_string()))?;
+    let body =
+        RequestKind::decode(api_key, &mut frame, version).map_err(|e| FrameError::BadBody {
+            api: api_key,
+            version,
+            cause: e.to_string(),
+        })?;
+    Ok(Request::Api {
+        header,
+        api_key,
+        body,
+    })
+}
+
+/// Encodes a response frame (size prefix, header, body).
+pub fn encode_response(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &ResponseKind,
+) -> anyhow::Result<Bytes> {
+    let mut buf = BytesMut::with_capacity(64);
+    buf.put_i32(0);
+    ResponseHeader::default()
+        .with_correlation_id(correlation_id)
+        .encode(&mut buf, api_key.response_header_version(version))?;
+    body.encode(&mut buf, version)?;
+    let len = (buf.len() - 4) as i32;
+    (&mut buf[..4]).put_i32(len);
+    Ok(buf.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_need_their_whole_length() {
+        assert_eq!(check_frame(&[0, 0], 100), Ok(None));
+        assert_eq!(check_frame(&[0, 0, 0, 3, 1, 2], 100), Ok(None));
+        assert_eq!(check_frame(&[0, 0, 0, 2, 1, 2], 100), Ok(Some(2)));
+        assert_eq!(
+            check_frame(&[0, 0, 1, 0], 100),
+            Err(FrameError::TooLarge {
+                size: 256,
+                max: 100
+            })
+        );
+        assert!(check_frame(&[0xff, 0xff, 0xff, 0xff], 100).is_err());
+    }
+
+    #[test]
+    fn refuses_unknown_apis_versions_and_garbage() {
+        let frame = |api: i16, version: i16, rest: &[u8]| {
+            let mut b = BytesMut::new();
+            b.put_i16(api);
+            b.put_i16(version);
+            b.put_i32(7);
+            b.put_slice(rest);
+            b.freeze()
+        };
+        assert_eq!(
+            decode_request(frame(999, 0, &[])).unwrap_err(),
+            FrameError::UnknownApi(999)
+        );
+        assert_eq!(
+            decode_request(frame(0, 2, &[])).unwrap_err(),
+            FrameError::UnsupportedVersion { api: 0, version: 2 }
+        );
+        assert!(matches!(
+            decode_request(frame(18, 99, &[])).unwrap(),
+            Request::ApiVersionsTooNew { correlation_id: 7 }
+        ));
+        assert!(decode_request(frame(3, 1, &[0xff; 3])).is_err());
+        assert!(decode_request(Bytes::from_static(&[0, 3])).is_err());
+    }
+
+    #[test]
+    fn every_advertised_version_is_one_kafka_protocol_can_decode() {
+        use kafka_protocol::messages::*;
+        use kafka_protocol::protocol::Message;
+        for (key, min, max) in SUPPORTED_APIS {
+            let (lo, hi) = match key {
+                ApiKey::Produce => (ProduceRequest::VERSIONS.min, ProduceRequest::VERSIONS.max),
+                ApiKey::Fetch => (FetchRequest::VERSIONS.min, FetchRequest::VERSIONS.max),
+                ApiKey::ListOffsets => (
+                    ListOffsetsRequest::VERSIONS.min,
+                    ListOffsetsRequest::VERSIONS.max,
+                ),
+                ApiKey::Metadata => (MetadataRequest::VERSIONS.min, MetadataRequest::VERSIONS.max),
+                ApiKey::ApiVersions => (
+                    ApiVersionsRequest::VERSIONS.min,
+                    ApiVersionsRequest::VERSIONS.max,
+                ),
+                ApiKey::CreateTopics => (
+                    CreateTopicsRequest::VERSIONS.min,
+                    CreateTopicsRequest::VERSIONS.max,
+                ),
+                ApiKey::DeleteTopics => (
+                    DeleteTopicsRequest::VERSIONS.min,
+                    DeleteTopicsRequest::VERSIONS.max,
+                ),
+                ApiKey::DeleteRecords => (
+                    DeleteRecordsRequest::VERSIONS.min,
+                    DeleteRecordsRequest::VERSIONS.max,
+                ),
+                ApiKey::DescribeConfigs => (
+                    DescribeConfigsRequest::VERSIONS.min,
+                    DescribeConfigsRequest::VERSIONS.max,
+                ),
+                ApiKey::AlterConfigs => (
+                    AlterConfigsRequest::VERSIONS.min,
+                    AlterConfigsRequest::VERSIONS.max,
+                ),
+                ApiKey::CreatePartitions => (
+                    CreatePartitionsRequest::VERSIONS.min,
+                    CreatePartitionsRequest::VERSIONS.max,
+                ),
+                ApiKey::IncrementalAlterConfigs => (
+                    IncrementalAlterConfigsRequest::VERSIONS.min,
+                    IncrementalAlterConfigsRequest::VERSIONS.max,
+                ),
+                ApiKey::DescribeCluster => (
+                    DescribeClusterRequest::VERSIONS.min,
+                    DescribeClusterRequest::VERSIONS.max,
+                ),
+                other => panic!("{other:?} has no version check"),
+            };
+            assert!(
+                lo <= *min && *max <= hi,
+                "{key:?} {min}..{max} outside {lo}..{hi}"
+            );
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! Prometheus metrics of the broker: requests and latency per API, bytes in and out,
+//! connections, and (computed when scraped) partitions and log size.
+
+use kafka_protocol::messages::ApiKey;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+type Labels = Vec<(String, String)>;
+
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    /// Per-API handles created up front, so the request path does no label allocation.
+    per_api: Arc<HashMap<i16, (Counter, Histogram)>>,
+    pub bytes_in: Counter,
+    pub bytes_out: Counter,
+    pub connections: Gauge,
+    partitions: Gauge,
+    log_size_bytes: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("strom");
+        let requests = Family::<Labels, Counter>::default();
+        let latency = Family::<Labels, Histogram>::new_with_constructor(|| {
+            // 50 µs to about 13 s.
+            Histogram::new(exponential_buckets(0.00005, 4.0, 10))
+        });
+        registry.register("requests", "Requests handled, by API", requests.clone());
+        registry.register(
+            "request_duration_seconds",
+            "Time from decoded request to response, by API",
+            latency.clone(),
+        );
+        let bytes_in = Counter::default();
+        let bytes_out = Counter::default();
+        let connections = Gauge::default();
+        let partitions = Gauge::default();
+        let log_size_bytes = Gauge::default();
+        registry.register(
+            "network_in_bytes",
+            "Request bytes received",
+            bytes_in.clone(),
+        );
+        registry.register(
+            "network_out_bytes",
+            "Response bytes sent",
+            bytes_out.clone(),
+        );
+        registry.register(
+            "connections",
+            "Open client connections",
+            connections.clone(),
+        );
+        registry.register(
+            "partitions",
+            "Partitions hosted by this broker",
+            partitions.clone(),
+        );
+        registry.register(
+            "log_size_bytes",
+            "Bytes of all partition logs",
+            log_size_bytes.clone(),
+        );
+        let per_api = crate::protocol::SUPPORTED_APIS
+            .iter()
+            .map(|(k, _, _)| {
+                let labels = vec![("api".to_string(), format!("{k:?}"))];
+                (
+                    *k as i16,
+                    (
+                        requests.get_or_create(&labels).clone(),
+                        latency.get_or_create(&labels).clone(),
+                    ),
+                )
+            })
+            .collect();
+        Metrics {
+            registry: Arc::new(registry),
+            per_api: Arc::new(per_api),
+            bytes_in,
+            bytes_out,
+            connections,
+            partitions,
+            log_size_bytes,
+        }
+    }
+
+    pub fn observe(&self, api: ApiKey, elapsed: Duration) {
+        if let Some((count, latency)) = self.per_api.get(&(api as i16)) {
+            count.inc();
+            latency.observe(elapsed.as_secs_f64());
+        }
+    }
+
+    /// The Prometheus text exposition, after refreshing the gauges computed on demand.
+    pub fn render(&self, partitions: i64, log_size_bytes: i64) -> String {
+        self.partitions.set(partitions);
+        self.log_size_bytes.set(log_size_bytes);
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

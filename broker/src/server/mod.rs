@@ -1,0 +1,224 @@
+//! The broker process: start-up (log dirs, cluster identity, recovery, metadata replay),
+//! the Kafka listener with one task per connection, the HTTP listener, periodic flushing,
+//! and clean shutdown.
+
+mod connection;
+mod http;
+pub mod metrics;
+
+use crate::clock::Clock;
+use crate::config::BrokerConfig;
+use crate::metadata::{base64_url, Controller, METADATA_LOG_DIR};
+use crate::partition::ReplicaManager;
+use anyhow::Context;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Written to each log dir on clean shutdown and removed at start: its presence means every
+/// log was flushed and its indexes written, so recovery can be skipped.
+const CLEAN_SHUTDOWN_FILE: &str = ".strom_clean_shutdown";
+const META_PROPERTIES: &str = "meta.properties";
+
+/// Most connections the broker serves at once; more wait in the accept queue.
+const MAX_CONNECTIONS: usize = 10_000;
+
+/// Everything a request handler may touch.
+pub struct Broker {
+    pub node_id: i32,
+    pub config: BrokerConfig,
+    pub controller: Controller,
+    pub replicas: ReplicaManager,
+    pub metrics: metrics::Metrics,
+    ready: AtomicBool,
+}
+
+impl Broker {
+    /// Opens storage and metadata: checks each log dir's identity, detects a clean previous
+    /// shutdown, replays the metadata log, registers this broker and opens its partitions.
+    pub fn open(config: BrokerConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Broker> {
+        let node_id = config.node_id();
+        let dirs = config.log_dirs();
+        for d in &dirs {
+            std::fs::create_dir_all(d)
+                .with_context(|| format!("log.dirs: cannot create {}", d.display()))?;
+        }
+        let cluster_id = cluster_identity(&dirs, node_id)?;
+        let clean = dirs.iter().all(|d| d.join(CLEAN_SHUTDOWN_FILE).exists());
+        for d in &dirs {
+            let marker = d.join(CLEAN_SHUTDOWN_FILE);
+            if marker.exists() {
+                std::fs::remove_file(&marker)?;
+                crate::log::sync_dir(d)?;
+            }
+        }
+        tracing::info!(node_id, %cluster_id, clean_shutdown = clean, "opening logs");
+        let controller = Controller::open(
+            &dirs[0].join(METADATA_LOG_DIR),
+            cluster_id,
+            config.clone(),
+            clean,
+            clock.clone(),
+        )?;
+        let advertised = config.advertised_listener();
+        let image = controller
+            .register_broker(node_id, config.rack(), advertised.host, advertised.port)
+            .map_err(|e| anyhow::anyhow!("registering the broker failed: {}", e.message))?;
+        let replicas = ReplicaManager::new(node_id, dirs, config.clone(), clean, clock);
+        replicas.apply_image(&image)?;
+        replicas.remove_strays(&image);
+        Ok(Broker {
+            node_id,
+            config,
+            controller,
+            replicas,
+            metrics: metrics::Metrics::new(),
+            ready: AtomicBool::new(false),
+        })
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Flushes and closes all logs and marks the log dirs clean.
+    fn close(&self) -> anyhow::Result<()> {
+        let mut ok = self.replicas.close_all();
+        if let Err(e) = self.controller.close() {
+            tracing::error!(cause = %e, "closing the metadata log failed");
+            ok = false;
+        }
+        if ok {
+            for d in self.config.log_dirs() {
+                std::fs::write(d.join(CLEAN_SHUTDOWN_FILE), b"")?;
+                crate::log::sync_dir(&d)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads (or, on first start, writes) meta.properties in every log dir: the cluster id all
+/// dirs share, and the node id they belong to. A mismatch refuses the start.
+fn cluster_identity(dirs: &[PathBuf], node_id: i32) -> anyhow::Result<String> {
+    let mut cluster_id: Option<String> = None;
+    for d in dirs {
+        let Ok(text) = std::fs::read_to_string(d.join(META_PROPERTIES)) else {
+            continue;
+        };
+        let get = |k: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(k).and_then(|r| r.strip_prefix('=')))
+                .map(str::trim)
+        };
+        if let Some(n) = get("node.id") {
+            if n != node_id.to_string() {
+                anyhow::bail!(
+                    "node.id: log dir {} belongs to node {n}, but node.id is {node_id}",
+                    d.display()
+                );
+            }
+        }
+        if let Some(c) = get("cluster.id") {
+            match &cluster_id {
+                Some(existing) if existing != c => anyhow::bail!(
+                    "log.dirs: {} belongs to cluster {c}, other log dirs to {existing}",
+                    d.display()
+                ),
+                _ => cluster_id = Some(c.to_owned()),
+            }
+        }
+    }
+    let cluster_id = cluster_id.unwrap_or_else(|| base64_url(uuid::Uuid::new_v4().as_bytes()));
+    for d in dirs {
+        let path = d.join(META_PROPERTIES);
+        if !path.exists() {
+            let text = format!("version=1\ncluster.id={cluster_id}\nnode.id={node_id}\n");
+            crate::log::segment::write_atomically(&path, text.as_bytes())?;
+        }
+    }
+    Ok(cluster_id)
+}
+
+/// Runs a broker until `shutdown` resolves, then shuts down cleanly: stop accepting, let
+/// connections finish the request they are on, flush and close the logs.
+pub async fn run(
+    config: BrokerConfig,
+    clock: Arc<dyn Clock>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let listener_cfg = config.listener();
+    let kafka_addr = format!("{}:{}", listener_cfg.host, listener_cfg.port);
+    let http_addr = config.http_listener();
+    let shutdown_timeout = Duration::from_millis(config.shutdown_timeout_ms());
+    let broker = Arc::new(Broker::open(config, clock)?);
+    let listener = TcpListener::bind(&kafka_addr)
+        .await
+        .with_context(|| format!("listeners: cannot listen on {kafka_addr}"))?;
+    let http_listener = TcpListener::bind(http_addr)
+        .await
+        .with_context(|| format!("strom.http.listener: cannot listen on {http_addr}"))?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let http_task = tokio::spawn(http::serve(http_listener, broker.clone(), stop_rx.clone()));
+    let flusher = tokio::spawn(flush_periodically(broker.clone(), stop_rx.clone()));
+    broker.ready.store(true, Ordering::Release);
+    tracing::info!(listener = %kafka_addr, http = %http_addr, "strom-broker ready");
+
+    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut tasks = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(cause = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = connections.clone().acquire_owned().await else { break };
+                let broker = broker.clone();
+                let stop = stop_rx.clone();
+                tasks.spawn(async move {
+                    connection::serve(broker, stream, peer, stop).await;
+                    drop(permit);
+                });
+            }
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+    tracing::info!("shutting down: no new connections; finishing in-flight requests");
+    broker.ready.store(false, Ordering::Release);
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(shutdown_timeout, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("connections still busy after the shutdown timeout; closing them");
+        tasks.abort_all();
+    }
+    let _ = flusher.await;
+    http_task.abort();
+    let b = broker.clone();
+    tokio::task::spawn_blocking(move || b.close()).await??;
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+async fn flush_periodically(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(1000));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => broker.replicas.flush_due(),
+            _ = stop.changed() => return,
+        }
+    }
+}
