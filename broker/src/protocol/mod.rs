@@ -79,7 +79,7 @@ pub enum Request {
     Api {
         header: RequestHeader,
         api_key: ApiKey,
-        body: RequestKind,
+        body: Box<RequestKind>,
     },
     /// An ApiVersions request of a version newer than ours: per KIP-511 it is answered in
     /// the v0 form with UNSUPPORTED_VERSION and our ranges, so the client can downgrade.
@@ -112,7 +112,7 @@ pub fn decode_request(mut frame: Bytes) -> Result<Request, FrameError> {
     Ok(Request::Api {
         header,
         api_key,
-        body,
+        body: Box::new(body),
     })
 }
 
@@ -177,6 +177,31 @@ mod tests {
         ));
         assert!(decode_request(frame(3, 1, &[0xff; 3])).is_err());
         assert!(decode_request(Bytes::from_static(&[0, 3])).is_err());
+    }
+
+    #[test]
+    fn hostile_array_counts_are_refused_without_allocating_them() {
+        // A Metadata v1 request claiming 2^31-1 topics in a 12-byte frame: the vendored
+        // kafka-protocol patch caps the reservation; unpatched, this aborts the process.
+        let mut b = BytesMut::new();
+        b.put_i16(3);
+        b.put_i16(1);
+        b.put_i32(5);
+        b.put_i16(-1);
+        b.put_i32(i32::MAX);
+        assert!(matches!(
+            decode_request(b.freeze()),
+            Err(FrameError::BadBody { .. })
+        ));
+        // The same for a flexible version's compact array (unsigned varint count).
+        let mut b = BytesMut::new();
+        b.put_i16(3);
+        b.put_i16(12);
+        b.put_i32(5);
+        b.put_i16(-1);
+        b.put_u8(0); // no header tagged fields
+        b.put_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
+        assert!(decode_request(b.freeze()).is_err());
     }
 
     #[test]

@@ -117,7 +117,7 @@ async fn handle_frame(broker: &Broker, frame: Bytes) -> Result<Option<Bytes>, St
                 version,
                 correlation_id = header.correlation_id
             );
-            let response = crate::api::handle(broker, &header, api_key, body)
+            let response = crate::api::handle(broker, &header, api_key, *body)
                 .instrument(span)
                 .await;
             broker.metrics.observe(api_key, started.elapsed());
