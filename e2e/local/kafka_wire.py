@@ -1,0 +1,501 @@
+"""Hand-built Kafka wire frames for the bad-input tests.
+
+Only what the tests send and assert on is here: request headers v1 and v2, ApiVersions,
+Metadata v1, Produce v3 (non-flexible) with a v2 record batch built byte by byte, and
+decoders for the response fields the tests look at. Everything is big-endian as in the
+Kafka protocol; varints in records are zigzag-encoded.
+
+Written from the protocol definitions, independently of any client library, so a test
+can send exactly the bytes it means to, including wrong ones.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+from dataclasses import dataclass, field
+
+API_PRODUCE = 0
+API_METADATA = 3
+API_API_VERSIONS = 18
+
+# Error codes the tests assert on (Kafka's numbering).
+NONE = 0
+CORRUPT_MESSAGE = 2
+UNKNOWN_TOPIC_OR_PARTITION = 3
+LEADER_NOT_AVAILABLE = 5
+MESSAGE_TOO_LARGE = 10
+INVALID_TOPIC_EXCEPTION = 17
+UNSUPPORTED_VERSION = 35
+INVALID_REPLICATION_FACTOR = 38
+INVALID_CONFIG = 40
+
+
+# --- CRC-32C (Castagnoli), reflected polynomial 0x82F63B78, as record batches use --------
+
+
+def _crc32c_table() -> list[int]:
+    table = []
+    for n in range(256):
+        crc = n
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+        table.append(crc)
+    return table
+
+
+_CRC32C_TABLE = _crc32c_table()
+
+
+def crc32c(data: bytes, crc: int = 0) -> int:
+    """CRC-32C of data, continuing from crc (0 for a fresh checksum)."""
+    crc ^= 0xFFFFFFFF
+    for byte in data:
+        crc = _CRC32C_TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+# --- primitive encoders -------------------------------------------------------------------
+
+
+def unsigned_varint(n: int) -> bytes:
+    if n < 0:
+        raise ValueError("unsigned varint must be >= 0")
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def varint(n: int) -> bytes:
+    """Zigzag-encoded signed varint (varint and varlong share the encoding)."""
+    return unsigned_varint((n << 1) ^ (n >> 63))
+
+
+def int8(n: int) -> bytes:
+    return struct.pack(">b", n)
+
+
+def int16(n: int) -> bytes:
+    return struct.pack(">h", n)
+
+
+def int32(n: int) -> bytes:
+    return struct.pack(">i", n)
+
+
+def int64(n: int) -> bytes:
+    return struct.pack(">q", n)
+
+
+def uint32(n: int) -> bytes:
+    return struct.pack(">I", n)
+
+
+def string(s: str) -> bytes:
+    raw = s.encode()
+    return int16(len(raw)) + raw
+
+
+def nullable_string(s: str | None) -> bytes:
+    return int16(-1) if s is None else string(s)
+
+
+def compact_string(s: str) -> bytes:
+    raw = s.encode()
+    return unsigned_varint(len(raw) + 1) + raw
+
+
+def kafka_bytes(b: bytes | None) -> bytes:
+    return int32(-1) if b is None else int32(len(b)) + b
+
+
+def array(items: list[bytes] | None) -> bytes:
+    return int32(-1) if items is None else int32(len(items)) + b"".join(items)
+
+
+EMPTY_TAGGED_FIELDS = unsigned_varint(0)
+
+
+# --- decoding -----------------------------------------------------------------------------
+
+
+class Reader:
+    """Reads big-endian Kafka primitives from a response body."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+        self.pos = 0
+
+    def _take(self, n: int) -> bytes:
+        if self.pos + n > len(self.data):
+            raise ValueError(f"response truncated: need {n} bytes at {self.pos}, have {len(self.data)}")
+        chunk = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return chunk
+
+    def _unpack(self, fmt: str, n: int) -> int:
+        return struct.unpack(fmt, self._take(n))[0]
+
+    def int8(self) -> int:
+        return self._unpack(">b", 1)
+
+    def int16(self) -> int:
+        return self._unpack(">h", 2)
+
+    def int32(self) -> int:
+        return self._unpack(">i", 4)
+
+    def int64(self) -> int:
+        return self._unpack(">q", 8)
+
+    def boolean(self) -> bool:
+        return self.int8() != 0
+
+    def string(self) -> str:
+        n = self.int16()
+        return self._take(n).decode()
+
+    def nullable_string(self) -> str | None:
+        n = self.int16()
+        return None if n < 0 else self._take(n).decode()
+
+    def array(self, read_item) -> list | None:
+        n = self.int32()
+        return None if n < 0 else [read_item(self) for _ in range(n)]
+
+    def remaining(self) -> int:
+        return len(self.data) - self.pos
+
+
+# --- headers and frames -------------------------------------------------------------------
+
+
+def request_header_v1(api_key: int, api_version: int, correlation_id: int, client_id: str | None = "strom-e2e") -> bytes:
+    return int16(api_key) + int16(api_version) + int32(correlation_id) + nullable_string(client_id)
+
+
+def request_header_v2(api_key: int, api_version: int, correlation_id: int, client_id: str | None = "strom-e2e") -> bytes:
+    # v2 adds tagged fields; client_id stays a (non-compact) nullable string.
+    return request_header_v1(api_key, api_version, correlation_id, client_id) + EMPTY_TAGGED_FIELDS
+
+
+def frame(payload: bytes) -> bytes:
+    return int32(len(payload)) + payload
+
+
+# --- ApiVersions --------------------------------------------------------------------------
+
+
+def api_versions_request(version: int, correlation_id: int, client_id: str = "strom-e2e") -> bytes:
+    """A framed ApiVersions request. v3+ is flexible: header v2 and a body with the
+    client software name and version (KIP-511)."""
+    if version < 3:
+        return frame(request_header_v1(API_API_VERSIONS, version, correlation_id, client_id))
+    body = compact_string("strom-e2e") + compact_string("0.1.0") + EMPTY_TAGGED_FIELDS
+    return frame(request_header_v2(API_API_VERSIONS, version, correlation_id, client_id) + body)
+
+
+@dataclass
+class ApiVersionsResponseV0:
+    error_code: int
+    api_keys: dict[int, tuple[int, int]]  # api key -> (min version, max version)
+
+
+def decode_api_versions_response_v0(body: bytes) -> ApiVersionsResponseV0:
+    """ApiVersions in v0 form: error_code, [api_key, min_version, max_version]."""
+    r = Reader(body)
+    error_code = r.int16()
+    keys = r.array(lambda r: (r.int16(), r.int16(), r.int16())) or []
+    return ApiVersionsResponseV0(error_code, {k: (lo, hi) for k, lo, hi in keys})
+
+
+# --- Metadata v1 --------------------------------------------------------------------------
+
+
+def metadata_request_v1(topics: list[str] | None, correlation_id: int) -> bytes:
+    """A framed Metadata v1 request; topics=None asks for all topics."""
+    body = array(None if topics is None else [string(t) for t in topics])
+    return frame(request_header_v1(API_METADATA, 1, correlation_id) + body)
+
+
+@dataclass
+class PartitionMetadata:
+    error_code: int
+    partition: int
+    leader: int
+    replicas: list[int]
+    isr: list[int]
+
+
+@dataclass
+class TopicMetadata:
+    error_code: int
+    name: str
+    is_internal: bool
+    partitions: list[PartitionMetadata]
+
+
+@dataclass
+class MetadataResponseV1:
+    brokers: list[tuple[int, str, int, str | None]]
+    controller_id: int
+    topics: dict[str, TopicMetadata] = field(default_factory=dict)
+
+
+def decode_metadata_response_v1(body: bytes) -> MetadataResponseV1:
+    r = Reader(body)
+    brokers = r.array(lambda r: (r.int32(), r.string(), r.int32(), r.nullable_string())) or []
+    controller_id = r.int32()
+
+    def partition(r: Reader) -> PartitionMetadata:
+        return PartitionMetadata(
+            error_code=r.int16(),
+            partition=r.int32(),
+            leader=r.int32(),
+            replicas=r.array(Reader.int32) or [],
+            isr=r.array(Reader.int32) or [],
+        )
+
+    def topic(r: Reader) -> TopicMetadata:
+        return TopicMetadata(
+            error_code=r.int16(), name=r.string(), is_internal=r.boolean(), partitions=r.array(partition) or []
+        )
+
+    topics = r.array(topic) or []
+    return MetadataResponseV1(brokers, controller_id, {t.name: t for t in topics})
+
+
+# --- record batch v2 ----------------------------------------------------------------------
+
+# Byte offsets inside a v2 record batch (the CRC covers everything from attributes on).
+BATCH_LENGTH_OFFSET = 8
+BATCH_MAGIC_OFFSET = 16
+BATCH_CRC_OFFSET = 17
+BATCH_ATTRIBUTES_OFFSET = 21
+BATCH_HEADER_SIZE = 61
+
+
+@dataclass
+class Record:
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes | None]] = field(default_factory=list)
+    timestamp_delta: int = 0
+
+
+def _encode_record(offset_delta: int, rec: Record) -> bytes:
+    body = bytearray()
+    body += int8(0)  # attributes (unused)
+    body += varint(rec.timestamp_delta)
+    body += varint(offset_delta)
+    body += varint(-1) if rec.key is None else varint(len(rec.key)) + rec.key
+    body += varint(-1) if rec.value is None else varint(len(rec.value)) + rec.value
+    body += varint(len(rec.headers))
+    for hkey, hvalue in rec.headers:
+        raw_key = hkey.encode()
+        body += varint(len(raw_key)) + raw_key
+        body += varint(-1) if hvalue is None else varint(len(hvalue)) + hvalue
+    return varint(len(body)) + bytes(body)
+
+
+def record_batch(records: list[Record], base_timestamp_ms: int | None = None, base_offset: int = 0) -> bytes:
+    """An uncompressed, non-transactional v2 record batch with a correct CRC-32C."""
+    if not records:
+        raise ValueError("a record batch needs at least one record")
+    if base_timestamp_ms is None:
+        base_timestamp_ms = int(time.time() * 1000)
+    max_timestamp = base_timestamp_ms + max(r.timestamp_delta for r in records)
+    encoded = b"".join(_encode_record(i, r) for i, r in enumerate(records))
+    after_crc = (
+        int16(0)  # attributes: no compression, CreateTime, not transactional, not control
+        + int32(len(records) - 1)  # last offset delta
+        + int64(base_timestamp_ms)
+        + int64(max_timestamp)
+        + int64(-1)  # producer id
+        + int16(-1)  # producer epoch
+        + int32(-1)  # base sequence
+        + int32(len(records))
+        + encoded
+    )
+    partition_leader_epoch = int32(-1)
+    magic = int8(2)
+    crc = uint32(crc32c(after_crc))
+    batch_length = len(partition_leader_epoch) + len(magic) + len(crc) + len(after_crc)
+    return int64(base_offset) + int32(batch_length) + partition_leader_epoch + magic + crc + after_crc
+
+
+@dataclass
+class BatchHeader:
+    base_offset: int
+    length: int  # bytes after the length field
+    magic: int
+    crc_valid: bool
+    attributes: int
+    last_offset_delta: int
+    record_count: int
+
+    @property
+    def compression(self) -> int:
+        """0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd."""
+        return self.attributes & 0x7
+
+
+def read_batch_headers(data: bytes) -> list[BatchHeader]:
+    """The headers of the v2 record batches laid end to end in data (a segment file or a
+    records field); a torn batch at the end is ignored."""
+    out = []
+    pos = 0
+    while pos + BATCH_HEADER_SIZE <= len(data):
+        base_offset, length = struct.unpack(">qi", data[pos : pos + 12])
+        end = pos + 12 + length
+        if length <= 0 or end > len(data):
+            break
+        batch = data[pos:end]
+        out.append(
+            BatchHeader(
+                base_offset=base_offset,
+                length=length,
+                magic=batch[BATCH_MAGIC_OFFSET],
+                crc_valid=batch_crc_is_valid(batch),
+                attributes=struct.unpack(">h", batch[21:23])[0],
+                last_offset_delta=struct.unpack(">i", batch[23:27])[0],
+                record_count=struct.unpack(">i", batch[57:61])[0],
+            )
+        )
+        pos = end
+    return out
+
+
+def batch_crc_is_valid(batch: bytes) -> bool:
+    stored = struct.unpack(">I", batch[BATCH_CRC_OFFSET:BATCH_ATTRIBUTES_OFFSET])[0]
+    return stored == crc32c(batch[BATCH_ATTRIBUTES_OFFSET:])
+
+
+def corrupt_batch(batch: bytes) -> bytes:
+    """The same batch with one byte of the last record's value flipped: sizes still add
+    up, only the CRC no longer matches."""
+    damaged = bytearray(batch)
+    damaged[-2] ^= 0xFF
+    return bytes(damaged)
+
+
+# --- Produce v3 ---------------------------------------------------------------------------
+
+
+def produce_request_v3(
+    topic: str,
+    partition: int,
+    records: bytes,
+    correlation_id: int,
+    acks: int = -1,
+    timeout_ms: int = 10_000,
+) -> bytes:
+    """A framed Produce v3 request carrying one batch for one partition."""
+    partition_data = int32(partition) + kafka_bytes(records)
+    topic_data = string(topic) + array([partition_data])
+    body = nullable_string(None) + int16(acks) + int32(timeout_ms) + array([topic_data])
+    return frame(request_header_v1(API_PRODUCE, 3, correlation_id) + body)
+
+
+@dataclass
+class ProducePartitionResponse:
+    error_code: int
+    base_offset: int
+    log_append_time_ms: int
+
+
+def decode_produce_response_v3(body: bytes) -> dict[tuple[str, int], ProducePartitionResponse]:
+    r = Reader(body)
+
+    def partition(r: Reader) -> tuple[int, ProducePartitionResponse]:
+        index = r.int32()
+        return index, ProducePartitionResponse(r.int16(), r.int64(), r.int64())
+
+    def topic(r: Reader) -> tuple[str, list]:
+        return r.string(), r.array(partition) or []
+
+    out = {}
+    for name, partitions in r.array(topic) or []:
+        for index, resp in partitions:
+            out[(name, index)] = resp
+    r.int32()  # throttle_time_ms
+    return out
+
+
+# --- a blocking connection ----------------------------------------------------------------
+
+
+class ConnectionClosed(Exception):
+    pass
+
+
+class Connection:
+    """One TCP connection to the broker; requests are framed bytes, responses come back
+    as (correlation_id, body) with a v0 response header (all APIs used here)."""
+
+    def __init__(self, host: str, port: int, timeout_s: float = 10.0):
+        self.sock = socket.create_connection((host, port), timeout=timeout_s)
+        self.sock.settimeout(timeout_s)
+
+    def __enter__(self) -> "Connection":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _read_exact(self, n: int) -> bytes:
+        buf = bytearray()
+        while len(buf) < n:
+            try:
+                chunk = self.sock.recv(n - len(buf))
+            except ConnectionResetError as err:
+                raise ConnectionClosed(f"reset after {len(buf)} of {n} bytes") from err
+            if not chunk:
+                raise ConnectionClosed(f"closed after {len(buf)} of {n} bytes")
+            buf += chunk
+        return bytes(buf)
+
+    def recv_response(self) -> tuple[int, bytes]:
+        size = struct.unpack(">i", self._read_exact(4))[0]
+        payload = self._read_exact(size)
+        return struct.unpack(">i", payload[:4])[0], payload[4:]
+
+    def request(self, data: bytes, correlation_id: int) -> bytes:
+        self.send(data)
+        got, body = self.recv_response()
+        if got != correlation_id:
+            raise AssertionError(f"correlation id {got} in response, expected {correlation_id}")
+        return body
+
+    def wait_closed(self, timeout_s: float = 10.0) -> bytes | None:
+        """Waits for the peer to close. Returns None when it did, or the bytes it sent
+        instead (a response where none was expected) if it stays open until timeout."""
+        deadline = time.monotonic() + timeout_s
+        received = bytearray()
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return bytes(received)
+            self.sock.settimeout(remaining)
+            try:
+                chunk = self.sock.recv(65536)
+            except (ConnectionResetError, BrokenPipeError):
+                return None
+            except socket.timeout:
+                return bytes(received)
+            if not chunk:
+                return None
+            received += chunk
