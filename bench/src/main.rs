@@ -15,7 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[derive(Parser, Debug, Clone)]
-#[command(name = "strom-bench", about = "Measure a Kafka-compatible broker with librdkafka")]
+#[command(
+    name = "strom-bench",
+    about = "Measure a Kafka-compatible broker with librdkafka"
+)]
 struct Args {
     /// Bootstrap servers.
     #[arg(long, default_value = "127.0.0.1:9092")]
@@ -112,7 +115,10 @@ fn ensure_topic(args: &Args, topic: &str) -> anyhow::Result<()> {
             futures::executor::block_on(fut)
         }
     });
-    match rt.join().map_err(|_| anyhow::anyhow!("admin thread panicked"))? {
+    match rt
+        .join()
+        .map_err(|_| anyhow::anyhow!("admin thread panicked"))?
+    {
         Ok(results) => {
             for r in results {
                 if let Err((name, code)) = r {
@@ -138,7 +144,9 @@ fn produce(args: &Args, topic: &str) -> anyhow::Result<()> {
         latencies_us: latencies.clone(),
         failures: failures.clone(),
     })?;
-    let payload: Vec<u8> = (0..args.record_size).map(|i| b'a' + (i % 26) as u8).collect();
+    let payload: Vec<u8> = (0..args.record_size)
+        .map(|i| b'a' + (i % 26) as u8)
+        .collect();
     let started = Instant::now();
     for i in 0..args.count {
         let partition = (i % args.partitions as u64) as i32;

@@ -997,3 +997,61 @@ mod tests {
         assert!(validate_topic_config("min.cleanable.dirty.ratio", "1.5").is_err());
     }
 }
+
+/// The property tables of docs/configuration.md, rendered from the definitions above so
+/// the documentation cannot drift from the code (a test compares them).
+pub fn render_markdown_tables() -> String {
+    let cell = |s: Option<&str>| match s {
+        Some("") => "(empty)".to_string(),
+        Some(v) => format!("`{v}`"),
+        None => "(unset)".to_string(),
+    };
+    let mut out =
+        String::from("### Broker properties\n\n| property | default | meaning |\n|---|---|---|\n");
+    for d in BROKER_CONFIGS {
+        out.push_str(&format!(
+            "| `{}` | {} | {} |\n",
+            d.name,
+            cell(d.default),
+            d.doc
+        ));
+    }
+    out.push_str("\n### Topic properties\n\nA topic without an override takes the broker property in the last column.\n\n| property | Kafka default | meaning | broker default from |\n|---|---|---|---|\n");
+    for t in TOPIC_CONFIGS {
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} |\n",
+            t.def.name,
+            cell(t.def.default),
+            t.def.doc,
+            t.broker_synonym
+                .map_or("—".to_string(), |s| format!("`{s}`"))
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod doc_tests {
+    /// docs/configuration.md holds the rendered tables between two markers; set
+    /// STROM_BLESS=1 to rewrite them after changing a property.
+    #[test]
+    fn configuration_doc_matches_the_property_tables() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md");
+        let doc = std::fs::read_to_string(&path).expect("docs/configuration.md exists");
+        let (begin, end) = ("<!-- BEGIN GENERATED -->\n", "<!-- END GENERATED -->");
+        let start = doc.find(begin).expect("begin marker") + begin.len();
+        let stop = doc.find(end).expect("end marker");
+        let rendered = super::render_markdown_tables();
+        if std::env::var_os("STROM_BLESS").is_some() {
+            let new = format!("{}{}{}", &doc[..start], rendered, &doc[stop..]);
+            std::fs::write(&path, new).unwrap();
+            return;
+        }
+        assert_eq!(
+            &doc[start..stop],
+            rendered,
+            "docs/configuration.md is stale: run STROM_BLESS=1 cargo test -p strom-broker configuration_doc"
+        );
+    }
+}
