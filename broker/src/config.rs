@@ -875,6 +875,7 @@ pub struct LogConfig {
     pub compact: bool,
     pub delete: bool,
     pub min_insync_replicas: i32,
+    pub file_delete_delay_ms: i64,
 }
 
 impl LogConfig {
@@ -905,6 +906,7 @@ impl LogConfig {
             compact: policy.split(',').any(|p| p.trim() == "compact"),
             delete: policy.split(',').any(|p| p.trim() == "delete"),
             min_insync_replicas: num("min.insync.replicas") as i32,
+            file_delete_delay_ms: num("file.delete.delay.ms"),
         }
     }
 }

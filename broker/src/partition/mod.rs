@@ -160,20 +160,40 @@ impl Partition {
 
     /// DeleteRecords: moves the log start offset, never beyond the high watermark. `-1`
     /// means "up to the high watermark". Returns the new low watermark.
-    pub fn delete_records_before(&self, offset: i64) -> Result<i64, i16> {
+    pub fn delete_records_before(&self, offset: i64, now_ms: i64) -> Result<i64, i16> {
         let hw = self.high_watermark();
         let target = if offset == -1 { hw } else { offset };
         if target < 0 || target > hw {
             return Err(codes::OFFSET_OUT_OF_RANGE);
         }
         let mut log = self.log.lock().expect("log lock");
-        log.advance_log_start(target).map_err(|e| {
+        log.advance_log_start(target, now_ms).map_err(|e| {
             tracing::error!(cause = %e, topic = %self.topic, partition = self.index, "DeleteRecords failed");
             codes::KAFKA_STORAGE_ERROR
         })?;
         let start = log.log_start_offset();
         self.log_start_offset.store(start, Ordering::Release);
         Ok(start)
+    }
+
+    /// Applies retention and removes deleted files whose delay passed; returns the number
+    /// of segments deleted.
+    fn apply_retention(&self, now_ms: i64) -> usize {
+        let mut log = self.log.lock().expect("log lock");
+        let deleted = match log.apply_retention(now_ms, self.high_watermark()) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(cause = %e, topic = %self.topic, partition = self.index, "retention failed");
+                0
+            }
+        };
+        log.purge_deleted(now_ms);
+        self.log_start_offset
+            .store(log.log_start_offset(), Ordering::Release);
+        if deleted > 0 {
+            tracing::info!(topic = %self.topic, partition = self.index, segments = deleted, log_start_offset = log.log_start_offset(), "retention deleted segments");
+        }
+        deleted
     }
 
     fn set_config(&self, config: LogConfig) {
@@ -389,6 +409,12 @@ impl ReplicaManager {
             .collect();
         counts.sort_by_key(|(c, _)| *c);
         counts[0].1.join(name)
+    }
+
+    /// Runs retention on every partition; returns the number of segments deleted.
+    pub fn apply_retention(&self) -> usize {
+        let now = self.clock.now_ms();
+        self.all().iter().map(|p| p.apply_retention(now)).sum()
     }
 
     /// fsyncs partitions whose flush.ms has passed.

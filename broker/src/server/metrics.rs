@@ -22,6 +22,7 @@ pub struct Metrics {
     pub bytes_in: Counter,
     pub bytes_out: Counter,
     pub connections: Gauge,
+    pub retention_deleted_segments: Counter,
     partitions: Gauge,
     log_size_bytes: Gauge,
 }
@@ -51,6 +52,12 @@ impl Metrics {
         let connections = Gauge::default();
         let partitions = Gauge::default();
         let log_size_bytes = Gauge::default();
+        let retention_deleted_segments = Counter::default();
+        registry.register(
+            "log_retention_deleted_segments",
+            "Segments deleted by time or size retention",
+            retention_deleted_segments.clone(),
+        );
         registry.register(
             "network_in_bytes",
             "Request bytes received",
@@ -95,6 +102,7 @@ impl Metrics {
             bytes_in,
             bytes_out,
             connections,
+            retention_deleted_segments,
             partitions,
             log_size_bytes,
         }

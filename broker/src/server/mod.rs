@@ -164,6 +164,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let http_task = tokio::spawn(http::serve(http_listener, broker.clone(), stop_rx.clone()));
     let flusher = tokio::spawn(flush_periodically(broker.clone(), stop_rx.clone()));
+    let retention = tokio::spawn(retention_periodically(broker.clone(), stop_rx.clone()));
     broker.ready.store(true, Ordering::Release);
     tracing::info!(listener = %kafka_addr, http = %http_addr, "strom-broker ready");
 
@@ -206,11 +207,30 @@ pub async fn run(
         tasks.abort_all();
     }
     let _ = flusher.await;
+    let _ = retention.await;
     http_task.abort();
     let b = broker.clone();
     tokio::task::spawn_blocking(move || b.close()).await??;
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// Applies retention every log.retention.check.interval.ms, off the async workers (it
+/// renames and deletes files).
+async fn retention_periodically(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    let period = Duration::from_millis(broker.config.retention_check_interval_ms().max(1));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let b = broker.clone();
+                if let Ok(deleted) = tokio::task::spawn_blocking(move || b.replicas.apply_retention()).await {
+                    broker.metrics.retention_deleted_segments.inc_by(deleted as u64);
+                }
+            }
+            _ = stop.changed() => return,
+        }
+    }
 }
 
 async fn flush_periodically(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
