@@ -4,6 +4,7 @@
 //! which offsets are visible (the high watermark).
 
 pub mod batch;
+pub mod cleaner;
 pub mod segment;
 
 use crate::config::LogConfig;
@@ -69,6 +70,7 @@ impl Log {
     /// active segment is fully verified and a torn tail truncated.
     pub fn open(dir: &Path, config: LogConfig, clean: bool, now_ms: i64) -> Result<Log, LogError> {
         std::fs::create_dir_all(dir)?;
+        cleaner::recover_interrupted_clean(dir)?;
         let mut bases: Vec<i64> = Vec::new();
         for entry in std::fs::read_dir(dir)? {
             let name = entry?.file_name();
