@@ -704,6 +704,58 @@ mod tests {
         assert!(contents(&log).iter().all(|r| r.1 != "key-5"));
     }
 
+    /// The cleaner's choice of work, with time injected: the dirty ratio threshold,
+    /// min.compaction.lag.ms holding back young segments, max.compaction.lag.ms forcing an
+    /// old dirty segment, the high watermark, and non-compacted topics.
+    #[test]
+    fn the_cleaner_chooses_work_by_ratio_lag_and_watermark() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(
+            dir.path(),
+            config(&[("min.cleanable.dirty.ratio", "0.5")]),
+            true,
+            T0,
+        )
+        .unwrap();
+        fill(&mut log, Compression::None);
+        let hw = log.log_end_offset();
+        assert!(log.dirty_ratio(T0, hw) > 0.99, "never cleaned: all dirty");
+        assert!(log.plan_clean(T0, hw, false, usize::MAX).is_some());
+        // Nothing committed: nothing cleanable.
+        assert!(log.plan_clean(T0, 0, false, usize::MAX).is_none());
+        // Records younger than min.compaction.lag.ms are not cleanable.
+        log.set_config(config(&[("min.compaction.lag.ms", "60000")]));
+        assert!(log.plan_clean(T0 + 59_999, hw, false, usize::MAX).is_none());
+        assert!(log.plan_clean(T0 + 60_000, hw, false, usize::MAX).is_some());
+        // After a clean the ratio is 0; new writes are below a 0.9 threshold...
+        log.set_config(config(&[("min.cleanable.dirty.ratio", "0.9")]));
+        clean(&mut log, T0 + 1, false).unwrap();
+        assert_eq!(log.dirty_ratio(T0 + 1, log.log_end_offset()), 0.0);
+        for _ in 0..3 {
+            append(
+                &mut log,
+                &[("key-1".into(), Some("x".repeat(500)))],
+                T0 + 10,
+                Compression::None,
+            );
+        }
+        log.roll(T0 + 10).unwrap();
+        let hw = log.log_end_offset();
+        let ratio = log.dirty_ratio(T0 + 20, hw);
+        assert!(ratio > 0.0 && ratio < 0.9, "{ratio}");
+        assert!(log.plan_clean(T0 + 20, hw, false, usize::MAX).is_none());
+        // ...until max.compaction.lag.ms says the oldest dirty record waited long enough.
+        log.set_config(config(&[
+            ("min.cleanable.dirty.ratio", "0.9"),
+            ("max.compaction.lag.ms", "1000"),
+        ]));
+        assert!(log.plan_clean(T0 + 500, hw, false, usize::MAX).is_none());
+        assert!(log.plan_clean(T0 + 1010, hw, false, usize::MAX).is_some());
+        // A topic that is not compacted is never cleaned.
+        log.set_config(config(&[("cleanup.policy", "delete")]));
+        assert!(log.plan_clean(T0 + 5000, hw, true, usize::MAX).is_none());
+    }
+
     fn names(dir: &Path) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(dir)
             .unwrap()
