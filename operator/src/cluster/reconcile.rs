@@ -1,0 +1,262 @@
+//! Reconciling one `KafkaCluster`: compute the desired objects, server-side apply them
+//! with one field manager, observe pods, write status, and publish events on flips.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tracing::{info, instrument, warn};
+
+use super::desired::{cluster_selector, desired, Defaults, Desired, DesiredError, MANAGER};
+use super::status::{self, condition_status, Observed, READY};
+use crate::crd::KafkaCluster;
+use crate::metrics::Metrics;
+
+/// How soon a cluster that is not ready yet is looked at again, besides watch events.
+const REQUEUE_NOT_READY: Duration = Duration::from_secs(15);
+/// How often a ready cluster is re-applied, to undo drift that no watch reported.
+const REQUEUE_READY: Duration = Duration::from_secs(300);
+/// Back-off after a failed reconcile.
+const REQUEUE_ERROR: Duration = Duration::from_secs(30);
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub defaults: Defaults,
+    pub metrics: Arc<Metrics>,
+    /// The clock, injected so that tests see fixed condition times.
+    pub now: fn() -> Timestamp,
+}
+
+/// Why a reconcile failed; each variant is one step, used as a metric label.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("computing desired objects: {0}")]
+    Desired(#[from] DesiredError),
+    #[error("applying {kind} {name}: {source}")]
+    Apply {
+        kind: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("listing pods: {0}")]
+    ListPods(#[source] kube::Error),
+    #[error("patching status: {0}")]
+    PatchStatus(#[source] kube::Error),
+}
+
+impl Error {
+    /// The failing step, as a metric label value.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Desired(_) => "desired",
+            Error::Apply { .. } => "apply",
+            Error::ListPods(_) => "list_pods",
+            Error::PatchStatus(_) => "patch_status",
+        }
+    }
+}
+
+/// Brings one cluster's children and status in line with its spec.
+#[instrument(skip_all, fields(namespace = cluster.namespace(), name = cluster.name_any()))]
+pub async fn reconcile(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let result = reconcile_inner(&cluster, &ctx).await;
+    ctx.metrics.observe_reconcile(
+        started.elapsed(),
+        result.as_ref().err().map(Error::metric_label),
+    );
+    result
+}
+
+async fn reconcile_inner(cluster: &KafkaCluster, ctx: &Context) -> Result<Action, Error> {
+    let desired = desired(cluster, &ctx.defaults)?;
+    let namespace = cluster.namespace().unwrap_or_default();
+    let name = cluster.name_any();
+
+    let mut observed = Observed::default();
+    let apply_result = apply_all(&ctx.client, &namespace, &desired).await;
+    match &apply_result {
+        Ok(sets) => observed.statefulsets = sets.clone(),
+        Err(err) => observed.apply_error = Some(err.to_string()),
+    }
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    let selector = cluster_selector(&name)
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    observed.pods = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(Error::ListPods)?
+        .items;
+
+    let new_status = status::compute(cluster, &observed, (ctx.now)());
+    let api: Api<KafkaCluster> = Api::namespaced(ctx.client.clone(), &namespace);
+    let patch = serde_json::json!({
+        "apiVersion": KafkaCluster::api_version(&()),
+        "kind": KafkaCluster::kind(&()),
+        "status": new_status,
+    });
+    api.patch_status(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(Error::PatchStatus)?;
+
+    let was_ready = cluster
+        .status
+        .as_ref()
+        .and_then(|s| condition_status(&s.conditions, READY));
+    let is_ready = condition_status(&new_status.conditions, READY) == Some("True");
+    publish_transition(cluster, ctx, was_ready, is_ready, &new_status).await;
+    if let Err(err) = &apply_result {
+        publish(
+            cluster,
+            ctx,
+            EventType::Warning,
+            "ApplyFailed",
+            "Apply",
+            err.to_string(),
+        )
+        .await;
+    }
+
+    apply_result?;
+    Ok(Action::requeue(if is_ready {
+        REQUEUE_READY
+    } else {
+        REQUEUE_NOT_READY
+    }))
+}
+
+/// What the controller does after a failed reconcile: log it and try again later.
+pub fn error_policy(cluster: Arc<KafkaCluster>, err: &Error, _ctx: Arc<Context>) -> Action {
+    warn!(
+        namespace = cluster.namespace(),
+        name = cluster.name_any(),
+        cause = %err,
+        "reconcile failed"
+    );
+    Action::requeue(REQUEUE_ERROR)
+}
+
+/// Applies every desired object in order and returns the StatefulSets as the API server
+/// now has them (with their status), which is what status needs.
+async fn apply_all(
+    client: &Client,
+    namespace: &str,
+    desired: &Desired,
+) -> Result<Vec<k8s_openapi::api::apps::v1::StatefulSet>, Error> {
+    apply(client, namespace, &desired.config_map).await?;
+    apply(client, namespace, &desired.headless_service).await?;
+    apply(client, namespace, &desired.bootstrap_service).await?;
+    apply(client, namespace, &desired.pod_disruption_budget).await?;
+    let mut sets = vec![apply(client, namespace, &desired.controller_set).await?];
+    for set in &desired.broker_sets {
+        sets.push(apply(client, namespace, set).await?);
+    }
+    Ok(sets)
+}
+
+/// Server-side apply of one object: creates it when missing (also after an out-of-band
+/// delete) and takes back every field the operator owns.
+async fn apply<K>(client: &Client, namespace: &str, object: &K) -> Result<K, Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + DeserializeOwned
+        + Serialize,
+{
+    let name = object.meta().name.clone().unwrap_or_default();
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    api.patch(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(object),
+    )
+    .await
+    .map_err(|source| Error::Apply {
+        kind: K::kind(&()).into_owned(),
+        name,
+        source,
+    })
+}
+
+async fn publish_transition(
+    cluster: &KafkaCluster,
+    ctx: &Context,
+    was_ready: Option<&str>,
+    is_ready: bool,
+    status: &crate::crd::KafkaClusterStatus,
+) {
+    let summary = format!(
+        "{}/{} brokers ready",
+        status.ready_brokers,
+        status.brokers.len()
+    );
+    match (was_ready == Some("True"), is_ready) {
+        (false, true) => {
+            info!("cluster became ready");
+            publish(
+                cluster,
+                ctx,
+                EventType::Normal,
+                "ClusterReady",
+                "Reconcile",
+                summary,
+            )
+            .await;
+        }
+        (true, false) => {
+            warn!("cluster is no longer ready");
+            let reason = "ClusterNotReady";
+            publish(
+                cluster,
+                ctx,
+                EventType::Warning,
+                reason,
+                "Reconcile",
+                summary,
+            )
+            .await;
+        }
+        _ => {}
+    }
+}
+
+async fn publish(
+    cluster: &KafkaCluster,
+    ctx: &Context,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: action.to_owned(),
+        secondary: None,
+    };
+    // An event is a courtesy to the user: failing to publish one never fails reconcile.
+    if let Err(err) = ctx.recorder.publish(&event, &cluster.object_ref(&())).await {
+        warn!(cause = %err, reason, "publishing event failed");
+    }
+}

@@ -1,0 +1,248 @@
+//! The status of a `KafkaCluster`, computed from what was observed: a pure function of
+//! the cluster, its pods and StatefulSets, the previous status and the time.
+//!
+//! Conditions follow `metav1.Condition`: each carries the generation it describes, and
+//! `lastTransitionTime` moves only when the condition's status flips.
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+
+use super::desired::bootstrap_address;
+use super::layout::{Layout, Node};
+use crate::crd::{KafkaCluster, KafkaClusterStatus, NodeStatus};
+
+pub const READY: &str = "Ready";
+pub const PROGRESSING: &str = "Progressing";
+pub const DEGRADED: &str = "Degraded";
+
+/// Container waiting reasons that mean a pod will not become ready without help.
+const FAILING_REASONS: &[&str] = &[
+    "CrashLoopBackOff",
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+];
+
+/// What reconcile saw of the cluster's children.
+#[derive(Debug, Default, Clone)]
+pub struct Observed {
+    /// Pods labelled as the cluster's.
+    pub pods: Vec<Pod>,
+    /// The cluster's StatefulSets as the API server returned them from apply.
+    pub statefulsets: Vec<StatefulSet>,
+    /// Why applying the desired objects failed, when it did.
+    pub apply_error: Option<String>,
+}
+
+/// Computes the new status.
+pub fn compute(cluster: &KafkaCluster, observed: &Observed, now: Timestamp) -> KafkaClusterStatus {
+    let layout = Layout::of(cluster);
+    let generation = cluster.metadata.generation;
+    let previous = cluster
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+
+    let brokers: Vec<NodeStatus> = layout
+        .brokers()
+        .into_iter()
+        .map(|node| node_status(node, &observed.pods))
+        .collect();
+    let controllers: Vec<NodeStatus> = layout
+        .controllers
+        .iter()
+        .cloned()
+        .map(|node| node_status(node, &observed.pods))
+        .collect();
+    let ready_brokers = brokers.iter().filter(|b| b.ready).count();
+    let ready_controllers = controllers.iter().filter(|c| c.ready).count();
+    let all_ready = ready_brokers == brokers.len() && ready_controllers == controllers.len();
+    let summary = format!(
+        "{ready_brokers}/{} brokers and {ready_controllers}/{} controllers ready",
+        brokers.len(),
+        controllers.len()
+    );
+
+    let outdated = outdated_pods(&observed.statefulsets, &observed.pods);
+    let settling = observed.statefulsets.iter().any(|set| {
+        let seen = set.status.as_ref().and_then(|s| s.observed_generation);
+        seen.is_none() || seen < set.metadata.generation
+    });
+    let failing: Vec<&str> = observed
+        .pods
+        .iter()
+        .filter(|pod| is_failing(pod))
+        .filter_map(|pod| pod.metadata.name.as_deref())
+        .collect();
+
+    let ready = if all_ready {
+        (true, "AllNodesReady", summary.clone())
+    } else {
+        (false, "NodesNotReady", summary.clone())
+    };
+    let progressing = if !all_ready || settling {
+        (true, "NodesStarting", summary)
+    } else if !outdated.is_empty() {
+        (
+            true,
+            "RestartPending",
+            format!(
+                "pods run an outdated template and are replaced once deleted: {}",
+                outdated.join(", ")
+            ),
+        )
+    } else {
+        (
+            false,
+            "UpToDate",
+            "every pod runs the desired template".to_owned(),
+        )
+    };
+    let degraded = if let Some(err) = &observed.apply_error {
+        (true, "ApplyFailed", err.clone())
+    } else if !failing.is_empty() {
+        (
+            true,
+            "PodsFailing",
+            format!("pods cannot start: {}", failing.join(", ")),
+        )
+    } else {
+        (false, "Healthy", "no failures observed".to_owned())
+    };
+
+    let conditions = [
+        (READY, ready),
+        (PROGRESSING, progressing),
+        (DEGRADED, degraded),
+    ]
+    .into_iter()
+    .map(|(type_, (status, reason, message))| {
+        condition(previous, type_, status, reason, message, generation, now)
+    })
+    .collect();
+
+    KafkaClusterStatus {
+        observed_generation: generation,
+        conditions,
+        ready_brokers: ready_brokers as i32,
+        brokers,
+        controllers,
+        bootstrap: Some(bootstrap_address(cluster)),
+        cluster_id: cluster.status.as_ref().and_then(|s| s.cluster_id.clone()),
+    }
+}
+
+/// Builds a condition, keeping the previous `lastTransitionTime` unless the status flips.
+pub fn condition(
+    previous: &[Condition],
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    let status = if status { "True" } else { "False" }.to_owned();
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or(Time(now));
+    Condition {
+        type_: type_.to_owned(),
+        status,
+        reason: reason.to_owned(),
+        message,
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+/// The status of condition `type_` (`"True"`, `"False"`), if present.
+pub fn condition_status<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a str> {
+    conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.status.as_str())
+}
+
+fn node_status(node: Node, pods: &[Pod]) -> NodeStatus {
+    let ready = pods
+        .iter()
+        .find(|p| p.metadata.name.as_deref() == Some(node.pod.as_str()))
+        .is_some_and(is_ready);
+    NodeStatus {
+        id: node.id,
+        rack: node.rack,
+        pod: node.pod,
+        ready,
+    }
+}
+
+/// A pod is ready when its Ready condition is True and it is not being deleted.
+fn is_ready(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn is_failing(pod: &Pod) -> bool {
+    let statuses = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref());
+    statuses.is_some_and(|cs| {
+        cs.iter().any(|c| {
+            let reason = c
+                .state
+                .as_ref()
+                .and_then(|s| s.waiting.as_ref())
+                .and_then(|w| w.reason.as_deref());
+            reason.is_some_and(|r| FAILING_REASONS.contains(&r))
+        })
+    })
+}
+
+/// Pods whose `controller-revision-hash` differs from their StatefulSet's update
+/// revision. With `OnDelete` they keep running the old template until deleted.
+fn outdated_pods<'a>(sets: &[StatefulSet], pods: &'a [Pod]) -> Vec<&'a str> {
+    let mut outdated = Vec::new();
+    for set in sets {
+        let Some(update_revision) = set
+            .status
+            .as_ref()
+            .and_then(|s| s.update_revision.as_deref())
+        else {
+            continue;
+        };
+        let Some(set_name) = set.metadata.name.as_deref() else {
+            continue;
+        };
+        for pod in pods {
+            let owned = pod
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.kind == "StatefulSet" && o.name == set_name);
+            let revision = pod
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("controller-revision-hash"));
+            if owned && revision.is_some_and(|r| r != update_revision) {
+                outdated.extend(pod.metadata.name.as_deref());
+            }
+        }
+    }
+    outdated.sort_unstable();
+    outdated
+}
