@@ -260,3 +260,271 @@ async fn publish(
         warn!(cause = %err, reason, "publishing event failed");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+
+    use http::StatusCode;
+    use serde_json::{json, Value};
+
+    use super::super::fixtures::{self, cluster, pod, ApiServerVerifier};
+    use super::*;
+
+    const T0: &str = "2023-01-01T00:00:00Z";
+    /// `fixtures::NOW_SECONDS` as the API server writes it.
+    const NOW: &str = "2023-11-14T22:13:20Z";
+
+    async fn within<F: Future>(future: F) -> F::Output {
+        tokio::time::timeout(Duration::from_secs(10), future)
+            .await
+            .expect("the expected requests did not come in time")
+    }
+
+    fn sts_status(replicas: i32) -> Option<Value> {
+        Some(json!({"observedGeneration": 1, "replicas": replicas}))
+    }
+
+    /// Expects the applies of cluster `dev`'s children in order; returns the bodies.
+    async fn expect_children(
+        api: &mut ApiServerVerifier,
+        brokers: i32,
+        controllers: i32,
+    ) -> Vec<Value> {
+        let core = "/api/v1/namespaces/default";
+        let apps = "/apis/apps/v1/namespaces/default/statefulsets";
+        vec![
+            api.expect_apply(&format!("{core}/configmaps/dev-config"), None)
+                .await,
+            api.expect_apply(&format!("{core}/services/dev-headless"), None)
+                .await,
+            api.expect_apply(&format!("{core}/services/dev-bootstrap"), None)
+                .await,
+            api.expect_apply(
+                "/apis/policy/v1/namespaces/default/poddisruptionbudgets/dev",
+                None,
+            )
+            .await,
+            api.expect_apply(&format!("{apps}/dev-controller"), sts_status(controllers))
+                .await,
+            api.expect_apply(&format!("{apps}/dev-broker-0"), sts_status(brokers))
+                .await,
+        ]
+    }
+
+    fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+        status["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
+            .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
+    }
+
+    fn conditions_at(ready: bool, time: &str) -> Value {
+        let status = |s: bool| if s { "True" } else { "False" };
+        json!({
+            "conditions": [
+                {"type": "Ready", "status": status(ready), "reason": "r", "message": "m", "lastTransitionTime": time},
+                {"type": "Progressing", "status": status(!ready), "reason": "r", "message": "m", "lastTransitionTime": time},
+                {"type": "Degraded", "status": "False", "reason": "r", "message": "m", "lastTransitionTime": time},
+            ]
+        })
+    }
+
+    #[tokio::test]
+    async fn first_reconcile_creates_every_child_and_reports_progress() {
+        let (ctx, mut api) = fixtures::context();
+        let reconciling = tokio::spawn(reconcile(Arc::new(cluster(json!({}), None)), ctx));
+        within(async {
+            let applied = expect_children(&mut api, 1, 1).await;
+            let brokers = &applied[5];
+            assert_eq!(brokers["spec"]["replicas"], 1);
+            assert_eq!(brokers["spec"]["updateStrategy"]["type"], "OnDelete");
+            assert_eq!(
+                brokers["metadata"]["ownerReferences"][0]["uid"],
+                "00000000-0000-0000-0000-00000000000a"
+            );
+            assert_eq!(
+                brokers["metadata"]["ownerReferences"][0]["controller"],
+                true
+            );
+            api.expect_pod_list(vec![]).await;
+            let status = api.expect_status().await;
+            assert_eq!(status["observedGeneration"], 2);
+            assert_eq!(status["bootstrap"], "dev-bootstrap.default.svc:9092");
+            assert_eq!(
+                status["brokers"],
+                json!([{"id": 0, "pod": "dev-broker-0-0", "ready": false}])
+            );
+            assert_eq!(
+                status["controllers"],
+                json!([{"id": 9000, "pod": "dev-controller-0", "ready": false}])
+            );
+            let ready = condition(&status, "Ready");
+            assert_eq!(
+                (
+                    &ready["status"],
+                    &ready["lastTransitionTime"],
+                    &ready["observedGeneration"]
+                ),
+                (&json!("False"), &json!(NOW), &json!(2))
+            );
+            assert_eq!(condition(&status, "Progressing")["status"], "True");
+            assert_eq!(condition(&status, "Degraded")["status"], "False");
+        })
+        .await;
+        let action = within(reconciling)
+            .await
+            .unwrap()
+            .expect("reconcile succeeds");
+        assert_eq!(action, Action::requeue(REQUEUE_NOT_READY));
+    }
+
+    #[tokio::test]
+    async fn scaling_up_applies_more_replicas_and_keeps_unflipped_transition_times() {
+        let (ctx, mut api) = fixtures::context();
+        let before = cluster(json!({"brokers": 3}), Some(conditions_at(false, T0)));
+        let reconciling = tokio::spawn(reconcile(Arc::new(before), ctx));
+        within(async {
+            let applied = expect_children(&mut api, 3, 1).await;
+            assert_eq!(applied[5]["spec"]["replicas"], 3);
+            api.expect_pod_list(vec![
+                pod("dev-controller-0", true),
+                pod("dev-broker-0-0", true),
+                pod("dev-broker-0-1", false),
+            ])
+            .await;
+            let status = api.expect_status().await;
+            let ready: Vec<_> = status["brokers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| (b["id"].as_i64().unwrap(), b["ready"].as_bool().unwrap()))
+                .collect();
+            assert_eq!(ready, [(0, true), (1, false), (2, false)]);
+            assert_eq!(status["readyBrokers"], 1);
+            // Still not ready: the transition time stays where the flip happened.
+            assert_eq!(condition(&status, "Ready")["lastTransitionTime"], T0);
+            assert_eq!(condition(&status, "Progressing")["lastTransitionTime"], T0);
+        })
+        .await;
+        within(reconciling)
+            .await
+            .unwrap()
+            .expect("reconcile succeeds");
+    }
+
+    #[tokio::test]
+    async fn becoming_ready_flips_conditions_and_publishes_an_event() {
+        let (ctx, mut api) = fixtures::context();
+        let before = cluster(json!({}), Some(conditions_at(false, T0)));
+        let reconciling = tokio::spawn(reconcile(Arc::new(before), ctx));
+        within(async {
+            expect_children(&mut api, 1, 1).await;
+            api.expect_pod_list(vec![
+                pod("dev-controller-0", true),
+                pod("dev-broker-0-0", true),
+            ])
+            .await;
+            let status = api.expect_status().await;
+            let ready = condition(&status, "Ready");
+            assert_eq!(
+                (&ready["status"], &ready["lastTransitionTime"]),
+                (&json!("True"), &json!(NOW))
+            );
+            let progressing = condition(&status, "Progressing");
+            assert_eq!(
+                (&progressing["status"], &progressing["reason"]),
+                (&json!("False"), &json!("UpToDate"))
+            );
+            assert_eq!(condition(&status, "Degraded")["lastTransitionTime"], T0);
+            let event = api.expect_event().await;
+            assert_eq!(
+                (&event["type"], &event["reason"]),
+                (&json!("Normal"), &json!("ClusterReady"))
+            );
+        })
+        .await;
+        let action = within(reconciling)
+            .await
+            .unwrap()
+            .expect("reconcile succeeds");
+        assert_eq!(action, Action::requeue(REQUEUE_READY));
+    }
+
+    #[tokio::test]
+    async fn a_statefulset_deleted_out_of_band_is_applied_again() {
+        let (ctx, mut api) = fixtures::context();
+        let before = cluster(json!({}), Some(conditions_at(true, T0)));
+        let reconciling = tokio::spawn(reconcile(Arc::new(before), ctx));
+        within(async {
+            let core = "/api/v1/namespaces/default";
+            let apps = "/apis/apps/v1/namespaces/default/statefulsets";
+            api.expect_apply(&format!("{core}/configmaps/dev-config"), None)
+                .await;
+            api.expect_apply(&format!("{core}/services/dev-headless"), None)
+                .await;
+            api.expect_apply(&format!("{core}/services/dev-bootstrap"), None)
+                .await;
+            api.expect_apply(
+                "/apis/policy/v1/namespaces/default/poddisruptionbudgets/dev",
+                None,
+            )
+            .await;
+            api.expect_apply(&format!("{apps}/dev-controller"), sts_status(1))
+                .await;
+            // The broker StatefulSet was deleted: apply creates it anew, without status yet.
+            let recreated = api
+                .expect_apply(&format!("{apps}/dev-broker-0"), None)
+                .await;
+            assert_eq!(recreated["spec"]["replicas"], 1);
+            // Its pod went with it.
+            api.expect_pod_list(vec![pod("dev-controller-0", true)])
+                .await;
+            let status = api.expect_status().await;
+            assert_eq!(condition(&status, "Ready")["status"], "False");
+            assert_eq!(condition(&status, "Ready")["lastTransitionTime"], NOW);
+            assert_eq!(condition(&status, "Progressing")["status"], "True");
+            let event = api.expect_event().await;
+            assert_eq!(
+                (&event["type"], &event["reason"]),
+                (&json!("Warning"), &json!("ClusterNotReady"))
+            );
+        })
+        .await;
+        within(reconciling)
+            .await
+            .unwrap()
+            .expect("reconcile succeeds");
+    }
+
+    #[tokio::test]
+    async fn a_failed_apply_is_reported_as_degraded() {
+        let (ctx, mut api) = fixtures::context();
+        let reconciling = tokio::spawn(reconcile(Arc::new(cluster(json!({}), None)), ctx));
+        within(async {
+            let core = "/api/v1/namespaces/default";
+            api.expect_apply(&format!("{core}/configmaps/dev-config"), None)
+                .await;
+            api.fail_apply(
+                &format!("{core}/services/dev-headless"),
+                StatusCode::FORBIDDEN,
+            )
+            .await;
+            api.expect_pod_list(vec![]).await;
+            let status = api.expect_status().await;
+            let degraded = condition(&status, "Degraded");
+            assert_eq!(
+                (&degraded["status"], &degraded["reason"]),
+                (&json!("True"), &json!("ApplyFailed"))
+            );
+            let event = api.expect_event().await;
+            assert_eq!(event["reason"], "ApplyFailed");
+        })
+        .await;
+        let result = within(reconciling).await.unwrap();
+        assert!(
+            matches!(result, Err(Error::Apply { ref kind, .. }) if kind == "Service"),
+            "{result:?}"
+        );
+    }
+}
