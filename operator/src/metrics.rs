@@ -145,7 +145,47 @@ fn respond(req: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> 
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
     use super::*;
+
+    /// One HTTP/1.1 request over real TCP; returns the status line and the body.
+    async fn get(addr: SocketAddr, path: &str) -> (String, String) {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        let status = response.lines().next().unwrap_or_default().to_owned();
+        let body = response
+            .split("\r\n\r\n")
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned();
+        (status, body)
+    }
+
+    #[tokio::test]
+    async fn serves_health_readiness_and_metrics_over_http() {
+        let metrics = Arc::new(Metrics::new());
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve(listener, metrics.clone()));
+
+        assert_eq!(get(addr, "/healthz").await.0, "HTTP/1.1 200 OK");
+        assert_eq!(
+            get(addr, "/readyz").await.0,
+            "HTTP/1.1 503 Service Unavailable"
+        );
+        metrics.set_ready(true);
+        metrics.set_leader(true);
+        assert_eq!(get(addr, "/readyz").await.0, "HTTP/1.1 200 OK");
+        let (status, body) = get(addr, "/metrics").await;
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        assert!(body.contains("strom_operator_leader 1"), "{body}");
+        assert_eq!(get(addr, "/nope").await.0, "HTTP/1.1 404 Not Found");
+        server.abort();
+    }
 
     #[test]
     fn reconciles_are_counted_by_outcome() {

@@ -246,3 +246,159 @@ fn outdated_pods<'a>(sets: &[StatefulSet], pods: &'a [Pod]) -> Vec<&'a str> {
     outdated.sort_unstable();
     outdated
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    fn cluster(status: Option<Value>) -> KafkaCluster {
+        let mut object = json!({
+            "apiVersion": "strom.dev/v1alpha1",
+            "kind": "KafkaCluster",
+            "metadata": {"name": "k", "namespace": "ns", "generation": 4},
+            "spec": {"brokers": 2, "racks": {"names": ["a", "b"]}},
+        });
+        if let Some(status) = status {
+            object["status"] = status;
+        }
+        serde_json::from_value(object).unwrap()
+    }
+
+    fn pod(name: &str, set: &str, revision: &str, ready: bool, waiting: Option<&str>) -> Pod {
+        let mut pod = json!({
+            "metadata": {
+                "name": name,
+                "labels": {"controller-revision-hash": revision},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": set, "uid": "u"}],
+            },
+            "status": {"conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]},
+        });
+        if let Some(reason) = waiting {
+            pod["status"]["containerStatuses"] = json!([{
+                "name": "broker", "image": "i", "imageID": "", "ready": false, "restartCount": 3,
+                "state": {"waiting": {"reason": reason}},
+            }]);
+        }
+        serde_json::from_value(pod).unwrap()
+    }
+
+    fn set(name: &str, update_revision: &str) -> StatefulSet {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "generation": 2},
+            "status": {"observedGeneration": 2, "replicas": 1, "updateRevision": update_revision},
+        }))
+        .unwrap()
+    }
+
+    fn all_pods(revision: &str) -> Vec<Pod> {
+        vec![
+            pod("k-controller-0", "k-controller", "c1", true, None),
+            pod("k-broker-0-0", "k-broker-0", revision, true, None),
+            pod("k-broker-1-0", "k-broker-1", "r1", true, None),
+        ]
+    }
+
+    fn observed(pods: Vec<Pod>) -> Observed {
+        Observed {
+            pods,
+            statefulsets: vec![
+                set("k-controller", "c1"),
+                set("k-broker-0", "r1"),
+                set("k-broker-1", "r1"),
+            ],
+            apply_error: None,
+        }
+    }
+
+    fn find<'a>(status: &'a KafkaClusterStatus, type_: &str) -> &'a Condition {
+        status.conditions.iter().find(|c| c.type_ == type_).unwrap()
+    }
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_second(seconds).unwrap()
+    }
+
+    #[test]
+    fn brokers_carry_ids_racks_and_readiness() {
+        let status = compute(&cluster(None), &observed(all_pods("r1")), at(100));
+        let brokers: Vec<_> = status
+            .brokers
+            .iter()
+            .map(|b| (b.id, b.rack.as_deref(), b.pod.as_str(), b.ready))
+            .collect();
+        assert_eq!(
+            brokers,
+            [
+                (0, Some("a"), "k-broker-0-0", true),
+                (1000, Some("b"), "k-broker-1-0", true)
+            ]
+        );
+        assert_eq!(status.ready_brokers, 2);
+        assert_eq!(status.observed_generation, Some(4));
+        assert_eq!(status.bootstrap.as_deref(), Some("k-bootstrap.ns.svc:9092"));
+        assert_eq!(find(&status, READY).status, "True");
+        assert_eq!(find(&status, PROGRESSING).status, "False");
+        assert_eq!(find(&status, READY).observed_generation, Some(4));
+    }
+
+    #[test]
+    fn an_outdated_pod_is_a_pending_restart() {
+        let status = compute(&cluster(None), &observed(all_pods("r0")), at(100));
+        let progressing = find(&status, PROGRESSING);
+        assert_eq!(
+            (progressing.status.as_str(), progressing.reason.as_str()),
+            ("True", "RestartPending")
+        );
+        assert!(
+            progressing.message.contains("k-broker-0-0"),
+            "{progressing:?}"
+        );
+        // Outdated but serving: still ready.
+        assert_eq!(find(&status, READY).status, "True");
+    }
+
+    #[test]
+    fn a_crash_looping_pod_degrades_the_cluster() {
+        let mut pods = all_pods("r1");
+        pods[1] = pod(
+            "k-broker-0-0",
+            "k-broker-0",
+            "r1",
+            false,
+            Some("CrashLoopBackOff"),
+        );
+        let status = compute(&cluster(None), &observed(pods), at(100));
+        let degraded = find(&status, DEGRADED);
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", "PodsFailing")
+        );
+        assert_eq!(find(&status, READY).status, "False");
+        assert!(!status.brokers[0].ready);
+    }
+
+    #[test]
+    fn transition_times_move_only_on_flips() {
+        let first = compute(&cluster(None), &observed(all_pods("r1")), at(100));
+        let previous = serde_json::to_value(&first).unwrap();
+        // Same observation later: nothing flips, no time moves.
+        let again = compute(
+            &cluster(Some(previous.clone())),
+            &observed(all_pods("r1")),
+            at(200),
+        );
+        assert_eq!(first.conditions, again.conditions);
+        // A broker stops being ready: Ready and Progressing flip, Degraded does not.
+        let mut pods = all_pods("r1");
+        pods[2] = pod("k-broker-1-0", "k-broker-1", "r1", false, None);
+        let later = compute(&cluster(Some(previous)), &observed(pods), at(300));
+        assert_eq!(find(&later, READY).last_transition_time, Time(at(300)));
+        assert_eq!(
+            find(&later, PROGRESSING).last_transition_time,
+            Time(at(300))
+        );
+        assert_eq!(find(&later, DEGRADED).last_transition_time, Time(at(100)));
+    }
+}
