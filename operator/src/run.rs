@@ -19,6 +19,11 @@ use crate::cluster::desired::{INSTANCE_LABEL, MANAGED_BY_LABEL, MANAGER, NAME_LA
 use crate::cluster::reconcile::{error_policy, reconcile, Context};
 use crate::crd::KafkaCluster;
 
+/// How long controllers may take to finish their reconciles after shutdown is asked
+/// for; below the chart's 30 s termination grace period, leaving time to release the
+/// lease.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
 /// Leader election settings.
 #[derive(Debug, Clone)]
 pub struct LeaderElection {
@@ -77,7 +82,8 @@ pub async fn run(
                     anyhow::bail!("the lease manager stopped");
                 }
             }
-            _ = shutdown.wait_for(|stop| *stop) => {
+            // The guard `wait_for` returns is not Send: drop it inside the branch future.
+            _ = async { let _ = shutdown.wait_for(|stop| *stop).await; } => {
                 drop(leading);
                 let _ = lease_task.await;
                 return Ok(Stopped::Shutdown);
@@ -130,7 +136,20 @@ async fn run_controllers(ctx: Arc<Context>, namespaces: &[String], stop: watch::
         );
         cluster_controller(ctx.clone(), namespace, stop.clone())
     });
-    futures::future::join_all(controllers).await;
+    let all = futures::future::join_all(controllers);
+    tokio::pin!(all);
+    let mut stop = stop;
+    tokio::select! {
+        _ = &mut all => {}
+        _ = async { let _ = stop.wait_for(|stop| *stop).await; } => {
+            // kube's graceful shutdown lets running reconciles finish, but a controller
+            // still waiting for its first list (API server unreachable) never returns:
+            // bound the wait so that shutdown always completes.
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut all).await.is_err() {
+                warn!(grace = ?SHUTDOWN_GRACE, "controllers did not stop in time; stopping anyway");
+            }
+        }
+    }
 }
 
 fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -187,4 +206,29 @@ async fn cluster_controller(
 fn pod_to_cluster(pod: Pod) -> Option<ObjectRef<KafkaCluster>> {
     let name = pod.metadata.labels.as_ref()?.get(INSTANCE_LABEL)?;
     Some(ObjectRef::new(name).within(pod.metadata.namespace.as_deref()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::fixtures;
+
+    // Paused time: the grace period passes as soon as everything else is idle.
+    #[tokio::test(start_paused = true)]
+    async fn controllers_stop_on_shutdown() {
+        // The mock API server never answers, so the controllers are stuck in their first
+        // list calls: shutdown must still end them, within the grace period.
+        let (ctx, _api) = fixtures::context();
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let running = tokio::spawn(run(ctx, vec!["a".into(), "b".into()], None, shutdown_rx));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!running.is_finished(), "controllers run until told to stop");
+        shutdown_tx.send(true).unwrap();
+        let stopped = tokio::time::timeout(SHUTDOWN_GRACE * 2, running)
+            .await
+            .expect("controllers stop within the grace period")
+            .unwrap()
+            .unwrap();
+        assert_eq!(stopped, Stopped::Shutdown);
+    }
 }

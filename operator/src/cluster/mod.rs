@@ -2,7 +2,7 @@
 
 pub mod desired;
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 pub mod layout;
 pub mod reconcile;
 pub mod status;
