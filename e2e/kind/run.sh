@@ -64,6 +64,14 @@ for pod in events-broker-0-0 events-broker-1-0 events-broker-2-0; do
     echo "$pod on $node in $zone"
 done
 
+step "an object deleted out of band comes back"
+kubectl -n "$NAMESPACE" delete service events-bootstrap --wait=true
+for _ in $(seq 60); do
+    kubectl -n "$NAMESPACE" get service events-bootstrap >/dev/null 2>&1 && break
+    sleep 2
+done
+kubectl -n "$NAMESPACE" get service events-bootstrap
+
 step "produce and consume with kcat"
 bootstrap="$(kubectl -n "$NAMESPACE" get kafkacluster events -o jsonpath='{.status.bootstrap}')"
 topic="Orders_v1"
