@@ -295,3 +295,43 @@ fn examples_pass_every_rule() {
 fn failures_on_update(schema: &Value, doc: &Value) -> Vec<String> {
     failures(schema, doc, Some(doc))
 }
+
+#[test]
+fn volume_sizes_are_immutable() {
+    // A StatefulSet's claim templates cannot change; the schema says so up front
+    // instead of the apply failing later.
+    let old = object(
+        "KafkaCluster",
+        json!({"storage": {"size": "10Gi", "storageClassName": "a"}, "controllers": {"storageSize": "1Gi"}}),
+    );
+    let bigger = object(
+        "KafkaCluster",
+        json!({"storage": {"size": "20Gi", "storageClassName": "a"}, "controllers": {"storageSize": "1Gi"}}),
+    );
+    assert_refused(
+        &cluster_schema(),
+        &bigger,
+        Some(&old),
+        "storage.size is immutable",
+    );
+    let other_class = object(
+        "KafkaCluster",
+        json!({"storage": {"size": "10Gi", "storageClassName": "b"}, "controllers": {"storageSize": "1Gi"}}),
+    );
+    assert_refused(
+        &cluster_schema(),
+        &other_class,
+        Some(&old),
+        "storageClassName is immutable",
+    );
+    let bigger_voters = object(
+        "KafkaCluster",
+        json!({"storage": {"size": "10Gi", "storageClassName": "a"}, "controllers": {"storageSize": "2Gi"}}),
+    );
+    assert_refused(
+        &cluster_schema(),
+        &bigger_voters,
+        Some(&old),
+        "storageSize is immutable",
+    );
+}

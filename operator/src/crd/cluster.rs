@@ -159,8 +159,9 @@ pub struct ControllersSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 
-    /// Size of each controller's metadata volume.
+    /// Size of each controller's metadata volume. Immutable, like `storage.size`.
     #[serde(default = "default_controller_storage")]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "controllers.storageSize is immutable"}]))]
     pub storage_size: Quantity,
 }
 
@@ -185,13 +186,20 @@ fn default_controller_storage() -> Quantity {
 /// Broker data volumes: one PersistentVolumeClaim per broker.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.storageClassName) == has(oldSelf.storageClassName)",
+    "message": "storage.storageClassName cannot be added or removed"
+}]))]
 pub struct StorageSpec {
-    /// Size of each broker's volume.
+    /// Size of each broker's volume. Immutable: a StatefulSet's claim templates cannot
+    /// change, and the operator does not expand volumes yet.
     #[serde(default = "default_broker_storage")]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "storage.size is immutable"}]))]
     pub size: Quantity,
 
-    /// StorageClass of the claims; the cluster's default class when unset.
+    /// StorageClass of the claims; the cluster's default class when unset. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "storage.storageClassName is immutable"}]))]
     pub storage_class_name: Option<String>,
 
     /// Whether claims are deleted with the KafkaCluster. Retained by default, because
