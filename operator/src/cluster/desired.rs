@@ -107,8 +107,18 @@ impl Desired {
     }
 }
 
-/// Computes the objects `cluster` should own.
+/// Computes the objects `cluster` should own, laid out as its spec says.
 pub fn desired(cluster: &KafkaCluster, defaults: &Defaults) -> Result<Desired, DesiredError> {
+    desired_with_layout(cluster, &Layout::of(cluster), defaults)
+}
+
+/// Computes the objects `cluster` should own with a given layout (the spec's, possibly
+/// with scale-downs held back; see `Layout::hold_scale_down`).
+pub fn desired_with_layout(
+    cluster: &KafkaCluster,
+    layout: &Layout,
+    defaults: &Defaults,
+) -> Result<Desired, DesiredError> {
     let name = cluster
         .metadata
         .name
@@ -127,7 +137,7 @@ pub fn desired(cluster: &KafkaCluster, defaults: &Defaults) -> Result<Desired, D
         name,
         namespace,
         owner,
-        layout: Layout::of(cluster),
+        layout: layout.clone(),
         defaults,
     };
     let broker_properties = b.broker_properties();

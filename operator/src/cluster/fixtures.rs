@@ -168,6 +168,42 @@ impl ApiServerVerifier {
         );
     }
 
+    /// Expects the list of cluster `dev`'s broker StatefulSets and answers with
+    /// StatefulSets of these names and replica counts.
+    pub async fn expect_statefulset_list(&mut self, sets: &[(&str, i32)]) {
+        let (seen, send) = self.next().await;
+        assert_eq!(
+            (&seen.method, seen.path.as_str()),
+            (
+                &Method::GET,
+                "/apis/apps/v1/namespaces/default/statefulsets"
+            )
+        );
+        assert!(
+            seen.query.contains(
+                "labelSelector=app.kubernetes.io%2Fcomponent%3Dbroker%2Capp.kubernetes.io%2Finstance%3Ddev%2Capp.kubernetes.io%2Fname%3Dstrom"
+            ),
+            "broker StatefulSets are listed by the cluster's labels: {}",
+            seen.query
+        );
+        let items: Vec<Value> = sets
+            .iter()
+            .map(|(name, replicas)| {
+                json!({
+                    "metadata": {"name": name, "namespace": "default"},
+                    "spec": {
+                        "replicas": replicas,
+                        "selector": {},
+                        "serviceName": "dev-headless",
+                        "template": {},
+                    },
+                })
+            })
+            .collect();
+        let list = json!({"apiVersion": "apps/v1", "kind": "StatefulSetList", "metadata": {}, "items": items});
+        send.send_response(ok(&list));
+    }
+
     /// Expects the pod list of cluster `dev` and answers with `pods`.
     pub async fn expect_pod_list(&mut self, pods: Vec<Value>) {
         let (seen, send) = self.next().await;

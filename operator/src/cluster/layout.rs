@@ -12,6 +12,8 @@
 //! per rack, so no two nodes can ever share an id. A pod computes its own id from its
 //! pod name (the ordinal suffix) and `STROM_NODE_ID_BASE` in its environment.
 
+use std::collections::BTreeMap;
+
 use strom_core::BrokerId;
 
 use crate::crd::KafkaCluster;
@@ -103,6 +105,29 @@ impl Layout {
         }
     }
 
+    /// Keeps every broker StatefulSet at least as large as it is now (`current`:
+    /// replicas by StatefulSet name) and returns a note for each scale-down held back.
+    ///
+    /// This is the gate every path that removes brokers goes through: a broker may only
+    /// go once its replicas have been reassigned away, and the operator does not drain
+    /// brokers yet, so for now the gate never opens. Removing the brokers by hand
+    /// (after moving their partitions) and then scaling the StatefulSet is the way out.
+    pub fn hold_scale_down(&mut self, current: &BTreeMap<String, i32>) -> Vec<String> {
+        let mut held = Vec::new();
+        for rack in &mut self.racks {
+            if let Some(&now) = current.get(&rack.statefulset) {
+                if now > rack.replicas {
+                    held.push(format!(
+                        "{} keeps {now} brokers (spec wants {}): brokers are only removed once drained",
+                        rack.statefulset, rack.replicas
+                    ));
+                    rack.replicas = now;
+                }
+            }
+        }
+        held
+    }
+
     /// Every broker, rack by rack, in ordinal order.
     pub fn brokers(&self) -> Vec<Node> {
         self.racks
@@ -151,6 +176,21 @@ mod tests {
         assert_eq!(replicas, [3, 2, 2]);
         let ids: Vec<_> = layout.brokers().iter().map(|b| b.id).collect();
         assert_eq!(ids, [0, 1, 2, 1000, 1001, 2000, 2001]);
+    }
+
+    #[test]
+    fn scale_downs_are_held_until_brokers_are_drained() {
+        let mut layout = Layout::of(&cluster(4, &["a", "b"]));
+        let current = BTreeMap::from([("k-broker-0".to_owned(), 3), ("k-broker-1".to_owned(), 1)]);
+        let held = layout.hold_scale_down(&current);
+        let replicas: Vec<_> = layout.racks.iter().map(|r| r.replicas).collect();
+        // Rack 0 stays at 3 instead of shrinking to 2; rack 1 grows to 2.
+        assert_eq!(replicas, [3, 2]);
+        assert_eq!(held.len(), 1);
+        assert!(
+            held[0].starts_with("k-broker-0 keeps 3 brokers"),
+            "{held:?}"
+        );
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! Reconciling one `KafkaCluster`: compute the desired objects, server-side apply them
 //! with one field manager, observe pods, write status, and publish events on flips.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use k8s_openapi::NamespaceResourceScope;
@@ -16,7 +18,11 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tracing::{info, instrument, warn};
 
-use super::desired::{cluster_selector, desired, Defaults, Desired, DesiredError, MANAGER};
+use super::desired::{
+    cluster_selector, desired_with_layout, Defaults, Desired, DesiredError, COMPONENT_LABEL,
+    MANAGER,
+};
+use super::layout::Layout;
 use super::status::{self, condition_status, Observed, READY};
 use crate::crd::KafkaCluster;
 use crate::metrics::Metrics;
@@ -50,6 +56,8 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("listing StatefulSets: {0}")]
+    ListStatefulSets(#[source] kube::Error),
     #[error("listing pods: {0}")]
     ListPods(#[source] kube::Error),
     #[error("patching status: {0}")]
@@ -62,6 +70,7 @@ impl Error {
         match self {
             Error::Desired(_) => "desired",
             Error::Apply { .. } => "apply",
+            Error::ListStatefulSets(_) => "list_statefulsets",
             Error::ListPods(_) => "list_pods",
             Error::PatchStatus(_) => "patch_status",
         }
@@ -81,29 +90,53 @@ pub async fn reconcile(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<
 }
 
 async fn reconcile_inner(cluster: &KafkaCluster, ctx: &Context) -> Result<Action, Error> {
-    let desired = desired(cluster, &ctx.defaults)?;
     let namespace = cluster.namespace().unwrap_or_default();
     let name = cluster.name_any();
+    let selector = |labels: BTreeMap<String, String>| {
+        labels
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
 
-    let mut observed = Observed::default();
+    // Observe: how large the broker StatefulSets are now, so that no scale-down
+    // happens before its brokers are drained.
+    let mut broker_labels = cluster_selector(&name);
+    broker_labels.insert(COMPONENT_LABEL.to_owned(), "broker".to_owned());
+    let sets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &namespace);
+    let current: BTreeMap<String, i32> = sets
+        .list(&ListParams::default().labels(&selector(broker_labels)))
+        .await
+        .map_err(Error::ListStatefulSets)?
+        .items
+        .into_iter()
+        .filter_map(|set| Some((set.metadata.name?, set.spec?.replicas.unwrap_or(1))))
+        .collect();
+    let mut layout = Layout::of(cluster);
+    let held_scale_downs = layout.hold_scale_down(&current);
+    for note in &held_scale_downs {
+        warn!(note, "scale-down held");
+    }
+
+    let desired = desired_with_layout(cluster, &layout, &ctx.defaults)?;
+    let mut observed = Observed {
+        held_scale_downs,
+        ..Observed::default()
+    };
     let apply_result = apply_all(&ctx.client, &namespace, &desired).await;
     match &apply_result {
         Ok(sets) => observed.statefulsets = sets.clone(),
         Err(err) => observed.apply_error = Some(err.to_string()),
     }
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    let selector = cluster_selector(&name)
-        .into_iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",");
     observed.pods = pods
-        .list(&ListParams::default().labels(&selector))
+        .list(&ListParams::default().labels(&selector(cluster_selector(&name))))
         .await
         .map_err(Error::ListPods)?
         .items;
 
-    let new_status = status::compute(cluster, &observed, (ctx.now)());
+    let new_status = status::compute(cluster, &layout, &observed, (ctx.now)());
     let api: Api<KafkaCluster> = Api::namespaced(ctx.client.clone(), &namespace);
     let patch = serde_json::json!({
         "apiVersion": KafkaCluster::api_version(&()),
@@ -161,7 +194,7 @@ async fn apply_all(
     client: &Client,
     namespace: &str,
     desired: &Desired,
-) -> Result<Vec<k8s_openapi::api::apps::v1::StatefulSet>, Error> {
+) -> Result<Vec<StatefulSet>, Error> {
     apply(client, namespace, &desired.config_map).await?;
     apply(client, namespace, &desired.headless_service).await?;
     apply(client, namespace, &desired.bootstrap_service).await?;
@@ -286,13 +319,16 @@ mod tests {
     }
 
     /// Expects the applies of cluster `dev`'s children in order; returns the bodies.
+    /// `current`: the broker StatefulSets that exist before the reconcile.
     async fn expect_children(
         api: &mut ApiServerVerifier,
+        current: &[(&str, i32)],
         brokers: i32,
         controllers: i32,
     ) -> Vec<Value> {
         let core = "/api/v1/namespaces/default";
         let apps = "/apis/apps/v1/namespaces/default/statefulsets";
+        api.expect_statefulset_list(current).await;
         vec![
             api.expect_apply(&format!("{core}/configmaps/dev-config"), None)
                 .await,
@@ -335,7 +371,8 @@ mod tests {
         let (ctx, mut api) = fixtures::context();
         let reconciling = tokio::spawn(reconcile(Arc::new(cluster(json!({}), None)), ctx));
         within(async {
-            let applied = expect_children(&mut api, 1, 1).await;
+            // Before the first apply there is no broker StatefulSet yet.
+            let applied = expect_children(&mut api, &[], 1, 1).await;
             let brokers = &applied[5];
             assert_eq!(brokers["spec"]["replicas"], 1);
             assert_eq!(brokers["spec"]["updateStrategy"]["type"], "OnDelete");
@@ -385,7 +422,7 @@ mod tests {
         let before = cluster(json!({"brokers": 3}), Some(conditions_at(false, T0)));
         let reconciling = tokio::spawn(reconcile(Arc::new(before), ctx));
         within(async {
-            let applied = expect_children(&mut api, 3, 1).await;
+            let applied = expect_children(&mut api, &[("dev-broker-0", 1)], 3, 1).await;
             assert_eq!(applied[5]["spec"]["replicas"], 3);
             api.expect_pod_list(vec![
                 pod("dev-controller-0", true),
@@ -419,7 +456,7 @@ mod tests {
         let before = cluster(json!({}), Some(conditions_at(false, T0)));
         let reconciling = tokio::spawn(reconcile(Arc::new(before), ctx));
         within(async {
-            expect_children(&mut api, 1, 1).await;
+            expect_children(&mut api, &[("dev-broker-0", 1)], 1, 1).await;
             api.expect_pod_list(vec![
                 pod("dev-controller-0", true),
                 pod("dev-broker-0-0", true),
@@ -459,6 +496,8 @@ mod tests {
         within(async {
             let core = "/api/v1/namespaces/default";
             let apps = "/apis/apps/v1/namespaces/default/statefulsets";
+            // The broker StatefulSet is gone.
+            api.expect_statefulset_list(&[]).await;
             api.expect_apply(&format!("{core}/configmaps/dev-config"), None)
                 .await;
             api.expect_apply(&format!("{core}/services/dev-headless"), None)
@@ -498,11 +537,64 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_scale_down_is_held_until_brokers_are_drained() {
+        let (ctx, mut api) = fixtures::context();
+        let shrunk = cluster(json!({"brokers": 1}), Some(conditions_at(true, T0)));
+        let reconciling = tokio::spawn(reconcile(Arc::new(shrunk), ctx));
+        within(async {
+            let core = "/api/v1/namespaces/default";
+            let apps = "/apis/apps/v1/namespaces/default/statefulsets";
+            api.expect_statefulset_list(&[("dev-broker-0", 3)]).await;
+            api.expect_apply(&format!("{core}/configmaps/dev-config"), None)
+                .await;
+            api.expect_apply(&format!("{core}/services/dev-headless"), None)
+                .await;
+            api.expect_apply(&format!("{core}/services/dev-bootstrap"), None)
+                .await;
+            api.expect_apply(
+                "/apis/policy/v1/namespaces/default/poddisruptionbudgets/dev",
+                None,
+            )
+            .await;
+            api.expect_apply(&format!("{apps}/dev-controller"), sts_status(1))
+                .await;
+            let brokers = api
+                .expect_apply(&format!("{apps}/dev-broker-0"), sts_status(3))
+                .await;
+            assert_eq!(
+                brokers["spec"]["replicas"], 3,
+                "the StatefulSet must not shrink"
+            );
+            api.expect_pod_list(vec![
+                pod("dev-controller-0", true),
+                pod("dev-broker-0-0", true),
+                pod("dev-broker-0-1", true),
+                pod("dev-broker-0-2", true),
+            ])
+            .await;
+            let status = api.expect_status().await;
+            assert_eq!(status["brokers"].as_array().map(Vec::len), Some(3));
+            let progressing = condition(&status, "Progressing");
+            assert_eq!(
+                (&progressing["status"], &progressing["reason"]),
+                (&json!("True"), &json!("ScaleDownBlocked"))
+            );
+            assert_eq!(condition(&status, "Ready")["status"], "True");
+        })
+        .await;
+        within(reconciling)
+            .await
+            .unwrap()
+            .expect("reconcile succeeds");
+    }
+
+    #[tokio::test]
     async fn a_failed_apply_is_reported_as_degraded() {
         let (ctx, mut api) = fixtures::context();
         let reconciling = tokio::spawn(reconcile(Arc::new(cluster(json!({}), None)), ctx));
         within(async {
             let core = "/api/v1/namespaces/default";
+            api.expect_statefulset_list(&[]).await;
             api.expect_apply(&format!("{core}/configmaps/dev-config"), None)
                 .await;
             api.fail_apply(

@@ -36,11 +36,17 @@ pub struct Observed {
     pub statefulsets: Vec<StatefulSet>,
     /// Why applying the desired objects failed, when it did.
     pub apply_error: Option<String>,
+    /// Scale-downs held back until brokers are drained (`Layout::hold_scale_down`).
+    pub held_scale_downs: Vec<String>,
 }
 
 /// Computes the new status.
-pub fn compute(cluster: &KafkaCluster, observed: &Observed, now: Timestamp) -> KafkaClusterStatus {
-    let layout = Layout::of(cluster);
+pub fn compute(
+    cluster: &KafkaCluster,
+    layout: &Layout,
+    observed: &Observed,
+    now: Timestamp,
+) -> KafkaClusterStatus {
     let generation = cluster.metadata.generation;
     let previous = cluster
         .status
@@ -85,7 +91,13 @@ pub fn compute(cluster: &KafkaCluster, observed: &Observed, now: Timestamp) -> K
     } else {
         (false, "NodesNotReady", summary.clone())
     };
-    let progressing = if !all_ready || settling {
+    let progressing = if !observed.held_scale_downs.is_empty() {
+        (
+            true,
+            "ScaleDownBlocked",
+            observed.held_scale_downs.join("; "),
+        )
+    } else if !all_ready || settling {
         (true, "NodesStarting", summary)
     } else if !outdated.is_empty() {
         (
@@ -309,6 +321,7 @@ mod tests {
                 set("k-broker-1", "r1"),
             ],
             apply_error: None,
+            held_scale_downs: Vec::new(),
         }
     }
 
@@ -322,7 +335,12 @@ mod tests {
 
     #[test]
     fn brokers_carry_ids_racks_and_readiness() {
-        let status = compute(&cluster(None), &observed(all_pods("r1")), at(100));
+        let status = compute(
+            &cluster(None),
+            &Layout::of(&cluster(None)),
+            &observed(all_pods("r1")),
+            at(100),
+        );
         let brokers: Vec<_> = status
             .brokers
             .iter()
@@ -345,7 +363,12 @@ mod tests {
 
     #[test]
     fn an_outdated_pod_is_a_pending_restart() {
-        let status = compute(&cluster(None), &observed(all_pods("r0")), at(100));
+        let status = compute(
+            &cluster(None),
+            &Layout::of(&cluster(None)),
+            &observed(all_pods("r0")),
+            at(100),
+        );
         let progressing = find(&status, PROGRESSING);
         assert_eq!(
             (progressing.status.as_str(), progressing.reason.as_str()),
@@ -369,7 +392,12 @@ mod tests {
             false,
             Some("CrashLoopBackOff"),
         );
-        let status = compute(&cluster(None), &observed(pods), at(100));
+        let status = compute(
+            &cluster(None),
+            &Layout::of(&cluster(None)),
+            &observed(pods),
+            at(100),
+        );
         let degraded = find(&status, DEGRADED);
         assert_eq!(
             (degraded.status.as_str(), degraded.reason.as_str()),
@@ -380,12 +408,36 @@ mod tests {
     }
 
     #[test]
+    fn a_held_scale_down_keeps_the_cluster_progressing() {
+        let mut observed = observed(all_pods("r1"));
+        observed.held_scale_downs = vec!["k-broker-0 keeps 2 brokers".to_owned()];
+        let status = compute(
+            &cluster(None),
+            &Layout::of(&cluster(None)),
+            &observed,
+            at(100),
+        );
+        let progressing = find(&status, PROGRESSING);
+        assert_eq!(
+            (progressing.status.as_str(), progressing.reason.as_str()),
+            ("True", "ScaleDownBlocked")
+        );
+        assert_eq!(find(&status, READY).status, "True");
+    }
+
+    #[test]
     fn transition_times_move_only_on_flips() {
-        let first = compute(&cluster(None), &observed(all_pods("r1")), at(100));
+        let first = compute(
+            &cluster(None),
+            &Layout::of(&cluster(None)),
+            &observed(all_pods("r1")),
+            at(100),
+        );
         let previous = serde_json::to_value(&first).unwrap();
         // Same observation later: nothing flips, no time moves.
         let again = compute(
             &cluster(Some(previous.clone())),
+            &Layout::of(&cluster(None)),
             &observed(all_pods("r1")),
             at(200),
         );
@@ -393,7 +445,12 @@ mod tests {
         // A broker stops being ready: Ready and Progressing flip, Degraded does not.
         let mut pods = all_pods("r1");
         pods[2] = pod("k-broker-1-0", "k-broker-1", "r1", false, None);
-        let later = compute(&cluster(Some(previous)), &observed(pods), at(300));
+        let later = compute(
+            &cluster(Some(previous)),
+            &Layout::of(&cluster(None)),
+            &observed(pods),
+            at(300),
+        );
         assert_eq!(find(&later, READY).last_transition_time, Time(at(300)));
         assert_eq!(
             find(&later, PROGRESSING).last_transition_time,
