@@ -106,7 +106,15 @@ pub async fn run(
         why
     });
     run_controllers(ctx.clone(), &namespaces, stop_rx).await;
-    let why = stopper.await.unwrap_or(Stopped::Shutdown);
+    // Controllers only end after a stop, but should they end on their own the stopper
+    // must not be waited for.
+    let why = if stopper.is_finished() {
+        stopper.await.unwrap_or(Stopped::Shutdown)
+    } else {
+        warn!("controllers ended without being asked to");
+        stopper.abort();
+        Stopped::Shutdown
+    };
     ctx.metrics.set_leader(false);
     // Dropping the last receiver makes the lease manager release the lease, so a
     // standby takes over at once rather than after the lease expires.

@@ -151,12 +151,16 @@ async fn reconcile_inner(cluster: &KafkaCluster, ctx: &Context) -> Result<Action
     .await
     .map_err(Error::PatchStatus)?;
 
-    let was_ready = cluster
+    let previous = cluster
         .status
         .as_ref()
-        .and_then(|s| condition_status(&s.conditions, READY));
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    for (type_, reason, note) in status::transition_events(previous, &new_status) {
+        info!(reason, note, "event");
+        publish(cluster, ctx, type_, reason, "Reconcile", note).await;
+    }
     let is_ready = condition_status(&new_status.conditions, READY) == Some("True");
-    publish_transition(cluster, ctx, was_ready, is_ready, &new_status).await;
     if let Err(err) = &apply_result {
         publish(
             cluster,
@@ -229,48 +233,6 @@ where
         name,
         source,
     })
-}
-
-async fn publish_transition(
-    cluster: &KafkaCluster,
-    ctx: &Context,
-    was_ready: Option<&str>,
-    is_ready: bool,
-    status: &crate::crd::KafkaClusterStatus,
-) {
-    let summary = format!(
-        "{}/{} brokers ready",
-        status.ready_brokers,
-        status.brokers.len()
-    );
-    match (was_ready == Some("True"), is_ready) {
-        (false, true) => {
-            info!("cluster became ready");
-            publish(
-                cluster,
-                ctx,
-                EventType::Normal,
-                "ClusterReady",
-                "Reconcile",
-                summary,
-            )
-            .await;
-        }
-        (true, false) => {
-            warn!("cluster is no longer ready");
-            let reason = "ClusterNotReady";
-            publish(
-                cluster,
-                ctx,
-                EventType::Warning,
-                reason,
-                "Reconcile",
-                summary,
-            )
-            .await;
-        }
-        _ => {}
-    }
 }
 
 async fn publish(
@@ -580,6 +542,11 @@ mod tests {
                 (&json!("True"), &json!("ScaleDownBlocked"))
             );
             assert_eq!(condition(&status, "Ready")["status"], "True");
+            let event = api.expect_event().await;
+            assert_eq!(
+                (&event["type"], &event["reason"]),
+                (&json!("Warning"), &json!("ScaleDownBlocked"))
+            );
         })
         .await;
         within(reconciling)

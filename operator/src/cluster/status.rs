@@ -8,6 +8,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
+use kube::runtime::events::EventType;
 
 use super::desired::bootstrap_address;
 use super::layout::{Layout, Node};
@@ -147,6 +148,44 @@ pub fn compute(
         bootstrap: Some(bootstrap_address(cluster)),
         cluster_id: cluster.status.as_ref().and_then(|s| s.cluster_id.clone()),
     }
+}
+
+/// The Kubernetes events a status change deserves: the cluster becoming ready or
+/// unready, a scale-down being held, pods starting to fail. Only changes count, so a
+/// condition that stays the same publishes nothing on later reconciles.
+pub fn transition_events(
+    previous: &[Condition],
+    status: &KafkaClusterStatus,
+) -> Vec<(EventType, &'static str, String)> {
+    let find = |conditions: &[Condition], type_: &str| {
+        conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    };
+    let was = |type_| find(previous, type_);
+    let now = |type_| find(&status.conditions, type_);
+    let summary = format!(
+        "{}/{} brokers ready",
+        status.ready_brokers,
+        status.brokers.len()
+    );
+    let mut events = Vec::new();
+    let was_ready = was(READY).is_some_and(|(s, _, _)| s == "True");
+    let is_ready = now(READY).is_some_and(|(s, _, _)| s == "True");
+    match (was_ready, is_ready) {
+        (false, true) => events.push((EventType::Normal, "ClusterReady", summary)),
+        (true, false) => events.push((EventType::Warning, "ClusterNotReady", summary)),
+        _ => {}
+    }
+    for (type_, reason) in [(PROGRESSING, "ScaleDownBlocked"), (DEGRADED, "PodsFailing")] {
+        let began = now(type_).filter(|(_, r, _)| r == reason);
+        let before = was(type_).is_some_and(|(_, r, _)| r == reason);
+        if let (Some((_, _, message)), false) = (began, before) {
+            events.push((EventType::Warning, reason, message));
+        }
+    }
+    events
 }
 
 /// Builds a condition, keeping the previous `lastTransitionTime` unless the status flips.
@@ -423,6 +462,57 @@ mod tests {
             ("True", "ScaleDownBlocked")
         );
         assert_eq!(find(&status, READY).status, "True");
+    }
+
+    #[test]
+    fn events_mark_changes_only() {
+        let healthy = compute(
+            &cluster(None),
+            &Layout::of(&cluster(None)),
+            &observed(all_pods("r1")),
+            at(100),
+        );
+        let reasons = |events: Vec<(EventType, &'static str, String)>| {
+            events
+                .into_iter()
+                .map(|(t, r, _)| (t, r))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            reasons(transition_events(&[], &healthy)),
+            [(EventType::Normal, "ClusterReady")]
+        );
+        assert_eq!(
+            reasons(transition_events(&healthy.conditions, &healthy)),
+            []
+        );
+
+        let mut pods = all_pods("r1");
+        pods[1] = pod(
+            "k-broker-0-0",
+            "k-broker-0",
+            "r1",
+            false,
+            Some("ImagePullBackOff"),
+        );
+        let failing = compute(
+            &cluster(None),
+            &Layout::of(&cluster(None)),
+            &observed(pods),
+            at(200),
+        );
+        assert_eq!(
+            reasons(transition_events(&healthy.conditions, &failing)),
+            [
+                (EventType::Warning, "ClusterNotReady"),
+                (EventType::Warning, "PodsFailing")
+            ]
+        );
+        // Still failing later: nothing new to say.
+        assert_eq!(
+            reasons(transition_events(&failing.conditions, &failing)),
+            []
+        );
     }
 
     #[test]
