@@ -57,7 +57,7 @@ impl Metrics {
         let leader = Gauge::default();
         registry.register(
             "leader",
-            "1 while this replica holds the leader lease",
+            "Whether this replica holds the leader lease (1) or not (0)",
             leader.clone(),
         );
         Self {
@@ -182,7 +182,10 @@ mod tests {
         assert_eq!(get(addr, "/readyz").await.0, "HTTP/1.1 200 OK");
         let (status, body) = get(addr, "/metrics").await;
         assert_eq!(status, "HTTP/1.1 200 OK");
-        assert!(body.contains("strom_operator_leader 1"), "{body}");
+        assert!(
+            body.lines().any(|l| l == "strom_operator_leader 1"),
+            "{body}"
+        );
         assert_eq!(get(addr, "/nope").await.0, "HTTP/1.1 404 Not Found");
         server.abort();
     }

@@ -240,3 +240,157 @@ mod tests {
         assert_eq!(stopped, Stopped::Shutdown);
     }
 }
+
+/// Leader election against a fake Lease: the fake API server keeps one Lease in memory
+/// and applies creates and patches to it (JSON merge semantics, which is what strategic
+/// merge and apply amount to for a Lease); the controllers' lists find nothing and
+/// their watches stay open.
+#[cfg(test)]
+mod election_tests {
+    use std::sync::Mutex;
+
+    use http::{Method, Request, Response, StatusCode};
+    use kube::client::Body;
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::cluster::fixtures;
+
+    const LEASE_PATH: &str = "/apis/coordination.k8s.io/v1/namespaces/ops/leases/strom";
+
+    fn merge(target: &mut Value, patch: &Value) {
+        match (target, patch) {
+            (Value::Object(target), Value::Object(patch)) => {
+                for (key, value) in patch {
+                    if value.is_null() {
+                        target.remove(key);
+                    } else {
+                        merge(target.entry(key.clone()).or_insert(Value::Null), value);
+                    }
+                }
+            }
+            (target, patch) => *target = patch.clone(),
+        }
+    }
+
+    fn respond(status: StatusCode, body: &Value) -> Response<Body> {
+        Response::builder()
+            .status(status)
+            .body(Body::from(serde_json::to_vec(body).unwrap()))
+            .unwrap()
+    }
+
+    /// Serves the Lease until the client goes away; returns the final Lease.
+    async fn fake_lease_server(
+        mut handle: tower_test::mock::Handle<Request<Body>, Response<Body>>,
+        lease: Arc<Mutex<Option<Value>>>,
+    ) {
+        let mut unanswered = Vec::new();
+        let mut version = 0;
+        while let Some((request, send)) = handle.next_request().await {
+            let method = request.method().clone();
+            let path = request.uri().path().to_owned();
+            let watch = request
+                .uri()
+                .query()
+                .unwrap_or_default()
+                .contains("watch=true");
+            let body = request.into_body().collect_bytes().await.unwrap();
+            let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let is_lease = path == LEASE_PATH || path == LEASE_PATH.trim_end_matches("/strom");
+            if !is_lease {
+                if watch || method != Method::GET {
+                    // Watches stay open with nothing to say.
+                    unanswered.push(send);
+                } else {
+                    // The controllers' initial lists: nothing there.
+                    let empty = json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": []});
+                    send.send_response(respond(StatusCode::OK, &empty));
+                }
+                continue;
+            }
+            let mut stored = lease.lock().unwrap();
+            version += 1;
+            let response = match (method, stored.as_mut()) {
+                (Method::GET, Some(current)) => respond(StatusCode::OK, current),
+                (Method::GET | Method::PATCH, None) => respond(
+                    StatusCode::NOT_FOUND,
+                    &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
+                ),
+                (Method::POST, _) => {
+                    let mut created = body;
+                    created["metadata"]["resourceVersion"] = json!(version.to_string());
+                    created["metadata"]["namespace"] = json!("ops");
+                    *stored = Some(created.clone());
+                    respond(StatusCode::CREATED, &created)
+                }
+                (Method::PATCH, Some(current)) => {
+                    merge(current, &body);
+                    current["metadata"]["resourceVersion"] = json!(version.to_string());
+                    respond(StatusCode::OK, current)
+                }
+                (method, _) => panic!("unexpected {method} on the Lease"),
+            };
+            send.send_response(response);
+        }
+    }
+
+    #[tokio::test]
+    async fn the_leader_runs_controllers_and_releases_the_lease_on_shutdown() {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let (fixture_ctx, _unused) = fixtures::context();
+        let ctx = Arc::new(Context {
+            client: kube::Client::new(service, "ops"),
+            recorder: fixture_ctx.recorder.clone(),
+            defaults: fixture_ctx.defaults.clone(),
+            metrics: fixture_ctx.metrics.clone(),
+            now: fixture_ctx.now,
+        });
+        let lease = Arc::new(Mutex::new(None));
+        tokio::spawn(fake_lease_server(handle, lease.clone()));
+
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let election = LeaderElection {
+            lease_name: "strom".into(),
+            namespace: "ops".into(),
+            identity: "replica-a".into(),
+            lease_duration: Duration::from_secs(15),
+        };
+        let running = tokio::spawn(run(ctx.clone(), vec![], Some(election), shutdown_rx));
+
+        // Leadership shows in the metrics once the lease is held.
+        let leading = async {
+            while !ctx
+                .metrics
+                .encode()
+                .lines()
+                .any(|l| l == "strom_operator_leader 1")
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), leading)
+            .await
+            .expect("became leader");
+        let holder = lease.lock().unwrap().clone().unwrap();
+        assert_eq!(holder["spec"]["holderIdentity"], "replica-a");
+
+        shutdown_tx.send(true).unwrap();
+        let stopped = tokio::time::timeout(SHUTDOWN_GRACE * 2, running)
+            .await
+            .expect("stopped")
+            .unwrap()
+            .unwrap();
+        assert_eq!(stopped, Stopped::Shutdown);
+        let released = lease.lock().unwrap().clone().unwrap();
+        assert!(
+            released["spec"].get("holderIdentity").is_none(),
+            "the lease is released on shutdown: {released}"
+        );
+        assert!(ctx
+            .metrics
+            .encode()
+            .lines()
+            .any(|l| l == "strom_operator_leader 0"));
+    }
+}
