@@ -283,7 +283,7 @@ mod election_tests {
     /// Serves the Lease until the client goes away; returns the final Lease.
     async fn fake_lease_server(
         mut handle: tower_test::mock::Handle<Request<Body>, Response<Body>>,
-        lease: Arc<Mutex<Option<Value>>>,
+        lease: SharedLease,
     ) {
         let mut unanswered = Vec::new();
         let mut version = 0;
@@ -335,8 +335,14 @@ mod election_tests {
         }
     }
 
-    #[tokio::test]
-    async fn the_leader_runs_controllers_and_releases_the_lease_on_shutdown() {
+    type Running = tokio::task::JoinHandle<anyhow::Result<Stopped>>;
+    /// The fake API server's Lease, `None` until created.
+    type SharedLease = Arc<Mutex<Option<Value>>>;
+
+    /// Starts `run` under leader election against the fake Lease server.
+    fn start(
+        lease_duration: Duration,
+    ) -> (Arc<Context>, SharedLease, watch::Sender<bool>, Running) {
         let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let (fixture_ctx, _unused) = fixtures::context();
         let ctx = Arc::new(Context {
@@ -348,30 +354,41 @@ mod election_tests {
         });
         let lease = Arc::new(Mutex::new(None));
         tokio::spawn(fake_lease_server(handle, lease.clone()));
-
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let election = LeaderElection {
             lease_name: "strom".into(),
             namespace: "ops".into(),
             identity: "replica-a".into(),
-            lease_duration: Duration::from_secs(15),
+            lease_duration,
         };
         let running = tokio::spawn(run(ctx.clone(), vec![], Some(election), shutdown_rx));
+        (ctx, lease, shutdown_tx, running)
+    }
 
-        // Leadership shows in the metrics once the lease is held.
+    fn leader_gauge(ctx: &Context) -> Option<String> {
+        ctx.metrics
+            .encode()
+            .lines()
+            .find(|l| l.starts_with("strom_operator_leader "))
+            .map(str::to_owned)
+    }
+
+    /// Leadership shows in the metrics once the lease is held.
+    async fn wait_until_leading(ctx: &Context) {
         let leading = async {
-            while !ctx
-                .metrics
-                .encode()
-                .lines()
-                .any(|l| l == "strom_operator_leader 1")
-            {
+            while leader_gauge(ctx).as_deref() != Some("strom_operator_leader 1") {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         };
         tokio::time::timeout(Duration::from_secs(20), leading)
             .await
             .expect("became leader");
+    }
+
+    #[tokio::test]
+    async fn the_leader_runs_controllers_and_releases_the_lease_on_shutdown() {
+        let (ctx, lease, shutdown_tx, running) = start(Duration::from_secs(15));
+        wait_until_leading(&ctx).await;
         let holder = lease.lock().unwrap().clone().unwrap();
         assert_eq!(holder["spec"]["holderIdentity"], "replica-a");
 
@@ -387,10 +404,38 @@ mod election_tests {
             released["spec"].get("holderIdentity").is_none(),
             "the lease is released on shutdown: {released}"
         );
-        assert!(ctx
-            .metrics
-            .encode()
-            .lines()
-            .any(|l| l == "strom_operator_leader 0"));
+        assert_eq!(
+            leader_gauge(&ctx).as_deref(),
+            Some("strom_operator_leader 0")
+        );
+    }
+
+    #[tokio::test]
+    async fn losing_the_lease_stops_the_controllers() {
+        // A short lease, so that the renewal that notices the loss comes within a second.
+        let (ctx, lease, _shutdown_tx, running) = start(Duration::from_secs(3));
+        wait_until_leading(&ctx).await;
+
+        // Another replica takes the lease over (as after a network partition).
+        {
+            let mut stored = lease.lock().unwrap();
+            let current = stored.as_mut().unwrap();
+            let now = k8s_openapi::jiff::Timestamp::now().to_string();
+            current["spec"]["holderIdentity"] = json!("replica-b");
+            current["spec"]["renewTime"] = json!(now);
+            current["spec"]["acquireTime"] = json!(now);
+            current["spec"]["leaseDurationSeconds"] = json!(60);
+        }
+        let stopped = tokio::time::timeout(Duration::from_secs(20), running)
+            .await
+            .expect("stopped after losing the lease")
+            .unwrap()
+            .unwrap();
+        assert_eq!(stopped, Stopped::LostLeadership);
+        assert_eq!(
+            lease.lock().unwrap().as_ref().unwrap()["spec"]["holderIdentity"],
+            "replica-b",
+            "the new holder keeps the lease"
+        );
     }
 }
