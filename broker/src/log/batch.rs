@@ -198,6 +198,32 @@ pub fn require_keys(records: &[u8]) -> Result<(), BatchError> {
     Ok(())
 }
 
+/// A plain record (no producer id, not transactional) for batches the broker writes itself
+/// (metadata records, compacted segments, tests). Its sequence follows its offset because
+/// kafka-protocol's encoder starts a new batch whenever offset - sequence changes.
+pub fn plain_record(
+    offset: i64,
+    timestamp: i64,
+    key: Option<bytes::Bytes>,
+    value: Option<bytes::Bytes>,
+) -> kafka_protocol::records::Record {
+    kafka_protocol::records::Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: 0,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: kafka_protocol::records::TimestampType::Creation,
+        offset,
+        sequence: offset as i32,
+        timestamp,
+        key,
+        value,
+        headers: Default::default(),
+    }
+}
+
 /// Rewrites the fields the broker owns in a batch header: the base offset, the partition
 /// leader epoch and, for LogAppendTime topics, the timestamp type and max timestamp (which
 /// are covered by the CRC, so it is recomputed over `rest`, the bytes after the header).
@@ -225,33 +251,25 @@ pub(crate) mod tests {
     use super::*;
     use bytes::{Bytes, BytesMut};
     use kafka_protocol::protocol::StrBytes;
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
+    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions};
 
     /// Encodes `n` records into one v2 batch with kafka-protocol's encoder.
     pub fn make_batch(n: usize, value_len: usize, compression: Compression) -> Bytes {
         let records: Vec<Record> = (0..n)
-            .map(|i| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                // kafka-protocol starts a new batch when offset - sequence changes.
-                sequence: i as i32,
-                timestamp: 1_700_000_000_000 + i as i64,
-                key: Some(Bytes::from(format!("key-{i}"))),
-                value: Some(Bytes::from(vec![b'v'; value_len])),
-                headers: [(
+            .map(|i| {
+                let mut r = plain_record(
+                    i as i64,
+                    1_700_000_000_000 + i as i64,
+                    Some(Bytes::from(format!("key-{i}"))),
+                    Some(Bytes::from(vec![b'v'; value_len])),
+                );
+                r.headers = [(
                     StrBytes::from_static_str("h"),
                     Some(Bytes::from_static(b"1")),
                 )]
                 .into_iter()
-                .collect(),
+                .collect();
+                r
             })
             .collect();
         let mut buf = BytesMut::new();

@@ -495,7 +495,6 @@ mod tests {
     use super::*;
     use crate::config::{BrokerConfig, LogConfig};
     use crate::log::batch::validate_batches;
-    use kafka_protocol::records::TimestampType;
 
     const T0: i64 = 1_700_000_000_000;
 
@@ -517,20 +516,13 @@ mod tests {
         let recs: Vec<Record> = records
             .iter()
             .enumerate()
-            .map(|(i, (k, v))| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                sequence: i as i32,
-                timestamp: ts,
-                key: Some(Bytes::from(k.clone())),
-                value: v.clone().map(Bytes::from),
-                headers: Default::default(),
+            .map(|(i, (k, v))| {
+                crate::log::batch::plain_record(
+                    i as i64,
+                    ts,
+                    Some(Bytes::from(k.clone())),
+                    v.clone().map(Bytes::from),
+                )
             })
             .collect();
         let mut buf = BytesMut::new();

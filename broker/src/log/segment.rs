@@ -49,16 +49,9 @@ pub struct Segment {
 }
 
 impl Segment {
-    /// Creates an empty segment file starting at `base_offset`.
-    pub fn create(dir: &Path, base_offset: i64, now_ms: i64) -> io::Result<Segment> {
-        let path = dir.join(file_name(base_offset, "log"));
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .open(&path)?;
-        Ok(Segment {
+    /// A segment with no batches noted yet, over `file`.
+    fn empty(dir: &Path, base_offset: i64, file: File, now_ms: i64) -> Segment {
+        Segment {
             base_offset,
             file: Arc::new(file),
             dir: dir.to_owned(),
@@ -70,7 +63,19 @@ impl Segment {
             max_timestamp: -1,
             offset_of_max_timestamp: base_offset,
             created_ms: now_ms,
-        })
+        }
+    }
+
+    /// Creates an empty segment file starting at `base_offset`.
+    pub fn create(dir: &Path, base_offset: i64, now_ms: i64) -> io::Result<Segment> {
+        let path = dir.join(file_name(base_offset, "log"));
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&path)?;
+        Ok(Segment::empty(dir, base_offset, file, now_ms))
     }
 
     /// Opens an existing segment. With `recover`, every batch is read and checked (CRC-32C,
@@ -86,19 +91,7 @@ impl Segment {
         let path = dir.join(file_name(base_offset, "log"));
         let file = OpenOptions::new().read(true).write(true).open(&path)?;
         let file_len = file.metadata()?.len();
-        let mut seg = Segment {
-            base_offset,
-            file: Arc::new(file),
-            dir: dir.to_owned(),
-            size: 0,
-            next_offset: base_offset,
-            index: Vec::new(),
-            time_index: Vec::new(),
-            bytes_since_index_entry: 0,
-            max_timestamp: -1,
-            offset_of_max_timestamp: base_offset,
-            created_ms: now_ms,
-        };
+        let mut seg = Segment::empty(dir, base_offset, file, now_ms);
         let mut start = 0u64;
         if !recover {
             if let (Some(index), Some(time_index)) = (seg.load_index(), seg.load_time_index()) {

@@ -7,12 +7,12 @@ pub mod image;
 pub mod records;
 
 use crate::config::{validate_topic_config, BrokerConfig};
-use crate::log::batch::validate_batches;
+use crate::log::batch::{plain_record, validate_batches};
 use crate::log::Log;
 use bytes::{Bytes, BytesMut};
 pub use image::{MetadataImage, PartitionImage, TopicImage};
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
 };
 pub use records::{ConfigResource, MetadataRecord};
 use std::collections::BTreeMap;
@@ -194,23 +194,9 @@ impl Controller {
         let encoded: Vec<Record> = records
             .iter()
             .enumerate()
-            .map(|(i, r)| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                // kafka-protocol starts a new batch when offset - sequence changes.
-                sequence: i as i32,
-                timestamp: now,
-                key: None,
-                value: Some(Bytes::from(
-                    serde_json::to_vec(r).expect("records serialize"),
-                )),
-                headers: Default::default(),
+            .map(|(i, r)| {
+                let value = serde_json::to_vec(r).expect("records serialize");
+                plain_record(i as i64, now, None, Some(Bytes::from(value)))
             })
             .collect();
         let mut buf = BytesMut::new();
