@@ -65,6 +65,9 @@ fn topic_metadata(t: &TopicImage, version: i16) -> MetadataResponseTopic {
     if version >= 10 {
         r = r.with_topic_id(t.id);
     }
+    if version >= 1 {
+        r = r.with_is_internal(t.name == crate::group::OFFSETS_TOPIC);
+    }
     if version >= 8 {
         r = r.with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
     }

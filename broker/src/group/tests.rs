@@ -1,0 +1,1 @@
+//! Unit tests of the coordinator state machine, driven by requests and explicit times.
