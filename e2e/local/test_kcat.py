@@ -75,10 +75,9 @@ def test_compression_codec_round_trips(broker, topic_name, codec):
     values, in order, at consecutive offsets.
 
     kcat 1.7.1 carries librdkafka 2.0.2, which compresses gzip and snappy only for brokers
-    that still offer Produce v2 (Kafka 4 and Strom start at v3) and lz4 only for brokers
-    that offer FindCoordinator, so here only zstd goes over the wire compressed; that
-    batches are stored as produced is checked with confluent-kafka in
-    test_confluent_clients.py."""
+    that still offer Produce v2 (Kafka 4 and Strom start at v3), so here those two go over
+    the wire uncompressed; that batches are stored as produced is checked with
+    confluent-kafka in test_confluent_clients.py."""
     create_topic(broker.bootstrap, topic_name)
     lines = [f"key-{i}:{codec} payload {i} " + "abcdefgh" * 20 for i in range(200)]
     kcat(broker, "-P", "-t", topic_name, "-p", "0", "-K:", "-X", f"compression.codec={codec}",
