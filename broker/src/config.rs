@@ -397,7 +397,8 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         name: "offsets.topic.replication.factor",
         ty: INT,
         default: Some("1"),
-        doc: "Replication factor of __consumer_offsets (Kafka's default is 3; Strom is single-node).",
+        doc:
+            "Replication factor of __consumer_offsets (Kafka's default is 3; Strom is single-node).",
         check: positive,
     },
     ConfigDef {

@@ -144,7 +144,8 @@ fn coordinator_for(
     if key.is_empty() {
         return Err((codes::INVALID_REQUEST, "The group id is empty.".into()));
     }
-    let partitions = ensure_offsets_topic(broker).map_err(|c| (c, "The coordinator is not available.".to_string()))?;
+    let partitions = ensure_offsets_topic(broker)
+        .map_err(|c| (c, "The coordinator is not available.".to_string()))?;
     let index = partition_for(key, partitions);
     let image = broker.controller.image();
     let leader = image
@@ -248,10 +249,7 @@ pub async fn join_group(
         require_known_member_id: version >= 4,
         supports_skip_assignment: version >= 9,
     };
-    let r = broker
-        .groups
-        .join(&BrokerOffsetsLog(broker), input)
-        .await;
+    let r = broker.groups.join(&BrokerOffsetsLog(broker), input).await;
     let members = r
         .members
         .into_iter()
@@ -313,10 +311,7 @@ pub async fn sync_group(broker: &Broker, req: SyncGroupRequest, version: i16) ->
             .map(|a| (a.member_id.to_string(), a.assignment))
             .collect(),
     };
-    let r = broker
-        .groups
-        .sync(&BrokerOffsetsLog(broker), input)
-        .await;
+    let r = broker.groups.sync(&BrokerOffsetsLog(broker), input).await;
     let resp = SyncGroupResponse::default()
         .with_error_code(r.error)
         .with_assignment(r.assignment);
@@ -334,12 +329,9 @@ pub fn heartbeat(broker: &Broker, req: HeartbeatRequest, version: i16) -> Heartb
     } else {
         None
     };
-    let code = broker.groups.heartbeat(
-        &req.group_id,
-        req.generation_id,
-        &req.member_id,
-        &instance,
-    );
+    let code = broker
+        .groups
+        .heartbeat(&req.group_id, req.generation_id, &req.member_id, &instance);
     HeartbeatResponse::default().with_error_code(code)
 }
 
@@ -673,13 +665,14 @@ pub fn offset_delete(broker: &Broker, req: OffsetDeleteRequest) -> OffsetDeleteR
             }
         }
     }
-    let results = match broker
-        .groups
-        .delete_offsets(&BrokerOffsetsLog(broker), &req.group_id, &known)
-    {
-        Ok(r) => r,
-        Err(code) => return OffsetDeleteResponse::default().with_error_code(code),
-    };
+    let results =
+        match broker
+            .groups
+            .delete_offsets(&BrokerOffsetsLog(broker), &req.group_id, &known)
+        {
+            Ok(r) => r,
+            Err(code) => return OffsetDeleteResponse::default().with_error_code(code),
+        };
     let mut results = results.into_iter();
     let topics = req
         .topics

@@ -28,6 +28,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::oneshot;
 
+/// A Kafka record's key and value (`None`: a tombstone).
+pub type KeyValue = (Bytes, Option<Bytes>);
+
 /// The internal topic of group metadata and committed offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
@@ -251,12 +254,11 @@ impl GroupCoordinator {
         }
     }
 
-    #[allow(clippy::type_complexity)]
     pub fn fetch_offsets(
         &self,
         group_id: &str,
         topics: Option<Vec<(String, Vec<i32>)>>,
-    ) -> Vec<(String, Vec<(i32, Option<records::OffsetValue>)>)> {
+    ) -> state::TopicOffsets {
         self.lock().machine.fetch_offsets(group_id, topics)
     }
 
@@ -315,7 +317,7 @@ impl GroupCoordinator {
 
 /// Writes records as one batch per group (each group's records go to its partition).
 fn persist(log: &dyn OffsetsLog, records: &[GroupRecord], now_ms: i64) -> Result<(), i16> {
-    let mut by_group: Vec<(&str, Vec<(Bytes, Option<Bytes>)>)> = Vec::new();
+    let mut by_group: Vec<(&str, Vec<KeyValue>)> = Vec::new();
     for r in records {
         let kv = r.encode();
         match by_group.iter_mut().find(|(g, _)| *g == r.group()) {
@@ -337,7 +339,7 @@ fn persist(log: &dyn OffsetsLog, records: &[GroupRecord], now_ms: i64) -> Result
 }
 
 /// One uncompressed v2 batch of keyed records.
-pub fn encode_batch(kvs: &[(Bytes, Option<Bytes>)], now_ms: i64) -> Result<BytesMut, String> {
+pub fn encode_batch(kvs: &[KeyValue], now_ms: i64) -> Result<BytesMut, String> {
     let records: Vec<Record> = kvs
         .iter()
         .enumerate()

@@ -172,7 +172,7 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// The inverse of [`hex`]; `None` for anything that is not an even run of hex digits.
 pub fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if s.len() & 1 == 1 {
         return None;
     }
     let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);

@@ -10,6 +10,9 @@ use crate::config::BrokerConfig;
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+/// Committed offsets by topic: (partition, offset if one is committed).
+pub type TopicOffsets = Vec<(String, Vec<(i32, Option<OffsetValue>)>)>;
+
 /// Identifies a parked JoinGroup or SyncGroup request; the caller maps it to a channel.
 pub type Token = u64;
 
@@ -297,15 +300,26 @@ impl Group {
 
     /// Whether a member with these protocols may join: the type must match and at least
     /// one protocol must be supported by every other member.
-    fn supports(&self, member_id: &str, protocol_type: &str, protocols: &[(String, Bytes)]) -> bool {
-        let others: Vec<&Member> = self.members.values().filter(|m| m.id != member_id).collect();
+    fn supports(
+        &self,
+        member_id: &str,
+        protocol_type: &str,
+        protocols: &[(String, Bytes)],
+    ) -> bool {
+        let others: Vec<&Member> = self
+            .members
+            .values()
+            .filter(|m| m.id != member_id)
+            .collect();
         if others.is_empty() {
             return !protocol_type.is_empty() && !protocols.is_empty();
         }
         self.protocol_type.as_deref() == Some(protocol_type)
-            && protocols
-                .iter()
-                .any(|(p, _)| others.iter().all(|m| m.protocols.iter().any(|(q, _)| q == p)))
+            && protocols.iter().any(|(p, _)| {
+                others
+                    .iter()
+                    .all(|m| m.protocols.iter().any(|(q, _)| q == p))
+            })
     }
 
     /// Kafka's protocol vote: among the protocols every member supports, each member votes
@@ -572,7 +586,8 @@ impl Coordinator {
     pub fn sync(&mut self, now_ms: i64, req: SyncRequest, fx: &mut Effects) {
         let token = req.token;
         let reply = |fx: &mut Effects, code: i16| {
-            fx.replies.push((token, Reply::Sync(SyncResult::error(code))));
+            fx.replies
+                .push((token, Reply::Sync(SyncResult::error(code))));
         };
         let Some(group) = self.groups.get_mut(&req.group_id) else {
             return reply(fx, codes::UNKNOWN_MEMBER_ID);
@@ -629,8 +644,7 @@ impl Coordinator {
                     }
                 }
                 if group.leader.as_deref() == Some(req.member_id.as_str()) {
-                    let assignments: HashMap<String, Bytes> =
-                        req.assignments.into_iter().collect();
+                    let assignments: HashMap<String, Bytes> = req.assignments.into_iter().collect();
                     for m in group.members.values_mut() {
                         m.assignment = assignments.get(&m.id).cloned().unwrap_or_default();
                     }
@@ -809,12 +823,11 @@ impl Coordinator {
 
     /// Committed offsets of a group: of the given partitions (absent ones as `None`), or
     /// of every partition with a committed offset when `topics` is `None`.
-    #[allow(clippy::type_complexity)]
     pub fn fetch_offsets(
         &self,
         group_id: &str,
         topics: Option<Vec<(String, Vec<i32>)>>,
-    ) -> Vec<(String, Vec<(i32, Option<OffsetValue>)>)> {
+    ) -> TopicOffsets {
         let group = self.groups.get(group_id);
         match topics {
             Some(topics) => topics
@@ -831,7 +844,7 @@ impl Coordinator {
                 })
                 .collect(),
             None => {
-                let mut out: Vec<(String, Vec<(i32, Option<OffsetValue>)>)> = Vec::new();
+                let mut out: TopicOffsets = Vec::new();
                 for ((t, p), v) in group.map(|g| g.offsets.iter()).into_iter().flatten() {
                     match out.last_mut() {
                         Some((last, parts)) if last == t => parts.push((*p, Some(v.clone()))),
@@ -889,7 +902,10 @@ impl Coordinator {
             .values()
             .filter(|g| g.state != GroupState::Dead)
             .filter(|g| {
-                states.is_empty() || states.iter().any(|s| s.eq_ignore_ascii_case(g.state.name()))
+                states.is_empty()
+                    || states
+                        .iter()
+                        .any(|s| s.eq_ignore_ascii_case(g.state.name()))
             })
             .map(|g| {
                 (
@@ -995,7 +1011,8 @@ impl Coordinator {
             }
         }
         if now_ms >= self.next_retention_check_ms {
-            self.next_retention_check_ms = now_ms.saturating_add(config.retention_check_interval_ms);
+            self.next_retention_check_ms =
+                now_ms.saturating_add(config.retention_check_interval_ms);
             let retention = config.offsets_retention_ms;
             let mut dead = Vec::new();
             for group in self.groups.values_mut() {
@@ -1116,8 +1133,10 @@ fn join_known(
         return add_member_and_rebalance(config, group, now_ms, &req, id, fx);
     }
     let fail = |fx: &mut Effects, code| {
-        fx.replies
-            .push((req.token, Reply::Join(JoinResult::error(code, &req.member_id))));
+        fx.replies.push((
+            req.token,
+            Reply::Join(JoinResult::error(code, &req.member_id)),
+        ));
     };
     if group.is_fenced(&req.group_instance_id, &req.member_id) {
         return fail(fx, codes::FENCED_INSTANCE_ID);

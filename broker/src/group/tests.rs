@@ -68,7 +68,11 @@ fn new_member(c: &mut Coordinator, now: i64, group: &str, token: Token) -> (Stri
     assert_eq!(first.error, codes::MEMBER_ID_REQUIRED);
     assert!(first.member_id.starts_with("client-"));
     let mut fx = Effects::default();
-    c.join(now, join_req(token + 1, group, &first.member_id, None), &mut fx);
+    c.join(
+        now,
+        join_req(token + 1, group, &first.member_id, None),
+        &mut fx,
+    );
     (first.member_id, fx)
 }
 
@@ -105,15 +109,25 @@ fn two_members_join_sync_and_become_stable() {
 
     // A second member triggers a rebalance; the first learns of it by heartbeat.
     let (b, fx) = new_member(&mut c, 10, "g", 3);
-    assert!(join_reply(&fx, 4).is_none(), "parked until the leader rejoins");
+    assert!(
+        join_reply(&fx, 4).is_none(),
+        "parked until the leader rejoins"
+    );
     assert_eq!(state_of(&c, "g"), GroupState::PreparingRebalance);
-    assert_eq!(c.heartbeat(20, "g", 1, &a, &None), codes::REBALANCE_IN_PROGRESS);
+    assert_eq!(
+        c.heartbeat(20, "g", 1, &a, &None),
+        codes::REBALANCE_IN_PROGRESS
+    );
     let mut fx = Effects::default();
     c.join(30, join_req(5, "g", &a, None), &mut fx);
     let (ja, jb) = (join_reply(&fx, 5).unwrap(), join_reply(&fx, 4).unwrap());
     assert_eq!((ja.generation, jb.generation), (2, 2));
     assert_eq!(ja.leader, a, "the leader stays the leader");
-    assert_eq!(ja.members.len(), 2, "the leader gets every member's metadata");
+    assert_eq!(
+        ja.members.len(),
+        2,
+        "the leader gets every member's metadata"
+    );
     assert!(jb.members.is_empty(), "followers get none");
     assert_eq!(state_of(&c, "g"), GroupState::CompletingRebalance);
 
@@ -128,16 +142,28 @@ fn two_members_join_sync_and_become_stable() {
     ];
     let mut fx = Effects::default();
     c.sync(50, leader_sync, &mut fx);
-    assert_eq!(sync_reply(&fx, 6).unwrap().assignment, Bytes::from_static(b"B"));
-    assert_eq!(sync_reply(&fx, 7).unwrap().assignment, Bytes::from_static(b"A"));
+    assert_eq!(
+        sync_reply(&fx, 6).unwrap().assignment,
+        Bytes::from_static(b"B")
+    );
+    assert_eq!(
+        sync_reply(&fx, 7).unwrap().assignment,
+        Bytes::from_static(b"A")
+    );
     assert_eq!(state_of(&c, "g"), GroupState::Stable);
     assert!(
         matches!(&fx.records[..], [GroupRecord::Group { value: Some(v), .. }] if v.members.len() == 2),
         "the stable generation is persisted"
     );
     assert_eq!(c.heartbeat(60, "g", 2, &b, &None), codes::NONE);
-    assert_eq!(c.heartbeat(60, "g", 1, &b, &None), codes::ILLEGAL_GENERATION);
-    assert_eq!(c.heartbeat(60, "g", 2, "nobody", &None), codes::UNKNOWN_MEMBER_ID);
+    assert_eq!(
+        c.heartbeat(60, "g", 1, &b, &None),
+        codes::ILLEGAL_GENERATION
+    );
+    assert_eq!(
+        c.heartbeat(60, "g", 2, "nobody", &None),
+        codes::UNKNOWN_MEMBER_ID
+    );
 }
 
 /// Builds a stable two-member group "g" at time 0..50; returns (leader, follower).
@@ -165,7 +191,10 @@ fn an_expired_session_removes_the_member_and_rebalances() {
     assert_eq!(state_of(&c, "g"), GroupState::Stable, "not yet expired");
     c.tick(10_030, &mut fx);
     assert_eq!(state_of(&c, "g"), GroupState::PreparingRebalance);
-    assert_eq!(c.heartbeat(10_040, "g", 2, &a, &None), codes::UNKNOWN_MEMBER_ID);
+    assert_eq!(
+        c.heartbeat(10_040, "g", 2, &a, &None),
+        codes::UNKNOWN_MEMBER_ID
+    );
     let mut fx = Effects::default();
     c.join(10_050, join_req(9, "g", &b, None), &mut fx);
     let jb = join_reply(&fx, 9).expect("the survivor completes the rebalance");
@@ -187,19 +216,28 @@ fn a_member_that_does_not_rejoin_is_dropped_at_the_rebalance_deadline() {
     c.tick(60_100, &mut fx);
     let ja = join_reply(&fx, 9).expect("completed at the deadline");
     assert_eq!(ja.members.len(), 1);
-    assert_eq!(c.heartbeat(60_200, "g", 2, &b, &None), codes::UNKNOWN_MEMBER_ID);
+    assert_eq!(
+        c.heartbeat(60_200, "g", 2, &b, &None),
+        codes::UNKNOWN_MEMBER_ID
+    );
 }
 
 #[test]
 fn the_initial_rebalance_waits_for_more_members() {
     let mut c = Coordinator::new(config(3_000), 0);
     let (a, fx) = new_member(&mut c, 0, "g", 1);
-    assert!(join_reply(&fx, 2).is_none(), "held for group.initial.rebalance.delay.ms");
+    assert!(
+        join_reply(&fx, 2).is_none(),
+        "held for group.initial.rebalance.delay.ms"
+    );
     let (b, fx) = new_member(&mut c, 2_000, "g", 3);
     assert!(join_reply(&fx, 4).is_none());
     let mut fx = Effects::default();
     c.tick(3_500, &mut fx);
-    assert!(fx.replies.is_empty(), "the second member extended the delay to 5000");
+    assert!(
+        fx.replies.is_empty(),
+        "the second member extended the delay to 5000"
+    );
     c.tick(5_000, &mut fx);
     let (ja, jb) = (join_reply(&fx, 2).unwrap(), join_reply(&fx, 4).unwrap());
     assert_eq!((ja.generation, jb.generation), (1, 1));
@@ -212,7 +250,12 @@ fn leaving_members_trigger_a_rebalance_and_the_last_one_empties_the_group() {
     let mut c = Coordinator::new(config(0), 0);
     let (a, b) = stable_pair(&mut c);
     let mut fx = Effects::default();
-    let codes_ = c.leave(100, "g", &[(b.clone(), None), ("ghost".into(), None)], &mut fx);
+    let codes_ = c.leave(
+        100,
+        "g",
+        &[(b.clone(), None), ("ghost".into(), None)],
+        &mut fx,
+    );
     assert_eq!(codes_, vec![codes::NONE, codes::UNKNOWN_MEMBER_ID]);
     assert_eq!(state_of(&c, "g"), GroupState::PreparingRebalance);
     c.leave(110, "g", &[(a, None)], &mut fx);
@@ -257,7 +300,10 @@ fn a_static_member_rejoining_a_stable_group_keeps_its_assignment_without_a_rebal
     let mut sync = sync_req(8, "g", &again.member_id, generation);
     sync.group_instance_id = Some("i1".into());
     c.sync(5_010, sync, &mut fx);
-    assert_eq!(sync_reply(&fx, 8).unwrap().assignment, Bytes::from_static(b"S"));
+    assert_eq!(
+        sync_reply(&fx, 8).unwrap().assignment,
+        Bytes::from_static(b"S")
+    );
     // The other member did not notice anything; the old id is fenced.
     assert_eq!(c.heartbeat(5_020, "g", generation, &d, &None), codes::NONE);
     assert_eq!(
@@ -279,7 +325,10 @@ fn joins_are_validated() {
     let mut bad = join_req(1, "g", "", None);
     bad.session_timeout_ms = 10;
     c.join(0, bad, &mut fx);
-    assert_eq!(join_reply(&fx, 1).unwrap().error, codes::INVALID_SESSION_TIMEOUT);
+    assert_eq!(
+        join_reply(&fx, 1).unwrap().error,
+        codes::INVALID_SESSION_TIMEOUT
+    );
     c.join(0, join_req(2, "", "", None), &mut fx);
     assert_eq!(join_reply(&fx, 2).unwrap().error, codes::INVALID_GROUP_ID);
     c.join(0, join_req(3, "g", "made-up", None), &mut fx);
@@ -288,9 +337,15 @@ fn joins_are_validated() {
     let mut other = join_req(6, "g", "", None);
     other.protocols = vec![("roundrobin".into(), Bytes::new())];
     c.join(0, other, &mut fx);
-    assert_eq!(join_reply(&fx, 6).unwrap().error, codes::INCONSISTENT_GROUP_PROTOCOL);
+    assert_eq!(
+        join_reply(&fx, 6).unwrap().error,
+        codes::INCONSISTENT_GROUP_PROTOCOL
+    );
     c.join(0, join_req(7, "g", "", None), &mut fx);
-    assert_eq!(join_reply(&fx, 7).unwrap().error, codes::GROUP_MAX_SIZE_REACHED);
+    assert_eq!(
+        join_reply(&fx, 7).unwrap().error,
+        codes::GROUP_MAX_SIZE_REACHED
+    );
 }
 
 #[test]
@@ -307,10 +362,18 @@ fn the_protocol_is_the_most_preferred_one_every_member_supports() {
     };
     c.join(0, with(1, &["cooperative-sticky", "range"]), &mut fx);
     c.join(0, with(2, &["range", "cooperative-sticky"]), &mut fx);
-    c.join(0, with(3, &["range", "roundrobin", "cooperative-sticky"]), &mut fx);
+    c.join(
+        0,
+        with(3, &["range", "roundrobin", "cooperative-sticky"]),
+        &mut fx,
+    );
     c.tick(200, &mut fx);
     let j = join_reply(&fx, 1).unwrap();
-    assert_eq!(j.protocol_name.as_deref(), Some("range"), "two votes against one");
+    assert_eq!(
+        j.protocol_name.as_deref(),
+        Some("range"),
+        "two votes against one"
+    );
 }
 
 #[test]
@@ -330,26 +393,48 @@ fn offset_commits_check_membership_and_generation() {
         }],
     };
     let mut fx = Effects::default();
-    assert_eq!(c.commit(0, commit(1, "m"), &mut fx), vec![codes::ILLEGAL_GENERATION]);
+    assert_eq!(
+        c.commit(0, commit(1, "m"), &mut fx),
+        vec![codes::ILLEGAL_GENERATION]
+    );
     // A simple (assign()) consumer commits with generation -1 and no member.
     assert_eq!(c.commit(0, commit(-1, ""), &mut fx), vec![codes::NONE]);
     assert_eq!(fx.records.len(), 1, "the commit is persisted");
     let fetched = c.fetch_offsets("g", Some(vec![("t".into(), vec![0, 1])]));
     let rows = &fetched[0].1;
     assert_eq!(rows[0].1.as_ref().map(|v| v.offset), Some(5));
-    assert_eq!(rows[0].1.as_ref().and_then(|v| v.metadata.clone()).as_deref(), Some("meta"));
+    assert_eq!(
+        rows[0]
+            .1
+            .as_ref()
+            .and_then(|v| v.metadata.clone())
+            .as_deref(),
+        Some("meta")
+    );
     assert!(rows[1].1.is_none(), "no offset committed for partition 1");
 
     let (a, _) = new_member(&mut c, 10, "g", 1);
-    assert_eq!(c.commit(20, commit(-1, ""), &mut fx), vec![codes::UNKNOWN_MEMBER_ID]);
-    assert_eq!(c.commit(20, commit(1, &a), &mut fx), vec![codes::REBALANCE_IN_PROGRESS]);
+    assert_eq!(
+        c.commit(20, commit(-1, ""), &mut fx),
+        vec![codes::UNKNOWN_MEMBER_ID]
+    );
+    assert_eq!(
+        c.commit(20, commit(1, &a), &mut fx),
+        vec![codes::REBALANCE_IN_PROGRESS]
+    );
     let mut fx = Effects::default();
     c.sync(30, sync_req(9, "g", &a, 1), &mut fx);
-    assert_eq!(c.commit(40, commit(0, &a), &mut fx), vec![codes::ILLEGAL_GENERATION]);
+    assert_eq!(
+        c.commit(40, commit(0, &a), &mut fx),
+        vec![codes::ILLEGAL_GENERATION]
+    );
     assert_eq!(c.commit(40, commit(1, &a), &mut fx), vec![codes::NONE]);
     let mut big = commit(1, &a);
     big.offsets[0].metadata = Some("x".repeat(5000));
-    assert_eq!(c.commit(50, big, &mut fx), vec![codes::OFFSET_METADATA_TOO_LARGE]);
+    assert_eq!(
+        c.commit(50, big, &mut fx),
+        vec![codes::OFFSET_METADATA_TOO_LARGE]
+    );
     let all = c.fetch_offsets("g", None);
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].0, "t");
@@ -362,7 +447,11 @@ fn groups_with_members_cannot_be_deleted_and_deleting_writes_tombstones() {
     let mut fx = Effects::default();
     assert_eq!(
         c.delete_groups(&["g".into(), "missing".into(), "".into()], &mut fx),
-        vec![codes::NON_EMPTY_GROUP, codes::GROUP_ID_NOT_FOUND, codes::INVALID_GROUP_ID]
+        vec![
+            codes::NON_EMPTY_GROUP,
+            codes::GROUP_ID_NOT_FOUND,
+            codes::INVALID_GROUP_ID
+        ]
     );
     c.commit(
         40,
@@ -389,7 +478,11 @@ fn groups_with_members_cannot_be_deleted_and_deleting_writes_tombstones() {
         r,
         GroupRecord::Offset { value: None, .. } | GroupRecord::Group { value: None, .. }
     )));
-    assert_eq!(fx.records.len(), 2, "one offset tombstone and one group tombstone");
+    assert_eq!(
+        fx.records.len(),
+        2,
+        "one offset tombstone and one group tombstone"
+    );
 }
 
 #[test]
@@ -416,7 +509,10 @@ fn offsets_of_subscribed_topics_cannot_be_deleted() {
         &[("subscribed".into(), 0), ("other".into(), 0)],
         &mut fx,
     );
-    assert_eq!(result, Ok(vec![codes::GROUP_SUBSCRIBED_TO_TOPIC, codes::NONE]));
+    assert_eq!(
+        result,
+        Ok(vec![codes::GROUP_SUBSCRIBED_TO_TOPIC, codes::NONE])
+    );
     assert_eq!(
         c.delete_offsets("missing", &[], &mut fx),
         Err(codes::GROUP_ID_NOT_FOUND)
@@ -498,7 +594,10 @@ fn offsets_of_an_empty_group_expire_after_the_retention() {
     assert!(c.describe("g").is_some());
     let mut fx = Effects::default();
     c.tick(1_200, &mut fx);
-    assert!(c.describe("g").is_none(), "offsets expired, then the empty group");
+    assert!(
+        c.describe("g").is_none(),
+        "offsets expired, then the empty group"
+    );
     assert_eq!(fx.records.len(), 2);
 }
 

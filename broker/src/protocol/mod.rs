@@ -268,9 +268,18 @@ mod tests {
                     FindCoordinatorRequest::VERSIONS.min,
                     FindCoordinatorRequest::VERSIONS.max,
                 ),
-                ApiKey::JoinGroup => (JoinGroupRequest::VERSIONS.min, JoinGroupRequest::VERSIONS.max),
-                ApiKey::SyncGroup => (SyncGroupRequest::VERSIONS.min, SyncGroupRequest::VERSIONS.max),
-                ApiKey::Heartbeat => (HeartbeatRequest::VERSIONS.min, HeartbeatRequest::VERSIONS.max),
+                ApiKey::JoinGroup => (
+                    JoinGroupRequest::VERSIONS.min,
+                    JoinGroupRequest::VERSIONS.max,
+                ),
+                ApiKey::SyncGroup => (
+                    SyncGroupRequest::VERSIONS.min,
+                    SyncGroupRequest::VERSIONS.max,
+                ),
+                ApiKey::Heartbeat => (
+                    HeartbeatRequest::VERSIONS.min,
+                    HeartbeatRequest::VERSIONS.max,
+                ),
                 ApiKey::LeaveGroup => (
                     LeaveGroupRequest::VERSIONS.min,
                     LeaveGroupRequest::VERSIONS.max,
