@@ -368,3 +368,38 @@ def test_admin_lists_describes_and_deletes_groups_and_offsets(gbroker, topic_nam
     with pytest.raises(KafkaException) as exc:
         client.delete_consumer_groups([group])[group].result(timeout=15)
     assert exc.value.args[0].code() == KafkaError.GROUP_ID_NOT_FOUND
+
+
+@pytest.mark.timeout_s(60)
+def test_simple_commits_and_the_internal_offsets_topic(gbroker, topic_name):
+    """An assign() consumer commits with generation -1 (no membership) and reads the offset
+    back; __consumer_offsets then exists with offsets.topic.num.partitions (50) partitions,
+    is marked internal in Metadata, is compacted, and clients cannot produce to it."""
+    from confluent_kafka import Consumer, KafkaError
+    from confluent_kafka.admin import ConfigResource, ResourceType
+
+    create_topic(gbroker.bootstrap, topic_name, partitions=2)
+    group = group_id()
+    consumer = Consumer({"bootstrap.servers": gbroker.bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        consumer.commit(offsets=[TopicPartition(topic_name, 1, 5)], asynchronous=False)
+        [got] = consumer.committed([TopicPartition(topic_name, 1)], timeout=15)
+        assert got.offset == 5
+    finally:
+        consumer.close()
+    assert committed(gbroker.bootstrap, group, topic_name, 2) == {0: -1001, 1: 5}
+
+    kp_admin = KafkaAdminClient(bootstrap_servers=gbroker.bootstrap)
+    try:
+        [desc] = kp_admin.describe_topics(["__consumer_offsets"])
+        assert desc["is_internal"] is True
+        assert len(desc["partitions"]) == 50
+    finally:
+        kp_admin.close()
+    resource = ConfigResource(ResourceType.TOPIC, "__consumer_offsets")
+    configs = admin(gbroker.bootstrap).describe_configs([resource])[resource].result(timeout=15)
+    assert configs["cleanup.policy"].value == "compact"
+
+    reports = produce_all(producer(gbroker.bootstrap), "__consumer_offsets", [{"value": b"x", "partition": 0}])
+    [(err, _)] = reports
+    assert err is not None and err.code() == KafkaError.TOPIC_EXCEPTION, err

@@ -1009,6 +1009,21 @@ impl Coordinator {
             {
                 complete_join(group, now_ms, fx);
             }
+            if group.state == GroupState::CompletingRebalance
+                && now_ms >= group.rebalance_deadline_ms
+            {
+                let unsynced: Vec<String> = group
+                    .members
+                    .values()
+                    .filter(|m| m.awaiting_sync.is_none())
+                    .map(|m| m.id.clone())
+                    .collect();
+                for id in &unsynced {
+                    tracing::info!(group = %group.id, member = %id, "member did not sync in time");
+                    remove_member(group, id, fx);
+                }
+                members_changed(config, group, now_ms, fx);
+            }
         }
         if now_ms >= self.next_retention_check_ms {
             self.next_retention_check_ms =
@@ -1367,6 +1382,9 @@ fn complete_join(group: &mut Group, now_ms: i64, fx: &mut Effects) {
         group.leader = group.members.keys().next().cloned();
     }
     group.transition(GroupState::CompletingRebalance, now_ms);
+    // Kafka's pending-sync timeout: the leader must send the assignment within the
+    // rebalance timeout, or followers parked on SyncGroup would wait forever.
+    group.rebalance_deadline_ms = now_ms + group.max_rebalance_timeout_ms();
     let ids: Vec<String> = group.members.keys().cloned().collect();
     for id in ids {
         let result = group.current_join_result(&id, false);

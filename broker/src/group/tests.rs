@@ -609,3 +609,30 @@ fn list_filters_by_state_case_insensitively() {
     assert_eq!(c.list(&["stable".into()]).len(), 1);
     assert!(c.list(&["Empty".into()]).is_empty());
 }
+
+#[test]
+fn followers_are_not_parked_forever_when_the_leader_never_syncs() {
+    let mut c = Coordinator::new(config(0), 0);
+    let (a, _) = new_member(&mut c, 0, "g", 1);
+    let (b, _) = new_member(&mut c, 10, "g", 3);
+    let mut fx = Effects::default();
+    c.join(20, join_req(5, "g", &a, None), &mut fx);
+    assert_eq!(state_of(&c, "g"), GroupState::CompletingRebalance);
+    c.sync(30, sync_req(6, "g", &b, 2), &mut fx);
+    assert!(sync_reply(&fx, 6).is_none(), "parked for the leader");
+    // The leader keeps heartbeating but never sends its assignment.
+    for t in (1_000..60_020).step_by(5_000) {
+        assert_eq!(c.heartbeat(t, "g", 2, &a, &None), codes::NONE);
+        c.tick(t, &mut fx);
+    }
+    c.tick(60_020, &mut fx);
+    assert_eq!(
+        sync_reply(&fx, 6).map(|r| r.error),
+        Some(codes::REBALANCE_IN_PROGRESS),
+        "the follower is told to rejoin"
+    );
+    assert_eq!(
+        c.heartbeat(60_030, "g", 2, &a, &None),
+        codes::UNKNOWN_MEMBER_ID
+    );
+}
