@@ -25,6 +25,7 @@ pub use state::{
 };
 use state::{Coordinator, Effects, Reply, Token};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::oneshot;
 
@@ -83,6 +84,8 @@ struct Inner {
 pub struct GroupCoordinator {
     inner: Mutex<Inner>,
     clock: Arc<dyn Clock>,
+    /// Set at shutdown: requests that would wait are answered at once instead.
+    closed: AtomicBool,
 }
 
 impl GroupCoordinator {
@@ -94,6 +97,7 @@ impl GroupCoordinator {
                 next_token: 1,
             }),
             clock,
+            closed: AtomicBool::new(false),
         }
     }
 
@@ -175,6 +179,9 @@ impl GroupCoordinator {
         let (tx, rx) = oneshot::channel();
         {
             let mut inner = self.lock();
+            if self.closed.load(Ordering::Acquire) {
+                return None;
+            }
             let token = inner.next_token;
             inner.next_token += 1;
             inner.waiters.insert(token, tx);
@@ -309,6 +316,7 @@ impl GroupCoordinator {
     /// connections finish and the clients look for the coordinator again.
     pub fn shutdown(&self) {
         let mut inner = self.lock();
+        self.closed.store(true, Ordering::Release);
         for (_, tx) in inner.waiters.drain() {
             let _ = tx.send(Reply::Join(JoinResult::error(codes::NOT_COORDINATOR, "")));
         }

@@ -636,3 +636,54 @@ fn followers_are_not_parked_forever_when_the_leader_never_syncs() {
         codes::UNKNOWN_MEMBER_ID
     );
 }
+
+/// Records go nowhere: the shell tests only look at what requests are answered with.
+struct NullLog;
+
+impl super::OffsetsLog for NullLog {
+    fn append(&self, _group_id: &str, _batch: &[u8]) -> Result<(), i16> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_shell_parks_joins_until_a_tick_and_answers_them_at_shutdown() {
+    use crate::clock::ManualClock;
+    use std::sync::Arc;
+    let clock = Arc::new(ManualClock::new(0));
+    let gc = Arc::new(super::GroupCoordinator::new(config(3_000), clock.clone()));
+    let parked = |gc: &Arc<super::GroupCoordinator>, instance: &str| {
+        let (gc, req) = (gc.clone(), join_req(0, "g", "", Some(instance)));
+        tokio::spawn(async move { gc.join(&NullLog, req).await })
+    };
+
+    // The initial delay holds the join until the clock passes it and a tick runs.
+    let first = parked(&gc, "a");
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!first.is_finished());
+    clock.advance(3_000);
+    gc.tick(&NullLog);
+    let joined = first.await.expect("join task");
+    assert_eq!((joined.error, joined.generation), (codes::NONE, 1));
+
+    // A second member triggers a rebalance that waits for the first to rejoin: parked
+    // until shutdown, which answers NOT_COORDINATOR so the connection can close.
+    let second = parked(&gc, "b");
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!second.is_finished());
+    gc.shutdown();
+    assert_eq!(
+        second.await.expect("join task").error,
+        codes::NOT_COORDINATOR
+    );
+    let late = gc.join(&NullLog, join_req(0, "g", "", Some("c"))).await;
+    assert_eq!(
+        late.error,
+        codes::NOT_COORDINATOR,
+        "nothing parks after shutdown"
+    );
+}
