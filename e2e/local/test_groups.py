@@ -19,7 +19,7 @@ from kafka import KafkaAdminClient
 from kafka import TopicPartition as KafkaTopicPartition
 from kafka import errors as kafka_errors
 
-from support import admin, create_topic, produce_all, producer
+from support import admin, create_topic, forget_admin, produce_all, producer
 
 MEMBER_SCRIPT = Path(__file__).with_name("group_member.py")
 SESSION_MS = 6000
@@ -263,6 +263,11 @@ def test_committed_offsets_and_groups_survive_a_broker_kill_9(broker_factory, to
 
     broker.kill()
     broker.start()
+    # A fresh AdminClient: librdkafka's coordinator request for a group whose cached
+    # coordinator connection died sometimes never resumes (seen here about one run in
+    # three: after the restart only ApiVersions and Metadata arrive, no FindCoordinator or
+    # OffsetFetch, for 15 s); a new client asks at once. Durability is what is tested.
+    forget_admin(broker.bootstrap)
     assert committed(broker.bootstrap, group, topic_name, 3) == before
     listed = admin(broker.bootstrap).list_consumer_groups().result(timeout=15)
     assert group in {g.group_id for g in listed.valid}
