@@ -127,7 +127,8 @@ def wait_settled(ms: list[Member], partitions: int, timeout_s: float = 40, quiet
         elif good and time.monotonic() - since >= quiet_s:
             return owned
         time.sleep(0.1)
-    raise AssertionError(f"group did not settle in {timeout_s}s: {last}")
+    tails = {i: [e for e in m.snapshot() if e["event"] != "record"][-8:] for i, m in enumerate(ms)}
+    raise AssertionError(f"group did not settle in {timeout_s}s: {last}; last events: {tails}")
 
 
 def produce_values(bootstrap: str, topic: str, values: list[str], partitions: int) -> None:
