@@ -366,6 +366,41 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         check: ratio,
     },
     ConfigDef {
+        name: "log.cleaner.enable",
+        ty: BOOL,
+        default: Some("true"),
+        doc: "Run the log cleaner that compacts topics with cleanup.policy=compact.",
+        check: any,
+    },
+    ConfigDef {
+        name: "log.cleaner.threads",
+        ty: INT,
+        default: Some("1"),
+        doc: "Partitions compacted at the same time.",
+        check: positive,
+    },
+    ConfigDef {
+        name: "log.cleaner.backoff.ms",
+        ty: LONG,
+        default: Some("15000"),
+        doc: "How long the cleaner sleeps when there is nothing to clean.",
+        check: non_negative,
+    },
+    ConfigDef {
+        name: "log.cleaner.io.max.bytes.per.second",
+        ty: DOUBLE,
+        default: Some("1.7976931348623157E308"),
+        doc: "Read and write rate limit of each cleaner thread.",
+        check: positive,
+    },
+    ConfigDef {
+        name: "log.cleaner.dedupe.buffer.size",
+        ty: LONG,
+        default: Some("134217728"),
+        doc: "Memory for the key map of one clean, shared by the cleaner threads.",
+        check: positive,
+    },
+    ConfigDef {
         name: "log.segment.delete.delay.ms",
         ty: LONG,
         default: Some("60000"),
@@ -879,6 +914,23 @@ impl BrokerConfig {
     pub fn group_int(&self, name: &str) -> i64 {
         self.int(name)
     }
+    pub fn cleaner_enabled(&self) -> bool {
+        self.get("log.cleaner.enable") == Some("true")
+    }
+    pub fn cleaner_threads(&self) -> usize {
+        self.int("log.cleaner.threads").max(1) as usize
+    }
+    pub fn cleaner_backoff_ms(&self) -> u64 {
+        self.int("log.cleaner.backoff.ms") as u64
+    }
+    pub fn cleaner_io_max_bytes_per_second(&self) -> f64 {
+        self.get("log.cleaner.io.max.bytes.per.second")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::MAX)
+    }
+    pub fn cleaner_dedupe_buffer_size(&self) -> usize {
+        self.int("log.cleaner.dedupe.buffer.size") as usize
+    }
     pub fn retention_check_interval_ms(&self) -> u64 {
         self.int("log.retention.check.interval.ms") as u64
     }
@@ -950,6 +1002,11 @@ pub struct LogConfig {
     pub compact: bool,
     pub delete: bool,
     pub min_insync_replicas: i32,
+    pub file_delete_delay_ms: i64,
+    pub delete_retention_ms: i64,
+    pub min_compaction_lag_ms: i64,
+    pub max_compaction_lag_ms: i64,
+    pub min_cleanable_dirty_ratio: f64,
 }
 
 impl LogConfig {
@@ -980,6 +1037,14 @@ impl LogConfig {
             compact: policy.split(',').any(|p| p.trim() == "compact"),
             delete: policy.split(',').any(|p| p.trim() == "delete"),
             min_insync_replicas: num("min.insync.replicas") as i32,
+            file_delete_delay_ms: num("file.delete.delay.ms"),
+            delete_retention_ms: num("delete.retention.ms"),
+            min_compaction_lag_ms: num("min.compaction.lag.ms"),
+            max_compaction_lag_ms: num("max.compaction.lag.ms"),
+            min_cleanable_dirty_ratio: get("min.cleanable.dirty.ratio")
+                .trim()
+                .parse()
+                .unwrap_or(0.5),
         }
     }
 }

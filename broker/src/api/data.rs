@@ -241,10 +241,12 @@ pub fn delete_records(broker: &Broker, req: DeleteRecordsRequest) -> DeleteRecor
                         .with_low_watermark(-1);
                     match broker.replicas.get(&t.name.0, dp.partition_index) {
                         None => r.with_error_code(codes::UNKNOWN_TOPIC_OR_PARTITION),
-                        Some(p) => match p.delete_records_before(dp.offset) {
-                            Ok(low) => r.with_low_watermark(low),
-                            Err(code) => r.with_error_code(code),
-                        },
+                        Some(p) => {
+                            match p.delete_records_before(dp.offset, broker.replicas.now_ms()) {
+                                Ok(low) => r.with_low_watermark(low),
+                                Err(code) => r.with_error_code(code),
+                            }
+                        }
                     }
                 })
                 .collect();

@@ -46,6 +46,10 @@ pub enum BatchError {
     Transactional,
     #[error("record timestamp {timestamp} is outside the allowed range")]
     InvalidTimestamp { timestamp: i64 },
+    #[error("Compacted topic cannot accept message without key")]
+    MissingKey,
+    #[error("record batch cannot be decompressed: {0}")]
+    Undecodable(String),
 }
 
 impl BatchError {
@@ -56,7 +60,8 @@ impl BatchError {
             BatchError::UnsupportedMagic(_) => 43,              // UNSUPPORTED_FOR_MESSAGE_FORMAT
             BatchError::UnsupportedCompression(_) => 76,        // UNSUPPORTED_COMPRESSION_TYPE
             BatchError::TooLarge { .. } => 10,                  // MESSAGE_TOO_LARGE
-            BatchError::InvalidRecordCount { .. } => 87,        // INVALID_RECORD
+            BatchError::InvalidRecordCount { .. } | BatchError::MissingKey => 87, // INVALID_RECORD
+            BatchError::Undecodable(_) => 2,                    // CORRUPT_MESSAGE
             BatchError::Transactional => 48,                    // INVALID_TXN_STATE
             BatchError::InvalidTimestamp { .. } => 32,          // INVALID_TIMESTAMP
         }
@@ -174,6 +179,23 @@ pub fn validate_batches(
         pos += total;
     }
     Ok(out)
+}
+
+/// Checks that every record of the batches has a key, as compacted topics require. This
+/// decodes (and decompresses) the records: the one produce-path check that does per-record
+/// work, paid only by compacted topics.
+pub fn require_keys(records: &[u8]) -> Result<(), BatchError> {
+    let mut buf = bytes::Bytes::copy_from_slice(records);
+    let sets = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut buf)
+        .map_err(|e| BatchError::Undecodable(e.to_string()))?;
+    if sets
+        .iter()
+        .flat_map(|s| &s.records)
+        .any(|r| r.key.is_none())
+    {
+        return Err(BatchError::MissingKey);
+    }
+    Ok(())
 }
 
 /// Rewrites the fields the broker owns in a batch header: the base offset, the partition

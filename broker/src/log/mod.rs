@@ -4,6 +4,7 @@
 //! which offsets are visible (the high watermark).
 
 pub mod batch;
+pub mod cleaner;
 pub mod segment;
 
 use crate::config::LogConfig;
@@ -56,13 +57,20 @@ pub struct Log {
     config: LogConfig,
     unflushed_records: i64,
     last_flush_ms: i64,
+    /// Segment files renamed to `*.deleted`, removed once file.delete.delay.ms has passed
+    /// (so a reader that planned a read just before the deletion is never cut short).
+    pending_deletes: Vec<(i64, Vec<PathBuf>)>,
 }
+
+/// Suffix of segment files waiting for file.delete.delay.ms before removal.
+const DELETED_SUFFIX: &str = ".deleted";
 
 impl Log {
     /// Opens (or creates) the log in `dir`. After an unclean shutdown (`clean == false`) the
     /// active segment is fully verified and a torn tail truncated.
     pub fn open(dir: &Path, config: LogConfig, clean: bool, now_ms: i64) -> Result<Log, LogError> {
         std::fs::create_dir_all(dir)?;
+        cleaner::recover_interrupted_clean(dir)?;
         let mut bases: Vec<i64> = Vec::new();
         for entry in std::fs::read_dir(dir)? {
             let name = entry?.file_name();
@@ -71,6 +79,9 @@ impl Log {
                 if let Ok(base) = stem.parse::<i64>() {
                     bases.push(base);
                 }
+            } else if name.ends_with(DELETED_SUFFIX) {
+                // Deleted before a restart: nobody can be reading it any more.
+                let _ = std::fs::remove_file(dir.join(name.as_ref()));
             } else if name.ends_with(".tmp") {
                 // A temporary file is an index write that did not finish: the old file (or a
                 // rebuild from the segment) is the truth.
@@ -99,9 +110,13 @@ impl Log {
             config,
             unflushed_records: 0,
             last_flush_ms: now_ms,
+            pending_deletes: Vec::new(),
         };
         let leo = log.log_end_offset();
         log.log_start_offset = stored_start.unwrap_or(first_base).clamp(first_base, leo);
+        // A crash between persisting a new log start and removing the segments below it
+        // leaves those segments behind: finish the job.
+        log.delete_segments_below_log_start(now_ms)?;
         Ok(log)
     }
 
@@ -347,10 +362,10 @@ impl Log {
             .map(|r| (r.offset, r.timestamp)))
     }
 
-    /// Advances the log start offset to `offset` (DeleteRecords; later also retention) and
-    /// deletes segments that lie wholly below it. The new start is persisted before any file
-    /// is removed, so a crash in between only leaves files that the next start ignores.
-    pub fn advance_log_start(&mut self, offset: i64) -> Result<(), LogError> {
+    /// Advances the log start offset to `offset` (DeleteRecords, retention) and deletes the
+    /// segments that lie wholly below it. The new start is persisted before any file is
+    /// touched, so a crash in between leaves segments that the next start removes.
+    pub fn advance_log_start(&mut self, offset: i64, now_ms: i64) -> Result<(), LogError> {
         if offset <= self.log_start_offset {
             return Ok(());
         }
@@ -359,6 +374,12 @@ impl Log {
             &self.dir.join(LOG_START_FILE),
             self.log_start_offset.to_string().as_bytes(),
         )?;
+        self.delete_segments_below_log_start(now_ms)?;
+        Ok(())
+    }
+
+    /// Removes closed segments whose every offset is below the log start offset.
+    fn delete_segments_below_log_start(&mut self, now_ms: i64) -> Result<usize, LogError> {
         let active_base = self.active().base_offset;
         let doomed: Vec<i64> = self
             .segments
@@ -366,12 +387,80 @@ impl Log {
             .filter(|s| s.base_offset != active_base && s.next_offset <= self.log_start_offset)
             .map(|s| s.base_offset)
             .collect();
-        for base in doomed {
-            if let Some(seg) = self.segments.remove(&base) {
-                seg.delete_files()?;
+        for base in &doomed {
+            if let Some(seg) = self.segments.remove(base) {
+                let renamed = seg.rename_for_deletion(DELETED_SUFFIX)?;
+                self.pending_deletes.push((
+                    now_ms.saturating_add(self.config.file_delete_delay_ms),
+                    renamed,
+                ));
             }
         }
-        Ok(())
+        Ok(doomed.len())
+    }
+
+    /// Time and size retention (cleanup.policy containing `delete`): deletes the oldest
+    /// segments whose greatest timestamp is older than retention.ms, then the oldest
+    /// segments while the log stays above retention.bytes without them. Only segments
+    /// wholly below `high_watermark` go. When the active segment alone has expired it is
+    /// rolled first, as Kafka does, so that an idle topic still ages out. Returns how many
+    /// segments were deleted.
+    pub fn apply_retention(&mut self, now_ms: i64, high_watermark: i64) -> Result<usize, LogError> {
+        if !self.config.delete {
+            return Ok(0);
+        }
+        let retention_ms = self.config.retention_ms;
+        let expired = |s: &Segment| {
+            retention_ms >= 0 && s.size > 0 && now_ms.saturating_sub(s.max_timestamp) > retention_ms
+        };
+        let active = self.active();
+        if expired(active)
+            && active.next_offset <= high_watermark
+            && self.segments.values().all(expired)
+        {
+            self.roll(now_ms)?;
+        }
+        let mut new_start = self.log_start_offset;
+        let closed: Vec<&Segment> = self.segments.values().rev().skip(1).rev().collect();
+        for s in &closed {
+            if !expired(s) || s.next_offset > high_watermark {
+                break;
+            }
+            new_start = new_start.max(s.next_offset);
+        }
+        if self.config.retention_bytes >= 0 {
+            let mut excess = self.size_bytes() as i64 - self.config.retention_bytes;
+            for s in &closed {
+                if excess - (s.size as i64) < 0 || s.next_offset > high_watermark {
+                    break;
+                }
+                excess -= s.size as i64;
+                new_start = new_start.max(s.next_offset);
+            }
+        }
+        if new_start <= self.log_start_offset {
+            return Ok(0);
+        }
+        let before = self.segments.len();
+        self.advance_log_start(new_start, now_ms)?;
+        Ok(before - self.segments.len())
+    }
+
+    /// Removes the files of deleted segments whose delay has passed.
+    pub fn purge_deleted(&mut self, now_ms: i64) {
+        self.pending_deletes.retain(|(due, paths)| {
+            if *due > now_ms {
+                return true;
+            }
+            for p in paths {
+                if let Err(e) = std::fs::remove_file(p) {
+                    if e.kind() != io::ErrorKind::NotFound {
+                        tracing::warn!(cause = %e, file = %p.display(), "removing a deleted segment failed");
+                    }
+                }
+            }
+            false
+        });
     }
 
     /// Base offsets of the segments, oldest first.
@@ -562,7 +651,7 @@ mod tests {
         let mut log = Log::open(dir.path(), cfg.clone(), true, 0).unwrap();
         append_n(&mut log, 10, 5, 0);
         let segments = log.segment_count();
-        log.advance_log_start(23).unwrap();
+        log.advance_log_start(23, 0).unwrap();
         assert_eq!(log.log_start_offset(), 23);
         assert!(log.segment_count() < segments);
         assert!(matches!(
@@ -573,6 +662,113 @@ mod tests {
         drop(log);
         let log = Log::open(dir.path(), cfg, false, 0).unwrap();
         assert_eq!(log.log_start_offset(), 23);
+    }
+
+    /// Record timestamps of make_batch start here.
+    const T0: i64 = 1_700_000_000_000;
+
+    fn files_with_suffix(dir: &Path, suffix: &str) -> usize {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(suffix)
+            })
+            .count()
+    }
+
+    #[test]
+    fn time_retention_deletes_expired_closed_segments_after_the_delay() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(&[
+            ("segment.bytes", "2000"),
+            ("retention.ms", "60000"),
+            ("file.delete.delay.ms", "1000"),
+        ]);
+        let mut log = Log::open(dir.path(), cfg, true, 0).unwrap();
+        append_n(&mut log, 10, 5, 0);
+        let segments = log.segment_count();
+        assert!(segments >= 3);
+        let leo = log.log_end_offset();
+        // Not yet expired: nothing happens.
+        assert_eq!(log.apply_retention(T0 + 60_000, leo).unwrap(), 0);
+        // Expired, but the high watermark protects everything from offset 5 on.
+        log.apply_retention(T0 + 120_000, 5).unwrap();
+        assert!(log.log_start_offset() <= 5);
+        // Expired and committed: every closed segment goes; the active one rolls first
+        // because it expired too, so the log ends up empty at its end offset.
+        let deleted = log.apply_retention(T0 + 120_000, leo).unwrap();
+        assert!(deleted >= segments - 1, "{deleted} of {segments}");
+        assert_eq!(log.log_start_offset(), leo);
+        assert!(matches!(
+            log.plan_read(0),
+            Err(LogError::OffsetOutOfRange { .. })
+        ));
+        // Files wait for file.delete.delay.ms under a .deleted name.
+        assert!(files_with_suffix(dir.path(), ".log.deleted") >= segments - 1);
+        log.purge_deleted(T0 + 120_500);
+        assert!(files_with_suffix(dir.path(), ".log.deleted") >= 1);
+        log.purge_deleted(T0 + 121_001);
+        assert_eq!(files_with_suffix(dir.path(), ".deleted"), 0);
+        // New data still appends at the old end.
+        append_n(&mut log, 1, 5, 0);
+        assert_eq!(read_all(&log, leo).len(), 1);
+    }
+
+    #[test]
+    fn retention_ms_minus_one_and_compact_policy_keep_everything() {
+        for overrides in [
+            [("retention.ms", "-1"), ("cleanup.policy", "delete")],
+            [("retention.ms", "1"), ("cleanup.policy", "compact")],
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut o = overrides.to_vec();
+            o.push(("segment.bytes", "2000"));
+            let mut log = Log::open(dir.path(), config(&o), true, 0).unwrap();
+            append_n(&mut log, 10, 5, 0);
+            let leo = log.log_end_offset();
+            assert_eq!(log.apply_retention(i64::MAX / 2, leo).unwrap(), 0);
+            assert_eq!(log.log_start_offset(), 0);
+        }
+    }
+
+    #[test]
+    fn size_retention_keeps_the_newest_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(&[("segment.bytes", "2000"), ("retention.bytes", "4000")]);
+        let mut log = Log::open(dir.path(), cfg, true, 0).unwrap();
+        append_n(&mut log, 20, 5, 0);
+        let leo = log.log_end_offset();
+        let deleted = log.apply_retention(T0, leo).unwrap();
+        assert!(deleted > 0);
+        assert!(log.size_bytes() <= 4000 + 2000, "{}", log.size_bytes());
+        assert!(log.size_bytes() >= 4000 - 2000);
+        assert_eq!(log.log_start_offset(), log.segment_bases()[0]);
+        assert_eq!(
+            read_all(&log, log.log_start_offset())
+                .last()
+                .unwrap()
+                .next_offset(),
+            leo
+        );
+    }
+
+    #[test]
+    fn a_crash_after_moving_the_log_start_finishes_the_deletion_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(&[("segment.bytes", "2000")]);
+        let mut log = Log::open(dir.path(), cfg.clone(), true, 0).unwrap();
+        append_n(&mut log, 10, 5, 0);
+        let bases = log.segment_bases();
+        drop(log);
+        // The checkpoint was written, then the process died before renaming files.
+        std::fs::write(dir.path().join(LOG_START_FILE), bases[2].to_string()).unwrap();
+        let log = Log::open(dir.path(), cfg, false, 0).unwrap();
+        assert_eq!(log.log_start_offset(), bases[2]);
+        assert_eq!(log.segment_bases()[0], bases[2]);
     }
 
     #[test]

@@ -334,15 +334,22 @@ impl Segment {
         )
     }
 
-    /// Removes the segment's files.
-    pub fn delete_files(&self) -> io::Result<()> {
-        for ext in ["log", "index", "timeindex"] {
-            match std::fs::remove_file(self.dir.join(file_name(self.base_offset, ext))) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                _ => {}
+    /// Renames the segment's files with `suffix` (the log file last, so that a crash
+    /// midway leaves either a whole segment or none), returning the new paths.
+    pub fn rename_for_deletion(&self, suffix: &str) -> io::Result<Vec<PathBuf>> {
+        let mut renamed = Vec::with_capacity(3);
+        for ext in ["index", "timeindex", "log"] {
+            let from = self.dir.join(file_name(self.base_offset, ext));
+            let to = self
+                .dir
+                .join(format!("{}{suffix}", file_name(self.base_offset, ext)));
+            match std::fs::rename(&from, &to) {
+                Ok(()) => renamed.push(to),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
             }
         }
-        Ok(())
+        Ok(renamed)
     }
 }
 

@@ -5,6 +5,7 @@
 use crate::clock::Clock;
 use crate::config::{BrokerConfig, LogConfig};
 use crate::log::batch::{validate_batches, BatchError};
+use crate::log::cleaner::Throttle;
 use crate::log::{AppendInfo, Log, LogError, ReadPlan};
 use crate::metadata::{codes, MetadataImage};
 use bytes::Bytes;
@@ -36,6 +37,14 @@ impl ProduceError {
             ProduceError::Storage(_) => codes::KAFKA_STORAGE_ERROR,
         }
     }
+}
+
+/// What one clean did.
+pub struct CleanSummary {
+    pub stats: crate::log::cleaner::CleanStats,
+    /// When tombstones kept by this clean may be dropped by another.
+    pub tombstones_due_ms: Option<i64>,
+    pub dirty_ratio: f64,
 }
 
 /// What a fetch of one partition returns.
@@ -93,6 +102,9 @@ impl Partition {
         let mut log = self.log.lock().expect("log lock");
         let cfg = log.config();
         let headers = validate_batches(records, cfg.max_message_bytes)?;
+        if cfg.compact {
+            crate::log::batch::require_keys(records)?;
+        }
         if !cfg.log_append_time {
             for h in &headers {
                 let too_old = cfg.timestamp_before_max_ms != i64::MAX
@@ -160,20 +172,79 @@ impl Partition {
 
     /// DeleteRecords: moves the log start offset, never beyond the high watermark. `-1`
     /// means "up to the high watermark". Returns the new low watermark.
-    pub fn delete_records_before(&self, offset: i64) -> Result<i64, i16> {
+    pub fn delete_records_before(&self, offset: i64, now_ms: i64) -> Result<i64, i16> {
         let hw = self.high_watermark();
         let target = if offset == -1 { hw } else { offset };
         if target < 0 || target > hw {
             return Err(codes::OFFSET_OUT_OF_RANGE);
         }
         let mut log = self.log.lock().expect("log lock");
-        log.advance_log_start(target).map_err(|e| {
+        log.advance_log_start(target, now_ms).map_err(|e| {
             tracing::error!(cause = %e, topic = %self.topic, partition = self.index, "DeleteRecords failed");
             codes::KAFKA_STORAGE_ERROR
         })?;
         let start = log.log_start_offset();
         self.log_start_offset.store(start, Ordering::Release);
         Ok(start)
+    }
+
+    /// Applies retention and removes deleted files whose delay passed; returns the number
+    /// of segments deleted.
+    fn apply_retention(&self, now_ms: i64) -> usize {
+        let mut log = self.log.lock().expect("log lock");
+        let deleted = match log.apply_retention(now_ms, self.high_watermark()) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(cause = %e, topic = %self.topic, partition = self.index, "retention failed");
+                0
+            }
+        };
+        log.purge_deleted(now_ms);
+        self.log_start_offset
+            .store(log.log_start_offset(), Ordering::Release);
+        if deleted > 0 {
+            tracing::info!(topic = %self.topic, partition = self.index, segments = deleted, log_start_offset = log.log_start_offset(), "retention deleted segments");
+        }
+        deleted
+    }
+
+    /// Compacts the log if it is due (or `force`, when retained tombstones may have
+    /// expired). The partition lock is held only to plan and to swap, not while reading and
+    /// rewriting segments.
+    pub fn clean(
+        &self,
+        now_ms: i64,
+        force: bool,
+        map_budget_bytes: usize,
+        throttle: &mut Throttle,
+    ) -> Result<Option<CleanSummary>, LogError> {
+        let plan = {
+            let log = self.log.lock().expect("log lock");
+            log.plan_clean(now_ms, self.high_watermark(), force, map_budget_bytes)
+        };
+        let Some(plan) = plan else { return Ok(None) };
+        let output = plan.run(throttle)?;
+        let stats = output.stats.clone();
+        let kept_tombstones = output.kept_tombstones;
+        let mut log = self.log.lock().expect("log lock");
+        log.swap_cleaned(output, now_ms)?;
+        log.purge_deleted(now_ms);
+        let delete_retention_ms = log.config().delete_retention_ms;
+        Ok(Some(CleanSummary {
+            stats,
+            tombstones_due_ms: kept_tombstones.then(|| now_ms.saturating_add(delete_retention_ms)),
+            dirty_ratio: log.dirty_ratio(now_ms, self.high_watermark()),
+        }))
+    }
+
+    /// The dirty ratio of a compacted log (0 for other logs).
+    pub fn dirty_ratio(&self, now_ms: i64) -> f64 {
+        let log = self.log.lock().expect("log lock");
+        if log.config().compact {
+            log.dirty_ratio(now_ms, self.high_watermark())
+        } else {
+            0.0
+        }
     }
 
     fn set_config(&self, config: LogConfig) {
@@ -209,6 +280,10 @@ pub struct ReplicaManager {
     /// Bumped on every append so that waiting fetches re-check their partitions.
     appends: tokio::sync::watch::Sender<u64>,
     append_seq: AtomicU64,
+    /// Partitions a cleaner thread is compacting right now.
+    cleaning: Mutex<std::collections::HashSet<(String, i32)>>,
+    /// When kept tombstones become droppable, by partition (forces a clean then).
+    tombstones_due: Mutex<HashMap<(String, i32), i64>>,
 }
 
 impl ReplicaManager {
@@ -228,6 +303,8 @@ impl ReplicaManager {
             clock,
             appends: tokio::sync::watch::channel(0).0,
             append_seq: AtomicU64::new(0),
+            cleaning: Mutex::new(Default::default()),
+            tombstones_due: Mutex::new(HashMap::new()),
         }
     }
 
@@ -389,6 +466,65 @@ impl ReplicaManager {
             .collect();
         counts.sort_by_key(|(c, _)| *c);
         counts[0].1.join(name)
+    }
+
+    /// One cleaner pass: compacts the first partition (dirtiest first) that is due, unless
+    /// another cleaner thread holds it. Returns what was cleaned, or `None` when nothing was
+    /// due, so the caller can back off.
+    pub fn clean_dirtiest(
+        &self,
+        map_budget_bytes: usize,
+        io_max_bytes_per_second: f64,
+    ) -> Option<(Arc<Partition>, CleanSummary)> {
+        let now = self.clock.now_ms();
+        let mut candidates: Vec<(f64, Arc<Partition>)> = self
+            .all()
+            .into_iter()
+            .filter(|p| p.log_config().compact)
+            .map(|p| (p.dirty_ratio(now), p))
+            .collect();
+        candidates.sort_by(|a, b| b.0.total_cmp(&a.0));
+        for (_, p) in candidates {
+            let key = (p.topic.clone(), p.index);
+            if !self
+                .cleaning
+                .lock()
+                .expect("cleaning lock")
+                .insert(key.clone())
+            {
+                continue;
+            }
+            let force = self
+                .tombstones_due
+                .lock()
+                .expect("tombstones lock")
+                .get(&key)
+                .is_some_and(|due| *due <= now);
+            let mut throttle = Throttle::new(io_max_bytes_per_second);
+            let result = p.clean(now, force, map_budget_bytes, &mut throttle);
+            self.cleaning.lock().expect("cleaning lock").remove(&key);
+            match result {
+                Ok(Some(summary)) => {
+                    let mut due = self.tombstones_due.lock().expect("tombstones lock");
+                    match summary.tombstones_due_ms {
+                        Some(t) => due.insert(key, t),
+                        None => due.remove(&key),
+                    };
+                    return Some((p, summary));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(cause = %e, topic = %p.topic, partition = p.index, "cleaning failed");
+                }
+            }
+        }
+        None
+    }
+
+    /// Runs retention on every partition; returns the number of segments deleted.
+    pub fn apply_retention(&self) -> usize {
+        let now = self.clock.now_ms();
+        self.all().iter().map(|p| p.apply_retention(now)).sum()
     }
 
     /// fsyncs partitions whose flush.ms has passed.

@@ -46,6 +46,10 @@ async fn respond(mut stream: TcpStream, broker: &Broker) -> std::io::Result<()> 
         ("GET", "/metrics") => {
             let partitions = broker.replicas.all();
             let size: u64 = partitions.iter().map(|p| p.size_bytes()).sum();
+            let now = broker.replicas.now_ms();
+            for p in partitions.iter().filter(|p| p.log_config().compact) {
+                broker.metrics.set_dirty_ratio(p, p.dirty_ratio(now));
+            }
             (
                 "200 OK",
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",

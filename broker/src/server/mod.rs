@@ -175,6 +175,16 @@ pub async fn run(
     let http_task = tokio::spawn(http::serve(http_listener, broker.clone(), stop_rx.clone()));
     let flusher = tokio::spawn(flush_periodically(broker.clone(), stop_rx.clone()));
     let group_ticker = tokio::spawn(tick_groups(broker.clone(), stop_rx.clone()));
+    let retention = tokio::spawn(retention_periodically(broker.clone(), stop_rx.clone()));
+    let mut cleaners = Vec::new();
+    if broker.config.cleaner_enabled() {
+        for _ in 0..broker.config.cleaner_threads() {
+            cleaners.push(tokio::spawn(clean_continuously(
+                broker.clone(),
+                stop_rx.clone(),
+            )));
+        }
+    }
     broker.ready.store(true, Ordering::Release);
     tracing::info!(listener = %kafka_addr, http = %http_addr, "strom-broker ready");
 
@@ -220,11 +230,72 @@ pub async fn run(
     }
     let _ = flusher.await;
     let _ = group_ticker.await;
+    let _ = retention.await;
+    for c in cleaners {
+        let _ = c.await;
+    }
     http_task.abort();
     let b = broker.clone();
     tokio::task::spawn_blocking(move || b.close()).await??;
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// Applies retention every log.retention.check.interval.ms, off the async workers (it
+/// renames and deletes files).
+async fn retention_periodically(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    let period = Duration::from_millis(broker.config.retention_check_interval_ms().max(1));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let b = broker.clone();
+                if let Ok(deleted) = tokio::task::spawn_blocking(move || b.replicas.apply_retention()).await {
+                    broker.metrics.retention_deleted_segments.inc_by(deleted as u64);
+                }
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// One log cleaner thread: compacts the dirtiest due partition, or sleeps
+/// log.cleaner.backoff.ms when none is due. The work runs on the blocking pool.
+async fn clean_continuously(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    let backoff = Duration::from_millis(broker.config.cleaner_backoff_ms());
+    // Each thread gets its share of the dedupe buffer, as Kafka splits it.
+    let budget = broker.config.cleaner_dedupe_buffer_size() / broker.config.cleaner_threads();
+    let io_limit = broker.config.cleaner_io_max_bytes_per_second();
+    loop {
+        let b = broker.clone();
+        let cleaned =
+            tokio::task::spawn_blocking(move || b.replicas.clean_dirtiest(budget, io_limit))
+                .await
+                .ok()
+                .flatten();
+        if let Some((p, summary)) = &cleaned {
+            broker
+                .metrics
+                .record_clean(p, summary, broker.replicas.now_ms());
+            tracing::info!(
+                topic = %p.topic,
+                partition = p.index,
+                bytes_read = summary.stats.bytes_read,
+                bytes_written = summary.stats.bytes_written,
+                records_removed = summary.stats.records_removed,
+                "compacted"
+            );
+        }
+        let pause = if cleaned.is_some() {
+            Duration::ZERO
+        } else {
+            backoff
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stop.changed() => return,
+        }
+    }
 }
 
 async fn flush_periodically(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {

@@ -1,0 +1,8 @@
+//! The `KafkaCluster` controller: observe → desired (pure) → server-side apply → status.
+
+pub mod desired;
+#[cfg(test)]
+pub(crate) mod fixtures;
+pub mod layout;
+pub mod reconcile;
+pub mod status;

@@ -1,0 +1,589 @@
+//! Reconciling one `KafkaCluster`: compute the desired objects, server-side apply them
+//! with one field manager, observe pods, write status, and publish events on flips.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tracing::{info, instrument, warn};
+
+use super::desired::{
+    cluster_selector, desired_with_layout, Defaults, Desired, DesiredError, COMPONENT_LABEL,
+    MANAGER,
+};
+use super::layout::Layout;
+use super::status::{self, condition_status, Observed, READY};
+use crate::crd::KafkaCluster;
+use crate::metrics::Metrics;
+
+/// How soon a cluster that is not ready yet is looked at again, besides watch events.
+const REQUEUE_NOT_READY: Duration = Duration::from_secs(15);
+/// How often a ready cluster is re-applied, to undo drift that no watch reported.
+const REQUEUE_READY: Duration = Duration::from_secs(300);
+/// Back-off after a failed reconcile.
+const REQUEUE_ERROR: Duration = Duration::from_secs(30);
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub defaults: Defaults,
+    pub metrics: Arc<Metrics>,
+    /// The clock, injected so that tests see fixed condition times.
+    pub now: fn() -> Timestamp,
+}
+
+/// Why a reconcile failed; each variant is one step, used as a metric label.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("computing desired objects: {0}")]
+    Desired(#[from] DesiredError),
+    #[error("applying {kind} {name}: {source}")]
+    Apply {
+        kind: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("listing StatefulSets: {0}")]
+    ListStatefulSets(#[source] kube::Error),
+    #[error("listing pods: {0}")]
+    ListPods(#[source] kube::Error),
+    #[error("patching status: {0}")]
+    PatchStatus(#[source] kube::Error),
+}
+
+impl Error {
+    /// The failing step, as a metric label value.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Desired(_) => "desired",
+            Error::Apply { .. } => "apply",
+            Error::ListStatefulSets(_) => "list_statefulsets",
+            Error::ListPods(_) => "list_pods",
+            Error::PatchStatus(_) => "patch_status",
+        }
+    }
+}
+
+/// Brings one cluster's children and status in line with its spec.
+#[instrument(skip_all, fields(namespace = cluster.namespace(), name = cluster.name_any()))]
+pub async fn reconcile(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let result = reconcile_inner(&cluster, &ctx).await;
+    ctx.metrics.observe_reconcile(
+        started.elapsed(),
+        result.as_ref().err().map(Error::metric_label),
+    );
+    result
+}
+
+async fn reconcile_inner(cluster: &KafkaCluster, ctx: &Context) -> Result<Action, Error> {
+    let namespace = cluster.namespace().unwrap_or_default();
+    let name = cluster.name_any();
+    let selector = |labels: BTreeMap<String, String>| {
+        labels
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+
+    // Observe: how large the broker StatefulSets are now, so that no scale-down
+    // happens before its brokers are drained.
+    let mut broker_labels = cluster_selector(&name);
+    broker_labels.insert(COMPONENT_LABEL.to_owned(), "broker".to_owned());
+    let sets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &namespace);
+    let current: BTreeMap<String, i32> = sets
+        .list(&ListParams::default().labels(&selector(broker_labels)))
+        .await
+        .map_err(Error::ListStatefulSets)?
+        .items
+        .into_iter()
+        .filter_map(|set| Some((set.metadata.name?, set.spec?.replicas.unwrap_or(1))))
+        .collect();
+    let mut layout = Layout::of(cluster);
+    let held_scale_downs = layout.hold_scale_down(&current);
+    for note in &held_scale_downs {
+        warn!(note, "scale-down held");
+    }
+
+    let desired = desired_with_layout(cluster, &layout, &ctx.defaults)?;
+    let mut observed = Observed {
+        held_scale_downs,
+        ..Observed::default()
+    };
+    let apply_result = apply_all(&ctx.client, &namespace, &desired).await;
+    match &apply_result {
+        Ok(sets) => observed.statefulsets = sets.clone(),
+        Err(err) => observed.apply_error = Some(err.to_string()),
+    }
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    observed.pods = pods
+        .list(&ListParams::default().labels(&selector(cluster_selector(&name))))
+        .await
+        .map_err(Error::ListPods)?
+        .items;
+
+    let new_status = status::compute(cluster, &layout, &observed, (ctx.now)());
+    let api: Api<KafkaCluster> = Api::namespaced(ctx.client.clone(), &namespace);
+    let patch = serde_json::json!({
+        "apiVersion": KafkaCluster::api_version(&()),
+        "kind": KafkaCluster::kind(&()),
+        "status": new_status,
+    });
+    api.patch_status(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(Error::PatchStatus)?;
+
+    let previous = cluster
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    for (type_, reason, note) in status::transition_events(previous, &new_status) {
+        info!(reason, note, "event");
+        publish(cluster, ctx, type_, reason, "Reconcile", note).await;
+    }
+    let is_ready = condition_status(&new_status.conditions, READY) == Some("True");
+    if let Err(err) = &apply_result {
+        publish(
+            cluster,
+            ctx,
+            EventType::Warning,
+            "ApplyFailed",
+            "Apply",
+            err.to_string(),
+        )
+        .await;
+    }
+
+    apply_result?;
+    Ok(Action::requeue(if is_ready {
+        REQUEUE_READY
+    } else {
+        REQUEUE_NOT_READY
+    }))
+}
+
+/// What the controller does after a failed reconcile: log it and try again later.
+pub fn error_policy(cluster: Arc<KafkaCluster>, err: &Error, _ctx: Arc<Context>) -> Action {
+    warn!(
+        namespace = cluster.namespace(),
+        name = cluster.name_any(),
+        cause = %err,
+        "reconcile failed"
+    );
+    Action::requeue(REQUEUE_ERROR)
+}
+
+/// Applies every desired object in order and returns the StatefulSets as the API server
+/// now has them (with their status), which is what status needs.
+async fn apply_all(
+    client: &Client,
+    namespace: &str,
+    desired: &Desired,
+) -> Result<Vec<StatefulSet>, Error> {
+    apply(client, namespace, &desired.config_map).await?;
+    apply(client, namespace, &desired.headless_service).await?;
+    apply(client, namespace, &desired.bootstrap_service).await?;
+    apply(client, namespace, &desired.pod_disruption_budget).await?;
+    let mut sets = vec![apply(client, namespace, &desired.controller_set).await?];
+    for set in &desired.broker_sets {
+        sets.push(apply(client, namespace, set).await?);
+    }
+    Ok(sets)
+}
+
+/// Server-side apply of one object: creates it when missing (also after an out-of-band
+/// delete) and takes back every field the operator owns.
+async fn apply<K>(client: &Client, namespace: &str, object: &K) -> Result<K, Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + DeserializeOwned
+        + Serialize,
+{
+    let name = object.meta().name.clone().unwrap_or_default();
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    api.patch(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(object),
+    )
+    .await
+    .map_err(|source| Error::Apply {
+        kind: K::kind(&()).into_owned(),
+        name,
+        source,
+    })
+}
+
+async fn publish(
+    cluster: &KafkaCluster,
+    ctx: &Context,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: action.to_owned(),
+        secondary: None,
+    };
+    // An event is a courtesy to the user: failing to publish one never fails reconcile.
+    if let Err(err) = ctx.recorder.publish(&event, &cluster.object_ref(&())).await {
+        warn!(cause = %err, reason, "publishing event failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+
+    use http::StatusCode;
+    use serde_json::{json, Value};
+
+    use super::super::fixtures::{self, cluster, pod, ApiServerVerifier};
+    use super::*;
+
+    const T0: &str = "2023-01-01T00:00:00Z";
+    /// `fixtures::NOW_SECONDS` as the API server writes it.
+    const NOW: &str = "2023-11-14T22:13:20Z";
+
+    async fn within<F: Future>(future: F) -> F::Output {
+        tokio::time::timeout(Duration::from_secs(10), future)
+            .await
+            .expect("the expected requests did not come in time")
+    }
+
+    fn sts_status(replicas: i32) -> Option<Value> {
+        Some(json!({"observedGeneration": 1, "replicas": replicas}))
+    }
+
+    /// Expects the applies of cluster `dev`'s children in order; returns the bodies.
+    /// `current`: the broker StatefulSets that exist before the reconcile.
+    async fn expect_children(
+        api: &mut ApiServerVerifier,
+        current: &[(&str, i32)],
+        brokers: i32,
+        controllers: i32,
+    ) -> Vec<Value> {
+        let core = "/api/v1/namespaces/default";
+        let apps = "/apis/apps/v1/namespaces/default/statefulsets";
+        api.expect_statefulset_list(current).await;
+        vec![
+            api.expect_apply(&format!("{core}/configmaps/dev-config"), None)
+                .await,
+            api.expect_apply(&format!("{core}/services/dev-headless"), None)
+                .await,
+            api.expect_apply(&format!("{core}/services/dev-bootstrap"), None)
+                .await,
+            api.expect_apply(
+                "/apis/policy/v1/namespaces/default/poddisruptionbudgets/dev",
+                None,
+            )
+            .await,
+            api.expect_apply(&format!("{apps}/dev-controller"), sts_status(controllers))
+                .await,
+            api.expect_apply(&format!("{apps}/dev-broker-0"), sts_status(brokers))
+                .await,
+        ]
+    }
+
+    fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+        status["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
+            .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
+    }
+
+    fn conditions_at(ready: bool, time: &str) -> Value {
+        let status = |s: bool| if s { "True" } else { "False" };
+        json!({
+            "conditions": [
+                {"type": "Ready", "status": status(ready), "reason": "r", "message": "m", "lastTransitionTime": time},
+                {"type": "Progressing", "status": status(!ready), "reason": "r", "message": "m", "lastTransitionTime": time},
+                {"type": "Degraded", "status": "False", "reason": "r", "message": "m", "lastTransitionTime": time},
+            ]
+        })
+    }
+
+    #[tokio::test]
+    async fn first_reconcile_creates_every_child_and_reports_progress() {
+        let (ctx, mut api) = fixtures::context();
+        let reconciling = tokio::spawn(reconcile(Arc::new(cluster(json!({}), None)), ctx));
+        within(async {
+            // Before the first apply there is no broker StatefulSet yet.
+            let applied = expect_children(&mut api, &[], 1, 1).await;
+            let brokers = &applied[5];
+            assert_eq!(brokers["spec"]["replicas"], 1);
+            assert_eq!(brokers["spec"]["updateStrategy"]["type"], "OnDelete");
+            assert_eq!(
+                brokers["metadata"]["ownerReferences"][0]["uid"],
+                "00000000-0000-0000-0000-00000000000a"
+            );
+            assert_eq!(
+                brokers["metadata"]["ownerReferences"][0]["controller"],
+                true
+            );
+            api.expect_pod_list(vec![]).await;
+            let status = api.expect_status().await;
+            assert_eq!(status["observedGeneration"], 2);
+            assert_eq!(status["bootstrap"], "dev-bootstrap.default.svc:9092");
+            assert_eq!(
+                status["brokers"],
+                json!([{"id": 0, "pod": "dev-broker-0-0", "ready": false}])
+            );
+            assert_eq!(
+                status["controllers"],
+                json!([{"id": 9000, "pod": "dev-controller-0", "ready": false}])
+            );
+            let ready = condition(&status, "Ready");
+            assert_eq!(
+                (
+                    &ready["status"],
+                    &ready["lastTransitionTime"],
+                    &ready["observedGeneration"]
+                ),
+                (&json!("False"), &json!(NOW), &json!(2))
+            );
+            assert_eq!(condition(&status, "Progressing")["status"], "True");
+            assert_eq!(condition(&status, "Degraded")["status"], "False");
+        })
+        .await;
+        let action = within(reconciling)
+            .await
+            .unwrap()
+            .expect("reconcile succeeds");
+        assert_eq!(action, Action::requeue(REQUEUE_NOT_READY));
+    }
+
+    #[tokio::test]
+    async fn scaling_up_applies_more_replicas_and_keeps_unflipped_transition_times() {
+        let (ctx, mut api) = fixtures::context();
+        let before = cluster(json!({"brokers": 3}), Some(conditions_at(false, T0)));
+        let reconciling = tokio::spawn(reconcile(Arc::new(before), ctx));
+        within(async {
+            let applied = expect_children(&mut api, &[("dev-broker-0", 1)], 3, 1).await;
+            assert_eq!(applied[5]["spec"]["replicas"], 3);
+            api.expect_pod_list(vec![
+                pod("dev-controller-0", true),
+                pod("dev-broker-0-0", true),
+                pod("dev-broker-0-1", false),
+            ])
+            .await;
+            let status = api.expect_status().await;
+            let ready: Vec<_> = status["brokers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| (b["id"].as_i64().unwrap(), b["ready"].as_bool().unwrap()))
+                .collect();
+            assert_eq!(ready, [(0, true), (1, false), (2, false)]);
+            assert_eq!(status["readyBrokers"], 1);
+            // Still not ready: the transition time stays where the flip happened.
+            assert_eq!(condition(&status, "Ready")["lastTransitionTime"], T0);
+            assert_eq!(condition(&status, "Progressing")["lastTransitionTime"], T0);
+        })
+        .await;
+        within(reconciling)
+            .await
+            .unwrap()
+            .expect("reconcile succeeds");
+    }
+
+    #[tokio::test]
+    async fn becoming_ready_flips_conditions_and_publishes_an_event() {
+        let (ctx, mut api) = fixtures::context();
+        let before = cluster(json!({}), Some(conditions_at(false, T0)));
+        let reconciling = tokio::spawn(reconcile(Arc::new(before), ctx));
+        within(async {
+            expect_children(&mut api, &[("dev-broker-0", 1)], 1, 1).await;
+            api.expect_pod_list(vec![
+                pod("dev-controller-0", true),
+                pod("dev-broker-0-0", true),
+            ])
+            .await;
+            let status = api.expect_status().await;
+            let ready = condition(&status, "Ready");
+            assert_eq!(
+                (&ready["status"], &ready["lastTransitionTime"]),
+                (&json!("True"), &json!(NOW))
+            );
+            let progressing = condition(&status, "Progressing");
+            assert_eq!(
+                (&progressing["status"], &progressing["reason"]),
+                (&json!("False"), &json!("UpToDate"))
+            );
+            assert_eq!(condition(&status, "Degraded")["lastTransitionTime"], T0);
+            let event = api.expect_event().await;
+            assert_eq!(
+                (&event["type"], &event["reason"]),
+                (&json!("Normal"), &json!("ClusterReady"))
+            );
+        })
+        .await;
+        let action = within(reconciling)
+            .await
+            .unwrap()
+            .expect("reconcile succeeds");
+        assert_eq!(action, Action::requeue(REQUEUE_READY));
+    }
+
+    #[tokio::test]
+    async fn a_statefulset_deleted_out_of_band_is_applied_again() {
+        let (ctx, mut api) = fixtures::context();
+        let before = cluster(json!({}), Some(conditions_at(true, T0)));
+        let reconciling = tokio::spawn(reconcile(Arc::new(before), ctx));
+        within(async {
+            let core = "/api/v1/namespaces/default";
+            let apps = "/apis/apps/v1/namespaces/default/statefulsets";
+            // The broker StatefulSet is gone.
+            api.expect_statefulset_list(&[]).await;
+            api.expect_apply(&format!("{core}/configmaps/dev-config"), None)
+                .await;
+            api.expect_apply(&format!("{core}/services/dev-headless"), None)
+                .await;
+            api.expect_apply(&format!("{core}/services/dev-bootstrap"), None)
+                .await;
+            api.expect_apply(
+                "/apis/policy/v1/namespaces/default/poddisruptionbudgets/dev",
+                None,
+            )
+            .await;
+            api.expect_apply(&format!("{apps}/dev-controller"), sts_status(1))
+                .await;
+            // The broker StatefulSet was deleted: apply creates it anew, without status yet.
+            let recreated = api
+                .expect_apply(&format!("{apps}/dev-broker-0"), None)
+                .await;
+            assert_eq!(recreated["spec"]["replicas"], 1);
+            // Its pod went with it.
+            api.expect_pod_list(vec![pod("dev-controller-0", true)])
+                .await;
+            let status = api.expect_status().await;
+            assert_eq!(condition(&status, "Ready")["status"], "False");
+            assert_eq!(condition(&status, "Ready")["lastTransitionTime"], NOW);
+            assert_eq!(condition(&status, "Progressing")["status"], "True");
+            let event = api.expect_event().await;
+            assert_eq!(
+                (&event["type"], &event["reason"]),
+                (&json!("Warning"), &json!("ClusterNotReady"))
+            );
+        })
+        .await;
+        within(reconciling)
+            .await
+            .unwrap()
+            .expect("reconcile succeeds");
+    }
+
+    #[tokio::test]
+    async fn a_scale_down_is_held_until_brokers_are_drained() {
+        let (ctx, mut api) = fixtures::context();
+        let shrunk = cluster(json!({"brokers": 1}), Some(conditions_at(true, T0)));
+        let reconciling = tokio::spawn(reconcile(Arc::new(shrunk), ctx));
+        within(async {
+            let core = "/api/v1/namespaces/default";
+            let apps = "/apis/apps/v1/namespaces/default/statefulsets";
+            api.expect_statefulset_list(&[("dev-broker-0", 3)]).await;
+            api.expect_apply(&format!("{core}/configmaps/dev-config"), None)
+                .await;
+            api.expect_apply(&format!("{core}/services/dev-headless"), None)
+                .await;
+            api.expect_apply(&format!("{core}/services/dev-bootstrap"), None)
+                .await;
+            api.expect_apply(
+                "/apis/policy/v1/namespaces/default/poddisruptionbudgets/dev",
+                None,
+            )
+            .await;
+            api.expect_apply(&format!("{apps}/dev-controller"), sts_status(1))
+                .await;
+            let brokers = api
+                .expect_apply(&format!("{apps}/dev-broker-0"), sts_status(3))
+                .await;
+            assert_eq!(
+                brokers["spec"]["replicas"], 3,
+                "the StatefulSet must not shrink"
+            );
+            api.expect_pod_list(vec![
+                pod("dev-controller-0", true),
+                pod("dev-broker-0-0", true),
+                pod("dev-broker-0-1", true),
+                pod("dev-broker-0-2", true),
+            ])
+            .await;
+            let status = api.expect_status().await;
+            assert_eq!(status["brokers"].as_array().map(Vec::len), Some(3));
+            let progressing = condition(&status, "Progressing");
+            assert_eq!(
+                (&progressing["status"], &progressing["reason"]),
+                (&json!("True"), &json!("ScaleDownBlocked"))
+            );
+            assert_eq!(condition(&status, "Ready")["status"], "True");
+            let event = api.expect_event().await;
+            assert_eq!(
+                (&event["type"], &event["reason"]),
+                (&json!("Warning"), &json!("ScaleDownBlocked"))
+            );
+        })
+        .await;
+        within(reconciling)
+            .await
+            .unwrap()
+            .expect("reconcile succeeds");
+    }
+
+    #[tokio::test]
+    async fn a_failed_apply_is_reported_as_degraded() {
+        let (ctx, mut api) = fixtures::context();
+        let reconciling = tokio::spawn(reconcile(Arc::new(cluster(json!({}), None)), ctx));
+        within(async {
+            let core = "/api/v1/namespaces/default";
+            api.expect_statefulset_list(&[]).await;
+            api.expect_apply(&format!("{core}/configmaps/dev-config"), None)
+                .await;
+            api.fail_apply(
+                &format!("{core}/services/dev-headless"),
+                StatusCode::FORBIDDEN,
+            )
+            .await;
+            api.expect_pod_list(vec![]).await;
+            let status = api.expect_status().await;
+            let degraded = condition(&status, "Degraded");
+            assert_eq!(
+                (&degraded["status"], &degraded["reason"]),
+                (&json!("True"), &json!("ApplyFailed"))
+            );
+            let event = api.expect_event().await;
+            assert_eq!(event["reason"], "ApplyFailed");
+        })
+        .await;
+        let result = within(reconciling).await.unwrap();
+        assert!(
+            matches!(result, Err(Error::Apply { ref kind, .. }) if kind == "Service"),
+            "{result:?}"
+        );
+    }
+}

@@ -1,0 +1,551 @@
+//! The status of a `KafkaCluster`, computed from what was observed: a pure function of
+//! the cluster, its pods and StatefulSets, the previous status and the time.
+//!
+//! Conditions follow `metav1.Condition`: each carries the generation it describes, and
+//! `lastTransitionTime` moves only when the condition's status flips.
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::events::EventType;
+
+use super::desired::bootstrap_address;
+use super::layout::{Layout, Node};
+use crate::crd::{KafkaCluster, KafkaClusterStatus, NodeStatus};
+
+pub const READY: &str = "Ready";
+pub const PROGRESSING: &str = "Progressing";
+pub const DEGRADED: &str = "Degraded";
+
+/// Container waiting reasons that mean a pod will not become ready without help.
+const FAILING_REASONS: &[&str] = &[
+    "CrashLoopBackOff",
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+];
+
+/// What reconcile saw of the cluster's children.
+#[derive(Debug, Default, Clone)]
+pub struct Observed {
+    /// Pods labelled as the cluster's.
+    pub pods: Vec<Pod>,
+    /// The cluster's StatefulSets as the API server returned them from apply.
+    pub statefulsets: Vec<StatefulSet>,
+    /// Why applying the desired objects failed, when it did.
+    pub apply_error: Option<String>,
+    /// Scale-downs held back until brokers are drained (`Layout::hold_scale_down`).
+    pub held_scale_downs: Vec<String>,
+}
+
+/// Computes the new status.
+pub fn compute(
+    cluster: &KafkaCluster,
+    layout: &Layout,
+    observed: &Observed,
+    now: Timestamp,
+) -> KafkaClusterStatus {
+    let generation = cluster.metadata.generation;
+    let previous = cluster
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+
+    let brokers: Vec<NodeStatus> = layout
+        .brokers()
+        .into_iter()
+        .map(|node| node_status(node, &observed.pods))
+        .collect();
+    let controllers: Vec<NodeStatus> = layout
+        .controllers
+        .iter()
+        .cloned()
+        .map(|node| node_status(node, &observed.pods))
+        .collect();
+    let ready_brokers = brokers.iter().filter(|b| b.ready).count();
+    let ready_controllers = controllers.iter().filter(|c| c.ready).count();
+    let all_ready = ready_brokers == brokers.len() && ready_controllers == controllers.len();
+    let summary = format!(
+        "{ready_brokers}/{} brokers and {ready_controllers}/{} controllers ready",
+        brokers.len(),
+        controllers.len()
+    );
+
+    let outdated = outdated_pods(&observed.statefulsets, &observed.pods);
+    let settling = observed.statefulsets.iter().any(|set| {
+        let seen = set.status.as_ref().and_then(|s| s.observed_generation);
+        seen.is_none() || seen < set.metadata.generation
+    });
+    let failing: Vec<&str> = observed
+        .pods
+        .iter()
+        .filter(|pod| is_failing(pod))
+        .filter_map(|pod| pod.metadata.name.as_deref())
+        .collect();
+
+    let ready = if all_ready {
+        (true, "AllNodesReady", summary.clone())
+    } else {
+        (false, "NodesNotReady", summary.clone())
+    };
+    let progressing = if !observed.held_scale_downs.is_empty() {
+        (
+            true,
+            "ScaleDownBlocked",
+            observed.held_scale_downs.join("; "),
+        )
+    } else if !all_ready || settling {
+        (true, "NodesStarting", summary)
+    } else if !outdated.is_empty() {
+        (
+            true,
+            "RestartPending",
+            format!(
+                "pods run an outdated template and are replaced once deleted: {}",
+                outdated.join(", ")
+            ),
+        )
+    } else {
+        (
+            false,
+            "UpToDate",
+            "every pod runs the desired template".to_owned(),
+        )
+    };
+    let degraded = if let Some(err) = &observed.apply_error {
+        (true, "ApplyFailed", err.clone())
+    } else if !failing.is_empty() {
+        (
+            true,
+            "PodsFailing",
+            format!("pods cannot start: {}", failing.join(", ")),
+        )
+    } else {
+        (false, "Healthy", "no failures observed".to_owned())
+    };
+
+    let conditions = [
+        (READY, ready),
+        (PROGRESSING, progressing),
+        (DEGRADED, degraded),
+    ]
+    .into_iter()
+    .map(|(type_, (status, reason, message))| {
+        condition(previous, type_, status, reason, message, generation, now)
+    })
+    .collect();
+
+    KafkaClusterStatus {
+        observed_generation: generation,
+        conditions,
+        ready_brokers: ready_brokers as i32,
+        brokers,
+        controllers,
+        bootstrap: Some(bootstrap_address(cluster)),
+        cluster_id: cluster.status.as_ref().and_then(|s| s.cluster_id.clone()),
+    }
+}
+
+/// The Kubernetes events a status change deserves: the cluster becoming ready or
+/// unready, a scale-down being held, pods starting to fail. Only changes count, so a
+/// condition that stays the same publishes nothing on later reconciles.
+pub fn transition_events(
+    previous: &[Condition],
+    status: &KafkaClusterStatus,
+) -> Vec<(EventType, &'static str, String)> {
+    let find = |conditions: &[Condition], type_: &str| {
+        conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    };
+    let was = |type_| find(previous, type_);
+    let now = |type_| find(&status.conditions, type_);
+    let summary = format!(
+        "{}/{} brokers ready",
+        status.ready_brokers,
+        status.brokers.len()
+    );
+    let mut events = Vec::new();
+    let was_ready = was(READY).is_some_and(|(s, _, _)| s == "True");
+    let is_ready = now(READY).is_some_and(|(s, _, _)| s == "True");
+    match (was_ready, is_ready) {
+        (false, true) => events.push((EventType::Normal, "ClusterReady", summary)),
+        (true, false) => events.push((EventType::Warning, "ClusterNotReady", summary)),
+        _ => {}
+    }
+    for (type_, reason) in [(PROGRESSING, "ScaleDownBlocked"), (DEGRADED, "PodsFailing")] {
+        let began = now(type_).filter(|(_, r, _)| r == reason);
+        let before = was(type_).is_some_and(|(_, r, _)| r == reason);
+        if let (Some((_, _, message)), false) = (began, before) {
+            events.push((EventType::Warning, reason, message));
+        }
+    }
+    events
+}
+
+/// Builds a condition, keeping the previous `lastTransitionTime` unless the status flips.
+pub fn condition(
+    previous: &[Condition],
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    let status = if status { "True" } else { "False" }.to_owned();
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or(Time(now));
+    Condition {
+        type_: type_.to_owned(),
+        status,
+        reason: reason.to_owned(),
+        message,
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+/// The status of condition `type_` (`"True"`, `"False"`), if present.
+pub fn condition_status<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a str> {
+    conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.status.as_str())
+}
+
+fn node_status(node: Node, pods: &[Pod]) -> NodeStatus {
+    let ready = pods
+        .iter()
+        .find(|p| p.metadata.name.as_deref() == Some(node.pod.as_str()))
+        .is_some_and(is_ready);
+    NodeStatus {
+        id: node.id,
+        rack: node.rack,
+        pod: node.pod,
+        ready,
+    }
+}
+
+/// A pod is ready when its Ready condition is True and it is not being deleted.
+fn is_ready(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn is_failing(pod: &Pod) -> bool {
+    let statuses = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref());
+    statuses.is_some_and(|cs| {
+        cs.iter().any(|c| {
+            let reason = c
+                .state
+                .as_ref()
+                .and_then(|s| s.waiting.as_ref())
+                .and_then(|w| w.reason.as_deref());
+            reason.is_some_and(|r| FAILING_REASONS.contains(&r))
+        })
+    })
+}
+
+/// Pods whose `controller-revision-hash` differs from their StatefulSet's update
+/// revision. With `OnDelete` they keep running the old template until deleted.
+fn outdated_pods<'a>(sets: &[StatefulSet], pods: &'a [Pod]) -> Vec<&'a str> {
+    let mut outdated = Vec::new();
+    for set in sets {
+        let Some(update_revision) = set
+            .status
+            .as_ref()
+            .and_then(|s| s.update_revision.as_deref())
+        else {
+            continue;
+        };
+        let Some(set_name) = set.metadata.name.as_deref() else {
+            continue;
+        };
+        for pod in pods {
+            let owned = pod
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.kind == "StatefulSet" && o.name == set_name);
+            let revision = pod
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("controller-revision-hash"));
+            if owned && revision.is_some_and(|r| r != update_revision) {
+                outdated.extend(pod.metadata.name.as_deref());
+            }
+        }
+    }
+    outdated.sort_unstable();
+    outdated
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    fn cluster(status: Option<Value>) -> KafkaCluster {
+        let mut object = json!({
+            "apiVersion": "strom.dev/v1alpha1",
+            "kind": "KafkaCluster",
+            "metadata": {"name": "k", "namespace": "ns", "generation": 4},
+            "spec": {"brokers": 2, "racks": {"names": ["a", "b"]}},
+        });
+        if let Some(status) = status {
+            object["status"] = status;
+        }
+        serde_json::from_value(object).unwrap()
+    }
+
+    fn pod(name: &str, set: &str, revision: &str, ready: bool, waiting: Option<&str>) -> Pod {
+        let mut pod = json!({
+            "metadata": {
+                "name": name,
+                "labels": {"controller-revision-hash": revision},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": set, "uid": "u"}],
+            },
+            "status": {"conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]},
+        });
+        if let Some(reason) = waiting {
+            pod["status"]["containerStatuses"] = json!([{
+                "name": "broker", "image": "i", "imageID": "", "ready": false, "restartCount": 3,
+                "state": {"waiting": {"reason": reason}},
+            }]);
+        }
+        serde_json::from_value(pod).unwrap()
+    }
+
+    fn set(name: &str, update_revision: &str) -> StatefulSet {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "generation": 2},
+            "status": {"observedGeneration": 2, "replicas": 1, "updateRevision": update_revision},
+        }))
+        .unwrap()
+    }
+
+    fn all_pods(revision: &str) -> Vec<Pod> {
+        vec![
+            pod("k-controller-0", "k-controller", "c1", true, None),
+            pod("k-broker-0-0", "k-broker-0", revision, true, None),
+            pod("k-broker-1-0", "k-broker-1", "r1", true, None),
+        ]
+    }
+
+    fn observed(pods: Vec<Pod>) -> Observed {
+        Observed {
+            pods,
+            statefulsets: vec![
+                set("k-controller", "c1"),
+                set("k-broker-0", "r1"),
+                set("k-broker-1", "r1"),
+            ],
+            apply_error: None,
+            held_scale_downs: Vec::new(),
+        }
+    }
+
+    fn find<'a>(status: &'a KafkaClusterStatus, type_: &str) -> &'a Condition {
+        status.conditions.iter().find(|c| c.type_ == type_).unwrap()
+    }
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_second(seconds).unwrap()
+    }
+
+    #[test]
+    fn brokers_carry_ids_racks_and_readiness() {
+        let status = compute(
+            &cluster(None),
+            &Layout::of(&cluster(None)),
+            &observed(all_pods("r1")),
+            at(100),
+        );
+        let brokers: Vec<_> = status
+            .brokers
+            .iter()
+            .map(|b| (b.id, b.rack.as_deref(), b.pod.as_str(), b.ready))
+            .collect();
+        assert_eq!(
+            brokers,
+            [
+                (0, Some("a"), "k-broker-0-0", true),
+                (1000, Some("b"), "k-broker-1-0", true)
+            ]
+        );
+        assert_eq!(status.ready_brokers, 2);
+        assert_eq!(status.observed_generation, Some(4));
+        assert_eq!(status.bootstrap.as_deref(), Some("k-bootstrap.ns.svc:9092"));
+        assert_eq!(find(&status, READY).status, "True");
+        assert_eq!(find(&status, PROGRESSING).status, "False");
+        assert_eq!(find(&status, READY).observed_generation, Some(4));
+    }
+
+    #[test]
+    fn an_outdated_pod_is_a_pending_restart() {
+        let status = compute(
+            &cluster(None),
+            &Layout::of(&cluster(None)),
+            &observed(all_pods("r0")),
+            at(100),
+        );
+        let progressing = find(&status, PROGRESSING);
+        assert_eq!(
+            (progressing.status.as_str(), progressing.reason.as_str()),
+            ("True", "RestartPending")
+        );
+        assert!(
+            progressing.message.contains("k-broker-0-0"),
+            "{progressing:?}"
+        );
+        // Outdated but serving: still ready.
+        assert_eq!(find(&status, READY).status, "True");
+    }
+
+    #[test]
+    fn a_crash_looping_pod_degrades_the_cluster() {
+        let mut pods = all_pods("r1");
+        pods[1] = pod(
+            "k-broker-0-0",
+            "k-broker-0",
+            "r1",
+            false,
+            Some("CrashLoopBackOff"),
+        );
+        let status = compute(
+            &cluster(None),
+            &Layout::of(&cluster(None)),
+            &observed(pods),
+            at(100),
+        );
+        let degraded = find(&status, DEGRADED);
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", "PodsFailing")
+        );
+        assert_eq!(find(&status, READY).status, "False");
+        assert!(!status.brokers[0].ready);
+    }
+
+    #[test]
+    fn a_held_scale_down_keeps_the_cluster_progressing() {
+        let mut observed = observed(all_pods("r1"));
+        observed.held_scale_downs = vec!["k-broker-0 keeps 2 brokers".to_owned()];
+        let status = compute(
+            &cluster(None),
+            &Layout::of(&cluster(None)),
+            &observed,
+            at(100),
+        );
+        let progressing = find(&status, PROGRESSING);
+        assert_eq!(
+            (progressing.status.as_str(), progressing.reason.as_str()),
+            ("True", "ScaleDownBlocked")
+        );
+        assert_eq!(find(&status, READY).status, "True");
+    }
+
+    #[test]
+    fn events_mark_changes_only() {
+        let healthy = compute(
+            &cluster(None),
+            &Layout::of(&cluster(None)),
+            &observed(all_pods("r1")),
+            at(100),
+        );
+        let reasons = |events: Vec<(EventType, &'static str, String)>| {
+            events
+                .into_iter()
+                .map(|(t, r, _)| (t, r))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            reasons(transition_events(&[], &healthy)),
+            [(EventType::Normal, "ClusterReady")]
+        );
+        assert_eq!(
+            reasons(transition_events(&healthy.conditions, &healthy)),
+            []
+        );
+
+        let mut pods = all_pods("r1");
+        pods[1] = pod(
+            "k-broker-0-0",
+            "k-broker-0",
+            "r1",
+            false,
+            Some("ImagePullBackOff"),
+        );
+        let failing = compute(
+            &cluster(None),
+            &Layout::of(&cluster(None)),
+            &observed(pods),
+            at(200),
+        );
+        assert_eq!(
+            reasons(transition_events(&healthy.conditions, &failing)),
+            [
+                (EventType::Warning, "ClusterNotReady"),
+                (EventType::Warning, "PodsFailing")
+            ]
+        );
+        // Still failing later: nothing new to say.
+        assert_eq!(
+            reasons(transition_events(&failing.conditions, &failing)),
+            []
+        );
+    }
+
+    #[test]
+    fn transition_times_move_only_on_flips() {
+        let first = compute(
+            &cluster(None),
+            &Layout::of(&cluster(None)),
+            &observed(all_pods("r1")),
+            at(100),
+        );
+        let previous = serde_json::to_value(&first).unwrap();
+        // Same observation later: nothing flips, no time moves.
+        let again = compute(
+            &cluster(Some(previous.clone())),
+            &Layout::of(&cluster(None)),
+            &observed(all_pods("r1")),
+            at(200),
+        );
+        assert_eq!(first.conditions, again.conditions);
+        // A broker stops being ready: Ready and Progressing flip, Degraded does not.
+        let mut pods = all_pods("r1");
+        pods[2] = pod("k-broker-1-0", "k-broker-1", "r1", false, None);
+        let later = compute(
+            &cluster(Some(previous)),
+            &Layout::of(&cluster(None)),
+            &observed(pods),
+            at(300),
+        );
+        assert_eq!(find(&later, READY).last_transition_time, Time(at(300)));
+        assert_eq!(
+            find(&later, PROGRESSING).last_transition_time,
+            Time(at(300))
+        );
+        assert_eq!(find(&later, DEGRADED).last_transition_time, Time(at(100)));
+    }
+}

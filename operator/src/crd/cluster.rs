@@ -1,0 +1,381 @@
+//! `KafkaCluster`: brokers, racks, controller voters, storage and broker config defaults.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use strom_core::BrokerId;
+
+/// The node label that places racks unless the spec names another.
+pub const DEFAULT_RACK_LABEL: &str = "topology.kubernetes.io/zone";
+
+/// Most racks a cluster may have. Broker ids are `1000 × rack index + ordinal`, and ids
+/// from 9000 up belong to controller voters, so rack indexes stop at 8.
+pub const MAX_RACKS: u32 = 9;
+
+/// Most brokers in one rack, so that `1000 × rack index + ordinal` never reaches the next
+/// rack's ids.
+pub const MAX_BROKERS_PER_RACK: u32 = 1000;
+
+/// Kafka properties the operator sets itself, per pod or per role; a user value for one
+/// of them would break addressing or identity, so the schema refuses them.
+pub const RESERVED_PROPERTIES: &[&str] = &[
+    "node.id",
+    "process.roles",
+    "listeners",
+    "advertised.listeners",
+    "controller.listener.names",
+    "listener.security.protocol.map",
+    "controller.quorum.voters",
+    "log.dirs",
+    "broker.rack",
+    "strom.http.listener",
+];
+
+/// Desired state of a Strom cluster: brokers spread over racks plus a controller quorum.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "strom.dev",
+    version = "v1alpha1",
+    kind = "KafkaCluster",
+    namespaced,
+    status = "KafkaClusterStatus",
+    shortname = "kc",
+    category = "strom",
+    printcolumn = r#"{"name":"Brokers","type":"integer","jsonPath":".spec.brokers"}"#,
+    printcolumn = r#"{"name":"Ready Brokers","type":"integer","jsonPath":".status.readyBrokers"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Bootstrap","type":"string","jsonPath":".status.bootstrap","priority":1}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self.brokers <= 1000 * (has(self.racks) ? size(self.racks.names) : 1)",
+    "message": "at most 1000 brokers per rack"
+}]))]
+pub struct KafkaClusterSpec {
+    /// Number of brokers, spread as evenly as possible over the racks (earlier racks get
+    /// the remainder).
+    #[serde(default = "default_brokers")]
+    #[schemars(range(min = 1, max = 9000))]
+    pub brokers: i32,
+
+    /// Failure domains. Without racks all brokers form one anonymous rack and
+    /// `broker.rack` is left unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub racks: Option<RacksSpec>,
+
+    /// The controller quorum (KRaft voters), run in its own StatefulSet.
+    #[serde(default)]
+    pub controllers: ControllersSpec,
+
+    /// Broker data volumes.
+    #[serde(default)]
+    pub storage: StorageSpec,
+
+    /// Container resources of each broker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Container image carrying `/usr/local/bin/strom-broker`; the operator's default
+    /// image when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub image: Option<String>,
+
+    /// Image pull policy of broker and controller containers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<PullPolicy>,
+
+    /// Broker configuration defaults, written into the cluster's ConfigMap.
+    #[serde(default)]
+    pub config: BrokerConfig,
+
+    /// Client listener.
+    #[serde(default)]
+    pub listeners: ListenersSpec,
+
+    /// Additions to the broker and controller pod templates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_template: Option<PodOverrides>,
+}
+
+fn default_brokers() -> i32 {
+    1
+}
+
+/// Racks are named by the value a node label takes on the rack's nodes.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RacksSpec {
+    /// The node label whose value names a node's rack. Immutable: changing it would
+    /// move every broker at once.
+    #[serde(default = "default_rack_label")]
+    #[schemars(
+        length(min = 1, max = 316),
+        extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "nodeLabel is immutable"}])
+    )]
+    pub node_label: String,
+
+    /// Rack names, i.e. values of `nodeLabel`. A rack's position is part of its brokers'
+    /// ids, so racks may only be appended.
+    #[schemars(
+        length(min = 1, max = 9),
+        inner(length(min = 1, max = 63)),
+        inner(regex(pattern = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")),
+        extend(
+            "x-kubernetes-list-type" = "set",
+            "x-kubernetes-validations" = [{
+                "rule": "oldSelf.all(r, self.indexOf(r) == oldSelf.indexOf(r))",
+                "message": "racks may only be appended: existing racks keep their positions"
+            }]
+        )
+    )]
+    pub names: Vec<String>,
+}
+
+fn default_rack_label() -> String {
+    DEFAULT_RACK_LABEL.to_owned()
+}
+
+/// The KRaft controller quorum.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ControllersSpec {
+    /// Number of voters: 1 (no fault tolerance) or 3 (survives losing one). The voter
+    /// set is fixed at creation.
+    #[serde(default = "default_voters")]
+    #[schemars(extend(
+        "enum" = [1, 3],
+        "x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "the number of controller voters cannot change"}]
+    ))]
+    pub replicas: i32,
+
+    /// Container resources of each controller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Size of each controller's metadata volume. Immutable, like `storage.size`.
+    #[serde(default = "default_controller_storage")]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "controllers.storageSize is immutable"}]))]
+    pub storage_size: Quantity,
+}
+
+impl Default for ControllersSpec {
+    fn default() -> Self {
+        Self {
+            replicas: default_voters(),
+            resources: None,
+            storage_size: default_controller_storage(),
+        }
+    }
+}
+
+fn default_voters() -> i32 {
+    1
+}
+
+fn default_controller_storage() -> Quantity {
+    Quantity("1Gi".to_owned())
+}
+
+/// Broker data volumes: one PersistentVolumeClaim per broker.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.storageClassName) == has(oldSelf.storageClassName)",
+    "message": "storage.storageClassName cannot be added or removed"
+}]))]
+pub struct StorageSpec {
+    /// Size of each broker's volume. Immutable: a StatefulSet's claim templates cannot
+    /// change, and the operator does not expand volumes yet.
+    #[serde(default = "default_broker_storage")]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "storage.size is immutable"}]))]
+    pub size: Quantity,
+
+    /// StorageClass of the claims; the cluster's default class when unset. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "storage.storageClassName is immutable"}]))]
+    pub storage_class_name: Option<String>,
+
+    /// Whether claims are deleted with the KafkaCluster. Retained by default, because
+    /// deleting a manifest should not delete the data.
+    #[serde(default)]
+    pub delete_claim: bool,
+}
+
+impl Default for StorageSpec {
+    fn default() -> Self {
+        Self {
+            size: default_broker_storage(),
+            storage_class_name: None,
+            delete_claim: false,
+        }
+    }
+}
+
+fn default_broker_storage() -> Quantity {
+    Quantity("10Gi".to_owned())
+}
+
+/// Container image pull policy.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+impl PullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "Always",
+            PullPolicy::IfNotPresent => "IfNotPresent",
+            PullPolicy::Never => "Never",
+        }
+    }
+}
+
+/// Cluster-wide broker defaults, under their Kafka property names.
+///
+/// Typed fields cover what most clusters set; `properties` takes any other Kafka
+/// property. Unset typed fields fall back to defaults that suit the broker count (see
+/// `cluster::desired`).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerConfig {
+    /// `default.replication.factor`; min(3, brokers) when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub default_replication_factor: Option<i32>,
+
+    /// `min.insync.replicas`; 2 when the default replication factor is at least 3,
+    /// else 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub min_insync_replicas: Option<i32>,
+
+    /// `num.partitions` for automatically created topics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub num_partitions: Option<i32>,
+
+    /// `auto.create.topics.enable`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_create_topics_enable: Option<bool>,
+
+    /// `log.retention.ms`; -1 keeps data forever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = -1))]
+    pub log_retention_ms: Option<i64>,
+
+    /// Any other Kafka broker property. The properties the operator sets itself
+    /// (`node.id`, listeners, `log.dirs`, ...) are refused.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.all(k, !(k in ['node.id', 'process.roles', 'listeners', 'advertised.listeners', 'controller.listener.names', 'listener.security.protocol.map', 'controller.quorum.voters', 'log.dirs', 'broker.rack', 'strom.http.listener']))",
+        "message": "this property is set by the operator"
+    }]))]
+    pub properties: BTreeMap<String, String>,
+}
+
+/// The client listener (plaintext for now).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenersSpec {
+    /// Port of the Kafka listener on every broker and on the bootstrap Service.
+    #[serde(default = "default_kafka_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+}
+
+impl Default for ListenersSpec {
+    fn default() -> Self {
+        Self {
+            port: default_kafka_port(),
+        }
+    }
+}
+
+fn default_kafka_port() -> i32 {
+    9092
+}
+
+/// What a user may add to broker and controller pods. A curated subset rather than a
+/// whole PodTemplateSpec: the operator owns containers, volumes and affinity.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodOverrides {
+    /// Extra pod labels (the operator's own labels win on conflict).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+
+    /// Extra pod annotations.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+
+    /// Extra node selector, combined with the rack's node affinity.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+
+    /// Pod tolerations.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+
+    /// Pod priority class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+}
+
+/// Observed state of a cluster.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaClusterStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// `Ready`, `Progressing` and `Degraded`, shaped like `metav1.Condition`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+
+    /// Every desired broker with its stable id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub brokers: Vec<NodeStatus>,
+
+    /// Every controller voter with its stable id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub controllers: Vec<NodeStatus>,
+
+    /// Number of brokers whose pods are ready.
+    #[serde(default)]
+    pub ready_brokers: i32,
+
+    /// `host:port` for Kafka clients' `bootstrap.servers`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap: Option<String>,
+
+    /// The Kafka cluster id, once a broker has reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<String>,
+}
+
+/// One broker or controller as the status lists it.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeStatus {
+    /// `node.id`.
+    pub id: BrokerId,
+    /// `broker.rack`, when the cluster has racks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rack: Option<String>,
+    /// The pod that runs this node.
+    pub pod: String,
+    /// Whether that pod exists and is Ready.
+    pub ready: bool,
+}

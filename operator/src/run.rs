@@ -1,0 +1,441 @@
+//! The operator process around the controllers: which namespaces are watched, leader
+//! election on a `coordination.k8s.io` Lease, and graceful shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{watcher, Controller};
+use kube::{Api, Client, Resource};
+use kube_lease_manager::LeaseManagerBuilder;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::cluster::desired::{INSTANCE_LABEL, MANAGED_BY_LABEL, MANAGER, NAME_LABEL};
+use crate::cluster::reconcile::{error_policy, reconcile, Context};
+use crate::crd::KafkaCluster;
+
+/// How long controllers may take to finish their reconciles after shutdown is asked
+/// for; below the chart's 30 s termination grace period, leaving time to release the
+/// lease.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// Leader election settings.
+#[derive(Debug, Clone)]
+pub struct LeaderElection {
+    /// Name of the Lease.
+    pub lease_name: String,
+    /// Namespace of the Lease (the operator's own).
+    pub namespace: String,
+    /// This replica's identity in the Lease (its pod name).
+    pub identity: String,
+    /// How long a lease holds without renewal; a standby takes over after this.
+    pub lease_duration: Duration,
+}
+
+/// Why the operator stopped.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// Asked to (SIGTERM, SIGINT).
+    Shutdown,
+    /// Another replica holds the lease now; this one must not act any longer.
+    LostLeadership,
+}
+
+/// Runs the controllers, under leader election when `election` is set, until
+/// `shutdown` turns true or leadership is lost.
+pub async fn run(
+    ctx: Arc<Context>,
+    namespaces: Vec<String>,
+    election: Option<LeaderElection>,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<Stopped> {
+    let Some(election) = election else {
+        ctx.metrics.set_leader(true);
+        run_controllers(ctx, &namespaces, shutdown).await;
+        return Ok(Stopped::Shutdown);
+    };
+
+    let seconds = election.lease_duration.as_secs().max(2);
+    let manager = LeaseManagerBuilder::new(ctx.client.clone(), &election.lease_name)
+        .with_namespace(&election.namespace)
+        .with_identity(&election.identity)
+        .with_duration(seconds)
+        // Renew a third of the way before expiry; this is also the clock skew tolerated.
+        .with_grace((seconds / 3).max(1))
+        .with_field_manager(format!("{MANAGER}-lease"))
+        .build()
+        .await?;
+    let (mut leading, lease_task) = manager.watch().await;
+    info!(lease = %election.lease_name, identity = %election.identity, "waiting for leadership");
+    loop {
+        if *leading.borrow_and_update() {
+            break;
+        }
+        tokio::select! {
+            changed = leading.changed() => {
+                if changed.is_err() {
+                    anyhow::bail!("the lease manager stopped");
+                }
+            }
+            // The guard `wait_for` returns is not Send: drop it inside the branch future.
+            _ = async { let _ = shutdown.wait_for(|stop| *stop).await; } => {
+                drop(leading);
+                let _ = lease_task.await;
+                return Ok(Stopped::Shutdown);
+            }
+        }
+    }
+    info!("leading: starting controllers");
+    ctx.metrics.set_leader(true);
+
+    // The controllers stop on shutdown or when leadership goes away, whichever first.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut lost = leading.clone();
+    let mut shutdown_watch = shutdown.clone();
+    let stopper = tokio::spawn(async move {
+        let why = tokio::select! {
+            _ = shutdown_watch.wait_for(|stop| *stop) => Stopped::Shutdown,
+            _ = lost.wait_for(|leading| !*leading) => Stopped::LostLeadership,
+        };
+        let _ = stop_tx.send(true);
+        why
+    });
+    run_controllers(ctx.clone(), &namespaces, stop_rx).await;
+    // Controllers only end after a stop, but should they end on their own the stopper
+    // must not be waited for.
+    let why = if stopper.is_finished() {
+        stopper.await.unwrap_or(Stopped::Shutdown)
+    } else {
+        warn!("controllers ended without being asked to");
+        stopper.abort();
+        Stopped::Shutdown
+    };
+    ctx.metrics.set_leader(false);
+    // Dropping the last receiver makes the lease manager release the lease, so a
+    // standby takes over at once rather than after the lease expires.
+    drop(leading);
+    match lease_task.await {
+        Ok(Ok(_)) => info!("lease released"),
+        Ok(Err(err)) => warn!(cause = %err, "releasing the lease failed"),
+        Err(err) => warn!(cause = %err, "the lease task panicked"),
+    }
+    if why == Stopped::LostLeadership {
+        error!("leadership lost; stopping");
+    }
+    Ok(why)
+}
+
+/// One controller per watched namespace (or one over all namespaces), run together.
+async fn run_controllers(ctx: Arc<Context>, namespaces: &[String], stop: watch::Receiver<bool>) {
+    let scopes: Vec<Option<&str>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.iter().map(|ns| Some(ns.as_str())).collect()
+    };
+    let controllers = scopes.into_iter().map(|namespace| {
+        info!(
+            namespace = namespace.unwrap_or("*"),
+            "watching KafkaClusters"
+        );
+        cluster_controller(ctx.clone(), namespace, stop.clone())
+    });
+    let all = futures::future::join_all(controllers);
+    tokio::pin!(all);
+    let mut stop = stop;
+    tokio::select! {
+        _ = &mut all => {}
+        _ = async { let _ = stop.wait_for(|stop| *stop).await; } => {
+            // kube's graceful shutdown lets running reconciles finish, but a controller
+            // still waiting for its first list (API server unreachable) never returns:
+            // bound the wait so that shutdown always completes.
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut all).await.is_err() {
+                warn!(grace = ?SHUTDOWN_GRACE, "controllers did not stop in time; stopping anyway");
+            }
+        }
+    }
+}
+
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+fn owned_config() -> watcher::Config {
+    watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}"))
+}
+
+async fn cluster_controller(
+    ctx: Arc<Context>,
+    namespace: Option<&str>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let client = &ctx.client;
+    let clusters: Api<KafkaCluster> = scoped(client, namespace);
+    let pods: Api<Pod> = scoped(client, namespace);
+    Controller::new(clusters, watcher::Config::default().any_semantic())
+        // Every owned kind is watched, so an object deleted or edited out of band
+        // triggers a reconcile that applies it again.
+        .owns(scoped::<StatefulSet>(client, namespace), owned_config())
+        .owns(scoped::<Service>(client, namespace), owned_config())
+        .owns(scoped::<ConfigMap>(client, namespace), owned_config())
+        .owns(
+            scoped::<PodDisruptionBudget>(client, namespace),
+            owned_config(),
+        )
+        // Pods belong to StatefulSets, not to the cluster; their readiness is status,
+        // so they map back to their cluster through the instance label.
+        .watches(
+            pods,
+            watcher::Config::default().labels(&format!("{NAME_LABEL}=strom")),
+            pod_to_cluster,
+        )
+        .graceful_shutdown_on(async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        })
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|result| async move {
+            if let Err(err) = result {
+                warn!(cause = %err, "controller error");
+            }
+        })
+        .await;
+}
+
+fn pod_to_cluster(pod: Pod) -> Option<ObjectRef<KafkaCluster>> {
+    let name = pod.metadata.labels.as_ref()?.get(INSTANCE_LABEL)?;
+    Some(ObjectRef::new(name).within(pod.metadata.namespace.as_deref()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::fixtures;
+
+    // Paused time: the grace period passes as soon as everything else is idle.
+    #[tokio::test(start_paused = true)]
+    async fn controllers_stop_on_shutdown() {
+        // The mock API server never answers, so the controllers are stuck in their first
+        // list calls: shutdown must still end them, within the grace period.
+        let (ctx, _api) = fixtures::context();
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let running = tokio::spawn(run(ctx, vec!["a".into(), "b".into()], None, shutdown_rx));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!running.is_finished(), "controllers run until told to stop");
+        shutdown_tx.send(true).unwrap();
+        let stopped = tokio::time::timeout(SHUTDOWN_GRACE * 2, running)
+            .await
+            .expect("controllers stop within the grace period")
+            .unwrap()
+            .unwrap();
+        assert_eq!(stopped, Stopped::Shutdown);
+    }
+}
+
+/// Leader election against a fake Lease: the fake API server keeps one Lease in memory
+/// and applies creates and patches to it (JSON merge semantics, which is what strategic
+/// merge and apply amount to for a Lease); the controllers' lists find nothing and
+/// their watches stay open.
+#[cfg(test)]
+mod election_tests {
+    use std::sync::Mutex;
+
+    use http::{Method, Request, Response, StatusCode};
+    use kube::client::Body;
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::cluster::fixtures;
+
+    const LEASE_PATH: &str = "/apis/coordination.k8s.io/v1/namespaces/ops/leases/strom";
+
+    fn merge(target: &mut Value, patch: &Value) {
+        match (target, patch) {
+            (Value::Object(target), Value::Object(patch)) => {
+                for (key, value) in patch {
+                    if value.is_null() {
+                        target.remove(key);
+                    } else {
+                        merge(target.entry(key.clone()).or_insert(Value::Null), value);
+                    }
+                }
+            }
+            (target, patch) => *target = patch.clone(),
+        }
+    }
+
+    fn respond(status: StatusCode, body: &Value) -> Response<Body> {
+        Response::builder()
+            .status(status)
+            .body(Body::from(serde_json::to_vec(body).unwrap()))
+            .unwrap()
+    }
+
+    /// Serves the Lease until the client goes away; returns the final Lease.
+    async fn fake_lease_server(
+        mut handle: tower_test::mock::Handle<Request<Body>, Response<Body>>,
+        lease: SharedLease,
+    ) {
+        let mut unanswered = Vec::new();
+        let mut version = 0;
+        while let Some((request, send)) = handle.next_request().await {
+            let method = request.method().clone();
+            let path = request.uri().path().to_owned();
+            let watch = request
+                .uri()
+                .query()
+                .unwrap_or_default()
+                .contains("watch=true");
+            let body = request.into_body().collect_bytes().await.unwrap();
+            let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let is_lease = path == LEASE_PATH || path == LEASE_PATH.trim_end_matches("/strom");
+            if !is_lease {
+                if watch || method != Method::GET {
+                    // Watches stay open with nothing to say.
+                    unanswered.push(send);
+                } else {
+                    // The controllers' initial lists: nothing there.
+                    let empty = json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": []});
+                    send.send_response(respond(StatusCode::OK, &empty));
+                }
+                continue;
+            }
+            let mut stored = lease.lock().unwrap();
+            version += 1;
+            let response = match (method, stored.as_mut()) {
+                (Method::GET, Some(current)) => respond(StatusCode::OK, current),
+                (Method::GET | Method::PATCH, None) => respond(
+                    StatusCode::NOT_FOUND,
+                    &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
+                ),
+                (Method::POST, _) => {
+                    let mut created = body;
+                    created["metadata"]["resourceVersion"] = json!(version.to_string());
+                    created["metadata"]["namespace"] = json!("ops");
+                    *stored = Some(created.clone());
+                    respond(StatusCode::CREATED, &created)
+                }
+                (Method::PATCH, Some(current)) => {
+                    merge(current, &body);
+                    current["metadata"]["resourceVersion"] = json!(version.to_string());
+                    respond(StatusCode::OK, current)
+                }
+                (method, _) => panic!("unexpected {method} on the Lease"),
+            };
+            send.send_response(response);
+        }
+    }
+
+    type Running = tokio::task::JoinHandle<anyhow::Result<Stopped>>;
+    /// The fake API server's Lease, `None` until created.
+    type SharedLease = Arc<Mutex<Option<Value>>>;
+
+    /// Starts `run` under leader election against the fake Lease server.
+    fn start(
+        lease_duration: Duration,
+    ) -> (Arc<Context>, SharedLease, watch::Sender<bool>, Running) {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let (fixture_ctx, _unused) = fixtures::context();
+        let ctx = Arc::new(Context {
+            client: kube::Client::new(service, "ops"),
+            recorder: fixture_ctx.recorder.clone(),
+            defaults: fixture_ctx.defaults.clone(),
+            metrics: fixture_ctx.metrics.clone(),
+            now: fixture_ctx.now,
+        });
+        let lease = Arc::new(Mutex::new(None));
+        tokio::spawn(fake_lease_server(handle, lease.clone()));
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let election = LeaderElection {
+            lease_name: "strom".into(),
+            namespace: "ops".into(),
+            identity: "replica-a".into(),
+            lease_duration,
+        };
+        let running = tokio::spawn(run(ctx.clone(), vec![], Some(election), shutdown_rx));
+        (ctx, lease, shutdown_tx, running)
+    }
+
+    fn leader_gauge(ctx: &Context) -> Option<String> {
+        ctx.metrics
+            .encode()
+            .lines()
+            .find(|l| l.starts_with("strom_operator_leader "))
+            .map(str::to_owned)
+    }
+
+    /// Leadership shows in the metrics once the lease is held.
+    async fn wait_until_leading(ctx: &Context) {
+        let leading = async {
+            while leader_gauge(ctx).as_deref() != Some("strom_operator_leader 1") {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), leading)
+            .await
+            .expect("became leader");
+    }
+
+    #[tokio::test]
+    async fn the_leader_runs_controllers_and_releases_the_lease_on_shutdown() {
+        let (ctx, lease, shutdown_tx, running) = start(Duration::from_secs(15));
+        wait_until_leading(&ctx).await;
+        let holder = lease.lock().unwrap().clone().unwrap();
+        assert_eq!(holder["spec"]["holderIdentity"], "replica-a");
+
+        shutdown_tx.send(true).unwrap();
+        let stopped = tokio::time::timeout(SHUTDOWN_GRACE * 2, running)
+            .await
+            .expect("stopped")
+            .unwrap()
+            .unwrap();
+        assert_eq!(stopped, Stopped::Shutdown);
+        let released = lease.lock().unwrap().clone().unwrap();
+        assert!(
+            released["spec"].get("holderIdentity").is_none(),
+            "the lease is released on shutdown: {released}"
+        );
+        assert_eq!(
+            leader_gauge(&ctx).as_deref(),
+            Some("strom_operator_leader 0")
+        );
+    }
+
+    #[tokio::test]
+    async fn losing_the_lease_stops_the_controllers() {
+        // A short lease, so that the renewal that notices the loss comes within a second.
+        let (ctx, lease, _shutdown_tx, running) = start(Duration::from_secs(3));
+        wait_until_leading(&ctx).await;
+
+        // Another replica takes the lease over (as after a network partition).
+        {
+            let mut stored = lease.lock().unwrap();
+            let current = stored.as_mut().unwrap();
+            let now = k8s_openapi::jiff::Timestamp::now().to_string();
+            current["spec"]["holderIdentity"] = json!("replica-b");
+            current["spec"]["renewTime"] = json!(now);
+            current["spec"]["acquireTime"] = json!(now);
+            current["spec"]["leaseDurationSeconds"] = json!(60);
+        }
+        let stopped = tokio::time::timeout(Duration::from_secs(20), running)
+            .await
+            .expect("stopped after losing the lease")
+            .unwrap()
+            .unwrap();
+        assert_eq!(stopped, Stopped::LostLeadership);
+        assert_eq!(
+            lease.lock().unwrap().as_ref().unwrap()["spec"]["holderIdentity"],
+            "replica-b",
+            "the new holder keeps the lease"
+        );
+    }
+}
