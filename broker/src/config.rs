@@ -422,6 +422,77 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         check: false_only,
     },
     ConfigDef {
+        name: "offsets.topic.num.partitions",
+        ty: INT,
+        default: Some("50"),
+        doc: "Partitions of the internal __consumer_offsets topic (fixed once it exists).",
+        check: positive,
+    },
+    ConfigDef {
+        name: "offsets.topic.replication.factor",
+        ty: INT,
+        default: Some("1"),
+        doc:
+            "Replication factor of __consumer_offsets (Kafka's default is 3; Strom is single-node).",
+        check: positive,
+    },
+    ConfigDef {
+        name: "offsets.topic.segment.bytes",
+        ty: INT,
+        default: Some("104857600"),
+        doc: "Segment size of __consumer_offsets.",
+        check: segment_bytes,
+    },
+    ConfigDef {
+        name: "offsets.retention.minutes",
+        ty: INT,
+        default: Some("10080"),
+        doc: "How long the committed offsets of an empty group are kept.",
+        check: positive,
+    },
+    ConfigDef {
+        name: "offsets.retention.check.interval.ms",
+        ty: LONG,
+        default: Some("600000"),
+        doc: "How often expired offsets and empty groups are removed.",
+        check: positive,
+    },
+    ConfigDef {
+        name: "offset.metadata.max.bytes",
+        ty: INT,
+        default: Some("4096"),
+        doc: "Largest metadata string of a committed offset.",
+        check: non_negative,
+    },
+    ConfigDef {
+        name: "group.initial.rebalance.delay.ms",
+        ty: INT,
+        default: Some("3000"),
+        doc: "How long the first rebalance of an empty group waits for more members.",
+        check: non_negative,
+    },
+    ConfigDef {
+        name: "group.min.session.timeout.ms",
+        ty: INT,
+        default: Some("6000"),
+        doc: "Smallest session timeout a group member may ask for.",
+        check: non_negative,
+    },
+    ConfigDef {
+        name: "group.max.session.timeout.ms",
+        ty: INT,
+        default: Some("1800000"),
+        doc: "Largest session timeout a group member may ask for.",
+        check: non_negative,
+    },
+    ConfigDef {
+        name: "group.max.size",
+        ty: INT,
+        default: Some("2147483647"),
+        doc: "Most members of one consumer group.",
+        check: positive,
+    },
+    ConfigDef {
         name: "strom.http.listener",
         ty: STR,
         default: Some("127.0.0.1:9644"),
@@ -838,6 +909,10 @@ impl BrokerConfig {
     }
     pub fn shutdown_timeout_ms(&self) -> u64 {
         self.int("strom.shutdown.timeout.ms") as u64
+    }
+    /// Reads an integer property of the group coordinator (validated at load).
+    pub fn group_int(&self, name: &str) -> i64 {
+        self.int(name)
     }
     pub fn cleaner_enabled(&self) -> bool {
         self.get("log.cleaner.enable") == Some("true")

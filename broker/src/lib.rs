@@ -1,10 +1,12 @@
 //! strom-broker: a Kafka-compatible broker. The data flow reads top to bottom:
 //! connection → frame → decode (`protocol`) → handler (`api`) → partition (`partition`) →
-//! log (`log`); cluster metadata lives in `metadata`, the process shell in `server`.
+//! log (`log`); cluster metadata lives in `metadata`, consumer groups in `group`, the
+//! process shell in `server`.
 
 pub mod api;
 pub mod clock;
 pub mod config;
+pub mod group;
 pub mod log;
 pub mod metadata;
 pub mod partition;

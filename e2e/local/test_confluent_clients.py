@@ -66,13 +66,8 @@ def test_producer_acks_levels_round_trip(broker, topic_name, acks):
     [
         "gzip",
         "snappy",
-        pytest.param(
-            "lz4",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="librdkafka uses lz4 only with brokers that advertise FindCoordinator (group APIs)",
-            ),
-        ),
+        # librdkafka uses lz4 only with brokers that advertise FindCoordinator (group APIs).
+        "lz4",
         "zstd",
     ],
 )

@@ -1,5 +1,6 @@
 """kcat (librdkafka's command-line client) against the broker: metadata, produce with keys
-and headers, consume from the beginning, and every compression codec."""
+and headers, consume from the beginning, every compression codec, and a balanced
+(consumer-group) consumer that resumes from committed offsets."""
 
 import json
 import subprocess
@@ -75,10 +76,9 @@ def test_compression_codec_round_trips(broker, topic_name, codec):
     values, in order, at consecutive offsets.
 
     kcat 1.7.1 carries librdkafka 2.0.2, which compresses gzip and snappy only for brokers
-    that still offer Produce v2 (Kafka 4 and Strom start at v3) and lz4 only for brokers
-    that offer FindCoordinator, so here only zstd goes over the wire compressed; that
-    batches are stored as produced is checked with confluent-kafka in
-    test_confluent_clients.py."""
+    that still offer Produce v2 (Kafka 4 and Strom start at v3), so here those two go over
+    the wire uncompressed; that batches are stored as produced is checked with
+    confluent-kafka in test_confluent_clients.py."""
     create_topic(broker.bootstrap, topic_name)
     lines = [f"key-{i}:{codec} payload {i} " + "abcdefgh" * 20 for i in range(200)]
     kcat(broker, "-P", "-t", topic_name, "-p", "0", "-K:", "-X", f"compression.codec={codec}",
@@ -90,3 +90,18 @@ def test_compression_codec_round_trips(broker, topic_name, codec):
     recs = read_partition(broker.bootstrap, topic_name)
     assert [r.offset for r in recs] == list(range(len(lines)))
     assert recs[57].key == b"key-57"
+
+
+def test_balanced_consumer_resumes_from_committed_offsets(broker, topic_name):
+    """`kcat -G` (the README's group example) reads everything on its first run and commits;
+    a second run of the same group reads only what was produced after the first."""
+    create_topic(broker.bootstrap, topic_name)
+    kcat(broker, "-P", "-t", topic_name, "-p", "0", "-K:", stdin="user-1:hello\nuser-2:world\n")
+    group = f"{topic_name}-group"
+    earliest = ("-X", "auto.offset.reset=earliest")
+    first = kcat(broker, "-G", group, *earliest, "-e", "-f", "%o %k %s\n", topic_name)
+    assert first.splitlines() == ["0 user-1 hello", "1 user-2 world"]
+
+    kcat(broker, "-P", "-t", topic_name, "-p", "0", "-K:", stdin="user-3:again\n")
+    second = kcat(broker, "-G", group, *earliest, "-e", "-f", "%o %k %s\n", topic_name)
+    assert second.splitlines() == ["2 user-3 again"]

@@ -65,6 +65,9 @@ fn topic_metadata(t: &TopicImage, version: i16) -> MetadataResponseTopic {
     if version >= 10 {
         r = r.with_topic_id(t.id);
     }
+    if version >= 1 {
+        r = r.with_is_internal(t.name == crate::group::OFFSETS_TOPIC);
+    }
     if version >= 8 {
         r = r.with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
     }
@@ -100,13 +103,28 @@ pub fn metadata(broker: &Broker, req: MetadataRequest, version: i16) -> Metadata
             .collect();
     } else {
         let requested = req.topics.unwrap_or_default();
-        // Auto-create what is missing first, in one metadata commit.
+        // Auto-create what is missing first, in one metadata commit. The internal offsets
+        // topic is created as the group coordinator creates it (partitions, compaction).
+        let wants_offsets_topic = requested.iter().any(|t| {
+            t.name
+                .as_ref()
+                .is_some_and(|n| n.0.as_str() == crate::group::OFFSETS_TOPIC)
+        });
+        if auto_create
+            && wants_offsets_topic
+            && !image.topics.contains_key(crate::group::OFFSETS_TOPIC)
+            && super::group::ensure_offsets_topic(broker).is_ok()
+        {
+            image = broker.controller.image();
+        }
         if auto_create {
             let missing: Vec<NewTopic> = requested
                 .iter()
                 .filter_map(|t| t.name.as_ref())
                 .filter(|n| {
-                    !image.topics.contains_key(n.0.as_str()) && validate_topic_name(&n.0).is_ok()
+                    !image.topics.contains_key(n.0.as_str())
+                        && validate_topic_name(&n.0).is_ok()
+                        && n.0.as_str() != crate::group::OFFSETS_TOPIC
                 })
                 .map(|n| default_topic(&n.0))
                 .collect();

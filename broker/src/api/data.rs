@@ -37,6 +37,12 @@ pub fn produce(broker: &Broker, req: ProduceRequest, version: i16) -> Option<Pro
                     codes::INVALID_REQUIRED_ACKS,
                     format!("acks must be -1, 0 or 1, not {acks}"),
                 ))
+            } else if topic.name.0.as_str() == crate::group::OFFSETS_TOPIC {
+                // Only the group coordinator writes its records there, as in Kafka.
+                Err((
+                    codes::INVALID_TOPIC_EXCEPTION,
+                    format!("Cannot append to internal topic {}", topic.name.0.as_str()),
+                ))
             } else if let Some(p) = broker.replicas.get(&topic.name.0, pd.index) {
                 let records = pd.records.unwrap_or_default();
                 broker

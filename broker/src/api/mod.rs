@@ -5,6 +5,7 @@
 mod admin;
 mod configs;
 mod data;
+pub mod group;
 
 use crate::metadata::{codes, MetadataImage};
 use crate::server::Broker;
@@ -18,6 +19,7 @@ use kafka_protocol::protocol::StrBytes;
 pub async fn handle(
     broker: &Broker,
     header: &RequestHeader,
+    peer: std::net::SocketAddr,
     api_key: ApiKey,
     body: RequestKind,
 ) -> Option<ResponseKind> {
@@ -52,6 +54,25 @@ pub async fn handle(
         RequestKind::IncrementalAlterConfigs(r) => {
             ResponseKind::IncrementalAlterConfigs(configs::incremental_alter_configs(broker, r))
         }
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(group::find_coordinator(broker, r, v))
+        }
+        RequestKind::JoinGroup(r) => {
+            ResponseKind::JoinGroup(group::join_group(broker, header, peer, r, v).await)
+        }
+        RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(group::sync_group(broker, r, v).await),
+        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(group::heartbeat(broker, r, v)),
+        RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(group::leave_group(broker, r, v)),
+        RequestKind::OffsetCommit(r) => {
+            ResponseKind::OffsetCommit(group::offset_commit(broker, r, v))
+        }
+        RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(group::offset_fetch(broker, r, v)),
+        RequestKind::ListGroups(r) => ResponseKind::ListGroups(group::list_groups(broker, r, v)),
+        RequestKind::DescribeGroups(r) => {
+            ResponseKind::DescribeGroups(group::describe_groups(broker, r, v))
+        }
+        RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(group::delete_groups(broker, r)),
+        RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(group::offset_delete(broker, r)),
         other => {
             // Unreachable: decode_request only decodes APIs in the supported table, and
             // every one of them has an arm above. Answering nothing would hang the client,

@@ -25,6 +25,17 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::FindCoordinator, 0, 6),
+    (ApiKey::JoinGroup, 2, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DescribeGroups, 0, 6),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
 /// The version range of an API key, if the broker implements it.
@@ -339,6 +350,50 @@ mod tests {
                 ApiKey::DescribeCluster => (
                     DescribeClusterRequest::VERSIONS.min,
                     DescribeClusterRequest::VERSIONS.max,
+                ),
+                ApiKey::FindCoordinator => (
+                    FindCoordinatorRequest::VERSIONS.min,
+                    FindCoordinatorRequest::VERSIONS.max,
+                ),
+                ApiKey::JoinGroup => (
+                    JoinGroupRequest::VERSIONS.min,
+                    JoinGroupRequest::VERSIONS.max,
+                ),
+                ApiKey::SyncGroup => (
+                    SyncGroupRequest::VERSIONS.min,
+                    SyncGroupRequest::VERSIONS.max,
+                ),
+                ApiKey::Heartbeat => (
+                    HeartbeatRequest::VERSIONS.min,
+                    HeartbeatRequest::VERSIONS.max,
+                ),
+                ApiKey::LeaveGroup => (
+                    LeaveGroupRequest::VERSIONS.min,
+                    LeaveGroupRequest::VERSIONS.max,
+                ),
+                ApiKey::OffsetCommit => (
+                    OffsetCommitRequest::VERSIONS.min,
+                    OffsetCommitRequest::VERSIONS.max,
+                ),
+                ApiKey::OffsetFetch => (
+                    OffsetFetchRequest::VERSIONS.min,
+                    OffsetFetchRequest::VERSIONS.max,
+                ),
+                ApiKey::ListGroups => (
+                    ListGroupsRequest::VERSIONS.min,
+                    ListGroupsRequest::VERSIONS.max,
+                ),
+                ApiKey::DescribeGroups => (
+                    DescribeGroupsRequest::VERSIONS.min,
+                    DescribeGroupsRequest::VERSIONS.max,
+                ),
+                ApiKey::DeleteGroups => (
+                    DeleteGroupsRequest::VERSIONS.min,
+                    DeleteGroupsRequest::VERSIONS.max,
+                ),
+                ApiKey::OffsetDelete => (
+                    OffsetDeleteRequest::VERSIONS.min,
+                    OffsetDeleteRequest::VERSIONS.max,
                 ),
                 other => panic!("{other:?} has no version check"),
             };

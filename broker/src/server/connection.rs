@@ -46,7 +46,7 @@ pub async fn serve(
                 Ok(Some(len)) => {
                     let frame = buf.split_to(4 + len).freeze().slice(4..);
                     broker.metrics.bytes_in.inc_by(4 + len as u64);
-                    match handle_frame(&broker, frame).await {
+                    match handle_frame(&broker, frame, peer).await {
                         Ok(Some(resp)) => {
                             if tx.send(resp).await.is_err() {
                                 break 'conn;
@@ -93,7 +93,11 @@ pub async fn serve(
 
 /// Decodes, handles and encodes one request. `Ok(None)`: nothing to send (acks=0).
 /// `Err`: the connection must close.
-async fn handle_frame(broker: &Broker, frame: Bytes) -> Result<Option<Bytes>, String> {
+async fn handle_frame(
+    broker: &Broker,
+    frame: Bytes,
+    peer: SocketAddr,
+) -> Result<Option<Bytes>, String> {
     let request = decode_request(frame).map_err(|e| e.to_string())?;
     match request {
         Request::ApiVersionsTooNew { correlation_id } => {
@@ -117,7 +121,7 @@ async fn handle_frame(broker: &Broker, frame: Bytes) -> Result<Option<Bytes>, St
                 version,
                 correlation_id = header.correlation_id
             );
-            let response = crate::api::handle(broker, &header, api_key, *body)
+            let response = crate::api::handle(broker, &header, peer, api_key, *body)
                 .instrument(span)
                 .await;
             broker.metrics.observe(api_key, started.elapsed());

@@ -32,6 +32,7 @@ pub struct Broker {
     pub config: BrokerConfig,
     pub controller: Controller,
     pub replicas: ReplicaManager,
+    pub groups: crate::group::GroupCoordinator,
     pub metrics: metrics::Metrics,
     ready: AtomicBool,
 }
@@ -67,14 +68,23 @@ impl Broker {
         let image = controller
             .register_broker(node_id, config.rack(), advertised.host, advertised.port)
             .map_err(|e| anyhow::anyhow!("registering the broker failed: {}", e.message))?;
-        let replicas = ReplicaManager::new(node_id, dirs, config.clone(), clean, clock);
+        let replicas = ReplicaManager::new(node_id, dirs, config.clone(), clean, clock.clone());
         replicas.apply_image(&image)?;
         replicas.remove_strays(&image);
+        let groups = crate::group::GroupCoordinator::new(
+            crate::group::GroupConfig::from_broker(&config),
+            clock,
+        );
+        if let Some(t) = image.topics.get(crate::group::OFFSETS_TOPIC) {
+            let loaded = groups.load(&replicas, t.partitions.len() as i32)?;
+            tracing::info!(records = loaded, "loaded consumer groups");
+        }
         Ok(Broker {
             node_id,
             config,
             controller,
             replicas,
+            groups,
             metrics: metrics::Metrics::new(),
             ready: AtomicBool::new(false),
         })
@@ -164,6 +174,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let http_task = tokio::spawn(http::serve(http_listener, broker.clone(), stop_rx.clone()));
     let flusher = tokio::spawn(flush_periodically(broker.clone(), stop_rx.clone()));
+    let group_ticker = tokio::spawn(tick_groups(broker.clone(), stop_rx.clone()));
     let retention = tokio::spawn(retention_periodically(broker.clone(), stop_rx.clone()));
     let mut cleaners = Vec::new();
     if broker.config.cleaner_enabled() {
@@ -207,6 +218,8 @@ pub async fn run(
     broker.ready.store(false, Ordering::Release);
     drop(listener);
     let _ = stop_tx.send(true);
+    // Parked JoinGroup/SyncGroup requests would otherwise hold their connections open.
+    broker.groups.shutdown();
     let drained = tokio::time::timeout(shutdown_timeout, async {
         while tasks.join_next().await.is_some() {}
     })
@@ -216,6 +229,7 @@ pub async fn run(
         tasks.abort_all();
     }
     let _ = flusher.await;
+    let _ = group_ticker.await;
     let _ = retention.await;
     for c in cleaners {
         let _ = c.await;
@@ -289,6 +303,17 @@ async fn flush_periodically(broker: Arc<Broker>, mut stop: watch::Receiver<bool>
     loop {
         tokio::select! {
             _ = tick.tick() => broker.replicas.flush_due(),
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Drives the group coordinator's timeouts (sessions, rebalances, offset retention).
+async fn tick_groups(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => crate::api::group::tick(&broker),
             _ = stop.changed() => return,
         }
     }
