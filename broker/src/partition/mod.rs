@@ -99,8 +99,9 @@ impl Partition {
         acks: i16,
         now_ms: i64,
     ) -> Result<AppendInfo, ProduceError> {
-        let mut log = self.log.lock().expect("log lock");
-        let cfg = log.config();
+        // Validation (CRC-32C over every byte, key checks on compacted topics) runs before
+        // the log lock is taken, so producers to one partition only serialise on the write.
+        let cfg = self.log_config();
         let headers = validate_batches(records, cfg.max_message_bytes)?;
         if cfg.compact {
             crate::log::batch::require_keys(records)?;
@@ -131,6 +132,7 @@ impl Partition {
                 });
             }
         }
+        let mut log = self.log.lock().expect("log lock");
         let info = log.append(records, &headers, self.leader_epoch(), now_ms)?;
         self.high_watermark
             .store(log.log_end_offset(), Ordering::Release);
