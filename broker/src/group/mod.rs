@@ -16,7 +16,7 @@ use crate::clock::Clock;
 use crate::partition::ReplicaManager;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
 };
 use records::GroupRecord;
 pub use state::{
@@ -351,21 +351,8 @@ pub fn encode_batch(kvs: &[KeyValue], now_ms: i64) -> Result<BytesMut, String> {
     let records: Vec<Record> = kvs
         .iter()
         .enumerate()
-        .map(|(i, (k, v))| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // kafka-protocol starts a new batch when offset - sequence changes.
-            sequence: i as i32,
-            timestamp: now_ms,
-            key: Some(k.clone()),
-            value: v.clone(),
-            headers: Default::default(),
+        .map(|(i, (k, v))| {
+            crate::log::batch::plain_record(i as i64, now_ms, Some(k.clone()), v.clone())
         })
         .collect();
     let mut buf = BytesMut::new();
