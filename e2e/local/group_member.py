@@ -89,6 +89,14 @@ def run_kafka_python(cfg: dict, stop: threading.Event) -> None:
         partition_assignment_strategy=[assignors[cfg.get("assignor", "range")]],
         metadata_max_age_ms=1000,
     )
+    # Load the topic's partitions before subscribing. Otherwise the first assignment can
+    # be made without them, and the leader's metadata-triggered rejoin hits a kafka-python
+    # 3.0.12 bug: once the leader has computed the new assignment its need_rejoin() turns
+    # False, so if poll()'s timeout expires while that JoinGroup/SyncGroup is in flight no
+    # later poll awaits it; the member never applies its assignment nor heartbeats again
+    # and is expelled (seen as one member owning everything, the other nothing). Real
+    # Kafka brokers trigger it the same way; it is not the coordinator's doing.
+    consumer.partitions_for_topic(cfg["topic"])
     consumer.subscribe([cfg["topic"]])
     owned = None
     while not stop.is_set():

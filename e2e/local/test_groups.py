@@ -299,12 +299,6 @@ def test_kafka_python_and_confluent_members_share_a_group(gbroker, topic_name, m
 
 
 @pytest.mark.timeout_s(120)
-@pytest.mark.xfail(
-    strict=False,
-    reason="intermittent (about 1 run in 10): one member ends up owning all four partitions "
-    "and the other none, and the group never rebalances again; root cause (broker coordinator "
-    "or kafka-python's sticky assignor) not yet found -- see the issue note",
-)
 def test_kafka_python_sticky_assignor(gbroker, topic_name, members):
     """kafka-python's (eager) sticky assignor works through the broker: two members split
     four partitions two and two."""

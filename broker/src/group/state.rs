@@ -544,6 +544,12 @@ impl Coordinator {
     // --- JoinGroup ------------------------------------------------------------------------
 
     pub fn join(&mut self, now_ms: i64, req: JoinRequest, fx: &mut Effects) {
+        tracing::debug!(
+            group = %req.group_id,
+            member = %req.member_id,
+            state = ?self.groups.get(&req.group_id).map(|g| (g.state, g.generation)),
+            "join"
+        );
         let token = req.token;
         let reply = |fx: &mut Effects, code: i16, member: &str| {
             fx.replies
@@ -584,6 +590,13 @@ impl Coordinator {
     // --- SyncGroup ------------------------------------------------------------------------
 
     pub fn sync(&mut self, now_ms: i64, req: SyncRequest, fx: &mut Effects) {
+        tracing::debug!(
+            group = %req.group_id,
+            member = %req.member_id,
+            generation = req.generation,
+            state = ?self.groups.get(&req.group_id).map(|g| (g.state, g.generation)),
+            "sync"
+        );
         let token = req.token;
         let reply = |fx: &mut Effects, code: i16| {
             fx.replies
@@ -645,6 +658,13 @@ impl Coordinator {
                 }
                 if group.leader.as_deref() == Some(req.member_id.as_str()) {
                     let assignments: HashMap<String, Bytes> = req.assignments.into_iter().collect();
+                    tracing::debug!(
+                        group = %group.id,
+                        generation = group.generation,
+                        leader = %req.member_id,
+                        assignments = ?assignments.iter().map(|(m, a)| (m.as_str(), a.len())).collect::<Vec<_>>(),
+                        "leader synced"
+                    );
                     for m in group.members.values_mut() {
                         m.assignment = assignments.get(&m.id).cloned().unwrap_or_default();
                     }
@@ -1382,6 +1402,14 @@ fn complete_join(group: &mut Group, now_ms: i64, fx: &mut Effects) {
         group.leader = group.members.keys().next().cloned();
     }
     group.transition(GroupState::CompletingRebalance, now_ms);
+    tracing::debug!(
+        group = %group.id,
+        generation = group.generation,
+        leader = ?group.leader,
+        protocol = ?group.protocol,
+        members = ?group.members.keys().collect::<Vec<_>>(),
+        "join complete"
+    );
     // Kafka's pending-sync timeout: the leader must send the assignment within the
     // rebalance timeout, or followers parked on SyncGroup would wait forever.
     group.rebalance_deadline_ms = now_ms + group.max_rebalance_timeout_ms();
