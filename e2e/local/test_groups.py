@@ -409,3 +409,33 @@ def test_simple_commits_and_the_internal_offsets_topic(gbroker, topic_name):
     reports = produce_all(producer(gbroker.bootstrap), "__consumer_offsets", [{"value": b"x", "partition": 0}])
     [(err, _)] = reports
     assert err is not None and err.code() == KafkaError.TOPIC_EXCEPTION, err
+
+
+@pytest.mark.timeout_s(60)
+def test_deleting_a_topic_purges_its_committed_offsets(gbroker, topic_name):
+    """As in Kafka: DeleteTopics removes the topic's committed offsets from every group, so
+    a topic created again under the same name is not read from the old topic's positions;
+    a group left with no offsets is gone, one with offsets of other topics stays."""
+    from confluent_kafka import Consumer
+
+    other = f"{topic_name}-other"
+    create_topic(gbroker.bootstrap, topic_name, partitions=2)
+    create_topic(gbroker.bootstrap, other, partitions=1)
+    only, both = group_id(), group_id()
+    for group, tps in ((only, [(topic_name, 0), (topic_name, 1)]), (both, [(topic_name, 0), (other, 0)])):
+        c = Consumer({"bootstrap.servers": gbroker.bootstrap, "group.id": group})
+        c.commit(offsets=[TopicPartition(t, p, 7) for t, p in tps], asynchronous=False)
+        c.close()
+    client = admin(gbroker.bootstrap)
+
+    def offsets(group: str) -> dict:
+        request = ConsumerGroupTopicPartitions(group)
+        result = client.list_consumer_group_offsets([request])[group].result(timeout=15)
+        return {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions}
+
+    assert offsets(only) == {(topic_name, 0): 7, (topic_name, 1): 7}
+    client.delete_topics([topic_name])[topic_name].result(timeout=15)
+    assert offsets(only) == {}
+    assert offsets(both) == {(other, 0): 7}
+    listed = {g.group_id for g in client.list_consumer_groups().result(timeout=15).valid}
+    assert both in listed and only not in listed

@@ -1,7 +1,9 @@
 //! Metadata and topic administration: Metadata (with auto-creation), CreateTopics,
 //! DeleteTopics, CreatePartitions, DescribeCluster.
 
+use super::group::BrokerOffsetsLog;
 use super::{msg, publish};
+use crate::group::OFFSETS_TOPIC;
 use crate::metadata::{codes, validate_topic_name, MetadataImage, NewTopic, TopicImage};
 use crate::server::Broker;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
@@ -19,7 +21,7 @@ use kafka_protocol::messages::{
     DescribeClusterResponse, MetadataRequest, MetadataResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Kafka's "authorized operations were not requested" marker.
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
@@ -316,6 +318,17 @@ pub fn delete_topics(
     }
     let results = broker.controller.delete_topics(&names);
     publish(broker, &broker.controller.image());
+    let deleted: BTreeSet<String> = names
+        .iter()
+        .zip(&results)
+        .filter(|(name, result)| result.is_ok() && name.as_str() != OFFSETS_TOPIC)
+        .map(|(name, _)| name.clone())
+        .collect();
+    if !deleted.is_empty() {
+        broker
+            .groups
+            .topics_deleted(&BrokerOffsetsLog(broker), &deleted);
+    }
     for ((name, id), slot) in requested.into_iter().zip(slots) {
         let mut r = DeletableTopicResult::default()
             .with_name(name.as_deref().map(topic_name))

@@ -24,7 +24,7 @@ pub use state::{
     SyncRequest, SyncResult,
 };
 use state::{Coordinator, Effects, Reply, Token};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::oneshot;
@@ -280,6 +280,15 @@ impl GroupCoordinator {
         let result = inner.machine.delete_offsets(group_id, partitions, &mut fx);
         self.apply(&mut inner, log, fx)?;
         result
+    }
+
+    /// Purges the committed offsets of deleted topics. `apply` logs a failed write; the
+    /// topics are gone either way and the records left behind are only stale.
+    pub fn topics_deleted(&self, log: &dyn OffsetsLog, topics: &BTreeSet<String>) {
+        let mut inner = self.lock();
+        let mut fx = Effects::default();
+        inner.machine.topics_deleted(topics, &mut fx);
+        let _ = self.apply(&mut inner, log, fx);
     }
 
     pub fn list(&self, states: &[String]) -> Vec<(String, String, GroupState)> {

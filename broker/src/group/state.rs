@@ -996,6 +996,39 @@ impl Coordinator {
             .collect()
     }
 
+    /// Topics were deleted: their committed offsets go (as in Kafka, so a topic created
+    /// again under the same name does not resume from offsets of the old one), and an
+    /// Empty group left with no offsets goes with them.
+    pub fn topics_deleted(&mut self, topics: &BTreeSet<String>, fx: &mut Effects) {
+        let mut emptied = Vec::new();
+        for group in self.groups.values_mut() {
+            let before = group.offsets.len();
+            group.offsets.retain(|(topic, partition), _| {
+                if !topics.contains(topic) {
+                    return true;
+                }
+                fx.records.push(GroupRecord::Offset {
+                    group: group.id.clone(),
+                    topic: topic.clone(),
+                    partition: *partition,
+                    value: None,
+                });
+                false
+            });
+            if group.offsets.len() < before
+                && group.offsets.is_empty()
+                && group.state == GroupState::Empty
+            {
+                emptied.push(group.id.clone());
+            }
+        }
+        for id in emptied {
+            if let Some(g) = self.groups.remove(&id) {
+                remove_group_records(&g, fx);
+            }
+        }
+    }
+
     // --- Time -----------------------------------------------------------------------------
 
     /// Expires sessions, pending member ids and rebalance deadlines; every

@@ -687,3 +687,75 @@ async fn the_shell_parks_joins_until_a_tick_and_answers_them_at_shutdown() {
         "nothing parks after shutdown"
     );
 }
+
+/// A commit from a consumer that uses assign() and no membership (generation -1).
+fn commit_standalone(c: &mut Coordinator, group: &str, offsets: &[(&str, i32)]) {
+    let mut fx = Effects::default();
+    let codes_ = c.commit(
+        0,
+        CommitRequest {
+            group_id: group.into(),
+            generation: -1,
+            member_id: String::new(),
+            group_instance_id: None,
+            offsets: offsets
+                .iter()
+                .map(|(t, p)| CommitOffset {
+                    topic: (*t).into(),
+                    partition: *p,
+                    offset: 5,
+                    leader_epoch: -1,
+                    metadata: None,
+                })
+                .collect(),
+        },
+        &mut fx,
+    );
+    assert!(codes_.iter().all(|c| *c == codes::NONE), "{codes_:?}");
+}
+
+#[test]
+fn deleting_a_topic_purges_its_offsets_and_groups_left_with_none() {
+    let mut c = Coordinator::new(config(0), 0);
+    commit_standalone(&mut c, "both", &[("gone", 0), ("gone", 1), ("kept", 0)]);
+    commit_standalone(&mut c, "only-gone", &[("gone", 0)]);
+    commit_standalone(&mut c, "only-kept", &[("kept", 0)]);
+    let mut fx = Effects::default();
+    c.topics_deleted(&["gone".to_owned()].into(), &mut fx);
+
+    let remaining = |c: &Coordinator, g: &str| -> Vec<(String, i32)> {
+        c.fetch_offsets(g, None)
+            .into_iter()
+            .flat_map(|(t, ps)| ps.into_iter().map(move |(p, _)| (t.clone(), p)))
+            .collect()
+    };
+    assert_eq!(remaining(&c, "both"), vec![("kept".to_owned(), 0)]);
+    assert_eq!(remaining(&c, "only-kept"), vec![("kept".to_owned(), 0)]);
+    assert!(c.describe("only-gone").is_none(), "an emptied group goes");
+    assert!(c.describe("both").is_some());
+
+    let mut tombstones: Vec<String> = fx
+        .records
+        .iter()
+        .map(|r| match r {
+            GroupRecord::Offset {
+                group,
+                topic,
+                partition,
+                value: None,
+            } => format!("offset {group} {topic}-{partition}"),
+            GroupRecord::Group { group, value: None } => format!("group {group}"),
+            other => panic!("only tombstones are written, got {other:?}"),
+        })
+        .collect();
+    tombstones.sort();
+    assert_eq!(
+        tombstones,
+        [
+            "group only-gone",
+            "offset both gone-0",
+            "offset both gone-1",
+            "offset only-gone gone-0"
+        ]
+    );
+}
