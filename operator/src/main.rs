@@ -10,6 +10,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::Client;
 use strom_operator::cluster::desired::{Defaults, MANAGER};
 use strom_operator::cluster::reconcile::Context;
+use strom_operator::kafka::{AdminConfig, Admins};
 use strom_operator::metrics::{self, Metrics};
 use strom_operator::run::{run, LeaderElection, Stopped};
 use tokio::sync::watch;
@@ -112,6 +113,10 @@ async fn main() -> anyhow::Result<()> {
         },
         metrics: metrics.clone(),
         now: k8s_openapi::jiff::Timestamp::now,
+        kafka: Arc::new(Admins::new(AdminConfig {
+            client_id: MANAGER.to_owned(),
+            ..AdminConfig::default()
+        })),
     });
     metrics.set_ready(true);
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -17,7 +17,9 @@ use tracing::{error, info, warn};
 
 use crate::cluster::desired::{INSTANCE_LABEL, MANAGED_BY_LABEL, MANAGER, NAME_LABEL};
 use crate::cluster::reconcile::{error_policy, reconcile, Context};
-use crate::crd::KafkaCluster;
+use crate::crd::{ConsumerGroup, KafkaCluster, Topic};
+use crate::group::reconcile as group;
+use crate::topic::reconcile as topic;
 
 /// How long controllers may take to finish their reconciles after shutdown is asked
 /// for; below the chart's 30 s termination grace period, leaving time to release the
@@ -137,12 +139,16 @@ async fn run_controllers(ctx: Arc<Context>, namespaces: &[String], stop: watch::
     } else {
         namespaces.iter().map(|ns| Some(ns.as_str())).collect()
     };
-    let controllers = scopes.into_iter().map(|namespace| {
+    let controllers = scopes.into_iter().flat_map(|namespace| {
         info!(
             namespace = namespace.unwrap_or("*"),
-            "watching KafkaClusters"
+            "watching KafkaClusters, Topics and ConsumerGroups"
         );
-        cluster_controller(ctx.clone(), namespace, stop.clone())
+        [
+            cluster_controller(ctx.clone(), namespace, stop.clone()).boxed(),
+            topic_controller(ctx.clone(), namespace, stop.clone()).boxed(),
+            group_controller(ctx.clone(), namespace, stop.clone()).boxed(),
+        ]
     });
     let all = futures::future::join_all(controllers);
     tokio::pin!(all);
@@ -206,6 +212,48 @@ async fn cluster_controller(
         .for_each(|result| async move {
             if let Err(err) = result {
                 warn!(cause = %err, "controller error");
+            }
+        })
+        .await;
+}
+
+/// Topics: reconciled on every change and every `topic::reconcile::RESYNC`, which is
+/// what reverts changes made in Kafka behind the operator's back.
+async fn topic_controller(
+    ctx: Arc<Context>,
+    namespace: Option<&str>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let topics: Api<Topic> = scoped(&ctx.client, namespace);
+    Controller::new(topics, watcher::Config::default().any_semantic())
+        .graceful_shutdown_on(async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        })
+        .run(topic::reconcile, topic::error_policy, ctx.clone())
+        .for_each(|result| async move {
+            if let Err(err) = result {
+                warn!(cause = %err, "topic controller error");
+            }
+        })
+        .await;
+}
+
+/// ConsumerGroups: reconciled on every change and every `group::reconcile::REFRESH`,
+/// since lag and membership change in Kafka without any Kubernetes event.
+async fn group_controller(
+    ctx: Arc<Context>,
+    namespace: Option<&str>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let groups: Api<ConsumerGroup> = scoped(&ctx.client, namespace);
+    Controller::new(groups, watcher::Config::default().any_semantic())
+        .graceful_shutdown_on(async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        })
+        .run(group::reconcile, group::error_policy, ctx.clone())
+        .for_each(|result| async move {
+            if let Err(err) = result {
+                warn!(cause = %err, "consumer group controller error");
             }
         })
         .await;
@@ -351,6 +399,7 @@ mod election_tests {
             defaults: fixture_ctx.defaults.clone(),
             metrics: fixture_ctx.metrics.clone(),
             now: fixture_ctx.now,
+            kafka: fixture_ctx.kafka.clone(),
         });
         let lease = Arc::new(Mutex::new(None));
         tokio::spawn(fake_lease_server(handle, lease.clone()));

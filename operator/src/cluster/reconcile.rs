@@ -42,6 +42,9 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// The clock, injected so that tests see fixed condition times.
     pub now: fn() -> Timestamp,
+    /// Kafka admin clients by bootstrap address, for the Topic and ConsumerGroup
+    /// controllers.
+    pub kafka: Arc<dyn crate::kafka::AdminPool>,
 }
 
 /// Why a reconcile failed; each variant is one step, used as a metric label.

@@ -1,0 +1,355 @@
+//! Reconciling one `ConsumerGroup`: finalizer, the cluster's bootstrap address, a
+//! pending offset reset, then status read from Kafka (state, members, offsets, lag),
+//! refreshed periodically since lag changes without any Kubernetes event.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{finalizer, Event as Finalizer};
+use kube::{Api, ResourceExt};
+use tracing::{info, instrument, warn};
+
+use super::plan::{as_list, lag};
+use super::sync::{delete, observe, reset, GroupView, ResetError};
+use crate::cluster::reconcile::Context;
+use crate::cluster::status::condition;
+use crate::crd::{
+    ConsumerGroup, ConsumerGroupStatus, GroupDeletionPolicy, GroupMember, ResetOutcome,
+    ResetResult, TopicPartitions,
+};
+use crate::kafka::AdminError;
+use crate::shell::{apply_status, cluster_access, publish, ClusterAccess};
+
+/// The finalizer that keeps a ConsumerGroup until its deletion policy is carried out.
+pub const FINALIZER: &str = "strom.dev/consumergroup";
+pub const READY: &str = "Ready";
+pub const OFFSET_RESET: &str = "OffsetReset";
+
+/// How often status is read from Kafka again.
+pub const REFRESH: Duration = Duration::from_secs(30);
+/// Back-off after a failed reconcile.
+const REQUEUE_ERROR: Duration = Duration::from_secs(30);
+
+/// Why a reconcile failed; each variant is one step.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("reading KafkaCluster {name}: {source}")]
+    GetCluster {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("Kafka: {0}")]
+    Kafka(#[from] AdminError),
+    #[error("cluster {0} has no bootstrap address yet; the group is deleted once it has")]
+    ClusterNotReady(String),
+    #[error("patching status: {0}")]
+    PatchStatus(#[source] kube::Error),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+impl Error {
+    /// The failing step, as a metric label value.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::GetCluster { .. } => "get_cluster",
+            Error::Kafka(_) => "kafka",
+            Error::ClusterNotReady(_) => "cluster_not_ready",
+            Error::PatchStatus(_) => "patch_status",
+            Error::Finalizer(_) => "finalizer",
+        }
+    }
+}
+
+/// Carries out a pending reset and refreshes one group's status.
+#[instrument(skip_all, fields(namespace = group.namespace(), name = group.name_any()))]
+pub async fn reconcile(group: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let api: Api<ConsumerGroup> =
+        Api::namespaced(ctx.client.clone(), &group.namespace().unwrap_or_default());
+    finalizer(&api, FINALIZER, group, |event| async {
+        match event {
+            Finalizer::Apply(group) => apply(&group, &ctx).await,
+            Finalizer::Cleanup(group) => cleanup(&group, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|err| match err {
+        kube::runtime::finalizer::Error::ApplyFailed(err)
+        | kube::runtime::finalizer::Error::CleanupFailed(err) => err,
+        other => Error::Finalizer(Box::new(other)),
+    })
+}
+
+/// What the controller does after a failed reconcile: log it and try again later.
+pub fn error_policy(group: Arc<ConsumerGroup>, err: &Error, _ctx: Arc<Context>) -> Action {
+    warn!(namespace = group.namespace(), name = group.name_any(), cause = %err, "group reconcile failed");
+    Action::requeue(REQUEUE_ERROR)
+}
+
+async fn apply(group: &ConsumerGroup, ctx: &Context) -> Result<Action, Error> {
+    let namespace = group.namespace().unwrap_or_default();
+    let cluster = &group.spec.cluster_ref.name;
+    let now = (ctx.now)();
+    let mut status = group.status.clone().unwrap_or_default();
+    status.observed_generation = group.metadata.generation;
+    status.group_id = Some(group.group_id().to_owned());
+
+    let access = cluster_access(ctx, &namespace, cluster)
+        .await
+        .map_err(|source| Error::GetCluster {
+            name: cluster.clone(),
+            source,
+        })?;
+    let bootstrap = match access {
+        ClusterAccess::Bootstrap(bootstrap) => bootstrap,
+        waiting => {
+            let (reason, message) = if waiting == ClusterAccess::Missing {
+                (
+                    "ClusterNotFound",
+                    format!("KafkaCluster {cluster} does not exist"),
+                )
+            } else {
+                (
+                    "ClusterNotReady",
+                    format!("KafkaCluster {cluster} has no bootstrap address yet"),
+                )
+            };
+            set_ready(group, &mut status, now, false, reason, message);
+            apply_status(ctx, group, &status)
+                .await
+                .map_err(Error::PatchStatus)?;
+            return Ok(Action::requeue(REFRESH));
+        }
+    };
+    let admin = ctx.kafka.admin(&bootstrap);
+
+    // A reset runs once per id; its outcome in status is what marks it done.
+    let mut events = Vec::new();
+    if let Some(wanted) = &group.spec.offset_reset {
+        let done = status
+            .last_reset
+            .as_ref()
+            .is_some_and(|r| r.id == wanted.id);
+        if !done {
+            let outcome = match reset(admin.as_ref(), group.group_id(), wanted).await {
+                Ok(done) => {
+                    events.push((
+                        EventType::Normal,
+                        "OffsetsReset",
+                        format!(
+                            "reset {} partition(s) of group {} ({:?})",
+                            done.after.len(),
+                            group.group_id(),
+                            wanted.to
+                        ),
+                    ));
+                    ResetOutcome {
+                        id: wanted.id.clone(),
+                        result: ResetResult::Succeeded,
+                        message: Some(format!("committed {} partition(s)", done.after.len())),
+                        offsets_before: as_list(&done.before),
+                        offsets_after: as_list(&done.after),
+                        time: Time(now),
+                    }
+                }
+                // Worth another try later: the reset stays pending.
+                Err(ResetError::Kafka(err)) if err.is_retriable() => {
+                    set_ready(group, &mut status, now, false, &err.kind(), err.to_string());
+                    apply_status(ctx, group, &status)
+                        .await
+                        .map_err(Error::PatchStatus)?;
+                    return Err(err.into());
+                }
+                Err(err) => {
+                    let (result, reason) = match err {
+                        ResetError::GroupActive(_) => {
+                            (ResetResult::Rejected, "OffsetResetRejected")
+                        }
+                        _ => (ResetResult::Failed, "OffsetResetFailed"),
+                    };
+                    events.push((EventType::Warning, reason, err.to_string()));
+                    ResetOutcome {
+                        id: wanted.id.clone(),
+                        result,
+                        message: Some(err.to_string()),
+                        offsets_before: vec![],
+                        offsets_after: vec![],
+                        time: Time(now),
+                    }
+                }
+            };
+            status.last_reset = Some(outcome);
+        }
+    }
+    if let Some(outcome) = &status.last_reset {
+        let previous = previous_conditions(group);
+        let (ok, reason) = match outcome.result {
+            ResetResult::Succeeded => (true, "Succeeded"),
+            ResetResult::Rejected => (false, "GroupNotEmpty"),
+            ResetResult::Failed => (false, "Failed"),
+        };
+        let message = format!(
+            "reset {}: {}",
+            outcome.id,
+            outcome.message.clone().unwrap_or_default()
+        );
+        let updated = condition(
+            previous,
+            OFFSET_RESET,
+            ok,
+            reason,
+            message,
+            group.metadata.generation,
+            now,
+        );
+        upsert(&mut status.conditions, updated);
+    }
+
+    let result = observe(admin.as_ref(), group.group_id()).await;
+    match &result {
+        Ok(view) => {
+            fill_observed(&mut status, view);
+            let message = format!(
+                "{} with {} member(s), total lag {}",
+                view.info.state,
+                view.info.members.len(),
+                status.total_lag.unwrap_or(0)
+            );
+            set_ready(group, &mut status, now, true, "Observed", message);
+        }
+        Err(err) => set_ready(group, &mut status, now, false, &err.kind(), err.to_string()),
+    }
+    apply_status(ctx, group, &status)
+        .await
+        .map_err(Error::PatchStatus)?;
+    for (type_, reason, note) in events {
+        info!(reason, note, "event");
+        publish(ctx, group, type_, reason, "OffsetReset", note).await;
+    }
+    result?;
+    Ok(Action::requeue(REFRESH))
+}
+
+async fn cleanup(group: &ConsumerGroup, ctx: &Context) -> Result<Action, Error> {
+    if group.spec.deletion_policy == GroupDeletionPolicy::Retain {
+        return Ok(Action::await_change());
+    }
+    let namespace = group.namespace().unwrap_or_default();
+    let cluster = &group.spec.cluster_ref.name;
+    let access = cluster_access(ctx, &namespace, cluster)
+        .await
+        .map_err(|source| Error::GetCluster {
+            name: cluster.clone(),
+            source,
+        })?;
+    match access {
+        ClusterAccess::Missing => Ok(Action::await_change()),
+        ClusterAccess::NotReady => Err(Error::ClusterNotReady(cluster.clone())),
+        ClusterAccess::Bootstrap(bootstrap) => {
+            let admin = ctx.kafka.admin(&bootstrap);
+            match delete(admin.as_ref(), group.group_id()).await {
+                Ok(existed) => {
+                    let note = if existed {
+                        format!(
+                            "deleted group {} and its committed offsets",
+                            group.group_id()
+                        )
+                    } else {
+                        format!("group {} was already gone", group.group_id())
+                    };
+                    publish(
+                        ctx,
+                        group,
+                        EventType::Normal,
+                        "GroupDeleted",
+                        "Delete",
+                        note,
+                    )
+                    .await;
+                    Ok(Action::await_change())
+                }
+                Err(err) => {
+                    publish(
+                        ctx,
+                        group,
+                        EventType::Warning,
+                        "GroupDeleteFailed",
+                        "Delete",
+                        err.to_string(),
+                    )
+                    .await;
+                    Err(err.into())
+                }
+            }
+        }
+    }
+}
+
+fn previous_conditions(group: &ConsumerGroup) -> &[Condition] {
+    group
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default()
+}
+
+fn upsert(conditions: &mut Vec<Condition>, updated: Condition) {
+    match conditions.iter_mut().find(|c| c.type_ == updated.type_) {
+        Some(existing) => *existing = updated,
+        None => conditions.push(updated),
+    }
+    conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+}
+
+fn set_ready(
+    group: &ConsumerGroup,
+    status: &mut ConsumerGroupStatus,
+    now: Timestamp,
+    ready: bool,
+    reason: &str,
+    message: String,
+) {
+    let updated = condition(
+        previous_conditions(group),
+        READY,
+        ready,
+        reason,
+        message,
+        group.metadata.generation,
+        now,
+    );
+    upsert(&mut status.conditions, updated);
+}
+
+/// The observed parts of status: state, members, offsets and lag.
+pub fn fill_observed(status: &mut ConsumerGroupStatus, view: &GroupView) {
+    status.state = Some(view.info.state.clone());
+    status.member_count = Some(view.info.members.len() as i32);
+    status.members = view
+        .info
+        .members
+        .iter()
+        .map(|m| GroupMember {
+            member_id: m.member_id.clone(),
+            group_instance_id: m.group_instance_id.clone(),
+            client_id: m.client_id.clone(),
+            host: m.host.clone(),
+            assignments: m
+                .assignment
+                .iter()
+                .map(|(topic, partitions)| TopicPartitions {
+                    topic: topic.clone(),
+                    partitions: partitions.clone(),
+                })
+                .collect(),
+        })
+        .collect();
+    let (offsets, total) = lag(&view.committed, &view.log_end);
+    status.offsets = offsets;
+    status.total_lag = Some(total);
+}
