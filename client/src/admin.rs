@@ -642,7 +642,9 @@ impl Admin {
                 CreatePartitionsRequest::default()
                     .with_topics(vec![CreatePartitionsTopic::default()
                         .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
-                        .with_count(count)])
+                        .with_count(count)
+                        // Null, not empty: the broker places the new partitions.
+                        .with_assignments(None)])
                     .with_timeout_ms(OPERATION_TIMEOUT_MS)
             })
             .await?;
