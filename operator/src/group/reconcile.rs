@@ -353,3 +353,348 @@ pub fn fill_observed(status: &mut ConsumerGroupStatus, view: &GroupView) {
     status.offsets = offsets;
     status.total_lag = Some(total);
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::future::Future;
+
+    use http::{Method, StatusCode};
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::cluster::fixtures::{self, ApiServerVerifier};
+    use crate::kafka::fake::{FakeGroup, FakeKafka};
+    use crate::kafka::MemberInfo;
+
+    const BASE: &str = "/apis/strom.dev/v1alpha1/namespaces/default";
+    const NOW: &str = "2023-11-14T22:13:20Z";
+
+    async fn within<F: Future>(future: F) -> F::Output {
+        tokio::time::timeout(Duration::from_secs(10), future)
+            .await
+            .expect("the expected requests did not come in time")
+    }
+
+    fn group_object(spec: Value, status: Option<Value>) -> Value {
+        let mut object = json!({
+            "apiVersion": "strom.dev/v1alpha1",
+            "kind": "ConsumerGroup",
+            "metadata": {
+                "name": "billing",
+                "namespace": "default",
+                "uid": "uid-billing",
+                "generation": 2,
+                "finalizers": [FINALIZER],
+            },
+            "spec": spec,
+        });
+        if let Some(status) = status {
+            object["status"] = status;
+        }
+        object
+    }
+
+    fn group(spec: Value, status: Option<Value>) -> ConsumerGroup {
+        serde_json::from_value(group_object(spec, status)).expect("valid ConsumerGroup")
+    }
+
+    /// Group `billing` on topic `events` (2 partitions, log ends 15 and 8), committed at
+    /// 10 and 6, with `members`.
+    fn kafka_with_group(kafka: &FakeKafka, members: Vec<MemberInfo>) {
+        kafka.add_topic("events", 2, &[]);
+        let mut state = kafka.state();
+        let topic = state.topics.get_mut("events").unwrap();
+        topic.offsets = BTreeMap::from([(0, (0, 15)), (1, (2, 8))]);
+        state.groups.insert(
+            "billing".into(),
+            FakeGroup {
+                state: if members.is_empty() {
+                    "Empty"
+                } else {
+                    "Stable"
+                }
+                .into(),
+                members,
+                committed: BTreeMap::from([(("events".into(), 0), 10), (("events".into(), 1), 6)]),
+            },
+        );
+    }
+
+    fn member() -> MemberInfo {
+        MemberInfo {
+            member_id: "rdkafka-1".into(),
+            group_instance_id: None,
+            client_id: "rdkafka".into(),
+            host: "/10.0.0.7".into(),
+            assignment: BTreeMap::from([("events".into(), vec![0, 1])]),
+        }
+    }
+
+    async fn expect_cluster(api: &mut ApiServerVerifier) {
+        api.handle(
+            Method::GET,
+            &format!("{BASE}/kafkaclusters/dev"),
+            StatusCode::OK,
+            |_| {
+                serde_json::to_value(fixtures::cluster(
+                    json!({}),
+                    Some(json!({"bootstrap": "dev-bootstrap.default.svc:9092"})),
+                ))
+                .unwrap()
+            },
+        )
+        .await;
+    }
+
+    async fn expect_status(api: &mut ApiServerVerifier) -> Value {
+        let seen = api
+            .handle(
+                Method::PATCH,
+                &format!("{BASE}/consumergroups/billing/status"),
+                StatusCode::OK,
+                |seen| {
+                    let mut answer = group_object(json!({"clusterRef": {"name": "dev"}}), None);
+                    answer["status"] = seen.body["status"].clone();
+                    answer
+                },
+            )
+            .await;
+        assert_eq!(seen.body["kind"], "ConsumerGroup");
+        seen.body["status"].clone()
+    }
+
+    fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+        status["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
+            .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
+    }
+
+    #[tokio::test]
+    async fn status_shows_state_members_offsets_and_lag() {
+        let (ctx, mut api, pool) = fixtures::context_with_kafka();
+        kafka_with_group(&pool.kafka, vec![member()]);
+        let spec = json!({"clusterRef": {"name": "dev"}});
+        let reconciling = tokio::spawn(reconcile(Arc::new(group(spec, None)), ctx));
+        within(async {
+            expect_cluster(&mut api).await;
+            let status = expect_status(&mut api).await;
+            assert_eq!(status["groupId"], "billing");
+            assert_eq!(status["state"], "Stable");
+            assert_eq!(status["memberCount"], 1);
+            assert_eq!(
+                status["members"],
+                json!([{"memberId": "rdkafka-1", "clientId": "rdkafka", "host": "/10.0.0.7",
+                        "assignments": [{"topic": "events", "partitions": [0, 1]}]}])
+            );
+            assert_eq!(
+                status["offsets"],
+                json!([
+                    {"topic": "events", "partition": 0, "committedOffset": 10, "logEndOffset": 15, "lag": 5},
+                    {"topic": "events", "partition": 1, "committedOffset": 6, "logEndOffset": 8, "lag": 2},
+                ])
+            );
+            assert_eq!(status["totalLag"], 7);
+            let ready = condition(&status, READY);
+            assert_eq!((&ready["status"], &ready["reason"]), (&json!("True"), &json!("Observed")));
+            assert!(status.get("lastReset").is_none());
+            api.expect_nothing_more().await;
+        })
+        .await;
+        let action = within(reconciling)
+            .await
+            .unwrap()
+            .expect("reconcile succeeds");
+        assert_eq!(action, Action::requeue(REFRESH));
+        assert!(pool.kafka.calls().is_empty(), "observing changes nothing");
+    }
+
+    #[tokio::test]
+    async fn a_reset_of_an_empty_group_runs_once_and_records_before_and_after() {
+        let (ctx, mut api, pool) = fixtures::context_with_kafka();
+        kafka_with_group(&pool.kafka, vec![]);
+        let spec = json!({"clusterRef": {"name": "dev"}, "offsetReset": {"id": "replay", "to": "Earliest", "topics": ["events"]}});
+        let reconciling = tokio::spawn(reconcile(Arc::new(group(spec, None)), ctx));
+        within(async {
+            expect_cluster(&mut api).await;
+            let status = expect_status(&mut api).await;
+            let reset = &status["lastReset"];
+            assert_eq!((&reset["id"], &reset["result"]), (&json!("replay"), &json!("Succeeded")));
+            assert_eq!(reset["time"], NOW);
+            assert_eq!(
+                reset["offsetsBefore"],
+                json!([{"topic": "events", "partition": 0, "offset": 10}, {"topic": "events", "partition": 1, "offset": 6}])
+            );
+            assert_eq!(
+                reset["offsetsAfter"],
+                json!([{"topic": "events", "partition": 0, "offset": 0}, {"topic": "events", "partition": 1, "offset": 2}])
+            );
+            assert_eq!(status["totalLag"], 15 + 6, "lag is read after the reset");
+            assert_eq!(condition(&status, OFFSET_RESET)["status"], "True");
+            let event = api.expect_event_about("billing").await;
+            assert_eq!(event["reason"], "OffsetsReset");
+        })
+        .await;
+        within(reconciling)
+            .await
+            .unwrap()
+            .expect("reconcile succeeds");
+        assert_eq!(pool.kafka.calls().len(), 1, "{:?}", pool.kafka.calls());
+
+        // With the outcome in status, the same id does not run again.
+        let (ctx, mut api, _) = fixtures::context_with_kafka();
+        let pool_again = pool.clone();
+        let ctx = Arc::new(crate::cluster::reconcile::Context {
+            client: ctx.client.clone(),
+            recorder: ctx.recorder.clone(),
+            defaults: ctx.defaults.clone(),
+            metrics: ctx.metrics.clone(),
+            now: ctx.now,
+            kafka: Arc::new(pool_again),
+        });
+        let spec = json!({"clusterRef": {"name": "dev"}, "offsetReset": {"id": "replay", "to": "Earliest"}});
+        let status = json!({"lastReset": {"id": "replay", "result": "Succeeded", "time": NOW}});
+        let reconciling = tokio::spawn(reconcile(Arc::new(group(spec, Some(status))), ctx));
+        within(async {
+            expect_cluster(&mut api).await;
+            let status = expect_status(&mut api).await;
+            assert_eq!(status["lastReset"]["id"], "replay");
+            api.expect_nothing_more().await;
+        })
+        .await;
+        within(reconciling)
+            .await
+            .unwrap()
+            .expect("reconcile succeeds");
+        assert_eq!(pool.kafka.calls().len(), 1, "no second commit");
+    }
+
+    #[tokio::test]
+    async fn a_reset_of_an_active_group_is_refused() {
+        let (ctx, mut api, pool) = fixtures::context_with_kafka();
+        kafka_with_group(&pool.kafka, vec![member()]);
+        let spec =
+            json!({"clusterRef": {"name": "dev"}, "offsetReset": {"id": "replay", "to": "Latest"}});
+        let reconciling = tokio::spawn(reconcile(Arc::new(group(spec, None)), ctx));
+        within(async {
+            expect_cluster(&mut api).await;
+            let status = expect_status(&mut api).await;
+            let reset = &status["lastReset"];
+            assert_eq!(
+                (&reset["id"], &reset["result"]),
+                (&json!("replay"), &json!("Rejected"))
+            );
+            assert!(
+                reset["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("Stable with 1 active member(s)"),
+                "{reset}"
+            );
+            assert!(reset.get("offsetsAfter").is_none());
+            let refused = condition(&status, OFFSET_RESET);
+            assert_eq!(
+                (&refused["status"], &refused["reason"]),
+                (&json!("False"), &json!("GroupNotEmpty"))
+            );
+            assert_eq!(status["totalLag"], 7, "offsets unchanged");
+            let event = api.expect_event_about("billing").await;
+            assert_eq!(
+                (&event["type"], &event["reason"]),
+                (&json!("Warning"), &json!("OffsetResetRejected"))
+            );
+        })
+        .await;
+        within(reconciling)
+            .await
+            .unwrap()
+            .expect("reconcile succeeds");
+        assert!(pool.kafka.calls().is_empty());
+    }
+
+    fn deleting(policy: &str) -> ConsumerGroup {
+        let mut object = group_object(
+            json!({"clusterRef": {"name": "dev"}, "deletionPolicy": policy}),
+            None,
+        );
+        object["metadata"]["deletionTimestamp"] = json!("2024-02-01T00:00:00Z");
+        serde_json::from_value(object).unwrap()
+    }
+
+    #[tokio::test]
+    async fn deleting_with_policy_delete_waits_for_the_members_to_leave() {
+        let (ctx, mut api, pool) = fixtures::context_with_kafka();
+        kafka_with_group(&pool.kafka, vec![member()]);
+        let reconciling = tokio::spawn(reconcile(Arc::new(deleting("Delete")), ctx.clone()));
+        within(async {
+            expect_cluster(&mut api).await;
+            let event = api.expect_event_about("billing").await;
+            assert_eq!(
+                (&event["type"], &event["reason"]),
+                (&json!("Warning"), &json!("GroupDeleteFailed"))
+            );
+            // No finalizer removal: the resource stays while Kafka refuses.
+            api.expect_nothing_more().await;
+        })
+        .await;
+        let result = within(reconciling).await.unwrap();
+        assert!(matches!(result, Err(Error::Kafka(_))), "{result:?}");
+
+        // Once the members are gone the group and its offsets are deleted.
+        pool.kafka
+            .state()
+            .groups
+            .get_mut("billing")
+            .unwrap()
+            .members
+            .clear();
+        let reconciling = tokio::spawn(reconcile(Arc::new(deleting("Delete")), ctx));
+        within(async {
+            expect_cluster(&mut api).await;
+            let event = api.expect_event_about("billing").await;
+            assert_eq!(event["reason"], "GroupDeleted");
+            let seen = api
+                .handle(
+                    Method::PATCH,
+                    &format!("{BASE}/consumergroups/billing"),
+                    StatusCode::OK,
+                    |_| group_object(json!({"clusterRef": {"name": "dev"}}), None),
+                )
+                .await;
+            assert_eq!(
+                seen.body[1],
+                json!({"op": "remove", "path": "/metadata/finalizers/0"})
+            );
+        })
+        .await;
+        within(reconciling)
+            .await
+            .unwrap()
+            .expect("reconcile succeeds");
+        assert_eq!(pool.kafka.calls(), ["delete group billing"]);
+    }
+
+    #[tokio::test]
+    async fn deleting_with_policy_retain_keeps_the_offsets() {
+        let (ctx, mut api, pool) = fixtures::context_with_kafka();
+        kafka_with_group(&pool.kafka, vec![]);
+        let reconciling = tokio::spawn(reconcile(Arc::new(deleting("Retain")), ctx));
+        within(async {
+            api.handle(
+                Method::PATCH,
+                &format!("{BASE}/consumergroups/billing"),
+                StatusCode::OK,
+                |_| group_object(json!({"clusterRef": {"name": "dev"}}), None),
+            )
+            .await;
+        })
+        .await;
+        within(reconciling)
+            .await
+            .unwrap()
+            .expect("reconcile succeeds");
+        assert!(pool.kafka.calls().is_empty());
+        assert!(pool.kafka.state().groups.contains_key("billing"));
+    }
+}
