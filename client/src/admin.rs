@@ -1280,6 +1280,207 @@ mod tests {
         assert!(!AdminError::Connection(Error::Decode("x".into())).is_retriable());
     }
 
+    /// How the scripted broker answers CreateTopics.
+    #[derive(Clone, Copy)]
+    enum Script {
+        /// NOT_CONTROLLER on the first request, success afterwards.
+        NotControllerOnce,
+        /// Never answers.
+        Silent,
+        /// A body that does not decode.
+        Garbage,
+        /// TOPIC_ALREADY_EXISTS with a message.
+        AlreadyExists,
+    }
+
+    /// A broker on loopback that answers ApiVersions and Metadata (itself as broker and
+    /// controller 0) and CreateTopics as `script` says; returns its address and a
+    /// counter of CreateTopics requests seen.
+    async fn scripted_broker(
+        script: Script,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use kafka_protocol::messages::api_versions_response::ApiVersion;
+        use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+        use kafka_protocol::messages::metadata_response::MetadataResponseBroker;
+        use kafka_protocol::messages::{
+            ApiVersionsResponse, CreateTopicsResponse, MetadataResponse, RequestHeader,
+            ResponseHeader,
+        };
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let mut len = [0u8; 4];
+                        if socket.read_exact(&mut len).await.is_err() {
+                            return;
+                        }
+                        let mut frame = vec![0u8; u32::from_be_bytes(len) as usize];
+                        socket.read_exact(&mut frame).await.unwrap();
+                        let mut buf = bytes::Bytes::from(frame);
+                        let key = ApiKey::try_from(i16::from_be_bytes([buf[0], buf[1]])).unwrap();
+                        let version = i16::from_be_bytes([buf[2], buf[3]]);
+                        let header =
+                            RequestHeader::decode(&mut buf, key.request_header_version(version))
+                                .unwrap();
+                        let mut body = BytesMut::new();
+                        match key {
+                            ApiKey::ApiVersions => {
+                                let keys = [
+                                    (ApiKey::ApiVersions, 0, 3),
+                                    (ApiKey::Metadata, 0, 12),
+                                    (ApiKey::CreateTopics, 2, 7),
+                                ];
+                                ApiVersionsResponse::default()
+                                    .with_api_keys(
+                                        keys.iter()
+                                            .map(|(k, min, max)| {
+                                                ApiVersion::default()
+                                                    .with_api_key(*k as i16)
+                                                    .with_min_version(*min)
+                                                    .with_max_version(*max)
+                                            })
+                                            .collect(),
+                                    )
+                                    .encode(&mut body, version)
+                                    .unwrap();
+                            }
+                            ApiKey::Metadata => MetadataResponse::default()
+                                .with_brokers(vec![MetadataResponseBroker::default()
+                                    .with_node_id(BrokerId(0))
+                                    .with_host(StrBytes::from_string(addr.ip().to_string()))
+                                    .with_port(i32::from(addr.port()))])
+                                .with_controller_id(BrokerId(0))
+                                .encode(&mut body, version)
+                                .unwrap(),
+                            ApiKey::CreateTopics => {
+                                let n = counter.fetch_add(1, Ordering::SeqCst);
+                                let error = match script {
+                                    Script::NotControllerOnce if n == 0 => {
+                                        ResponseError::NotController.code()
+                                    }
+                                    Script::AlreadyExists => {
+                                        ResponseError::TopicAlreadyExists.code()
+                                    }
+                                    _ => 0,
+                                };
+                                match script {
+                                    Script::Silent => continue,
+                                    Script::Garbage => body.put_slice(&[0xff; 3]),
+                                    _ => CreateTopicsResponse::default()
+                                        .with_topics(vec![CreatableTopicResult::default()
+                                            .with_name(TopicName(StrBytes::from_static_str("t")))
+                                            .with_error_code(error)
+                                            .with_error_message(
+                                                (error != 0)
+                                                    .then(|| StrBytes::from_static_str("scripted")),
+                                            )])
+                                        .encode(&mut body, version)
+                                        .unwrap(),
+                                }
+                            }
+                            other => panic!("unscripted {other:?}"),
+                        }
+                        let mut head = BytesMut::new();
+                        ResponseHeader::default()
+                            .with_correlation_id(header.correlation_id)
+                            .encode(&mut head, key.response_header_version(version))
+                            .unwrap();
+                        let mut out = BytesMut::new();
+                        out.put_u32((head.len() + body.len()) as u32);
+                        out.put_slice(&head);
+                        out.put_slice(&body);
+                        if socket.write_all(&out).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr.to_string(), seen)
+    }
+
+    fn new_topic() -> NewTopic {
+        NewTopic {
+            name: "t".into(),
+            partitions: 1,
+            replication_factor: None,
+            configs: BTreeMap::new(),
+        }
+    }
+
+    fn quick(request_timeout: Duration, retries: u32) -> AdminConfig {
+        AdminConfig {
+            request_timeout,
+            retries,
+            retry_backoff: Duration::from_millis(1),
+            ..AdminConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_retriable_kafka_error_is_retried() {
+        let (addr, seen) = scripted_broker(Script::NotControllerOnce).await;
+        let admin = Admin::new(vec![addr], quick(Duration::from_secs(5), 3));
+        admin
+            .create_topic(&new_topic())
+            .await
+            .expect("second try succeeds");
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_final_kafka_error_is_typed_and_not_retried() {
+        let (addr, seen) = scripted_broker(Script::AlreadyExists).await;
+        let admin = Admin::new(vec![addr], quick(Duration::from_secs(5), 3));
+        let err = admin.create_topic(&new_topic()).await.unwrap_err();
+        assert_eq!(err.kafka_error(), Some(ResponseError::TopicAlreadyExists));
+        assert_eq!(
+            err.to_string(),
+            "CreateTopics for t: TopicAlreadyExists (scripted)"
+        );
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_silent_broker_times_out_on_every_try() {
+        let (addr, seen) = scripted_broker(Script::Silent).await;
+        let admin = Admin::new(vec![addr], quick(Duration::from_millis(200), 1));
+        let err = admin.create_topic(&new_topic()).await.unwrap_err();
+        assert!(
+            matches!(err, AdminError::Connection(Error::Timeout(_))),
+            "{err:?}"
+        );
+        assert_eq!(
+            seen.load(std::sync::atomic::Ordering::SeqCst),
+            2,
+            "one retry"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_undecodable_response_is_an_error_not_a_panic() {
+        let (addr, seen) = scripted_broker(Script::Garbage).await;
+        let admin = Admin::new(vec![addr], quick(Duration::from_secs(5), 3));
+        let err = admin.create_topic(&new_topic()).await.unwrap_err();
+        assert!(
+            matches!(err, AdminError::Connection(Error::Decode(_))),
+            "{err:?}"
+        );
+        assert!(!err.is_retriable());
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
     #[tokio::test]
     async fn an_unreachable_cluster_fails_after_the_retries() {
         // A port nothing listens on: bind one, then close it.
