@@ -1299,6 +1299,18 @@ mod tests {
     async fn scripted_broker(
         script: Script,
     ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        let (addr, seen, _accepted) = scripted_broker_counting(script).await;
+        (addr, seen)
+    }
+
+    /// `scripted_broker`, also counting accepted connections.
+    async fn scripted_broker_counting(
+        script: Script,
+    ) -> (
+        String,
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) {
         use kafka_protocol::messages::api_versions_response::ApiVersion;
         use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
         use kafka_protocol::messages::metadata_response::MetadataResponseBroker;
@@ -1313,11 +1325,14 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counter = seen.clone();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let accepts = accepted.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((mut socket, _)) = listener.accept().await else {
                     return;
                 };
+                accepts.fetch_add(1, Ordering::SeqCst);
                 let counter = counter.clone();
                 tokio::spawn(async move {
                     loop {
@@ -1407,7 +1422,7 @@ mod tests {
                 });
             }
         });
-        (addr.to_string(), seen)
+        (addr.to_string(), seen, accepted)
     }
 
     fn new_topic() -> NewTopic {
@@ -1437,6 +1452,21 @@ mod tests {
             .await
             .expect("second try succeeds");
         assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn one_connection_serves_every_call() {
+        let (addr, seen, accepted) = scripted_broker_counting(Script::NotControllerOnce).await;
+        let admin = Admin::new(vec![addr], quick(Duration::from_secs(5), 3));
+        for _ in 0..3 {
+            admin.create_topic(&new_topic()).await.expect("created");
+        }
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 4);
+        assert_eq!(
+            accepted.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "bootstrap, metadata and every request share one connection"
+        );
     }
 
     #[tokio::test]

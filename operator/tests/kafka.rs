@@ -31,6 +31,7 @@ const CONSUME_TIMEOUT: Duration = Duration::from_secs(60);
 /// One broker on loopback with its own data directory, killed (by its pid) when dropped.
 struct Broker {
     child: Child,
+    command: Command,
     bootstrap: String,
     log: PathBuf,
     _dir: tempfile::TempDir,
@@ -59,7 +60,8 @@ impl Broker {
         let port = free_port();
         let http_port = free_port();
         let log = dir.path().join("broker.log");
-        let overrides = [
+        let mut command = Command::new(&binary);
+        for o in [
             format!("listeners=PLAINTEXT://127.0.0.1:{port}"),
             format!("log.dirs={}", dir.path().join("data").display()),
             format!("strom.http.listener=127.0.0.1:{http_port}"),
@@ -67,35 +69,54 @@ impl Broker {
             "group.initial.rebalance.delay.ms=0".to_owned(),
             "offsets.topic.num.partitions=1".to_owned(),
             "auto.create.topics.enable=false".to_owned(),
-        ];
-        let mut command = Command::new(&binary);
-        for o in &overrides {
+        ] {
             command.arg("--override").arg(o);
         }
-        let out = std::fs::File::create(&log).expect("log file");
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("log file"))
-            .stderr(out)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
+        let child = Self::spawn(&mut command, &log);
         let broker = Broker {
             child,
+            command,
             bootstrap: format!("127.0.0.1:{port}"),
             log,
             _dir: dir,
         };
-        let admin = broker.admin();
+        broker.wait_ready().await;
+        broker
+    }
+
+    fn spawn(command: &mut Command, log: &std::path::Path) -> Child {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
+        command
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("log file"))
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {command:?}: {e}"))
+    }
+
+    async fn wait_ready(&self) {
+        let admin = self.admin();
         let started = Instant::now();
         while admin.describe_topic("probe").await.is_err() {
             assert!(
                 started.elapsed() < READY_TIMEOUT,
                 "broker not ready within {READY_TIMEOUT:?}; log:\n{}",
-                broker.log_tail()
+                self.log_tail()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        broker
+    }
+
+    /// Kills the broker (SIGKILL, by pid) and starts it again on the same port and data.
+    async fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Self::spawn(&mut self.command, &self.log);
+        self.wait_ready().await;
     }
 
     fn admin(&self) -> Admin {
@@ -446,4 +467,80 @@ async fn lag_resets_and_refusals_with_real_consumers() {
         .await
         .expect("describe");
     assert_eq!(gone.state, "Dead");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timestamp_reset_finds_the_first_newer_record() {
+    let broker = Broker::start().await;
+    let admin = broker.admin();
+    let spec = topic_spec("clusterRef: {name: dev}\npartitions: 1");
+    topic_sync::sync(&admin, "audit", &spec)
+        .await
+        .expect("create topic");
+    let producer = broker.producer();
+    produce(&producer, "audit", &[(0, 4)]);
+    // Records carry their producer's clock (CreateTime); the next ones are newer.
+    std::thread::sleep(Duration::from_millis(20));
+    let between = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    std::thread::sleep(Duration::from_millis(20));
+    produce(&producer, "audit", &[(0, 3)]);
+
+    // The group has never existed: Kafka describes it as Dead, and a reset may run.
+    let reset = |yaml: String| serde_yaml::from_str::<OffsetReset>(&yaml).unwrap();
+    let done = group_sync::reset(
+        &admin,
+        "auditors",
+        &reset(format!(
+            "{{id: t, to: Timestamp, timestampMs: {between}, topics: [audit]}}"
+        )),
+    )
+    .await
+    .expect("reset");
+    assert!(done.before.is_empty(), "nothing was committed before");
+    assert_eq!(done.after, BTreeMap::from([(("audit".into(), 0), 4)]));
+
+    // Newer than every record: the log end.
+    let future = between + 3_600_000;
+    let done = group_sync::reset(
+        &admin,
+        "auditors",
+        &reset(format!("{{id: t2, to: Timestamp, timestampMs: {future}}}")),
+    )
+    .await
+    .expect("reset");
+    assert_eq!(done.before, BTreeMap::from([(("audit".into(), 0), 4)]));
+    assert_eq!(done.after, BTreeMap::from([(("audit".into(), 0), 7)]));
+
+    // A topic that does not exist fails the reset with a typed error.
+    let missing = group_sync::reset(
+        &admin,
+        "auditors",
+        &reset("{id: t3, to: Earliest, topics: [nope]}".into()),
+    )
+    .await;
+    assert!(
+        matches!(missing, Err(group_sync::ResetError::UnknownTopic(ref t)) if t == "nope"),
+        "{missing:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_client_reconnects_after_a_broker_restart() {
+    let mut broker = Broker::start().await;
+    let admin = broker.admin();
+    let spec = topic_spec("clusterRef: {name: dev}\npartitions: 1");
+    let created = topic_sync::sync(&admin, "durable", &spec)
+        .await
+        .expect("create");
+    broker.restart().await;
+    // The same client: its old connection is dead, the retry connects anew.
+    let described = admin
+        .describe_topic("durable")
+        .await
+        .expect("describe after restart")
+        .expect("the topic survived the restart");
+    assert_eq!(described.topic_id, created.topic.topic_id);
 }
