@@ -113,8 +113,12 @@ async fn main() -> anyhow::Result<()> {
         },
         metrics: metrics.clone(),
         now: k8s_openapi::jiff::Timestamp::now,
+        // Shorter than the client's defaults: a reconcile waits on these, and an
+        // unreachable cluster is better reported (and retried by requeue) than waited on.
         kafka: Arc::new(Admins::new(AdminConfig {
             client_id: MANAGER.to_owned(),
+            request_timeout: Duration::from_secs(10),
+            retries: 3,
             ..AdminConfig::default()
         })),
     });

@@ -130,6 +130,8 @@ async fn apply(group: &ConsumerGroup, ctx: &Context) -> Result<Action, Error> {
 
     // A reset runs once per id; its outcome in status is what marks it done.
     let mut events = Vec::new();
+    // A reset waiting for its topic to exist: (reset id, why).
+    let mut waiting: Option<(String, String)> = None;
     if let Some(wanted) = &group.spec.offset_reset {
         let done = status
             .last_reset
@@ -148,14 +150,14 @@ async fn apply(group: &ConsumerGroup, ctx: &Context) -> Result<Action, Error> {
                             wanted.to
                         ),
                     ));
-                    ResetOutcome {
+                    Some(ResetOutcome {
                         id: wanted.id.clone(),
                         result: ResetResult::Succeeded,
                         message: Some(format!("committed {} partition(s)", done.after.len())),
                         offsets_before: as_list(&done.before),
                         offsets_after: as_list(&done.after),
                         time: Time(now),
-                    }
+                    })
                 }
                 // Worth another try later: the reset stays pending.
                 Err(ResetError::Kafka(err)) if err.is_retriable() => {
@@ -165,6 +167,22 @@ async fn apply(group: &ConsumerGroup, ctx: &Context) -> Result<Action, Error> {
                         .map_err(Error::PatchStatus)?;
                     return Err(err.into());
                 }
+                // Topic and group are often applied together: the reset waits for
+                // the topic rather than failing for good.
+                Err(ResetError::UnknownTopic(topic)) => {
+                    let message = format!(
+                        "reset {}: topic {topic} does not exist; the reset waits for it",
+                        wanted.id
+                    );
+                    let reported = previous_conditions(group)
+                        .iter()
+                        .any(|c| c.type_ == OFFSET_RESET && c.reason == "TopicNotFound");
+                    if !reported {
+                        events.push((EventType::Warning, "OffsetResetWaiting", message.clone()));
+                    }
+                    waiting = Some((wanted.id.clone(), message));
+                    None
+                }
                 Err(err) => {
                     let (result, reason) = match err {
                         ResetError::GroupActive(_) => {
@@ -173,20 +191,33 @@ async fn apply(group: &ConsumerGroup, ctx: &Context) -> Result<Action, Error> {
                         _ => (ResetResult::Failed, "OffsetResetFailed"),
                     };
                     events.push((EventType::Warning, reason, err.to_string()));
-                    ResetOutcome {
+                    Some(ResetOutcome {
                         id: wanted.id.clone(),
                         result,
                         message: Some(err.to_string()),
                         offsets_before: vec![],
                         offsets_after: vec![],
                         time: Time(now),
-                    }
+                    })
                 }
             };
-            status.last_reset = Some(outcome);
+            if let Some(outcome) = outcome {
+                status.last_reset = Some(outcome);
+            }
         }
     }
-    if let Some(outcome) = &status.last_reset {
+    if let Some((_, message)) = waiting {
+        let updated = condition(
+            previous_conditions(group),
+            OFFSET_RESET,
+            false,
+            "TopicNotFound",
+            message,
+            group.metadata.generation,
+            now,
+        );
+        upsert(&mut status.conditions, updated);
+    } else if let Some(outcome) = &status.last_reset {
         let previous = previous_conditions(group);
         let (ok, reason) = match outcome.result {
             ResetResult::Succeeded => (true, "Succeeded"),
@@ -603,6 +634,36 @@ mod tests {
             assert_eq!(
                 (&event["type"], &event["reason"]),
                 (&json!("Warning"), &json!("OffsetResetRejected"))
+            );
+        })
+        .await;
+        within(reconciling)
+            .await
+            .unwrap()
+            .expect("reconcile succeeds");
+        assert!(pool.kafka.calls().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_reset_waits_for_its_topic() {
+        let (ctx, mut api, pool) = fixtures::context_with_kafka();
+        kafka_with_group(&pool.kafka, vec![]);
+        let spec = json!({"clusterRef": {"name": "dev"}, "offsetReset": {"id": "early", "to": "Earliest", "topics": ["later"]}});
+        let reconciling = tokio::spawn(reconcile(Arc::new(group(spec, None)), ctx));
+        within(async {
+            expect_cluster(&mut api).await;
+            let status = expect_status(&mut api).await;
+            assert!(status.get("lastReset").is_none(), "still pending: {status}");
+            let waiting = condition(&status, OFFSET_RESET);
+            assert_eq!(
+                (&waiting["status"], &waiting["reason"]),
+                (&json!("False"), &json!("TopicNotFound"))
+            );
+            assert_eq!(condition(&status, READY)["status"], "True");
+            let event = api.expect_event_about("billing").await;
+            assert_eq!(
+                (&event["type"], &event["reason"]),
+                (&json!("Warning"), &json!("OffsetResetWaiting"))
             );
         })
         .await;
