@@ -439,6 +439,16 @@ async fn lag_resets_and_refusals_with_real_consumers() {
     let after_refusal = admin.fetch_offsets("billing").await.expect("fetch");
     assert_eq!(after_refusal, committed_before);
 
+    let listed = admin.list_groups().await.expect("list groups");
+    let billing = listed
+        .iter()
+        .find(|g| g.group_id == "billing")
+        .expect("ListGroups lists the group");
+    assert_eq!(
+        (billing.protocol_type.as_str(), billing.state.as_str()),
+        ("consumer", "Stable")
+    );
+
     // Deleting a group with a member is refused by Kafka; once it leaves, it works.
     let err = group_sync::delete(&admin, "billing").await.unwrap_err();
     assert_eq!(
@@ -457,6 +467,16 @@ async fn lag_resets_and_refusals_with_real_consumers() {
         assert!(started.elapsed() < CONSUME_TIMEOUT, "the member never left");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // OffsetDelete drops one partition's committed offset of the now empty group.
+    admin
+        .delete_offsets("billing", &[("events".to_owned(), 1)])
+        .await
+        .expect("delete offsets");
+    let left = admin.fetch_offsets("billing").await.expect("fetch");
+    assert_eq!(
+        left.keys().cloned().collect::<Vec<_>>(),
+        [("events".to_owned(), 0)]
+    );
     assert!(group_sync::delete(&admin, "billing").await.expect("delete"));
     assert!(admin
         .fetch_offsets("billing")
@@ -535,6 +555,15 @@ async fn the_admin_client_reconnects_after_a_broker_restart() {
     let created = topic_sync::sync(&admin, "durable", &spec)
         .await
         .expect("create");
+    // A bootstrap list whose first address is dead still reaches the cluster.
+    let dead = format!("127.0.0.1:{}", free_port());
+    let listed = Admin::new(vec![dead, broker.bootstrap.clone()], AdminConfig::default());
+    assert!(listed
+        .describe_topic("durable")
+        .await
+        .expect("describe")
+        .is_some());
+
     broker.restart().await;
     // The same client: its old connection is dead, the retry connects anew.
     let described = admin
