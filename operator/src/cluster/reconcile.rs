@@ -86,6 +86,7 @@ pub async fn reconcile(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<
     let started = std::time::Instant::now();
     let result = reconcile_inner(&cluster, &ctx).await;
     ctx.metrics.observe_reconcile(
+        "KafkaCluster",
         started.elapsed(),
         result.as_ref().err().map(Error::metric_label),
     );

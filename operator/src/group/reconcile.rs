@@ -69,12 +69,23 @@ impl Error {
 /// Carries out a pending reset and refreshes one group's status.
 #[instrument(skip_all, fields(namespace = group.namespace(), name = group.name_any()))]
 pub async fn reconcile(group: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let result = reconcile_inner(group, &ctx).await;
+    ctx.metrics.observe_reconcile(
+        "ConsumerGroup",
+        started.elapsed(),
+        result.as_ref().err().map(Error::metric_label),
+    );
+    result
+}
+
+async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: &Context) -> Result<Action, Error> {
     let api: Api<ConsumerGroup> =
         Api::namespaced(ctx.client.clone(), &group.namespace().unwrap_or_default());
     finalizer(&api, FINALIZER, group, |event| async {
         match event {
-            Finalizer::Apply(group) => apply(&group, &ctx).await,
-            Finalizer::Cleanup(group) => cleanup(&group, &ctx).await,
+            Finalizer::Apply(group) => apply(&group, ctx).await,
+            Finalizer::Cleanup(group) => cleanup(&group, ctx).await,
         }
     })
     .await

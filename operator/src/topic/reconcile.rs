@@ -76,12 +76,23 @@ impl Error {
 /// Brings one topic in Kafka in line with its Topic, or deals with it on deletion.
 #[instrument(skip_all, fields(namespace = topic.namespace(), name = topic.name_any()))]
 pub async fn reconcile(topic: Arc<Topic>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let result = reconcile_inner(topic, &ctx).await;
+    ctx.metrics.observe_reconcile(
+        "Topic",
+        started.elapsed(),
+        result.as_ref().err().map(Error::metric_label),
+    );
+    result
+}
+
+async fn reconcile_inner(topic: Arc<Topic>, ctx: &Context) -> Result<Action, Error> {
     let api: Api<Topic> =
         Api::namespaced(ctx.client.clone(), &topic.namespace().unwrap_or_default());
     finalizer(&api, FINALIZER, topic, |event| async {
         match event {
-            Finalizer::Apply(topic) => apply(&topic, &ctx).await,
-            Finalizer::Cleanup(topic) => cleanup(&topic, &ctx).await,
+            Finalizer::Apply(topic) => apply(&topic, ctx).await,
+            Finalizer::Cleanup(topic) => cleanup(&topic, ctx).await,
         }
     })
     .await
@@ -768,6 +779,7 @@ mod tests {
     async fn a_kafka_error_is_reported_and_fails_the_reconcile() {
         let (ctx, mut api, pool) = fixtures::context_with_kafka();
         pool.kafka.state().fail_with = Some(ResponseError::PolicyViolation);
+        let metrics = ctx.metrics.clone();
         let reconciling = tokio::spawn(reconcile(Arc::new(topic(spec(), None)), ctx));
         within(async {
             expect_cluster(&mut api).await;
@@ -787,6 +799,13 @@ mod tests {
         .await;
         let result = within(reconciling).await.unwrap();
         assert!(matches!(result, Err(Error::Kafka(_))), "{result:?}");
+        let text = metrics.encode();
+        assert!(
+            text.contains(
+                r#"strom_operator_reconciliations_total{controller="Topic",outcome="kafka"} 1"#
+            ),
+            "{text}"
+        );
     }
 
     fn deleting(policy: &str) -> Topic {
