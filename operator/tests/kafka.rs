@@ -573,3 +573,188 @@ async fn the_admin_client_reconnects_after_a_broker_restart() {
         .expect("the topic survived the restart");
     assert_eq!(described.topic_id, created.topic.topic_id);
 }
+
+/// A stand-in API server for the reconcile tests below: it answers the KafkaCluster
+/// `dev` (with `bootstrap` in its status), an empty Topic list, status applies (echoing
+/// the status) and events, and records every request as (method, path, body).
+fn fake_api_server(
+    bootstrap: String,
+) -> (
+    kube::Client,
+    std::sync::Arc<std::sync::Mutex<Vec<(String, String, serde_json::Value)>>>,
+) {
+    use http::{Request, Response};
+    use kube::client::Body;
+    use serde_json::json;
+
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Some((request, send)) = handle.next_request().await {
+            let method = request.method().to_string();
+            let path = request.uri().path().to_owned();
+            let bytes = request
+                .into_body()
+                .collect_bytes()
+                .await
+                .unwrap_or_default();
+            let body: serde_json::Value =
+                serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+            let base = "/apis/strom.dev/v1alpha1/namespaces/default";
+            let answer = if path == format!("{base}/kafkaclusters/dev") {
+                json!({
+                    "apiVersion": "strom.dev/v1alpha1", "kind": "KafkaCluster",
+                    "metadata": {"name": "dev", "namespace": "default"},
+                    "spec": {}, "status": {"bootstrap": bootstrap},
+                })
+            } else if path == format!("{base}/topics") {
+                json!({"apiVersion": "strom.dev/v1alpha1", "kind": "TopicList", "metadata": {}, "items": []})
+            } else if path.ends_with("/status") {
+                json!({
+                    "apiVersion": "strom.dev/v1alpha1", "kind": body["kind"],
+                    "metadata": {"name": "x", "namespace": "default"},
+                    "spec": {"clusterRef": {"name": "dev"}}, "status": body["status"],
+                })
+            } else {
+                // Events: echoed, as the API server does.
+                body.clone()
+            };
+            record.lock().unwrap().push((method, path, body));
+            send.send_response(
+                Response::builder()
+                    .body(Body::from(serde_json::to_vec(&answer).unwrap()))
+                    .unwrap(),
+            );
+        }
+    });
+    (kube::Client::new(service, "default"), seen)
+}
+
+fn context(client: kube::Client) -> std::sync::Arc<strom_operator::cluster::reconcile::Context> {
+    use kube::runtime::events::{Recorder, Reporter};
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "strom-operator".into(),
+            instance: None,
+        },
+    );
+    std::sync::Arc::new(strom_operator::cluster::reconcile::Context {
+        client,
+        recorder,
+        defaults: strom_operator::cluster::desired::Defaults {
+            image: "strom:test".into(),
+        },
+        metrics: std::sync::Arc::new(strom_operator::metrics::Metrics::new()),
+        now: k8s_openapi::jiff::Timestamp::now,
+        kafka: std::sync::Arc::new(strom_operator::kafka::Admins::new(AdminConfig::default())),
+    })
+}
+
+/// The whole Topic and ConsumerGroup reconciles — bootstrap address from the cluster's
+/// status, the pooled admin client, status and events — against a real broker, with
+/// only the Kubernetes API faked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciles_act_on_a_real_broker() {
+    use serde_json::json;
+    use strom_operator::crd::{ConsumerGroup, Topic};
+
+    let broker = Broker::start().await;
+    let admin = broker.admin();
+    let (client, seen) = fake_api_server(broker.bootstrap.clone());
+    let ctx = context(client);
+
+    let topic = |status: serde_json::Value| -> Topic {
+        serde_json::from_value(json!({
+            "apiVersion": "strom.dev/v1alpha1", "kind": "Topic",
+            "metadata": {"name": "orders", "namespace": "default", "uid": "u1", "generation": 1,
+                         "creationTimestamp": "2024-01-01T00:00:00Z",
+                         "finalizers": ["strom.dev/topic"]},
+            "spec": {"clusterRef": {"name": "dev"}, "partitions": 2, "retentionMs": 60000},
+            "status": status,
+        }))
+        .unwrap()
+    };
+    strom_operator::topic::reconcile::reconcile(std::sync::Arc::new(topic(json!({}))), ctx.clone())
+        .await
+        .expect("topic reconcile");
+    let described = admin
+        .describe_topic("orders")
+        .await
+        .unwrap()
+        .expect("created in Kafka");
+    assert_eq!(described.partitions.len(), 2);
+    let status = {
+        let seen = seen.lock().unwrap();
+        let (_, _, body) = seen
+            .iter()
+            .find(|(m, p, _)| m == "PATCH" && p.ends_with("/topics/orders/status"))
+            .expect("a status apply");
+        assert!(
+            seen.iter()
+                .any(|(m, _, body)| m == "POST" && body["reason"] == "TopicCreated"),
+            "a TopicCreated event"
+        );
+        body["status"].clone()
+    };
+    assert_eq!(status["topicId"], json!(described.topic_id));
+    assert_eq!(status["partitions"], 2);
+
+    // Drift in Kafka, then the periodic reconcile with the status it wrote.
+    admin
+        .alter_topic_config(
+            "orders",
+            &[ConfigOp::Set("retention.ms".into(), "1".into())],
+        )
+        .await
+        .unwrap();
+    seen.lock().unwrap().clear();
+    strom_operator::topic::reconcile::reconcile(std::sync::Arc::new(topic(status)), ctx.clone())
+        .await
+        .expect("topic reconcile");
+    let config = admin.describe_topic_config("orders").await.unwrap();
+    assert_eq!(config["retention.ms"].value.as_deref(), Some("60000"));
+    assert!(seen
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|(_, _, body)| body["reason"] == "ConfigUpdated"));
+
+    // A group whose offsets a real consumer committed: lag in status.
+    produce(&broker.producer(), "orders", &[(0, 4), (1, 1)]);
+    {
+        let consumer = broker.consumer("readers");
+        consumer.subscribe(&["orders"]).expect("subscribe");
+        consume(&consumer, 5);
+        consumer
+            .commit_consumer_state(CommitMode::Sync)
+            .expect("commit");
+    }
+    produce(&broker.producer(), "orders", &[(1, 2)]);
+    let group: ConsumerGroup = serde_json::from_value(json!({
+        "apiVersion": "strom.dev/v1alpha1", "kind": "ConsumerGroup",
+        "metadata": {"name": "readers", "namespace": "default", "uid": "u2", "generation": 1,
+                     "finalizers": ["strom.dev/consumergroup"]},
+        "spec": {"clusterRef": {"name": "dev"}},
+    }))
+    .unwrap();
+    seen.lock().unwrap().clear();
+    strom_operator::group::reconcile::reconcile(std::sync::Arc::new(group), ctx)
+        .await
+        .expect("group reconcile");
+    let seen = seen.lock().unwrap();
+    let (_, _, body) = seen
+        .iter()
+        .find(|(m, p, _)| m == "PATCH" && p.ends_with("/consumergroups/readers/status"))
+        .expect("a status apply");
+    assert_eq!(body["status"]["state"], "Empty");
+    assert_eq!(body["status"]["totalLag"], 2);
+    assert_eq!(
+        body["status"]["offsets"],
+        json!([
+            {"topic": "orders", "partition": 0, "committedOffset": 4, "logEndOffset": 4, "lag": 0},
+            {"topic": "orders", "partition": 1, "committedOffset": 1, "logEndOffset": 3, "lag": 2},
+        ])
+    );
+}
