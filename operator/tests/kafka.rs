@@ -577,18 +577,16 @@ async fn the_admin_client_reconnects_after_a_broker_restart() {
 /// A stand-in API server for the reconcile tests below: it answers the KafkaCluster
 /// `dev` (with `bootstrap` in its status), an empty Topic list, status applies (echoing
 /// the status) and events, and records every request as (method, path, body).
-fn fake_api_server(
-    bootstrap: String,
-) -> (
-    kube::Client,
-    std::sync::Arc<std::sync::Mutex<Vec<(String, String, serde_json::Value)>>>,
-) {
+/// The requests a fake API server saw: (method, path, JSON body).
+type SeenRequests = std::sync::Arc<std::sync::Mutex<Vec<(String, String, serde_json::Value)>>>;
+
+fn fake_api_server(bootstrap: String) -> (kube::Client, SeenRequests) {
     use http::{Request, Response};
     use kube::client::Body;
     use serde_json::json;
 
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen: SeenRequests = std::sync::Arc::default();
     let record = seen.clone();
     tokio::spawn(async move {
         while let Some((request, send)) = handle.next_request().await {
