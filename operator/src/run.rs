@@ -17,7 +17,7 @@ use tracing::{error, info, warn};
 
 use crate::cluster::desired::{INSTANCE_LABEL, MANAGED_BY_LABEL, MANAGER, NAME_LABEL};
 use crate::cluster::reconcile::{error_policy, reconcile, Context};
-use crate::crd::{ConsumerGroup, KafkaCluster, Topic};
+use crate::crd::{ClusterRef, ConsumerGroup, KafkaCluster, Topic};
 use crate::group::reconcile as group;
 use crate::topic::reconcile as topic;
 
@@ -225,7 +225,16 @@ async fn topic_controller(
     mut stop: watch::Receiver<bool>,
 ) {
     let topics: Api<Topic> = scoped(&ctx.client, namespace);
-    Controller::new(topics, watcher::Config::default().any_semantic())
+    let controller = Controller::new(topics, watcher::Config::default().any_semantic());
+    let store = controller.store();
+    controller
+        // A cluster that changes (gets its bootstrap address, becomes ready) is news
+        // for its Topics, which may be waiting for it.
+        .watches(
+            scoped::<KafkaCluster>(&ctx.client, namespace),
+            watcher::Config::default(),
+            move |cluster| referring(&store.state(), &cluster, |t: &Topic| &t.spec.cluster_ref),
+        )
         .graceful_shutdown_on(async move {
             let _ = stop.wait_for(|stop| *stop).await;
         })
@@ -246,7 +255,18 @@ async fn group_controller(
     mut stop: watch::Receiver<bool>,
 ) {
     let groups: Api<ConsumerGroup> = scoped(&ctx.client, namespace);
-    Controller::new(groups, watcher::Config::default().any_semantic())
+    let controller = Controller::new(groups, watcher::Config::default().any_semantic());
+    let store = controller.store();
+    controller
+        .watches(
+            scoped::<KafkaCluster>(&ctx.client, namespace),
+            watcher::Config::default(),
+            move |cluster| {
+                referring(&store.state(), &cluster, |g: &ConsumerGroup| {
+                    &g.spec.cluster_ref
+                })
+            },
+        )
         .graceful_shutdown_on(async move {
             let _ = stop.wait_for(|stop| *stop).await;
         })
@@ -259,6 +279,26 @@ async fn group_controller(
         .await;
 }
 
+/// The objects among `objects` that refer to `cluster` (same namespace and name).
+fn referring<K>(
+    objects: &[Arc<K>],
+    cluster: &KafkaCluster,
+    cluster_ref: impl Fn(&K) -> &ClusterRef,
+) -> Vec<ObjectRef<K>>
+where
+    K: Resource<DynamicType = ()>,
+{
+    let name = cluster.metadata.name.as_deref();
+    let namespace = cluster.metadata.namespace.as_deref();
+    objects
+        .iter()
+        .filter(|o| {
+            o.meta().namespace.as_deref() == namespace && Some(cluster_ref(o).name.as_str()) == name
+        })
+        .map(|o| ObjectRef::from_obj(o.as_ref()))
+        .collect()
+}
+
 fn pod_to_cluster(pod: Pod) -> Option<ObjectRef<KafkaCluster>> {
     let name = pod.metadata.labels.as_ref()?.get(INSTANCE_LABEL)?;
     Some(ObjectRef::new(name).within(pod.metadata.namespace.as_deref()?))
@@ -268,6 +308,30 @@ fn pod_to_cluster(pod: Pod) -> Option<ObjectRef<KafkaCluster>> {
 mod tests {
     use super::*;
     use crate::cluster::fixtures;
+
+    #[test]
+    fn a_cluster_maps_to_the_topics_that_refer_to_it() {
+        let topic = |namespace: &str, name: &str, cluster: &str| {
+            Arc::new(
+                serde_json::from_value::<Topic>(serde_json::json!({
+                    "apiVersion": "strom.dev/v1alpha1", "kind": "Topic",
+                    "metadata": {"name": name, "namespace": namespace},
+                    "spec": {"clusterRef": {"name": cluster}},
+                }))
+                .unwrap(),
+            )
+        };
+        let topics = [
+            topic("default", "a", "dev"),
+            topic("default", "b", "prod"),
+            topic("other", "c", "dev"),
+            topic("default", "d", "dev"),
+        ];
+        let cluster = fixtures::cluster(serde_json::json!({}), None);
+        let refs = referring(&topics, &cluster, |t: &Topic| &t.spec.cluster_ref);
+        let names: Vec<&str> = refs.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["a", "d"]);
+    }
 
     // Paused time: the grace period passes as soon as everything else is idle.
     #[tokio::test(start_paused = true)]
