@@ -1,6 +1,9 @@
 //! strom-client: a small async Kafka client over `kafka-protocol`. One [`Connection`] is one
 //! TCP connection to one broker; it negotiates versions with ApiVersions and sends typed
-//! requests at the highest version both sides support.
+//! requests at the highest version both sides support. [`admin::Admin`] builds the
+//! operator's admin calls on top: bootstrap, routing, connection reuse and retries.
+
+pub mod admin;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, RequestHeader, ResponseHeader};
@@ -33,6 +36,14 @@ pub enum Error {
     ResponseTooLarge(usize),
 }
 
+impl Error {
+    /// Whether trying again (on a new connection) may succeed: the network failed or the
+    /// broker was slow, as opposed to a request or response this client cannot handle.
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, Error::Connect(_) | Error::Io(_) | Error::Timeout(_))
+    }
+}
+
 /// One connection to one broker, with the version ranges it announced.
 pub struct Connection {
     stream: TcpStream,
@@ -45,7 +56,16 @@ pub struct Connection {
 impl Connection {
     /// Connects and negotiates versions with ApiVersions.
     pub async fn connect(addr: impl ToSocketAddrs, client_id: &str) -> Result<Self, Error> {
-        let timeout = Duration::from_secs(30);
+        Self::connect_with_timeout(addr, client_id, Duration::from_secs(30)).await
+    }
+
+    /// Connects and negotiates versions, waiting at most `timeout` for the connection and
+    /// for each response.
+    pub async fn connect_with_timeout(
+        addr: impl ToSocketAddrs,
+        client_id: &str,
+        timeout: Duration,
+    ) -> Result<Self, Error> {
         let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| Error::Timeout(timeout))?
@@ -79,8 +99,9 @@ impl Connection {
         self.versions.get(&(key as i16)).copied()
     }
 
-    /// Sends `req` at the highest version both this client and the broker support.
-    pub async fn send<R: Request>(&mut self, req: R) -> Result<R::Response, Error> {
+    /// The version `send` uses for `R`: the highest both this client and the broker
+    /// support. Callers whose request shape differs between versions build it for this.
+    pub fn version_for<R: Request>(&self) -> Result<i16, Error> {
         let key = ApiKey::try_from(R::KEY).map_err(|_| Error::Encode("unknown key".into()))?;
         let (bmin, bmax) = self
             .broker_versions(key)
@@ -89,6 +110,12 @@ impl Connection {
         if version < bmin.max(R::VERSIONS.min) {
             return Err(Error::UnsupportedApi(key));
         }
+        Ok(version)
+    }
+
+    /// Sends `req` at the highest version both this client and the broker support.
+    pub async fn send<R: Request>(&mut self, req: R) -> Result<R::Response, Error> {
+        let version = self.version_for::<R>()?;
         self.send_versioned(req, version).await
     }
 

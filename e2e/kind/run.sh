@@ -40,10 +40,9 @@ helm upgrade --install strom charts/strom \
 
 step "examples into namespace $NAMESPACE"
 kubectl create namespace "$NAMESPACE" --dry-run=client -o yaml | kubectl apply -f -
-# The Topic controller is not written yet, so the cluster auto-creates the topic this
-# test produces to; everything else is the example as a user would apply it.
-sed 's/autoCreateTopicsEnable: false/autoCreateTopicsEnable: true/' \
-    examples/kafkacluster-three-zones.yaml | kubectl -n "$NAMESPACE" apply -f -
+# The examples as a user would apply them: the Topic controller creates the topic this
+# test produces to (auto-creation stays off), the ConsumerGroup resets its offsets.
+kubectl -n "$NAMESPACE" apply -f examples/kafkacluster-three-zones.yaml
 kubectl -n "$NAMESPACE" apply -f examples/topic-retention.yaml -f examples/consumergroup.yaml
 
 step "waiting for KafkaCluster events to be Ready"
@@ -72,6 +71,16 @@ for _ in $(seq 60); do
 done
 kubectl -n "$NAMESPACE" get service events-bootstrap
 
+step "the Topic controller created the topic"
+if ! kubectl -n "$NAMESPACE" wait topic/orders --for=condition=Ready --timeout="$TIMEOUT"; then
+    kubectl -n "$NAMESPACE" describe topic orders || true
+    kubectl -n strom-system logs deployment/strom --tail=100 || true
+    exit 1
+fi
+kubectl -n "$NAMESPACE" get topics -o wide
+partitions="$(kubectl -n "$NAMESPACE" get topic orders -o jsonpath='{.status.partitions}')"
+[[ "$partitions" == 6 ]] || { echo "FAIL: topic has '$partitions' partitions" >&2; exit 1; }
+
 step "produce and consume with kcat"
 bootstrap="$(kubectl -n "$NAMESPACE" get kafkacluster events -o jsonpath='{.status.bootstrap}')"
 topic="Orders_v1"
@@ -85,6 +94,19 @@ if [[ "$consumed" != "$expected" ]]; then
     exit 1
 fi
 echo "ok: consumed what was produced"
+
+step "the ConsumerGroup reset its offsets and reports the lag"
+# The reset committed offset 0 on every partition of Orders_v1 while the group was
+# empty; the three records produced since are its lag once status refreshes (30 s).
+for _ in $(seq 60); do
+    lag="$(kubectl -n "$NAMESPACE" get consumergroup orders-processor -o jsonpath='{.status.totalLag}')"
+    [[ "$lag" == 3 ]] && break
+    sleep 2
+done
+kubectl -n "$NAMESPACE" get consumergroups -o wide
+result="$(kubectl -n "$NAMESPACE" get consumergroup orders-processor -o jsonpath='{.status.lastReset.result}')"
+[[ "$result" == Succeeded ]] || { echo "FAIL: reset result '$result'" >&2; exit 1; }
+[[ "$lag" == 3 ]] || { echo "FAIL: lag '$lag', expected 3" >&2; exit 1; }
 
 if [[ "${KEEP:-0}" != 1 ]]; then
     step "deleting kind cluster $CLUSTER"

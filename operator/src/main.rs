@@ -10,6 +10,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::Client;
 use strom_operator::cluster::desired::{Defaults, MANAGER};
 use strom_operator::cluster::reconcile::Context;
+use strom_operator::kafka::{AdminConfig, Admins};
 use strom_operator::metrics::{self, Metrics};
 use strom_operator::run::{run, LeaderElection, Stopped};
 use tokio::sync::watch;
@@ -112,6 +113,14 @@ async fn main() -> anyhow::Result<()> {
         },
         metrics: metrics.clone(),
         now: k8s_openapi::jiff::Timestamp::now,
+        // Shorter than the client's defaults: a reconcile waits on these, and an
+        // unreachable cluster is better reported (and retried by requeue) than waited on.
+        kafka: Arc::new(Admins::new(AdminConfig {
+            client_id: MANAGER.to_owned(),
+            request_timeout: Duration::from_secs(10),
+            retries: 3,
+            ..AdminConfig::default()
+        })),
     });
     metrics.set_ready(true);
 

@@ -44,7 +44,7 @@ impl Metrics {
         let reconciliations = Family::<Labels, Counter>::default();
         registry.register(
             "reconciliations",
-            "Reconciles by outcome (ok, or the failing step)",
+            "Reconciles by controller and outcome (ok, or the failing step)",
             reconciliations.clone(),
         );
         // 1 ms to about 16 s.
@@ -69,11 +69,15 @@ impl Metrics {
         }
     }
 
-    /// Records one reconcile; `failed_step` is `None` when it succeeded.
-    pub fn observe_reconcile(&self, took: Duration, failed_step: Option<&str>) {
+    /// Records one reconcile of `controller` (the kind it reconciles); `failed_step` is
+    /// `None` when it succeeded.
+    pub fn observe_reconcile(&self, controller: &str, took: Duration, failed_step: Option<&str>) {
         let outcome = failed_step.unwrap_or("ok").to_owned();
         self.reconciliations
-            .get_or_create(&vec![("outcome".to_owned(), outcome)])
+            .get_or_create(&vec![
+                ("controller".to_owned(), controller.to_owned()),
+                ("outcome".to_owned(), outcome),
+            ])
             .inc();
         self.reconcile_duration.observe(took.as_secs_f64());
     }
@@ -191,18 +195,18 @@ mod tests {
     }
 
     #[test]
-    fn reconciles_are_counted_by_outcome() {
+    fn reconciles_are_counted_by_controller_and_outcome() {
         let metrics = Metrics::new();
-        metrics.observe_reconcile(Duration::from_millis(3), None);
-        metrics.observe_reconcile(Duration::from_millis(3), Some("apply"));
+        metrics.observe_reconcile("KafkaCluster", Duration::from_millis(3), None);
+        metrics.observe_reconcile("KafkaCluster", Duration::from_millis(3), Some("apply"));
+        metrics.observe_reconcile("Topic", Duration::from_millis(3), Some("kafka"));
         let text = metrics.encode();
-        assert!(
-            text.contains(r#"strom_operator_reconciliations_total{outcome="ok"} 1"#),
-            "{text}"
-        );
-        assert!(
-            text.contains(r#"strom_operator_reconciliations_total{outcome="apply"} 1"#),
-            "{text}"
-        );
+        for line in [
+            r#"strom_operator_reconciliations_total{controller="KafkaCluster",outcome="ok"} 1"#,
+            r#"strom_operator_reconciliations_total{controller="KafkaCluster",outcome="apply"} 1"#,
+            r#"strom_operator_reconciliations_total{controller="Topic",outcome="kafka"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from {text}");
+        }
     }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -17,7 +17,9 @@ use tracing::{error, info, warn};
 
 use crate::cluster::desired::{INSTANCE_LABEL, MANAGED_BY_LABEL, MANAGER, NAME_LABEL};
 use crate::cluster::reconcile::{error_policy, reconcile, Context};
-use crate::crd::KafkaCluster;
+use crate::crd::{ClusterRef, ConsumerGroup, KafkaCluster, Topic};
+use crate::group::reconcile as group;
+use crate::topic::reconcile as topic;
 
 /// How long controllers may take to finish their reconciles after shutdown is asked
 /// for; below the chart's 30 s termination grace period, leaving time to release the
@@ -137,12 +139,16 @@ async fn run_controllers(ctx: Arc<Context>, namespaces: &[String], stop: watch::
     } else {
         namespaces.iter().map(|ns| Some(ns.as_str())).collect()
     };
-    let controllers = scopes.into_iter().map(|namespace| {
+    let controllers = scopes.into_iter().flat_map(|namespace| {
         info!(
             namespace = namespace.unwrap_or("*"),
-            "watching KafkaClusters"
+            "watching KafkaClusters, Topics and ConsumerGroups"
         );
-        cluster_controller(ctx.clone(), namespace, stop.clone())
+        [
+            cluster_controller(ctx.clone(), namespace, stop.clone()).boxed(),
+            topic_controller(ctx.clone(), namespace, stop.clone()).boxed(),
+            group_controller(ctx.clone(), namespace, stop.clone()).boxed(),
+        ]
     });
     let all = futures::future::join_all(controllers);
     tokio::pin!(all);
@@ -211,6 +217,88 @@ async fn cluster_controller(
         .await;
 }
 
+/// Topics: reconciled on every change and every `topic::reconcile::RESYNC`, which is
+/// what reverts changes made in Kafka behind the operator's back.
+async fn topic_controller(
+    ctx: Arc<Context>,
+    namespace: Option<&str>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let topics: Api<Topic> = scoped(&ctx.client, namespace);
+    let controller = Controller::new(topics, watcher::Config::default().any_semantic());
+    let store = controller.store();
+    controller
+        // A cluster that changes (gets its bootstrap address, becomes ready) is news
+        // for its Topics, which may be waiting for it.
+        .watches(
+            scoped::<KafkaCluster>(&ctx.client, namespace),
+            watcher::Config::default(),
+            move |cluster| referring(&store.state(), &cluster, |t: &Topic| &t.spec.cluster_ref),
+        )
+        .graceful_shutdown_on(async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        })
+        .run(topic::reconcile, topic::error_policy, ctx.clone())
+        .for_each(|result| async move {
+            if let Err(err) = result {
+                warn!(cause = %err, "topic controller error");
+            }
+        })
+        .await;
+}
+
+/// ConsumerGroups: reconciled on every change and every `group::reconcile::REFRESH`,
+/// since lag and membership change in Kafka without any Kubernetes event.
+async fn group_controller(
+    ctx: Arc<Context>,
+    namespace: Option<&str>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let groups: Api<ConsumerGroup> = scoped(&ctx.client, namespace);
+    let controller = Controller::new(groups, watcher::Config::default().any_semantic());
+    let store = controller.store();
+    controller
+        .watches(
+            scoped::<KafkaCluster>(&ctx.client, namespace),
+            watcher::Config::default(),
+            move |cluster| {
+                referring(&store.state(), &cluster, |g: &ConsumerGroup| {
+                    &g.spec.cluster_ref
+                })
+            },
+        )
+        .graceful_shutdown_on(async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        })
+        .run(group::reconcile, group::error_policy, ctx.clone())
+        .for_each(|result| async move {
+            if let Err(err) = result {
+                warn!(cause = %err, "consumer group controller error");
+            }
+        })
+        .await;
+}
+
+/// The objects among `objects` that refer to `cluster` (same namespace and name).
+fn referring<K>(
+    objects: &[Arc<K>],
+    cluster: &KafkaCluster,
+    cluster_ref: impl Fn(&K) -> &ClusterRef,
+) -> Vec<ObjectRef<K>>
+where
+    K: Resource<DynamicType = ()>,
+{
+    let name = cluster.metadata.name.as_deref();
+    let namespace = cluster.metadata.namespace.as_deref();
+    objects
+        .iter()
+        .filter(|o| {
+            o.meta().namespace.as_deref() == namespace && Some(cluster_ref(o).name.as_str()) == name
+        })
+        .map(|o| ObjectRef::from_obj(o.as_ref()))
+        .collect()
+}
+
 fn pod_to_cluster(pod: Pod) -> Option<ObjectRef<KafkaCluster>> {
     let name = pod.metadata.labels.as_ref()?.get(INSTANCE_LABEL)?;
     Some(ObjectRef::new(name).within(pod.metadata.namespace.as_deref()?))
@@ -220,6 +308,30 @@ fn pod_to_cluster(pod: Pod) -> Option<ObjectRef<KafkaCluster>> {
 mod tests {
     use super::*;
     use crate::cluster::fixtures;
+
+    #[test]
+    fn a_cluster_maps_to_the_topics_that_refer_to_it() {
+        let topic = |namespace: &str, name: &str, cluster: &str| {
+            Arc::new(
+                serde_json::from_value::<Topic>(serde_json::json!({
+                    "apiVersion": "strom.dev/v1alpha1", "kind": "Topic",
+                    "metadata": {"name": name, "namespace": namespace},
+                    "spec": {"clusterRef": {"name": cluster}},
+                }))
+                .unwrap(),
+            )
+        };
+        let topics = [
+            topic("default", "a", "dev"),
+            topic("default", "b", "prod"),
+            topic("other", "c", "dev"),
+            topic("default", "d", "dev"),
+        ];
+        let cluster = fixtures::cluster(serde_json::json!({}), None);
+        let refs = referring(&topics, &cluster, |t: &Topic| &t.spec.cluster_ref);
+        let names: Vec<&str> = refs.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["a", "d"]);
+    }
 
     // Paused time: the grace period passes as soon as everything else is idle.
     #[tokio::test(start_paused = true)]
@@ -351,6 +463,7 @@ mod election_tests {
             defaults: fixture_ctx.defaults.clone(),
             metrics: fixture_ctx.metrics.clone(),
             now: fixture_ctx.now,
+            kafka: fixture_ctx.kafka.clone(),
         });
         let lease = Arc::new(Mutex::new(None));
         tokio::spawn(fake_lease_server(handle, lease.clone()));

@@ -266,6 +266,31 @@ fn offset_resets_carry_their_target() {
 }
 
 #[test]
+fn offset_resets_to_an_offset_name_it() {
+    let reset = |offset_reset: Value| {
+        object(
+            "ConsumerGroup",
+            json!({"clusterRef": {"name": "a"}, "offsetReset": offset_reset}),
+        )
+    };
+    assert_refused(
+        &group_schema(),
+        &reset(json!({"id": "r1", "to": "Offset"})),
+        None,
+        "to: Offset needs offset or offsets",
+    );
+    for accepted in [
+        json!({"id": "r1", "to": "Offset", "offset": 5}),
+        json!({"id": "r1", "to": "Offset", "offsets": [{"topic": "t", "partition": 0, "offset": 5}]}),
+    ] {
+        assert_eq!(
+            failures(&group_schema(), &reset(accepted), None),
+            Vec::<String>::new()
+        );
+    }
+}
+
+#[test]
 fn examples_pass_every_rule() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
     let mut checked = 0;

@@ -40,6 +40,15 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: ["strom.dev"]
   resources: ["kafkaclusters/status"]
   verbs: ["get", "patch"]
+# Topics and ConsumerGroups: patch only to add and remove the operator's finalizer
+# (a JSON patch of metadata.finalizers; no update, and no finalizers subresource,
+# which only owner references with blockOwnerDeletion need).
+- apiGroups: ["strom.dev"]
+  resources: ["topics", "consumergroups"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["strom.dev"]
+  resources: ["topics/status", "consumergroups/status"]
+  verbs: ["get", "patch"]
 - apiGroups: ["apps"]
   resources: ["statefulsets"]
   verbs: ["get", "list", "watch", "create", "patch"]

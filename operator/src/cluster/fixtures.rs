@@ -15,6 +15,7 @@ use tower_test::mock::{Handle, SendResponse};
 use super::desired::Defaults;
 use super::reconcile::Context;
 use crate::crd::KafkaCluster;
+use crate::kafka::fake::{FakeKafka, FakePool};
 use crate::metrics::Metrics;
 
 /// The fixed time the tests' clock returns.
@@ -26,8 +27,19 @@ pub fn now() -> Timestamp {
 
 /// A reconcile context whose client talks to the returned verifier.
 pub fn context() -> (Arc<Context>, ApiServerVerifier) {
+    let (ctx, api, _kafka) = context_with_kafka();
+    (ctx, api)
+}
+
+/// A reconcile context whose client talks to the returned verifier and whose Kafka is
+/// the returned in-memory cluster.
+pub fn context_with_kafka() -> (Arc<Context>, ApiServerVerifier, FakePool) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
+    let pool = FakePool {
+        kafka: FakeKafka::new(),
+        ..FakePool::default()
+    };
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -43,8 +55,9 @@ pub fn context() -> (Arc<Context>, ApiServerVerifier) {
         },
         metrics: Arc::new(Metrics::new()),
         now,
+        kafka: Arc::new(pool.clone()),
     };
-    (Arc::new(ctx), ApiServerVerifier(handle))
+    (Arc::new(ctx), ApiServerVerifier(handle), pool)
 }
 
 /// A cluster as the API server would hand it to the controller.
@@ -126,6 +139,32 @@ impl ApiServerVerifier {
             body,
         };
         (seen, send)
+    }
+
+    /// Expects a `method` request at `path`, answers `status` with `answer(&request)`,
+    /// and returns the request.
+    pub async fn handle(
+        &mut self,
+        method: Method,
+        path: &str,
+        status: StatusCode,
+        answer: impl FnOnce(&Seen) -> Value,
+    ) -> Seen {
+        let (seen, send) = self.next().await;
+        assert_eq!(
+            (&seen.method, seen.path.as_str()),
+            (&method, path),
+            "expected {method} {path}; body {}",
+            seen.body
+        );
+        let body = answer(&seen);
+        send.send_response(
+            Response::builder()
+                .status(status)
+                .body(Body::from(serde_json::to_vec(&body).expect("JSON")))
+                .expect("response"),
+        );
+        seen
     }
 
     /// Expects a server-side apply at `path` by the operator's field manager and answers
@@ -239,6 +278,33 @@ impl ApiServerVerifier {
         seen.body["status"].clone()
     }
 
+    /// Expects an event about the object named `name` and returns it.
+    pub async fn expect_event_about(&mut self, name: &str) -> Value {
+        let (seen, send) = self.next().await;
+        assert_eq!(
+            (&seen.method, seen.path.as_str()),
+            (
+                &Method::POST,
+                "/apis/events.k8s.io/v1/namespaces/default/events"
+            ),
+            "expected an event; got body {}",
+            seen.body
+        );
+        assert_eq!(seen.body["regarding"]["name"], name);
+        send.send_response(ok(&seen.body));
+        seen.body
+    }
+
+    /// Expects no further request within a short wait.
+    pub async fn expect_nothing_more(&mut self) {
+        let next =
+            tokio::time::timeout(std::time::Duration::from_millis(100), self.0.next_request())
+                .await;
+        if let Ok(Some((request, _))) = next {
+            panic!("unexpected request {} {}", request.method(), request.uri());
+        }
+    }
+
     /// Expects an event about cluster `dev` and returns its reason.
     pub async fn expect_event(&mut self) -> Value {
         let (seen, send) = self.next().await;
@@ -253,6 +319,11 @@ impl ApiServerVerifier {
         send.send_response(ok(&seen.body));
         seen.body
     }
+}
+
+/// A 404 as the API server answers it.
+pub fn not_found() -> Value {
+    json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"})
 }
 
 fn ok(body: &Value) -> Response<Body> {

@@ -42,6 +42,9 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// The clock, injected so that tests see fixed condition times.
     pub now: fn() -> Timestamp,
+    /// Kafka admin clients by bootstrap address, for the Topic and ConsumerGroup
+    /// controllers.
+    pub kafka: Arc<dyn crate::kafka::AdminPool>,
 }
 
 /// Why a reconcile failed; each variant is one step, used as a metric label.
@@ -83,6 +86,7 @@ pub async fn reconcile(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<
     let started = std::time::Instant::now();
     let result = reconcile_inner(&cluster, &ctx).await;
     ctx.metrics.observe_reconcile(
+        "KafkaCluster",
         started.elapsed(),
         result.as_ref().err().map(Error::metric_label),
     );

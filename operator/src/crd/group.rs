@@ -21,6 +21,8 @@ use super::ClusterRef;
     printcolumn = r#"{"name":"State","type":"string","jsonPath":".status.state"}"#,
     printcolumn = r#"{"name":"Members","type":"integer","jsonPath":".status.memberCount"}"#,
     printcolumn = r#"{"name":"Lag","type":"integer","jsonPath":".status.totalLag"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Last Reset","type":"string","jsonPath":".status.lastReset.result","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -45,6 +47,20 @@ pub struct ConsumerGroupSpec {
     /// recorded in `status.lastReset`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offset_reset: Option<OffsetReset>,
+
+    /// What deleting this resource does to the group in Kafka: `Retain` its committed
+    /// offsets (the default) or `Delete` the group with them. Kafka deletes only a group
+    /// without members, so with `Delete` the resource stays until the consumers stop.
+    #[serde(default)]
+    pub deletion_policy: GroupDeletionPolicy,
+}
+
+/// What happens to a group's committed offsets when its resource is deleted.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum GroupDeletionPolicy {
+    #[default]
+    Retain,
+    Delete,
 }
 
 impl ConsumerGroup {
@@ -63,7 +79,7 @@ impl ConsumerGroup {
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "self.to != 'Timestamp' || has(self.timestampMs)", "message": "to: Timestamp needs timestampMs"},
-    {"rule": "self.to != 'Offset' || has(self.offset)", "message": "to: Offset needs offset"}
+    {"rule": "self.to != 'Offset' || has(self.offset) || has(self.offsets)", "message": "to: Offset needs offset or offsets"}
 ]))]
 pub struct OffsetReset {
     /// Names this reset; a new id asks for a new reset.
@@ -79,10 +95,15 @@ pub struct OffsetReset {
     #[schemars(range(min = 0))]
     pub timestamp_ms: Option<i64>,
 
-    /// For `Offset`: this offset on every selected partition.
+    /// For `Offset`: this offset on every selected partition (clamped to the partition's
+    /// earliest and latest offsets, as `kafka-consumer-groups` does).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub offset: Option<i64>,
+
+    /// For `Offset`: explicit offsets of single partitions, which win over `offset`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub offsets: Vec<PartitionOffset>,
 
     /// Topics to reset; every topic the group has committed offsets for when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -106,7 +127,7 @@ pub struct ConsumerGroupStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// `Ready` (the group was described) and `Degraded`.
+    /// `Ready` (the group was described) and `OffsetReset` (the last reset's outcome).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -114,6 +135,10 @@ pub struct ConsumerGroupStatus {
     /// Kafka's group state: Empty, Stable, PreparingRebalance, CompletingRebalance, Dead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
+
+    /// The group's name in Kafka.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_id: Option<String>,
 
     /// Number of members.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -145,6 +170,29 @@ pub struct GroupMember {
     pub group_instance_id: Option<String>,
     pub client_id: String,
     pub host: String,
+    /// The partitions assigned to this member.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub assignments: Vec<TopicPartitions>,
+}
+
+/// Some partitions of one topic.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TopicPartitions {
+    pub topic: String,
+    pub partitions: Vec<i32>,
+}
+
+/// One partition's offset.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PartitionOffset {
+    #[schemars(length(min = 1, max = 249))]
+    pub topic: String,
+    #[schemars(range(min = 0))]
+    pub partition: i32,
+    #[schemars(range(min = 0))]
+    pub offset: i64,
 }
 
 /// A partition's committed offset and lag.
@@ -165,11 +213,18 @@ pub struct PartitionLag {
 pub struct ResetOutcome {
     /// The `offsetReset.id` this outcome belongs to.
     pub id: String,
-    /// `Succeeded`, or `Rejected` (for example because the group had members).
+    /// `Succeeded`; `Rejected` because the group had members; `Failed` because Kafka
+    /// refused a step. Either way the reset is done: a new `id` asks for another.
     pub result: ResetResult,
     /// Human-readable detail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The committed offsets of the reset partitions before the reset.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub offsets_before: Vec<PartitionOffset>,
+    /// The offsets committed by the reset.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub offsets_after: Vec<PartitionOffset>,
     /// When the outcome was recorded.
     pub time: Time,
 }
@@ -179,4 +234,5 @@ pub struct ResetOutcome {
 pub enum ResetResult {
     Succeeded,
     Rejected,
+    Failed,
 }

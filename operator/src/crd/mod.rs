@@ -54,3 +54,44 @@ pub fn to_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_yaml::Err
          # Do not edit: change the Rust types and regenerate.\n{body}"
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The columns `kubectl get topics,consumergroups` shows without `-o wide`.
+    fn default_columns(crd: &CustomResourceDefinition) -> Vec<(String, String)> {
+        crd.spec.versions[0]
+            .additional_printer_columns
+            .iter()
+            .flatten()
+            .filter(|c| c.priority.unwrap_or(0) == 0)
+            .map(|c| (c.name.clone(), c.json_path.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn printer_columns_show_partitions_readiness_state_members_and_lag() {
+        let topic = default_columns(&Topic::crd());
+        for (name, path) in [
+            ("Partitions", ".status.partitions"),
+            ("Ready", r#".status.conditions[?(@.type=="Ready")].status"#),
+        ] {
+            assert!(
+                topic.contains(&(name.to_owned(), path.to_owned())),
+                "{name} missing from {topic:?}"
+            );
+        }
+        let group = default_columns(&ConsumerGroup::crd());
+        for (name, path) in [
+            ("State", ".status.state"),
+            ("Members", ".status.memberCount"),
+            ("Lag", ".status.totalLag"),
+        ] {
+            assert!(
+                group.contains(&(name.to_owned(), path.to_owned())),
+                "{name} missing from {group:?}"
+            );
+        }
+    }
+}

@@ -24,9 +24,11 @@ pub const TYPED_TOPIC_CONFIGS: &[&str] = &["retention.ms", "retention.bytes", "c
     shortname = "kt",
     category = "strom",
     printcolumn = r#"{"name":"Cluster","type":"string","jsonPath":".spec.clusterRef.name"}"#,
-    printcolumn = r#"{"name":"Partitions","type":"integer","jsonPath":".spec.partitions"}"#,
+    printcolumn = r#"{"name":"Topic","type":"string","jsonPath":".status.topicName","priority":1}"#,
+    printcolumn = r#"{"name":"Partitions","type":"integer","jsonPath":".status.partitions"}"#,
     printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".spec.replicationFactor"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -83,6 +85,19 @@ pub struct TopicSpec {
         "message": "use the typed fields retentionMs, retentionBytes and cleanupPolicy"
     }]))]
     pub config: BTreeMap<String, String>,
+
+    /// What deleting this resource does to the Kafka topic: `Delete` it (the default)
+    /// or `Retain` it, with its data, for another resource or for clients to keep using.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// What happens in Kafka when a resource is deleted.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DeletionPolicy {
+    #[default]
+    Delete,
+    Retain,
 }
 
 fn default_partitions() -> i32 {
@@ -119,10 +134,15 @@ pub struct TopicStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// `Ready`, `Progressing` and `Degraded`.
+    /// `Ready` (the topic matches the spec) and `Conflict` (another Topic resource
+    /// manages the same Kafka topic).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+
+    /// The topic's name in Kafka.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_name: Option<String>,
 
     /// Kafka's topic id (base64 UUID).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -131,6 +151,10 @@ pub struct TopicStatus {
     /// Partitions the topic has in Kafka.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partitions: Option<i32>,
+
+    /// Replicas of the topic's first partition in Kafka.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication_factor: Option<i32>,
 
     /// Partitions whose ISR is smaller than their replica set.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,0 +1,93 @@
+//! Kubernetes helpers the Topic and ConsumerGroup controllers share: finding a
+//! cluster's bootstrap address, applying a status, publishing events.
+
+use std::fmt::Debug;
+
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tracing::warn;
+
+use crate::cluster::desired::MANAGER;
+use crate::cluster::reconcile::Context;
+use crate::crd::KafkaCluster;
+
+/// Where a resource's cluster stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterAccess {
+    /// No KafkaCluster of that name in the namespace.
+    Missing,
+    /// The cluster exists but has published no bootstrap address yet.
+    NotReady,
+    /// The address to bootstrap admin clients from.
+    Bootstrap(String),
+}
+
+/// Reads the referenced KafkaCluster's `status.bootstrap`.
+pub async fn cluster_access(
+    ctx: &Context,
+    namespace: &str,
+    cluster: &str,
+) -> Result<ClusterAccess, kube::Error> {
+    let api: Api<KafkaCluster> = Api::namespaced(ctx.client.clone(), namespace);
+    Ok(match api.get_opt(cluster).await? {
+        None => ClusterAccess::Missing,
+        Some(found) => match found.status.and_then(|s| s.bootstrap) {
+            Some(bootstrap) if !bootstrap.is_empty() => ClusterAccess::Bootstrap(bootstrap),
+            _ => ClusterAccess::NotReady,
+        },
+    })
+}
+
+/// Server-side applies `status` to `object`'s status subresource, with the operator's
+/// field manager.
+pub async fn apply_status<K, S>(ctx: &Context, object: &K, status: &S) -> Result<(), kube::Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + DeserializeOwned
+        + Serialize,
+    S: Serialize,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &object.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &object.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Publishes an event about `object`; a failure is logged, never fatal: events are a
+/// courtesy to the user.
+pub async fn publish<K>(
+    ctx: &Context,
+    object: &K,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) where
+    K: Resource<DynamicType = ()>,
+{
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: action.to_owned(),
+        secondary: None,
+    };
+    if let Err(err) = ctx.recorder.publish(&event, &object.object_ref(&())).await {
+        warn!(cause = %err, reason, "publishing event failed");
+    }
+}
