@@ -12,6 +12,7 @@ pub enum ConfigType {
     Boolean = 1,
     String = 2,
     Int = 3,
+    Short = 4,
     Long = 5,
     Double = 6,
     List = 7,
@@ -114,6 +115,7 @@ fn false_only(v: &str) -> Result<(), String> {
 const BOOL: ConfigType = ConfigType::Boolean;
 const STR: ConfigType = ConfigType::String;
 const INT: ConfigType = ConfigType::Int;
+const SHORT: ConfigType = ConfigType::Short;
 const LONG: ConfigType = ConfigType::Long;
 const DOUBLE: ConfigType = ConfigType::Double;
 const LIST: ConfigType = ConfigType::List;
@@ -436,6 +438,23 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
             "Replication factor of __consumer_offsets (Kafka's default is 3; Strom is single-node).",
         check: positive,
     },
+    // Every Kafka single-node quick-start config sets these two, so a config written
+    // for Kafka must start Strom; they are validated like Kafka's but have no effect
+    // until transactions (and their __transaction_state topic) exist.
+    ConfigDef {
+        name: "transaction.state.log.replication.factor",
+        ty: SHORT,
+        default: Some("3"),
+        doc: "Replication factor of __transaction_state (no effect until Strom has transactions).",
+        check: positive,
+    },
+    ConfigDef {
+        name: "transaction.state.log.min.isr",
+        ty: INT,
+        default: Some("2"),
+        doc: "min.insync.replicas of __transaction_state (no effect until Strom has transactions).",
+        check: positive,
+    },
     ConfigDef {
         name: "offsets.topic.segment.bytes",
         ty: INT,
@@ -742,6 +761,10 @@ pub fn validate(def: &ConfigDef, value: &str) -> Result<(), String> {
             .parse::<i32>()
             .map(|_| ())
             .map_err(|_| "must be a 32-bit integer".to_string()),
+        ConfigType::Short => v
+            .parse::<i16>()
+            .map(|_| ())
+            .map_err(|_| "must be a 16-bit integer".to_string()),
         ConfigType::Long => v
             .parse::<i64>()
             .map(|_| ())
@@ -1101,6 +1124,47 @@ mod tests {
         assert!(e.to_string().contains("listeners"), "{e}");
         let e = BrokerConfig::load(Some(("f", "nonsense\n")), &[]).unwrap_err();
         assert!(e.to_string().contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn transaction_state_properties_are_validated() {
+        // The values Kafka's single-node quick-start config sets.
+        let c = BrokerConfig::load(
+            Some((
+                "server.properties",
+                "transaction.state.log.replication.factor=1\ntransaction.state.log.min.isr=1\n",
+            )),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.get("transaction.state.log.replication.factor"), Some("1"));
+        assert_eq!(c.get("transaction.state.log.min.isr"), Some("1"));
+        for bad in [
+            "transaction.state.log.replication.factor=0",
+            "transaction.state.log.replication.factor=40000",
+            "transaction.state.log.min.isr=0",
+            "transaction.state.log.min.isr=x",
+        ] {
+            let e = BrokerConfig::load(None, &[bad.into()]).unwrap_err();
+            let name = bad.split('=').next().unwrap();
+            assert!(e.to_string().contains(name), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn single_roles_and_split_mode_listeners_are_refused() {
+        // The broker cannot run as a broker or controller alone, nor honour a separate
+        // controller listener, so it must not pretend to accept them.
+        for bad in [
+            "process.roles=broker",
+            "process.roles=controller",
+            "controller.listener.names=CONTROLLER",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT",
+        ] {
+            let e = BrokerConfig::load(None, &[bad.into()]).unwrap_err();
+            let name = bad.split('=').next().unwrap();
+            assert!(e.to_string().contains(name), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -207,7 +207,12 @@ async fn apply_all(
     apply(client, namespace, &desired.headless_service).await?;
     apply(client, namespace, &desired.bootstrap_service).await?;
     apply(client, namespace, &desired.pod_disruption_budget).await?;
-    let mut sets = vec![apply(client, namespace, &desired.controller_set).await?];
+    let mut sets = Vec::new();
+    // Combined mode has no controller StatefulSet; the mode is fixed at creation (a CEL
+    // rule), so there is never a stale one to delete.
+    if let Some(set) = &desired.controller_set {
+        sets.push(apply(client, namespace, set).await?);
+    }
     for set in &desired.broker_sets {
         sets.push(apply(client, namespace, set).await?);
     }
