@@ -792,6 +792,16 @@ pub enum ConfigError {
     Malformed { file: String, line: usize },
     #[error("cannot read config file {file}: {cause}")]
     Read { file: String, cause: std::io::Error },
+    #[error("{}", join_errors(.0))]
+    Several(Vec<ConfigError>),
+}
+
+fn join_errors(errors: &[ConfigError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// A parsed `PLAINTEXT://host:port` listener.
@@ -857,15 +867,24 @@ impl BrokerConfig {
             })?;
             explicit.insert(k.trim().to_owned(), v.trim().to_owned());
         }
-        for (k, v) in &explicit {
-            let def = broker_def(k).ok_or_else(|| ConfigError::Unknown(k.clone()))?;
-            validate(def, v).map_err(|reason| ConfigError::Invalid {
-                name: k.clone(),
-                value: v.clone(),
-                reason,
-            })?;
+        // Every refused property at once, so that fixing a config file (say, one written
+        // for a multi-node Kafka) takes one attempt rather than one per property.
+        let mut errors: Vec<ConfigError> = explicit
+            .iter()
+            .filter_map(|(k, v)| match broker_def(k) {
+                None => Some(ConfigError::Unknown(k.clone())),
+                Some(def) => validate(def, v).err().map(|reason| ConfigError::Invalid {
+                    name: k.clone(),
+                    value: v.clone(),
+                    reason,
+                }),
+            })
+            .collect();
+        match errors.len() {
+            0 => Ok(BrokerConfig { explicit }),
+            1 => Err(errors.remove(0)),
+            _ => Err(ConfigError::Several(errors)),
         }
-        Ok(BrokerConfig { explicit })
     }
 
     /// The value set explicitly, if any.
@@ -1124,6 +1143,26 @@ mod tests {
         assert!(e.to_string().contains("listeners"), "{e}");
         let e = BrokerConfig::load(Some(("f", "nonsense\n")), &[]).unwrap_err();
         assert!(e.to_string().contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn every_refused_property_is_named() {
+        let e = BrokerConfig::load(
+            Some((
+                "broker.properties",
+                "process.roles=broker\ncontroller.listener.names=CONTROLLER\nnum.partitions=0\n",
+            )),
+            &[],
+        )
+        .unwrap_err();
+        let text = e.to_string();
+        for name in [
+            "process.roles",
+            "controller.listener.names",
+            "num.partitions",
+        ] {
+            assert!(text.contains(name), "{name} missing: {text}");
+        }
     }
 
     #[test]

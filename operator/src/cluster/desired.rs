@@ -11,7 +11,7 @@
 //! no controller StatefulSet, no `controller.properties`, and a `broker.properties` that
 //! holds only what today's single-node broker accepts. Split mode renders the
 //! controller-listener properties that the multi-node broker will need; today's broker
-//! refuses them (operator/tests/render_starts_broker.rs checks both).
+//! refuses them (operator/tests/rendered_broker.rs checks both).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -517,10 +517,12 @@ impl Builder<'_> {
                 ..Affinity::default()
             });
         }
+        // `"$@"` is empty in a pod; it lets a test append overrides (see broker_set).
         let script = "set -eu\n\
             ordinal=\"${POD_NAME##*-}\"\n\
             exec /usr/local/bin/strom-broker --config /etc/strom/controller.properties \\\n  \
-            --override \"node.id=$((STROM_NODE_ID_BASE + ordinal))\"\n";
+            --override \"node.id=$((STROM_NODE_ID_BASE + ordinal))\" \\\n  \
+            \"$@\"\n";
         let env = vec![
             field_env("POD_NAME", "metadata.name"),
             literal_env(
@@ -586,6 +588,8 @@ impl Builder<'_> {
         }
         // The pod name's ordinal plus the rack's id base is the node id; `broker.rack`
         // comes from the environment, so no broker needs to read its Node object.
+        // Arguments given to the script (`"$@"`, none in a pod) come last and win, so
+        // a test can run this very script with loopback listeners.
         let script = "set -eu\n\
             ordinal=\"${POD_NAME##*-}\"\n\
             if [ -n \"${STROM_RACK:-}\" ]; then set -- \"$@\" --override \"broker.rack=${STROM_RACK}\"; fi\n\
