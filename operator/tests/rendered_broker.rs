@@ -251,6 +251,23 @@ fn combined_single_broker_config_starts_the_real_broker() {
         )
     });
 
+    // The node id the script derived from the pod name is the voter the ConfigMap names.
+    let metadata = producer
+        .client()
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let ids: Vec<i32> = metadata.brokers().iter().map(|b| b.id()).collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let voters = data[BROKER_PROPERTIES]
+        .lines()
+        .find_map(|l| l.strip_prefix("controller.quorum.voters="))
+        .expect("controller.quorum.voters");
+    assert!(
+        voters.starts_with(&format!("{}@single-broker-0-0.", ids[0])),
+        "voters {voters}, broker id {}",
+        ids[0]
+    );
+
     // A group member that commits: __consumer_offsets is created with the rendered
     // offsets.topic.replication.factor.
     let consumer: BaseConsumer = ClientConfig::new()
