@@ -12,6 +12,7 @@ pub enum ConfigType {
     Boolean = 1,
     String = 2,
     Int = 3,
+    Short = 4,
     Long = 5,
     Double = 6,
     List = 7,
@@ -114,6 +115,7 @@ fn false_only(v: &str) -> Result<(), String> {
 const BOOL: ConfigType = ConfigType::Boolean;
 const STR: ConfigType = ConfigType::String;
 const INT: ConfigType = ConfigType::Int;
+const SHORT: ConfigType = ConfigType::Short;
 const LONG: ConfigType = ConfigType::Long;
 const DOUBLE: ConfigType = ConfigType::Double;
 const LIST: ConfigType = ConfigType::List;
@@ -436,6 +438,23 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
             "Replication factor of __consumer_offsets (Kafka's default is 3; Strom is single-node).",
         check: positive,
     },
+    // Every Kafka single-node quick-start config sets these two, so a config written
+    // for Kafka must start Strom; they are validated like Kafka's but have no effect
+    // until transactions (and their __transaction_state topic) exist.
+    ConfigDef {
+        name: "transaction.state.log.replication.factor",
+        ty: SHORT,
+        default: Some("3"),
+        doc: "Replication factor of __transaction_state (no effect until Strom has transactions).",
+        check: positive,
+    },
+    ConfigDef {
+        name: "transaction.state.log.min.isr",
+        ty: INT,
+        default: Some("2"),
+        doc: "min.insync.replicas of __transaction_state (no effect until Strom has transactions).",
+        check: positive,
+    },
     ConfigDef {
         name: "offsets.topic.segment.bytes",
         ty: INT,
@@ -742,6 +761,10 @@ pub fn validate(def: &ConfigDef, value: &str) -> Result<(), String> {
             .parse::<i32>()
             .map(|_| ())
             .map_err(|_| "must be a 32-bit integer".to_string()),
+        ConfigType::Short => v
+            .parse::<i16>()
+            .map(|_| ())
+            .map_err(|_| "must be a 16-bit integer".to_string()),
         ConfigType::Long => v
             .parse::<i64>()
             .map(|_| ())
@@ -769,6 +792,16 @@ pub enum ConfigError {
     Malformed { file: String, line: usize },
     #[error("cannot read config file {file}: {cause}")]
     Read { file: String, cause: std::io::Error },
+    #[error("{}", join_errors(.0))]
+    Several(Vec<ConfigError>),
+}
+
+fn join_errors(errors: &[ConfigError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// A parsed `PLAINTEXT://host:port` listener.
@@ -834,15 +867,24 @@ impl BrokerConfig {
             })?;
             explicit.insert(k.trim().to_owned(), v.trim().to_owned());
         }
-        for (k, v) in &explicit {
-            let def = broker_def(k).ok_or_else(|| ConfigError::Unknown(k.clone()))?;
-            validate(def, v).map_err(|reason| ConfigError::Invalid {
-                name: k.clone(),
-                value: v.clone(),
-                reason,
-            })?;
+        // Every refused property at once, so that fixing a config file (say, one written
+        // for a multi-node Kafka) takes one attempt rather than one per property.
+        let mut errors: Vec<ConfigError> = explicit
+            .iter()
+            .filter_map(|(k, v)| match broker_def(k) {
+                None => Some(ConfigError::Unknown(k.clone())),
+                Some(def) => validate(def, v).err().map(|reason| ConfigError::Invalid {
+                    name: k.clone(),
+                    value: v.clone(),
+                    reason,
+                }),
+            })
+            .collect();
+        match errors.len() {
+            0 => Ok(BrokerConfig { explicit }),
+            1 => Err(errors.remove(0)),
+            _ => Err(ConfigError::Several(errors)),
         }
-        Ok(BrokerConfig { explicit })
     }
 
     /// The value set explicitly, if any.
@@ -1101,6 +1143,67 @@ mod tests {
         assert!(e.to_string().contains("listeners"), "{e}");
         let e = BrokerConfig::load(Some(("f", "nonsense\n")), &[]).unwrap_err();
         assert!(e.to_string().contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn every_refused_property_is_named() {
+        let e = BrokerConfig::load(
+            Some((
+                "broker.properties",
+                "process.roles=broker\ncontroller.listener.names=CONTROLLER\nnum.partitions=0\n",
+            )),
+            &[],
+        )
+        .unwrap_err();
+        let text = e.to_string();
+        for name in [
+            "process.roles",
+            "controller.listener.names",
+            "num.partitions",
+        ] {
+            assert!(text.contains(name), "{name} missing: {text}");
+        }
+    }
+
+    #[test]
+    fn transaction_state_properties_are_validated() {
+        // The values Kafka's single-node quick-start config sets.
+        let c = BrokerConfig::load(
+            Some((
+                "server.properties",
+                "transaction.state.log.replication.factor=1\ntransaction.state.log.min.isr=1\n",
+            )),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.get("transaction.state.log.replication.factor"), Some("1"));
+        assert_eq!(c.get("transaction.state.log.min.isr"), Some("1"));
+        for bad in [
+            "transaction.state.log.replication.factor=0",
+            "transaction.state.log.replication.factor=40000",
+            "transaction.state.log.min.isr=0",
+            "transaction.state.log.min.isr=x",
+        ] {
+            let e = BrokerConfig::load(None, &[bad.into()]).unwrap_err();
+            let name = bad.split('=').next().unwrap();
+            assert!(e.to_string().contains(name), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn single_roles_and_split_mode_listeners_are_refused() {
+        // The broker cannot run as a broker or controller alone, nor honour a separate
+        // controller listener, so it must not pretend to accept them.
+        for bad in [
+            "process.roles=broker",
+            "process.roles=controller",
+            "controller.listener.names=CONTROLLER",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT",
+        ] {
+            let e = BrokerConfig::load(None, &[bad.into()]).unwrap_err();
+            let name = bad.split('=').next().unwrap();
+            assert!(e.to_string().contains(name), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -40,36 +40,46 @@ helm upgrade --install strom charts/strom \
 
 step "examples into namespace $NAMESPACE"
 kubectl create namespace "$NAMESPACE" --dry-run=client -o yaml | kubectl apply -f -
-# The examples as a user would apply them: the Topic controller creates the topic this
-# test produces to (auto-creation stays off), the ConsumerGroup resets its offsets.
-kubectl -n "$NAMESPACE" apply -f examples/kafkacluster-three-zones.yaml
-kubectl -n "$NAMESPACE" apply -f examples/topic-retention.yaml -f examples/consumergroup.yaml
+# The single-broker combined-mode cluster: the broker is its own controller, which is
+# what today's single-node broker runs. The three-zone example needs replication and
+# the multi-node broker (split mode: process.roles=broker / controller), not built yet,
+# so its pods would refuse to start; it stays schema-validated by scripts/test-operator.
+kubectl -n "$NAMESPACE" apply -f examples/kafkacluster-single.yaml
+# The Topic and ConsumerGroup examples as a user would apply them, pointed at that
+# cluster, and with the topic's replication factor fitting one broker: the Topic
+# controller creates the topic this test produces to (auto-creation stays off), the
+# ConsumerGroup resets its offsets.
+for example in examples/topic-retention.yaml examples/consumergroup.yaml; do
+    sed -e 's/^\(    name:\) events$/\1 single/' -e 's/^\(  replicationFactor:\) 3$/\1 1/' "$example"
+    echo ---
+done | kubectl -n "$NAMESPACE" apply -f -
 
-step "waiting for KafkaCluster events to be Ready"
-if ! kubectl -n "$NAMESPACE" wait kafkacluster/events --for=condition=Ready --timeout="$TIMEOUT"; then
+step "waiting for KafkaCluster single to be Ready"
+if ! kubectl -n "$NAMESPACE" wait kafkacluster/single --for=condition=Ready --timeout="$TIMEOUT"; then
     kubectl -n "$NAMESPACE" get kafkacluster,statefulsets,pods -o wide || true
-    kubectl -n "$NAMESPACE" describe kafkacluster events || true
+    kubectl -n "$NAMESPACE" describe kafkacluster single || true
+    kubectl -n "$NAMESPACE" logs single-broker-0-0 --tail=50 || true
     kubectl -n strom-system logs deployment/strom --tail=100 || true
     exit 1
 fi
-kubectl -n "$NAMESPACE" get kafkacluster events -o wide
+kubectl -n "$NAMESPACE" get kafkacluster single -o wide
 
-step "broker ids and racks"
-ids="$(kubectl -n "$NAMESPACE" get kafkacluster events -o jsonpath='{.status.brokers[*].id}')"
-[[ "$ids" == "0 1000 2000" ]] || { echo "FAIL: broker ids are '$ids'" >&2; exit 1; }
-for pod in events-broker-0-0 events-broker-1-0 events-broker-2-0; do
-    node="$(kubectl -n "$NAMESPACE" get pod "$pod" -o jsonpath='{.spec.nodeName}')"
-    zone="$(kubectl get node "$node" -o jsonpath='{.metadata.labels.topology\.kubernetes\.io/zone}')"
-    echo "$pod on $node in $zone"
-done
+step "combined mode: one broker, no controllers"
+ids="$(kubectl -n "$NAMESPACE" get kafkacluster single -o jsonpath='{.status.brokers[*].id}')"
+[[ "$ids" == "0" ]] || { echo "FAIL: broker ids are '$ids'" >&2; exit 1; }
+controllers="$(kubectl -n "$NAMESPACE" get kafkacluster single -o jsonpath='{.status.controllers}')"
+[[ -z "$controllers" ]] || { echo "FAIL: status lists controllers '$controllers'" >&2; exit 1; }
+if kubectl -n "$NAMESPACE" get statefulset single-controller >/dev/null 2>&1; then
+    echo "FAIL: combined mode created a controller StatefulSet" >&2; exit 1
+fi
 
 step "an object deleted out of band comes back"
-kubectl -n "$NAMESPACE" delete service events-bootstrap --wait=true
+kubectl -n "$NAMESPACE" delete service single-bootstrap --wait=true
 for _ in $(seq 60); do
-    kubectl -n "$NAMESPACE" get service events-bootstrap >/dev/null 2>&1 && break
+    kubectl -n "$NAMESPACE" get service single-bootstrap >/dev/null 2>&1 && break
     sleep 2
 done
-kubectl -n "$NAMESPACE" get service events-bootstrap
+kubectl -n "$NAMESPACE" get service single-bootstrap
 
 step "the Topic controller created the topic"
 if ! kubectl -n "$NAMESPACE" wait topic/orders --for=condition=Ready --timeout="$TIMEOUT"; then
@@ -82,7 +92,7 @@ partitions="$(kubectl -n "$NAMESPACE" get topic orders -o jsonpath='{.status.par
 [[ "$partitions" == 6 ]] || { echo "FAIL: topic has '$partitions' partitions" >&2; exit 1; }
 
 step "produce and consume with kcat"
-bootstrap="$(kubectl -n "$NAMESPACE" get kafkacluster events -o jsonpath='{.status.bootstrap}')"
+bootstrap="$(kubectl -n "$NAMESPACE" get kafkacluster single -o jsonpath='{.status.bootstrap}')"
 topic="Orders_v1"
 printf 'one\ntwo\nthree\n' | kubectl -n "$NAMESPACE" run kcat-produce --rm -i --restart=Never \
     --image="$KCAT_IMAGE" -- -b "$bootstrap" -t "$topic" -P -X acks=all

@@ -199,6 +199,65 @@ fn rack_label_and_voter_count_are_immutable() {
 }
 
 #[test]
+fn combined_mode_allows_one_broker_only() {
+    let message = "combined mode (controllers.replicas: 0) allows only brokers: 1";
+    let single = object(
+        "KafkaCluster",
+        json!({"brokers": 1, "controllers": {"replicas": 0}}),
+    );
+    assert_eq!(
+        failures(&cluster_schema(), &single, None),
+        Vec::<String>::new()
+    );
+    // brokers defaults to 1, so leaving it out is a single broker too.
+    let defaulted = object("KafkaCluster", json!({"controllers": {"replicas": 0}}));
+    assert_eq!(
+        failures(&cluster_schema(), &defaulted, None),
+        Vec::<String>::new()
+    );
+    let three = object(
+        "KafkaCluster",
+        json!({"brokers": 3, "racks": {"names": ["a", "b", "c"]}, "controllers": {"replicas": 0}}),
+    );
+    assert_refused(&cluster_schema(), &three, None, message);
+    // Growing a combined cluster is refused on update as well.
+    assert_refused(&cluster_schema(), &three, Some(&single), message);
+    // Split mode keeps allowing any broker count.
+    let split = object(
+        "KafkaCluster",
+        json!({"brokers": 3, "controllers": {"replicas": 1}}),
+    );
+    assert_eq!(
+        failures(&cluster_schema(), &split, None),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn the_mode_is_fixed_at_creation() {
+    let combined = object(
+        "KafkaCluster",
+        json!({"brokers": 1, "controllers": {"replicas": 0}}),
+    );
+    let split = object(
+        "KafkaCluster",
+        json!({"brokers": 1, "controllers": {"replicas": 1}}),
+    );
+    assert_refused(
+        &cluster_schema(),
+        &split,
+        Some(&combined),
+        "controller voters cannot change",
+    );
+    assert_refused(
+        &cluster_schema(),
+        &combined,
+        Some(&split),
+        "controller voters cannot change",
+    );
+}
+
+#[test]
 fn operator_owned_properties_are_refused() {
     let cluster = object(
         "KafkaCluster",

@@ -103,7 +103,11 @@ fn pod_scripts_derive_the_layout_ids_from_pod_names() {
     expected.sort();
 
     let mut seen = Vec::new();
-    for set in objects.broker_sets.iter().chain([&objects.controller_set]) {
+    for set in objects
+        .broker_sets
+        .iter()
+        .chain(objects.controller_set.as_ref())
+    {
         let name = set.metadata.name.clone().unwrap();
         let spec = set.spec.as_ref().unwrap();
         let container = &spec.template.spec.as_ref().unwrap().containers[0];

@@ -8,25 +8,23 @@
 //! `scripts/test-operator` build it and set it); without it these tests fail and say
 //! how to build it, rather than skip.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use common::{
+    broker_bin, consume, free_port, log_tail, produce, spawn_logged, CONSUME_TIMEOUT, READY_TIMEOUT,
+};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::Message;
+use rdkafka::producer::BaseProducer;
 use strom_operator::crd::{OffsetReset, TopicSpec};
 use strom_operator::group::sync as group_sync;
 use strom_operator::kafka::{Admin, AdminConfig, ConfigOp, ConfigSource, KafkaAdmin};
 use strom_operator::topic::sync as topic_sync;
-
-/// How long a broker may take to start answering.
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a consumer may take to receive what a test expects.
-const CONSUME_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One broker on loopback with its own data directory, killed (by its pid) when dropped.
 struct Broker {
@@ -37,25 +35,9 @@ struct Broker {
     _dir: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 impl Broker {
     async fn start() -> Broker {
-        let binary = std::env::var_os("STROM_BROKER_BIN").map(PathBuf::from).expect(
-            "STROM_BROKER_BIN must name a strom-broker binary: \
-             cargo build --release -p strom-broker && \
-             export STROM_BROKER_BIN=$CARGO_TARGET_DIR/release/strom-broker (scripts/test does this)",
-        );
-        assert!(
-            binary.is_file(),
-            "STROM_BROKER_BIN={} is not a file",
-            binary.display()
-        );
+        let binary = broker_bin();
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let http_port = free_port();
@@ -85,17 +67,7 @@ impl Broker {
     }
 
     fn spawn(command: &mut Command, log: &std::path::Path) -> Child {
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .expect("log file");
-        command
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("log file"))
-            .stderr(out)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {command:?}: {e}"))
+        spawn_logged(command, log)
     }
 
     async fn wait_ready(&self) {
@@ -131,9 +103,7 @@ impl Broker {
     }
 
     fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
+        log_tail(&self.log)
     }
 
     fn producer(&self) -> BaseProducer {
@@ -164,45 +134,6 @@ impl Drop for Broker {
 
 fn topic_spec(yaml: &str) -> TopicSpec {
     serde_yaml::from_str(yaml).expect("valid TopicSpec")
-}
-
-/// Produces `count` records to each listed partition and waits for every ack.
-fn produce(producer: &BaseProducer, topic: &str, counts: &[(i32, usize)]) {
-    for &(partition, count) in counts {
-        for i in 0..count {
-            let payload = format!("record {i}");
-            producer
-                .send(
-                    BaseRecord::<(), _>::to(topic)
-                        .partition(partition)
-                        .payload(&payload),
-                )
-                .map_err(|(e, _)| e)
-                .expect("enqueue");
-        }
-    }
-    producer
-        .flush(Duration::from_secs(30))
-        .expect("every record acknowledged");
-}
-
-/// Polls until `want` records came in (or panics); returns (partition, offset) of each.
-fn consume(consumer: &BaseConsumer, want: usize) -> Vec<(i32, i64)> {
-    let started = Instant::now();
-    let mut seen = Vec::new();
-    while seen.len() < want {
-        assert!(
-            started.elapsed() < CONSUME_TIMEOUT,
-            "received {} of {want} records: {seen:?}",
-            seen.len()
-        );
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(message)) => seen.push((message.partition(), message.offset())),
-            Some(Err(err)) => panic!("consumer error: {err}"),
-            None => {}
-        }
-    }
-    seen
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,6 +6,12 @@
 //! a StatefulSet of controller voters spread across racks, and one broker StatefulSet
 //! per rack pinned to that rack's nodes. StatefulSets use `OnDelete`: Kubernetes never
 //! restarts a broker on its own, the operator decides when a pod may go.
+//!
+//! In combined mode (`controllers.replicas: 0`) the single broker is its own controller:
+//! no controller StatefulSet, no `controller.properties`, and a `broker.properties` that
+//! holds only what today's single-node broker accepts. Split mode renders the
+//! controller-listener properties that the multi-node broker will need; today's broker
+//! refuses them (operator/tests/rendered_broker.rs checks both).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -82,7 +88,8 @@ pub struct Desired {
     pub headless_service: Service,
     pub bootstrap_service: Service,
     pub pod_disruption_budget: PodDisruptionBudget,
-    pub controller_set: StatefulSet,
+    /// The controller voters; `None` in combined mode, where the brokers are voters.
+    pub controller_set: Option<StatefulSet>,
     pub broker_sets: Vec<StatefulSet>,
 }
 
@@ -99,7 +106,9 @@ impl Desired {
         doc(&mut out, &self.headless_service)?;
         doc(&mut out, &self.bootstrap_service)?;
         doc(&mut out, &self.pod_disruption_budget)?;
-        doc(&mut out, &self.controller_set)?;
+        if let Some(set) = &self.controller_set {
+            doc(&mut out, set)?;
+        }
         for set in &self.broker_sets {
             doc(&mut out, set)?;
         }
@@ -140,10 +149,17 @@ pub fn desired_with_layout(
         layout: layout.clone(),
         defaults,
     };
-    let broker_properties = b.broker_properties();
-    let controller_properties = b.controller_properties();
+    let combined = cluster.spec.controllers.combined();
+    let broker_properties = if combined {
+        b.combined_broker_properties()
+    } else {
+        b.broker_properties()
+    };
+    let controller_properties = (!combined).then(|| b.controller_properties());
     Ok(Desired {
-        controller_set: b.controller_set(&controller_properties),
+        controller_set: controller_properties
+            .as_deref()
+            .map(|properties| b.controller_set(properties)),
         broker_sets: b
             .layout
             .racks
@@ -241,6 +257,21 @@ impl Builder<'_> {
             .join(",")
     }
 
+    /// Combined mode's voter: the broker itself (the CEL rule allows exactly one). It
+    /// names the Kafka port because that is the only one the process listens on: the
+    /// single-node broker has no separate controller listener, and a lone voter never
+    /// dials itself.
+    fn combined_quorum_voters(&self) -> String {
+        let suffix = self.pod_dns_suffix();
+        let port = self.cluster.spec.listeners.port;
+        self.layout
+            .brokers()
+            .iter()
+            .map(|b| format!("{}@{}.{suffix}:{port}", b.id, b.pod))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// Properties every node shares: how to reach the quorum and where the HTTP port is.
     fn common_properties(&self) -> Vec<(String, String)> {
         vec![
@@ -254,9 +285,10 @@ impl Builder<'_> {
         ]
     }
 
+    /// Split mode: a broker that registers with the controller StatefulSet's quorum
+    /// over the `CONTROLLER` listener.
     fn broker_properties(&self) -> String {
         let spec = &self.cluster.spec;
-        let (replication_factor, min_insync) = replication_defaults(self.cluster);
         let mut props = vec![
             ("process.roles".to_owned(), "broker".to_owned()),
             (
@@ -266,6 +298,46 @@ impl Builder<'_> {
         ];
         props.extend(self.common_properties());
         props.push(("log.dirs".into(), format!("{DATA_MOUNT}/data")));
+        self.finish_broker_properties(props, replication_defaults(self.cluster))
+    }
+
+    /// Combined mode: exactly the properties the single-node broker accepts, so no
+    /// controller listener and no listener map; the broker is its own quorum.
+    fn combined_broker_properties(&self) -> String {
+        let spec = &self.cluster.spec;
+        let props = vec![
+            ("process.roles".to_owned(), "broker,controller".to_owned()),
+            (
+                "listeners".into(),
+                format!("PLAINTEXT://0.0.0.0:{}", spec.listeners.port),
+            ),
+            (
+                "controller.quorum.voters".into(),
+                self.combined_quorum_voters(),
+            ),
+            ("strom.http.listener".into(), format!("0.0.0.0:{HTTP_PORT}")),
+            ("log.dirs".into(), format!("{DATA_MOUNT}/data")),
+        ];
+        // No replica can live on a broker that does not exist: a replication factor or
+        // min ISR above the broker count would make every topic creation (and, with
+        // acks=all, every write) fail, so the typed fields are clamped to it.
+        let brokers = spec.brokers.max(1);
+        let (replication_factor, min_insync) = replication_defaults(self.cluster);
+        let replication_factor = replication_factor.min(brokers);
+        self.finish_broker_properties(
+            props,
+            (replication_factor, min_insync.min(replication_factor)),
+        )
+    }
+
+    /// Appends the replication defaults, the typed config fields and the user's own
+    /// properties to a broker's operator-set properties, and renders the file.
+    fn finish_broker_properties(
+        &self,
+        mut props: Vec<(String, String)>,
+        (replication_factor, min_insync): (i32, i32),
+    ) -> String {
+        let spec = &self.cluster.spec;
         props.push((
             "default.replication.factor".into(),
             replication_factor.to_string(),
@@ -331,13 +403,14 @@ impl Builder<'_> {
         )
     }
 
-    fn config_map(&self, broker: String, controller: String) -> ConfigMap {
+    fn config_map(&self, broker: String, controller: Option<String>) -> ConfigMap {
+        let mut data = BTreeMap::from([(BROKER_PROPERTIES.to_owned(), broker)]);
+        if let Some(controller) = controller {
+            data.insert(CONTROLLER_PROPERTIES.to_owned(), controller);
+        }
         ConfigMap {
             metadata: self.meta(&self.layout.config_map, None),
-            data: Some(BTreeMap::from([
-                (BROKER_PROPERTIES.to_owned(), broker),
-                (CONTROLLER_PROPERTIES.to_owned(), controller),
-            ])),
+            data: Some(data),
             ..ConfigMap::default()
         }
     }
@@ -358,11 +431,19 @@ impl Builder<'_> {
                 // must reach the quorum before they are.
                 publish_not_ready_addresses: Some(true),
                 selector: Some(cluster_selector(self.name)),
-                ports: Some(vec![
-                    port("kafka", self.cluster.spec.listeners.port),
-                    port("controller", CONTROLLER_PORT),
-                    port("http", HTTP_PORT),
-                ]),
+                // Combined mode has no controller listener to publish.
+                ports: Some(if self.cluster.spec.controllers.combined() {
+                    vec![
+                        port("kafka", self.cluster.spec.listeners.port),
+                        port("http", HTTP_PORT),
+                    ]
+                } else {
+                    vec![
+                        port("kafka", self.cluster.spec.listeners.port),
+                        port("controller", CONTROLLER_PORT),
+                        port("http", HTTP_PORT),
+                    ]
+                }),
                 ..ServiceSpec::default()
             }),
             ..Service::default()
@@ -391,7 +472,9 @@ impl Builder<'_> {
 
     fn pod_disruption_budget(&self) -> PodDisruptionBudget {
         // One budget over brokers and controllers together: a voluntary eviction never
-        // takes a broker and a voter at the same time.
+        // takes a broker and a voter at the same time. A combined single broker may
+        // still be evicted (a node drain must be able to finish); it restarts elsewhere
+        // with its volume.
         PodDisruptionBudget {
             metadata: self.meta(self.name, None),
             spec: Some(PodDisruptionBudgetSpec {
@@ -434,10 +517,12 @@ impl Builder<'_> {
                 ..Affinity::default()
             });
         }
+        // `"$@"` is empty in a pod; it lets a test append overrides (see broker_set).
         let script = "set -eu\n\
             ordinal=\"${POD_NAME##*-}\"\n\
             exec /usr/local/bin/strom-broker --config /etc/strom/controller.properties \\\n  \
-            --override \"node.id=$((STROM_NODE_ID_BASE + ordinal))\"\n";
+            --override \"node.id=$((STROM_NODE_ID_BASE + ordinal))\" \\\n  \
+            \"$@\"\n";
         let env = vec![
             field_env("POD_NAME", "metadata.name"),
             literal_env(
@@ -503,9 +588,11 @@ impl Builder<'_> {
         }
         // The pod name's ordinal plus the rack's id base is the node id; `broker.rack`
         // comes from the environment, so no broker needs to read its Node object.
+        // Arguments given to the script (`"$@"`, none in a pod) come last and win, so
+        // a test can run this very script with loopback listeners.
         let script = "set -eu\n\
             ordinal=\"${POD_NAME##*-}\"\n\
-            if [ -n \"${STROM_RACK:-}\" ]; then set -- --override \"broker.rack=${STROM_RACK}\"; fi\n\
+            if [ -n \"${STROM_RACK:-}\" ]; then set -- \"$@\" --override \"broker.rack=${STROM_RACK}\"; fi\n\
             exec /usr/local/bin/strom-broker --config /etc/strom/broker.properties \\\n  \
             --override \"node.id=$((STROM_NODE_ID_BASE + ordinal))\" \\\n  \
             --override \"advertised.listeners=PLAINTEXT://${POD_NAME}.${STROM_HEADLESS_SERVICE}.${POD_NAMESPACE}.svc:${STROM_KAFKA_PORT}\" \\\n  \

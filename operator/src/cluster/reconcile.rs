@@ -207,7 +207,12 @@ async fn apply_all(
     apply(client, namespace, &desired.headless_service).await?;
     apply(client, namespace, &desired.bootstrap_service).await?;
     apply(client, namespace, &desired.pod_disruption_budget).await?;
-    let mut sets = vec![apply(client, namespace, &desired.controller_set).await?];
+    let mut sets = Vec::new();
+    // Combined mode has no controller StatefulSet; the mode is fixed at creation (a CEL
+    // rule), so there is never a stale one to delete.
+    if let Some(set) = &desired.controller_set {
+        sets.push(apply(client, namespace, set).await?);
+    }
     for set in &desired.broker_sets {
         sets.push(apply(client, namespace, set).await?);
     }
@@ -295,7 +300,7 @@ mod tests {
         let core = "/api/v1/namespaces/default";
         let apps = "/apis/apps/v1/namespaces/default/statefulsets";
         api.expect_statefulset_list(current).await;
-        vec![
+        let mut applied = vec![
             api.expect_apply(&format!("{core}/configmaps/dev-config"), None)
                 .await,
             api.expect_apply(&format!("{core}/services/dev-headless"), None)
@@ -307,11 +312,19 @@ mod tests {
                 None,
             )
             .await,
-            api.expect_apply(&format!("{apps}/dev-controller"), sts_status(controllers))
-                .await,
+        ];
+        // Combined mode (no voters) has no controller StatefulSet to apply.
+        if controllers > 0 {
+            applied.push(
+                api.expect_apply(&format!("{apps}/dev-controller"), sts_status(controllers))
+                    .await,
+            );
+        }
+        applied.push(
             api.expect_apply(&format!("{apps}/dev-broker-0"), sts_status(brokers))
                 .await,
-        ]
+        );
+        applied
     }
 
     fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
@@ -445,6 +458,44 @@ mod tests {
                 (&event["type"], &event["reason"]),
                 (&json!("Normal"), &json!("ClusterReady"))
             );
+        })
+        .await;
+        let action = within(reconciling)
+            .await
+            .unwrap()
+            .expect("reconcile succeeds");
+        assert_eq!(action, Action::requeue(REQUEUE_READY));
+    }
+
+    #[tokio::test]
+    async fn combined_mode_applies_no_controllers_and_is_ready_with_its_broker() {
+        let (ctx, mut api) = fixtures::context();
+        let before = cluster(
+            json!({"controllers": {"replicas": 0}}),
+            Some(conditions_at(false, T0)),
+        );
+        let reconciling = tokio::spawn(reconcile(Arc::new(before), ctx));
+        within(async {
+            let applied = expect_children(&mut api, &[("dev-broker-0", 1)], 1, 0).await;
+            assert_eq!(applied.len(), 5, "no controller StatefulSet");
+            let data = &applied[0]["data"];
+            assert!(data["controller.properties"].is_null(), "{data}");
+            assert!(data["broker.properties"]
+                .as_str()
+                .unwrap()
+                .contains("process.roles=broker,controller\n"));
+            assert_eq!(applied[4]["metadata"]["name"], "dev-broker-0");
+            // Only the broker pod exists; it alone makes the cluster ready.
+            api.expect_pod_list(vec![pod("dev-broker-0-0", true)]).await;
+            let status = api.expect_status().await;
+            assert!(status["controllers"].is_null(), "{status}");
+            let ready = condition(&status, "Ready");
+            assert_eq!(
+                (&ready["status"], &ready["message"]),
+                (&json!("True"), &json!("1/1 brokers ready"))
+            );
+            let event = api.expect_event().await;
+            assert_eq!(event["reason"], "ClusterReady");
         })
         .await;
         let action = within(reconciling)

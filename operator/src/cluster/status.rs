@@ -69,11 +69,16 @@ pub fn compute(
     let ready_brokers = brokers.iter().filter(|b| b.ready).count();
     let ready_controllers = controllers.iter().filter(|c| c.ready).count();
     let all_ready = ready_brokers == brokers.len() && ready_controllers == controllers.len();
-    let summary = format!(
-        "{ready_brokers}/{} brokers and {ready_controllers}/{} controllers ready",
-        brokers.len(),
-        controllers.len()
-    );
+    // Combined mode has no controller pods: "0/0 controllers" would only confuse.
+    let summary = if controllers.is_empty() {
+        format!("{ready_brokers}/{} brokers ready", brokers.len())
+    } else {
+        format!(
+            "{ready_brokers}/{} brokers and {ready_controllers}/{} controllers ready",
+            brokers.len(),
+            controllers.len()
+        )
+    };
 
     let outdated = outdated_pods(&observed.statefulsets, &observed.pods);
     let settling = observed.statefulsets.iter().any(|set| {

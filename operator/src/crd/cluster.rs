@@ -56,6 +56,9 @@ pub const RESERVED_PROPERTIES: &[&str] = &[
 #[schemars(extend("x-kubernetes-validations" = [{
     "rule": "self.brokers <= 1000 * (has(self.racks) ? size(self.racks.names) : 1)",
     "message": "at most 1000 brokers per rack"
+}, {
+    "rule": "!has(self.controllers) || !has(self.controllers.replicas) || self.controllers.replicas != 0 || !has(self.brokers) || self.brokers == 1",
+    "message": "combined mode (controllers.replicas: 0) allows only brokers: 1: several brokers need replication, which Strom does not have yet"
 }]))]
 pub struct KafkaClusterSpec {
     /// Number of brokers, spread as evenly as possible over the racks (earlier racks get
@@ -69,7 +72,8 @@ pub struct KafkaClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub racks: Option<RacksSpec>,
 
-    /// The controller quorum (KRaft voters), run in its own StatefulSet.
+    /// The controller quorum (KRaft voters): its own StatefulSet, or with
+    /// `replicas: 0` the brokers themselves (combined mode).
     #[serde(default)]
     pub controllers: ControllersSpec,
 
@@ -146,11 +150,14 @@ fn default_rack_label() -> String {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ControllersSpec {
-    /// Number of voters: 1 (no fault tolerance) or 3 (survives losing one). The voter
-    /// set is fixed at creation.
+    /// Number of voters in their own StatefulSet: 1 (no fault tolerance) or 3 (survives
+    /// losing one); the split mode, which needs the multi-node broker. 0 is combined
+    /// mode: the broker is its own controller (`process.roles=broker,controller`), no
+    /// controller pods, and only `brokers: 1` until Strom replicates. The voter set,
+    /// and so the mode, is fixed at creation.
     #[serde(default = "default_voters")]
     #[schemars(extend(
-        "enum" = [1, 3],
+        "enum" = [0, 1, 3],
         "x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "the number of controller voters cannot change"}]
     ))]
     pub replicas: i32,
@@ -175,8 +182,17 @@ impl Default for ControllersSpec {
     }
 }
 
+// Split mode stays the default so that existing clusters, which were created without
+// the field, keep their controller StatefulSet.
 fn default_voters() -> i32 {
     1
+}
+
+impl ControllersSpec {
+    /// Whether the brokers are their own controllers (`replicas: 0`).
+    pub fn combined(&self) -> bool {
+        self.replicas == 0
+    }
 }
 
 fn default_controller_storage() -> Quantity {

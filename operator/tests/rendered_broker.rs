@@ -1,0 +1,324 @@
+//! The configuration the operator renders, started with the real `strom-broker` exactly
+//! as a pod would start it: the broker StatefulSet's container script run by `/bin/sh`,
+//! the ConfigMap's `broker.properties` as the file it reads, the pod's environment as
+//! the StatefulSet declares it. Only what must differ on a test machine is changed: the
+//! mount paths (a temp dir, `$STROM_BROKER_BIN`) and, through the script's `"$@"`,
+//! loopback listeners on free ports and a data directory in the temp dir.
+//!
+//! Combined mode (`examples/kafkacluster-single.yaml`, what the kind e2e deploys) must
+//! start, become ready and carry records. Split mode must be refused by today's
+//! single-node broker: the day the broker grows separate roles this test fails and says
+//! to switch it to expect success.
+//!
+//! The broker binary comes from `STROM_BROKER_BIN`; without it these tests fail.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use common::{broker_bin, free_port, log_tail, receive, spawn_logged, READY_TIMEOUT};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Container;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use strom_operator::cluster::desired::{
+    desired, Defaults, Desired, BROKER_PROPERTIES, CONTROLLER_PROPERTIES,
+};
+use strom_operator::crd::KafkaCluster;
+
+/// Where the pod mounts the ConfigMap and finds the binary (see `cluster::desired`).
+const CONFIG_MOUNT: &str = "/etc/strom/";
+const BROKER_PATH: &str = "/usr/local/bin/strom-broker";
+const NAMESPACE: &str = "streaming";
+
+/// How long a refused configuration may take to make the broker exit.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A KafkaCluster from a YAML file of the repository, with what the API server adds.
+fn cluster(relative: &str) -> KafkaCluster {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(relative);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let mut cluster: KafkaCluster =
+        serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    cluster.metadata.namespace = Some(NAMESPACE.to_owned());
+    cluster.metadata.uid = Some("00000000-0000-0000-0000-0000000000aa".to_owned());
+    cluster
+}
+
+fn render(cluster: &KafkaCluster) -> Desired {
+    desired(
+        cluster,
+        &Defaults {
+            image: "strom:test".to_owned(),
+        },
+    )
+    .expect("desired objects")
+}
+
+fn container(set: &StatefulSet) -> &Container {
+    let template = &set.spec.as_ref().expect("StatefulSet spec").template;
+    &template.spec.as_ref().expect("pod spec").containers[0]
+}
+
+/// A node started from a rendered StatefulSet, killed (by its pid) when dropped.
+struct Node {
+    child: Child,
+    log: PathBuf,
+    /// Holds the config file and the data directory until the node is gone.
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // Only this process: `exec` made the shell the broker, so its pid is the broker's.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs ordinal 0 of `set` the way its pod would: the container's `/bin/sh -c` script
+/// with the ConfigMap's files in a temp dir, the declared environment, and `extra`
+/// (given a fresh data directory) appended to the script's arguments.
+fn start(desired: &Desired, set: &StatefulSet, extra: impl FnOnce(&Path) -> Vec<String>) -> Node {
+    let container = container(set);
+    let command = container.command.as_ref().expect("container command");
+    assert_eq!(command.len(), 3, "{command:?}");
+    assert_eq!(&command[..2], ["/bin/sh", "-c"]);
+    let script = &command[2];
+    // The substitutions below must hit, and the test's overrides must reach the broker.
+    for needle in [CONFIG_MOUNT, BROKER_PATH, "\"$@\""] {
+        assert!(script.contains(needle), "no {needle} in script:\n{script}");
+    }
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config_dir = dir.path().join("config");
+    std::fs::create_dir(&config_dir).unwrap();
+    // The ConfigMap volume: every key a file.
+    for (key, value) in desired.config_map.data.as_ref().expect("ConfigMap data") {
+        std::fs::write(config_dir.join(key), value).unwrap();
+    }
+    let script = script
+        .replace(CONFIG_MOUNT, &format!("{}/", config_dir.display()))
+        .replace(
+            BROKER_PATH,
+            &shell_quote(&broker_bin().display().to_string()),
+        );
+
+    let pod = format!("{}-0", set.metadata.name.as_deref().expect("name"));
+    let mut sh = Command::new("/bin/sh");
+    sh.arg("-c").arg(&script).arg("sh").env_clear();
+    for var in container.env.as_ref().expect("container env") {
+        let value = match (&var.value, &var.value_from) {
+            (Some(value), None) => value.clone(),
+            (None, Some(from)) => {
+                let field = &from
+                    .field_ref
+                    .as_ref()
+                    .expect("a field reference")
+                    .field_path;
+                // What the downward API fills in.
+                match field.as_str() {
+                    "metadata.name" => pod.clone(),
+                    "metadata.namespace" => NAMESPACE.to_owned(),
+                    other => panic!("env {} refers to {other}, unknown to this test", var.name),
+                }
+            }
+            _ => panic!("env {} has no single source: {var:?}", var.name),
+        };
+        sh.env(&var.name, value);
+    }
+    let data = dir.path().join("data");
+    for arg in extra(&data) {
+        sh.arg("--override").arg(arg);
+    }
+    let log = dir.path().join("broker.log");
+    let child = spawn_logged(&mut sh, &log);
+    Node {
+        child,
+        log,
+        _dir: dir,
+    }
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// The status code of `GET path` on `addr`, if anything answers.
+fn http_status(addr: &str, path: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Waits until `/readyz` answers 200, failing early (with the log) if the broker exits.
+fn wait_ready(node: &mut Node, http: &str) {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = node.child.try_wait().expect("try_wait") {
+            panic!(
+                "the broker exited ({status}) instead of becoming ready; log:\n{}",
+                log_tail(&node.log)
+            );
+        }
+        if http_status(http, "/readyz") == Some(200) {
+            return;
+        }
+        assert!(
+            started.elapsed() < READY_TIMEOUT,
+            "/readyz not 200 within {READY_TIMEOUT:?}; log:\n{}",
+            log_tail(&node.log)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits for the node to exit and returns its status, failing if it keeps running.
+fn wait_exit(node: &mut Node) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = node.child.try_wait().expect("try_wait") {
+            return status;
+        }
+        assert!(
+            started.elapsed() < EXIT_TIMEOUT,
+            "the broker still runs after {EXIT_TIMEOUT:?}: it accepted the configuration; log:\n{}",
+            log_tail(&node.log)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// What must differ on a test machine: loopback ports and a data directory of its own.
+fn loopback_overrides(port: u16, http_port: u16, data: &Path) -> Vec<String> {
+    vec![
+        format!("listeners=PLAINTEXT://127.0.0.1:{port}"),
+        format!("advertised.listeners=PLAINTEXT://127.0.0.1:{port}"),
+        format!("log.dirs={}", data.display()),
+        format!("strom.http.listener=127.0.0.1:{http_port}"),
+    ]
+}
+
+#[test]
+fn combined_single_broker_config_starts_the_real_broker() {
+    let cluster = cluster("../examples/kafkacluster-single.yaml");
+    assert!(
+        cluster.spec.controllers.combined(),
+        "the example is combined"
+    );
+    let desired = render(&cluster);
+    assert!(desired.controller_set.is_none());
+    let data = desired.config_map.data.as_ref().unwrap();
+    assert!(!data.contains_key(CONTROLLER_PROPERTIES), "{data:?}");
+    assert!(data[BROKER_PROPERTIES].contains("process.roles=broker,controller\n"));
+    assert_eq!(desired.broker_sets.len(), 1);
+
+    let (port, http_port) = (free_port(), free_port());
+    let mut node = start(&desired, &desired.broker_sets[0], |data| {
+        loopback_overrides(port, http_port, data)
+    });
+    let http = format!("127.0.0.1:{http_port}");
+    wait_ready(&mut node, &http);
+
+    let bootstrap = format!("127.0.0.1:{port}");
+
+    // The example enables auto-creation: producing creates the topic with the
+    // rendered default replication factor, which must fit the single broker.
+    let topic = "rendered-config";
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("acks", "all")
+        .create()
+        .expect("producer");
+    let payload = "hello from the rendered config";
+    producer
+        .send(BaseRecord::<(), _>::to(topic).payload(payload))
+        .map_err(|(e, _)| e)
+        .expect("enqueue");
+    producer.flush(Duration::from_secs(30)).unwrap_or_else(|e| {
+        panic!(
+            "record not acknowledged: {e}; log:\n{}",
+            log_tail(&node.log)
+        )
+    });
+
+    // The node id the script derived from the pod name is the voter the ConfigMap names.
+    let metadata = producer
+        .client()
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let ids: Vec<i32> = metadata.brokers().iter().map(|b| b.id()).collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let voters = data[BROKER_PROPERTIES]
+        .lines()
+        .find_map(|l| l.strip_prefix("controller.quorum.voters="))
+        .expect("controller.quorum.voters");
+    assert!(
+        voters.starts_with(&format!("{}@single-broker-0-0.", ids[0])),
+        "voters {voters}, broker id {}",
+        ids[0]
+    );
+
+    // A group member that commits: __consumer_offsets is created with the rendered
+    // offsets.topic.replication.factor.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", "rendered-config")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let received = receive(&consumer, 1);
+    assert_eq!(
+        received[0].payload.as_deref(),
+        Some(payload.as_bytes()),
+        "{received:?}"
+    );
+    consumer
+        .commit_consumer_state(CommitMode::Sync)
+        .unwrap_or_else(|e| panic!("commit: {e}; log:\n{}", log_tail(&node.log)));
+}
+
+#[test]
+fn split_mode_configs_are_refused_by_todays_broker() {
+    // The same single broker, with a separate controller voter: split mode.
+    let mut cluster = cluster("../examples/kafkacluster-single.yaml");
+    cluster.spec.controllers.replicas = 1;
+    let desired = render(&cluster);
+    let controller_set = desired
+        .controller_set
+        .as_ref()
+        .expect("split mode has controllers");
+    let sets = [
+        (&desired.broker_sets[0], "broker"),
+        (controller_set, "controller"),
+    ];
+    for (set, role) in sets {
+        let (port, http_port) = (free_port(), free_port());
+        let mut node = start(&desired, set, |data| {
+            loopback_overrides(port, http_port, data)
+        });
+        let status = wait_exit(&mut node);
+        let log = std::fs::read_to_string(&node.log).unwrap_or_default();
+        // When this fails because the broker started, the multi-node broker has arrived:
+        // make split mode the tested (and e2e) mode instead.
+        assert!(
+            !status.success(),
+            "process.roles={role}: the broker exited successfully; log:\n{log}"
+        );
+        assert!(
+            log.contains("process.roles"),
+            "process.roles={role}: the refusal does not name process.roles; log:\n{log}"
+        );
+    }
+}
