@@ -8,6 +8,7 @@ use crate::log::batch::{validate_batches, BatchError};
 use crate::log::cleaner::Throttle;
 use crate::log::{AppendInfo, Log, LogError, ReadPlan};
 use crate::metadata::{codes, MetadataImage};
+use crate::txn::producer_state::{ProducerStateError, SequenceCheck};
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -27,6 +28,10 @@ pub enum ProduceError {
     NotEnoughReplicas { isr: usize, min: i32 },
     #[error("storage failure: {0}")]
     Storage(#[from] LogError),
+    #[error(transparent)]
+    Producer(#[from] ProducerStateError),
+    #[error("Produce requests with idempotent batches must have exactly one batch per partition, not {0}")]
+    MultipleIdempotentBatches(usize),
 }
 
 impl ProduceError {
@@ -35,6 +40,8 @@ impl ProduceError {
             ProduceError::Batch(b) => b.error_code(),
             ProduceError::NotEnoughReplicas { .. } => codes::NOT_ENOUGH_REPLICAS,
             ProduceError::Storage(_) => codes::KAFKA_STORAGE_ERROR,
+            ProduceError::Producer(e) => e.error_code(),
+            ProduceError::MultipleIdempotentBatches(_) => codes::INVALID_RECORD,
         }
     }
 }
@@ -132,8 +139,33 @@ impl Partition {
                 });
             }
         }
+        // Idempotent batches: Kafka's clients send one batch per partition per request
+        // (required from Produce v3), which keeps the sequence check to one header.
+        let idempotent = headers.iter().any(|h| h.producer_id >= 0);
+        if idempotent && headers.len() > 1 {
+            return Err(ProduceError::MultipleIdempotentBatches(headers.len()));
+        }
         let mut log = self.log.lock().expect("log lock");
+        if idempotent {
+            // Checked under the append lock: the state cannot change between check and
+            // append, so two retries of one batch can never both be appended.
+            if let SequenceCheck::Duplicate {
+                base_offset,
+                last_offset,
+            } = log.producers().check(&headers[0])?
+            {
+                return Ok(AppendInfo {
+                    base_offset,
+                    last_offset,
+                    log_append_time_ms: -1,
+                });
+            }
+        }
         let info = log.append(records, &headers, self.leader_epoch(), now_ms)?;
+        if idempotent {
+            log.producers_mut()
+                .update(&headers[0], info.base_offset, now_ms);
+        }
         self.high_watermark
             .store(log.log_end_offset(), Ordering::Release);
         Ok(info)
@@ -192,8 +224,10 @@ impl Partition {
 
     /// Applies retention and removes deleted files whose delay passed; returns the number
     /// of segments deleted.
-    fn apply_retention(&self, now_ms: i64) -> usize {
+    fn apply_retention(&self, now_ms: i64, producer_expiration_ms: i64) -> usize {
         let mut log = self.log.lock().expect("log lock");
+        // Idle producers are forgotten on the same periodic pass (producer.id.expiration.ms).
+        log.producers_mut().expire(now_ms, producer_expiration_ms);
         let deleted = match log.apply_retention(now_ms, self.high_watermark()) {
             Ok(n) => n,
             Err(e) => {
@@ -526,7 +560,11 @@ impl ReplicaManager {
     /// Runs retention on every partition; returns the number of segments deleted.
     pub fn apply_retention(&self) -> usize {
         let now = self.clock.now_ms();
-        self.all().iter().map(|p| p.apply_retention(now)).sum()
+        let expiration = self.broker_config.producer_id_expiration_ms();
+        self.all()
+            .iter()
+            .map(|p| p.apply_retention(now, expiration))
+            .sum()
     }
 
     /// fsyncs partitions whose flush.ms has passed.
