@@ -444,6 +444,19 @@ def init_producer_id_request_v0(correlation_id: int, transactional_id: str | Non
     return frame(request_header_v1(API_INIT_PRODUCER_ID, 0, correlation_id) + body)
 
 
+def init_producer_id_request_v3(correlation_id: int, producer_id: int, producer_epoch: int) -> bytes:
+    """A flexible InitProducerId v3 without a transactional id, carrying an existing
+    producer id and epoch (KIP-360: asks for the epoch to be bumped)."""
+    body = unsigned_varint(0) + int32(60_000) + int64(producer_id) + int16(producer_epoch) + unsigned_varint(0)
+    return frame(request_header_v2(API_INIT_PRODUCER_ID, 3, correlation_id) + body)
+
+
+def decode_init_producer_id_response_v3(body: bytes) -> tuple[int, int, int]:
+    """(error code, producer id, producer epoch) after the flexible header's tagged fields."""
+    assert body[0] == 0, "no tagged fields expected in the response header"
+    return decode_init_producer_id_response_v0(body[1:])
+
+
 def decode_init_producer_id_response_v0(body: bytes) -> tuple[int, int, int]:
     """(error code, producer id, producer epoch)."""
     r = Reader(body)

@@ -16,6 +16,7 @@ from support import consumer, create_topic, produce_all, producer, read_partitio
 _correlation = itertools.count(1)
 OUT_OF_ORDER_SEQUENCE_NUMBER = 45
 TRANSACTIONAL_ID_AUTHORIZATION_FAILED = 53
+INVALID_PRODUCER_EPOCH = 47
 
 
 def init_producer_id(broker, transactional_id: str | None = None) -> tuple[int, int, int]:
@@ -66,6 +67,23 @@ def test_init_producer_id_hands_out_distinct_ids_and_refuses_transactions(broker
     assert (e1, e2, epoch1, epoch2) == (0, 0, 0, 0)
     assert id1 >= 0 and id2 >= 0 and id1 != id2
     assert init_producer_id(broker, "txn-1")[0] == TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+
+
+def test_init_producer_id_v3_bumps_the_epoch_and_the_old_epoch_is_fenced(broker, topic_name):
+    """KIP-360: InitProducerId v3 with the producer's id and epoch returns the same id at
+    the next epoch. A batch of the new epoch starts again at sequence 0; the old epoch then
+    gets INVALID_PRODUCER_EPOCH (47)."""
+    create_topic(broker.bootstrap, topic_name)
+    _, pid, epoch = init_producer_id(broker)
+    assert produce_batch(broker, topic_name, batch(pid, epoch, 0, [b"a", b"b"])).error_code == 0
+    with w.Connection(broker.host, broker.port) as conn:
+        cid = next(_correlation)
+        body = conn.request(w.init_producer_id_request_v3(cid, pid, epoch), cid)
+    assert w.decode_init_producer_id_response_v3(body) == (0, pid, epoch + 1)
+    assert produce_batch(broker, topic_name, batch(pid, epoch + 1, 1, [b"x"])).error_code == OUT_OF_ORDER_SEQUENCE_NUMBER
+    bumped = produce_batch(broker, topic_name, batch(pid, epoch + 1, 0, [b"c"]))
+    assert (bumped.error_code, bumped.base_offset) == (0, 2)
+    assert produce_batch(broker, topic_name, batch(pid, epoch, 2, [b"old"])).error_code == INVALID_PRODUCER_EPOCH
 
 
 def test_a_resent_batch_is_a_duplicate_and_a_gap_is_refused(broker, topic_name):

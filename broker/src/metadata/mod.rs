@@ -743,6 +743,23 @@ mod tests {
     }
 
     #[test]
+    fn producer_id_blocks_never_overlap_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = controller(dir.path());
+        let ids = crate::txn::ProducerIdManager::default();
+        let first: Vec<i64> = (0..3).map(|_| ids.next_id(&c).unwrap()).collect();
+        assert_eq!(first, vec![0, 1, 2]);
+        assert_eq!(c.image().next_producer_id, 1000);
+        drop(c);
+        // A restart skips what is left of the block: ids 3..999 are never handed out.
+        let c = controller(dir.path());
+        assert_eq!(c.image().next_producer_id, 1000);
+        let ids = crate::txn::ProducerIdManager::default();
+        assert_eq!(ids.next_id(&c).unwrap(), 1000);
+        assert_eq!(c.allocate_producer_ids(10).unwrap(), 2000..2010);
+    }
+
+    #[test]
     fn create_topics_refuses_bad_requests_with_kafka_codes() {
         let dir = tempfile::tempdir().unwrap();
         let c = controller(dir.path());
