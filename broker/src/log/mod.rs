@@ -125,23 +125,43 @@ impl Log {
         Ok(log)
     }
 
-    /// Rebuilds the idempotent producers' state by reading every batch header (61 bytes per
-    /// batch, never the records). Batches of producers are replayed in log order, so each
-    /// producer ends with its latest epoch and last five batches, as before the restart,
-    /// including after a crash: whatever was acknowledged with acks=all is in the log.
+    /// Rebuilds the idempotent producers' state by reading every batch header (never
+    /// decoding records). Batches are replayed in log order, so each producer ends with its
+    /// latest epoch and last five batches, as before the restart, including after a crash:
+    /// whatever was acknowledged is in the log. Small batches are walked inside 256 KiB
+    /// reads (one pread per 61-byte header costs ~0.75 µs, 10 s for a GiB of 100-byte
+    /// batches); after a large batch only the next header is read, so big batches are not
+    /// read whole.
     fn rebuild_producer_state(&mut self) -> Result<(), LogError> {
+        const CHUNK: usize = 256 * 1024;
+        const LARGE_BATCH: usize = 16 * 1024;
         let mut table = ProducerStateTable::default();
+        let mut buf = vec![0u8; CHUNK];
         for seg in self.segments.values() {
-            let mut pos = 0u64;
+            let (mut pos, mut buf_start, mut buf_len, mut last_len) = (0u64, 0u64, 0usize, 0);
             while pos + HEADER_LEN as u64 <= seg.size {
-                let h = seg.read_header_at(pos)?;
+                if pos < buf_start || pos + HEADER_LEN as u64 > buf_start + buf_len as u64 {
+                    let want = if last_len >= LARGE_BATCH {
+                        HEADER_LEN
+                    } else {
+                        CHUNK
+                    };
+                    let len = (want as u64).min(seg.size - pos) as usize;
+                    seg.file().read_exact_at(&mut buf[..len], pos)?;
+                    (buf_start, buf_len) = (pos, len);
+                }
+                let at = (pos - buf_start) as usize;
+                let Some(h) = BatchHeader::parse(&buf[at..at + HEADER_LEN]) else {
+                    break;
+                };
                 if h.batch_length < HEADER_LEN - batch::LOG_OVERHEAD {
                     break;
                 }
                 if h.producer_id >= 0 {
                     table.update(&h, h.base_offset, h.max_timestamp);
                 }
-                pos += h.total_len() as u64;
+                last_len = h.total_len();
+                pos += last_len as u64;
             }
         }
         self.producers = table;
@@ -861,6 +881,35 @@ mod tests {
         );
         let stale = validate_batches(&batches[2], usize::MAX).unwrap()[0];
         assert!(log.producers().check(&stale).is_err());
+    }
+
+    #[test]
+    fn producer_state_rebuild_walks_past_large_batches_and_chunk_edges() {
+        use batch::tests::make_idempotent_batch;
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), config(&[]), true, 0).unwrap();
+        // Small batches fill more than one 256 KiB read; a large batch (> 16 KiB) switches
+        // to header-only reads; small batches after it switch back.
+        let mut seq = 0;
+        let mut sizes = vec![1; 4000];
+        sizes.push(3000);
+        sizes.extend([1, 1]);
+        for n in sizes {
+            let b = make_idempotent_batch(n, 3, 0, seq);
+            seq += n as i32;
+            let h = validate_batches(&b, usize::MAX).unwrap();
+            log.append(&b, &h, 0, 0).unwrap();
+        }
+        assert!(log.size_bytes() > 300 * 1024);
+        log.close(0).unwrap();
+        let log = Log::open(dir.path(), config(&[]), true, 0).unwrap();
+        let p = log.producers().get(3).unwrap();
+        let firsts: Vec<i32> = p.batches.iter().map(|b| b.first_seq).collect();
+        assert_eq!(firsts, vec![3998, 3999, 4000, 7000, 7001]);
+        assert_eq!(
+            p.batches.back().unwrap().last_offset,
+            log.log_end_offset() - 1
+        );
     }
 
     #[test]
