@@ -17,6 +17,7 @@ _correlation = itertools.count(1)
 OUT_OF_ORDER_SEQUENCE_NUMBER = 45
 TRANSACTIONAL_ID_AUTHORIZATION_FAILED = 53
 INVALID_PRODUCER_EPOCH = 47
+INVALID_RECORD = 87
 
 
 def init_producer_id(broker, transactional_id: str | None = None) -> tuple[int, int, int]:
@@ -105,6 +106,16 @@ def test_a_resent_batch_is_a_duplicate_and_a_gap_is_refused(broker, topic_name):
     nxt = produce_batch(broker, topic_name, batch(pid, epoch, 3, [b"d"]))
     assert (nxt.error_code, nxt.base_offset) == (0, 3)
     assert [r.value for r in read_partition(broker.bootstrap, topic_name)] == [b"a", b"b", b"c", b"d"]
+
+
+def test_two_idempotent_batches_for_one_partition_are_an_invalid_record(broker, topic_name):
+    """Kafka requires one batch per partition in a Produce v3+ request; with idempotent
+    batches Strom enforces it (INVALID_RECORD, 87) and appends nothing."""
+    create_topic(broker.bootstrap, topic_name)
+    _, pid, epoch = init_producer_id(broker)
+    two = batch(pid, epoch, 0, [b"a"]) + batch(pid, epoch, 1, [b"b"])
+    assert produce_batch(broker, topic_name, two).error_code == INVALID_RECORD
+    assert high_watermark(broker, topic_name) == 0
 
 
 @pytest.mark.timeout_s(90)
