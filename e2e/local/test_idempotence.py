@@ -142,8 +142,9 @@ def test_a_retry_after_kill_9_and_restart_is_still_a_duplicate(broker_factory, t
 
 
 def test_a_transactional_producer_fails_fast(broker):
-    """Transactions are not built: librdkafka's init_transactions() fails with an error
-    instead of retrying until its timeout."""
+    """Transactions are not built: librdkafka's init_transactions() fails at once with a
+    fatal TRANSACTIONAL_ID_AUTHORIZATION_FAILED carrying Strom's reason (from
+    FindCoordinator), instead of retrying until its timeout."""
     from confluent_kafka import KafkaException
 
     prod = producer(broker.bootstrap, transactional_id="strom-txn")
@@ -152,4 +153,5 @@ def test_a_transactional_producer_fails_fast(broker):
         prod.init_transactions(30)
     assert time.monotonic() - start < 20
     err = raised.value.args[0]
-    assert not err.retriable(), err
+    assert (err.code(), err.fatal(), err.retriable()) == (TRANSACTIONAL_ID_AUTHORIZATION_FAILED, True, False), err
+    assert "not supported by Strom" in err.str()
