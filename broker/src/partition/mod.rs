@@ -618,3 +618,79 @@ fn remove_partition_dir(dir: &Path) {
         tracing::warn!(cause = %e, dir = %target.display(), "removing partition directory failed");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::batch::tests::{make_batch, make_idempotent_batch};
+    use kafka_protocol::records::Compression;
+
+    fn partition(dir: &Path) -> Partition {
+        let cfg = LogConfig::resolve(&BrokerConfig::default(), &Default::default());
+        let log = Log::open(dir, cfg, true, 0).unwrap();
+        Partition {
+            topic: "t".into(),
+            topic_id: Uuid::nil(),
+            index: 0,
+            log: Mutex::new(log),
+            high_watermark: AtomicI64::new(0),
+            log_start_offset: AtomicI64::new(0),
+            leader_epoch: AtomicI64::new(0),
+            isr: RwLock::new(vec![1]),
+        }
+    }
+
+    const NOW: i64 = 1_700_000_000_000;
+
+    fn code(r: Result<AppendInfo, ProduceError>) -> i16 {
+        r.unwrap_err().error_code()
+    }
+
+    #[test]
+    fn idempotent_appends_drop_retries_and_refuse_gaps_fenced_epochs_and_batch_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = partition(dir.path());
+        let first = make_idempotent_batch(3, 11, 0, 0);
+        assert_eq!(p.append(&first, -1, NOW).unwrap().base_offset, 0);
+        // The retry answers the original offsets, appends nothing, moves no watermark.
+        let retry = p.append(&first, -1, NOW).unwrap();
+        assert_eq!((retry.base_offset, retry.last_offset), (0, 2));
+        assert_eq!((p.high_watermark(), p.log_end_offset()), (3, 3));
+        assert_eq!(
+            code(p.append(&make_idempotent_batch(1, 11, 0, 7), -1, NOW)),
+            45
+        );
+        // Plain batches are untouched by producer state, several to a request as before.
+        let mut plain = make_batch(1, 10, Compression::None).to_vec();
+        plain.extend_from_slice(&make_batch(2, 10, Compression::None));
+        assert_eq!(p.append(&plain, 1, NOW).unwrap().base_offset, 3);
+        let mut two = make_idempotent_batch(1, 11, 0, 3).to_vec();
+        two.extend_from_slice(&make_idempotent_batch(1, 11, 0, 4));
+        assert_eq!(code(p.append(&two, -1, NOW)), 87);
+        assert_eq!(
+            p.append(&make_idempotent_batch(1, 11, 1, 0), -1, NOW)
+                .unwrap()
+                .base_offset,
+            6
+        );
+        assert_eq!(
+            code(p.append(&make_idempotent_batch(1, 11, 0, 3), -1, NOW)),
+            47
+        );
+        assert_eq!(p.log_end_offset(), 7);
+    }
+
+    #[test]
+    fn idle_producers_expire_on_the_retention_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = partition(dir.path());
+        let b = make_idempotent_batch(1, 5, 0, 0);
+        p.append(&b, -1, NOW).unwrap();
+        p.apply_retention(NOW + 999, 1000);
+        assert_eq!(p.append(&b, -1, NOW).unwrap().base_offset, 0, "still known");
+        p.apply_retention(NOW + 1000, 1000);
+        // Forgotten: the same batch is now new to the partition (any sequence is accepted
+        // from an unknown producer), so it is appended again.
+        assert_eq!(p.append(&b, -1, NOW + 1000).unwrap().base_offset, 1);
+    }
+}
