@@ -263,9 +263,10 @@ pub fn delete_records(broker: &Broker, req: DeleteRecordsRequest) -> DeleteRecor
 /// id at epoch 0; one that carries a producer id this cluster handed out and its epoch (v3+,
 /// KIP-360) gets the epoch bumped, or a fresh id when the epoch is exhausted. A transactional
 /// id is refused with TRANSACTIONAL_ID_AUTHORIZATION_FAILED: transactions are not built,
-/// and that code is fatal in the Java client and librdkafka, so a transactional producer
-/// fails at once instead of retrying until it times out. (The response has no message field;
-/// the reason is logged.)
+/// and clients take that code as fatal (librdkafka does, per the e2e test; the Java
+/// client's transaction manager does too), so a transactional producer fails at once
+/// instead of retrying until it times out. (The response has no message field; the reason
+/// is logged.)
 pub fn init_producer_id(broker: &Broker, req: InitProducerIdRequest) -> InitProducerIdResponse {
     let resp = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
