@@ -470,6 +470,13 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         check: positive,
     },
     ConfigDef {
+        name: "producer.id.expiration.ms",
+        ty: INT,
+        default: Some("86400000"),
+        doc: "How long a partition keeps an idle idempotent producer's state (checked on the retention pass, log.retention.check.interval.ms).",
+        check: positive,
+    },
+    ConfigDef {
         name: "offsets.retention.check.interval.ms",
         ty: LONG,
         default: Some("600000"),
@@ -972,6 +979,9 @@ impl BrokerConfig {
     }
     pub fn cleaner_dedupe_buffer_size(&self) -> usize {
         self.int("log.cleaner.dedupe.buffer.size") as usize
+    }
+    pub fn producer_id_expiration_ms(&self) -> i64 {
+        self.int("producer.id.expiration.ms")
     }
     pub fn retention_check_interval_ms(&self) -> u64 {
         self.int("log.retention.check.interval.ms") as u64

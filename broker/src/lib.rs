@@ -12,3 +12,4 @@ pub mod metadata;
 pub mod partition;
 pub mod protocol;
 pub mod server;
+pub mod txn;

@@ -302,8 +302,16 @@ def _encode_record(offset_delta: int, rec: Record) -> bytes:
     return varint(len(body)) + bytes(body)
 
 
-def record_batch(records: list[Record], base_timestamp_ms: int | None = None, base_offset: int = 0) -> bytes:
-    """An uncompressed, non-transactional v2 record batch with a correct CRC-32C."""
+def record_batch(
+    records: list[Record],
+    base_timestamp_ms: int | None = None,
+    base_offset: int = 0,
+    producer_id: int = -1,
+    producer_epoch: int = -1,
+    base_sequence: int = -1,
+) -> bytes:
+    """An uncompressed, non-transactional v2 record batch with a correct CRC-32C; with a
+    producer id, epoch and base sequence, an idempotent producer's batch."""
     if not records:
         raise ValueError("a record batch needs at least one record")
     if base_timestamp_ms is None:
@@ -315,9 +323,9 @@ def record_batch(records: list[Record], base_timestamp_ms: int | None = None, ba
         + int32(len(records) - 1)  # last offset delta
         + int64(base_timestamp_ms)
         + int64(max_timestamp)
-        + int64(-1)  # producer id
-        + int16(-1)  # producer epoch
-        + int32(-1)  # base sequence
+        + int64(producer_id)
+        + int16(producer_epoch)
+        + int32(base_sequence)
         + int32(len(records))
         + encoded
     )
@@ -424,6 +432,36 @@ def decode_produce_response_v3(body: bytes) -> dict[tuple[str, int], ProducePart
             out[(name, index)] = resp
     r.int32()  # throttle_time_ms
     return out
+
+
+# --- InitProducerId v0 ---------------------------------------------------------------------
+
+API_INIT_PRODUCER_ID = 22
+
+
+def init_producer_id_request_v0(correlation_id: int, transactional_id: str | None = None) -> bytes:
+    body = nullable_string(transactional_id) + int32(60_000)
+    return frame(request_header_v1(API_INIT_PRODUCER_ID, 0, correlation_id) + body)
+
+
+def init_producer_id_request_v3(correlation_id: int, producer_id: int, producer_epoch: int) -> bytes:
+    """A flexible InitProducerId v3 without a transactional id, carrying an existing
+    producer id and epoch (KIP-360: asks for the epoch to be bumped)."""
+    body = unsigned_varint(0) + int32(60_000) + int64(producer_id) + int16(producer_epoch) + unsigned_varint(0)
+    return frame(request_header_v2(API_INIT_PRODUCER_ID, 3, correlation_id) + body)
+
+
+def decode_init_producer_id_response_v3(body: bytes) -> tuple[int, int, int]:
+    """(error code, producer id, producer epoch) after the flexible header's tagged fields."""
+    assert body[0] == 0, "no tagged fields expected in the response header"
+    return decode_init_producer_id_response_v0(body[1:])
+
+
+def decode_init_producer_id_response_v0(body: bytes) -> tuple[int, int, int]:
+    """(error code, producer id, producer epoch)."""
+    r = Reader(body)
+    r.int32()  # throttle_time_ms
+    return r.int16(), r.int64(), r.int16()
 
 
 # --- a blocking connection ----------------------------------------------------------------

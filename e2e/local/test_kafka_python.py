@@ -6,7 +6,7 @@ import time
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType
-from kafka.errors import IncompatibleBrokerVersion, TopicAlreadyExistsError
+from kafka.errors import TopicAlreadyExistsError
 
 from support import create_topic, produce_all, producer, read_partition, wait_for_topic, wait_for_topic_gone
 
@@ -78,19 +78,20 @@ def test_produce_with_keys_and_headers_and_consume(broker, topic_name):
     assert [(r.key, r.value) for r in other] == [(r.key, r.value) for r in records]
 
 
-@pytest.mark.xfail(strict=True, raises=IncompatibleBrokerVersion, reason="InitProducerId (idempotent producers) is not implemented yet")
 def test_default_idempotent_producer(broker, topic_name):
-    """A KafkaProducer with default settings (idempotent, so it first asks InitProducerId
-    for a producer id) gets its records acknowledged at offsets 0..2. Strict xfail: when
-    the broker implements InitProducerId this passes, and the mark must go."""
+    """A KafkaProducer with default settings (idempotent: it first asks InitProducerId for a
+    producer id) gets 30 records acknowledged at offsets 0..29, and a consumer reads each
+    back exactly once, in order, with the producer id and sequences in the batches."""
     create_topic(broker.bootstrap, topic_name)
     prod = KafkaProducer(bootstrap_servers=broker.bootstrap)
     try:
-        offsets = [prod.send(topic_name, value=f"i{i}".encode(), partition=0).get(timeout=TIMEOUT_S).offset
-                   for i in range(3)]
+        futures = [prod.send(topic_name, value=f"i{i}".encode(), partition=0) for i in range(30)]
+        offsets = [f.get(timeout=TIMEOUT_S).offset for f in futures]
     finally:
         prod.close(timeout=5)
-    assert offsets == [0, 1, 2]
+    assert offsets == list(range(30))
+    records = kp_consume(broker, topic_name, 0, 30)
+    assert [(r.offset, r.value) for r in records] == [(i, f"i{i}".encode()) for i in range(30)]
 
 
 def test_consume_gzip_batches_from_librdkafka(broker, topic_name):

@@ -14,8 +14,9 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
-    DeleteRecordsRequest, DeleteRecordsResponse, FetchRequest, FetchResponse, ListOffsetsRequest,
-    ListOffsetsResponse, ProduceRequest, ProduceResponse,
+    DeleteRecordsRequest, DeleteRecordsResponse, FetchRequest, FetchResponse,
+    InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse,
+    ProduceRequest, ProduceResponse, ProducerId,
 };
 use std::time::Duration;
 
@@ -256,4 +257,37 @@ pub fn delete_records(broker: &Broker, req: DeleteRecordsRequest) -> DeleteRecor
         })
         .collect();
     DeleteRecordsResponse::default().with_topics(topics)
+}
+
+/// InitProducerId for the idempotent producer. A null transactional id gets a fresh producer
+/// id at epoch 0; one that carries a producer id this cluster handed out and its epoch (v3+,
+/// KIP-360) gets the epoch bumped, or a fresh id when the epoch is exhausted. A transactional
+/// id is refused with TRANSACTIONAL_ID_AUTHORIZATION_FAILED: transactions are not built,
+/// and clients take that code as fatal (librdkafka does, per the e2e test; the Java
+/// client's transaction manager does too), so a transactional producer fails at once
+/// instead of retrying until it times out. (The response has no message field; the reason
+/// is logged.)
+pub fn init_producer_id(broker: &Broker, req: InitProducerIdRequest) -> InitProducerIdResponse {
+    let resp = InitProducerIdResponse::default()
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    if let Some(txn_id) = &req.transactional_id {
+        tracing::info!(transactional_id = %txn_id.0.as_str(), "refused InitProducerId: transactions are not supported by Strom");
+        return resp.with_error_code(codes::TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
+    }
+    let (id, epoch) = (req.producer_id.0, req.producer_epoch);
+    let issued = (0..broker.controller.image().next_producer_id).contains(&id);
+    // Epoch i16::MAX is left unused so a bumped epoch is always greater than the last one.
+    if issued && (0..i16::MAX - 1).contains(&epoch) {
+        return resp
+            .with_producer_id(ProducerId(id))
+            .with_producer_epoch(epoch + 1);
+    }
+    match broker.producer_ids.next_id(&broker.controller) {
+        Ok(id) => resp.with_producer_id(ProducerId(id)).with_producer_epoch(0),
+        Err(e) => {
+            tracing::error!(cause = %e.message, "allocating a producer id block failed");
+            resp.with_error_code(e.code)
+        }
+    }
 }

@@ -129,10 +129,12 @@ fn coordinator_for(
     match key_type {
         KEY_TYPE_GROUP => {}
         KEY_TYPE_TRANSACTION => {
+            // Not COORDINATOR_NOT_AVAILABLE, which clients retry until they time out: this
+            // code is fatal to a transactional producer, so it fails at once.
             return Err((
-                codes::COORDINATOR_NOT_AVAILABLE,
-                "Transactions are not supported yet.".into(),
-            ))
+                codes::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                "Transactions are not supported by Strom.".into(),
+            ));
         }
         other => {
             return Err((

@@ -73,6 +73,9 @@ pub async fn handle(
         }
         RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(group::delete_groups(broker, r)),
         RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(group::offset_delete(broker, r)),
+        RequestKind::InitProducerId(r) => {
+            ResponseKind::InitProducerId(data::init_producer_id(broker, r))
+        }
         other => {
             // Unreachable: decode_request only decodes APIs in the supported table, and
             // every one of them has an arm above. Answering nothing would hang the client,

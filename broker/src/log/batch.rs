@@ -20,6 +20,8 @@ const OFFSET_LAST_OFFSET_DELTA: usize = 23;
 const OFFSET_BASE_TIMESTAMP: usize = 27;
 const OFFSET_MAX_TIMESTAMP: usize = 35;
 const OFFSET_PRODUCER_ID: usize = 43;
+const OFFSET_PRODUCER_EPOCH: usize = 51;
+const OFFSET_BASE_SEQUENCE: usize = 53;
 const OFFSET_RECORD_COUNT: usize = 57;
 
 const ATTR_COMPRESSION_MASK: i16 = 0x07;
@@ -81,6 +83,8 @@ pub struct BatchHeader {
     pub base_timestamp: i64,
     pub max_timestamp: i64,
     pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
     pub record_count: i32,
 }
 
@@ -103,6 +107,8 @@ impl BatchHeader {
             base_timestamp: i64_at(OFFSET_BASE_TIMESTAMP),
             max_timestamp: i64_at(OFFSET_MAX_TIMESTAMP),
             producer_id: i64_at(OFFSET_PRODUCER_ID),
+            producer_epoch: i16_at(OFFSET_PRODUCER_EPOCH),
+            base_sequence: i32_at(OFFSET_BASE_SEQUENCE),
             record_count: i32_at(OFFSET_RECORD_COUNT),
         })
     }
@@ -283,6 +289,28 @@ pub(crate) mod tests {
         )
         .unwrap();
         buf.freeze()
+    }
+
+    /// A batch of `n` records from an idempotent producer (its producer fields set and the
+    /// CRC recomputed over them).
+    pub fn make_idempotent_batch(n: usize, producer_id: i64, epoch: i16, sequence: i32) -> Bytes {
+        let mut b = make_batch(n, 10, Compression::None).to_vec();
+        (&mut b[OFFSET_PRODUCER_ID..OFFSET_PRODUCER_ID + 8]).put_i64(producer_id);
+        (&mut b[OFFSET_PRODUCER_EPOCH..OFFSET_PRODUCER_EPOCH + 2]).put_i16(epoch);
+        (&mut b[OFFSET_BASE_SEQUENCE..OFFSET_BASE_SEQUENCE + 4]).put_i32(sequence);
+        let crc = crc32c::crc32c(&b[OFFSET_ATTRIBUTES..]);
+        (&mut b[OFFSET_CRC..OFFSET_CRC + 4]).put_u32(crc);
+        Bytes::from(b)
+    }
+
+    #[test]
+    fn idempotent_producer_fields_are_parsed() {
+        let b = make_idempotent_batch(3, 42, 7, 100);
+        let h = validate_batches(&b, 1 << 20).unwrap()[0];
+        assert_eq!(
+            (h.producer_id, h.producer_epoch, h.base_sequence),
+            (42, 7, 100)
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod cleaner;
 pub mod segment;
 
 use crate::config::LogConfig;
+use crate::txn::producer_state::ProducerStateTable;
 use batch::{BatchHeader, HEADER_LEN};
 use bytes::Bytes;
 use segment::{file_name, write_atomically, Segment};
@@ -60,6 +61,8 @@ pub struct Log {
     /// Segment files renamed to `*.deleted`, removed once file.delete.delay.ms has passed
     /// (so a reader that planned a read just before the deletion is never cut short).
     pending_deletes: Vec<(i64, Vec<PathBuf>)>,
+    /// Idempotent producers' state, rebuilt from the batch headers on open.
+    producers: ProducerStateTable,
 }
 
 /// Suffix of segment files waiting for file.delete.delay.ms before removal.
@@ -111,13 +114,66 @@ impl Log {
             unflushed_records: 0,
             last_flush_ms: now_ms,
             pending_deletes: Vec::new(),
+            producers: ProducerStateTable::default(),
         };
         let leo = log.log_end_offset();
         log.log_start_offset = stored_start.unwrap_or(first_base).clamp(first_base, leo);
         // A crash between persisting a new log start and removing the segments below it
         // leaves those segments behind: finish the job.
         log.delete_segments_below_log_start(now_ms)?;
+        log.rebuild_producer_state()?;
         Ok(log)
+    }
+
+    /// Rebuilds the idempotent producers' state by reading every batch header (never
+    /// decoding records). Batches are replayed in log order, so each producer ends with its
+    /// latest epoch and last five batches, as before the restart, including after a crash:
+    /// whatever was acknowledged is in the log. Small batches are walked inside 256 KiB
+    /// reads (one pread per 61-byte header costs ~0.75 µs, 10 s for a GiB of 100-byte
+    /// batches); after a large batch only the next header is read, so big batches are not
+    /// read whole.
+    fn rebuild_producer_state(&mut self) -> Result<(), LogError> {
+        const CHUNK: usize = 256 * 1024;
+        const LARGE_BATCH: usize = 16 * 1024;
+        let mut table = ProducerStateTable::default();
+        let mut buf = vec![0u8; CHUNK];
+        for seg in self.segments.values() {
+            let (mut pos, mut buf_start, mut buf_len, mut last_len) = (0u64, 0u64, 0usize, 0);
+            while pos + HEADER_LEN as u64 <= seg.size {
+                if pos < buf_start || pos + HEADER_LEN as u64 > buf_start + buf_len as u64 {
+                    let want = if last_len >= LARGE_BATCH {
+                        HEADER_LEN
+                    } else {
+                        CHUNK
+                    };
+                    let len = (want as u64).min(seg.size - pos) as usize;
+                    seg.file().read_exact_at(&mut buf[..len], pos)?;
+                    (buf_start, buf_len) = (pos, len);
+                }
+                let at = (pos - buf_start) as usize;
+                let Some(h) = BatchHeader::parse(&buf[at..at + HEADER_LEN]) else {
+                    break;
+                };
+                if h.batch_length < HEADER_LEN - batch::LOG_OVERHEAD {
+                    break;
+                }
+                if h.producer_id >= 0 {
+                    table.update(&h, h.base_offset, h.max_timestamp);
+                }
+                last_len = h.total_len();
+                pos += last_len as u64;
+            }
+        }
+        self.producers = table;
+        Ok(())
+    }
+
+    pub fn producers(&self) -> &ProducerStateTable {
+        &self.producers
+    }
+
+    pub fn producers_mut(&mut self) -> &mut ProducerStateTable {
+        &mut self.producers
     }
 
     pub fn dir(&self) -> &Path {
@@ -785,6 +841,74 @@ mod tests {
         assert_eq!(
             log.max_timestamp_offset().unwrap(),
             Some((9, 1_700_000_000_009))
+        );
+    }
+
+    #[test]
+    fn producer_state_is_rebuilt_from_headers_after_a_crash_and_across_segments() {
+        use crate::txn::producer_state::SequenceCheck;
+        use batch::tests::make_idempotent_batch;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(&[("segment.bytes", "300")]);
+        let mut log = Log::open(dir.path(), cfg.clone(), true, 0).unwrap();
+        let batches = [
+            make_idempotent_batch(2, 5, 0, 0),
+            make_idempotent_batch(1, 9, 0, 0),
+            make_idempotent_batch(3, 5, 0, 2),
+            make_batch(1, 10, Compression::None),
+            make_idempotent_batch(1, 5, 1, 0),
+            make_idempotent_batch(2, 5, 1, 1),
+        ];
+        for b in &batches {
+            let h = validate_batches(b, usize::MAX).unwrap();
+            log.append(b, &h, 0, 0).unwrap();
+        }
+        assert!(log.segment_count() > 1);
+        drop(log); // no close: an unclean shutdown
+        let log = Log::open(dir.path(), cfg, false, 0).unwrap();
+        let p5 = log.producers().get(5).unwrap();
+        // Epoch 1 replaced epoch 0's batches.
+        assert_eq!(p5.epoch, 1);
+        assert_eq!(p5.batches.len(), 2);
+        assert_eq!(log.producers().get(9).unwrap().batches[0].base_offset, 2);
+        let retry = validate_batches(&batches[5], usize::MAX).unwrap()[0];
+        assert_eq!(
+            log.producers().check(&retry),
+            Ok(SequenceCheck::Duplicate {
+                base_offset: 8,
+                last_offset: 9
+            })
+        );
+        let stale = validate_batches(&batches[2], usize::MAX).unwrap()[0];
+        assert!(log.producers().check(&stale).is_err());
+    }
+
+    #[test]
+    fn producer_state_rebuild_walks_past_large_batches_and_chunk_edges() {
+        use batch::tests::make_idempotent_batch;
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), config(&[]), true, 0).unwrap();
+        // Small batches fill more than one 256 KiB read; a large batch (> 16 KiB) switches
+        // to header-only reads; small batches after it switch back.
+        let mut seq = 0;
+        let mut sizes = vec![1; 4000];
+        sizes.push(3000);
+        sizes.extend([1, 1]);
+        for n in sizes {
+            let b = make_idempotent_batch(n, 3, 0, seq);
+            seq += n as i32;
+            let h = validate_batches(&b, usize::MAX).unwrap();
+            log.append(&b, &h, 0, 0).unwrap();
+        }
+        assert!(log.size_bytes() > 300 * 1024);
+        log.close(0).unwrap();
+        let log = Log::open(dir.path(), config(&[]), true, 0).unwrap();
+        let p = log.producers().get(3).unwrap();
+        let firsts: Vec<i32> = p.batches.iter().map(|b| b.first_seq).collect();
+        assert_eq!(firsts, vec![3998, 3999, 4000, 7000, 7001]);
+        assert_eq!(
+            p.batches.back().unwrap().last_offset,
+            log.log_end_offset() - 1
         );
     }
 

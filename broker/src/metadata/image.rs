@@ -40,6 +40,8 @@ pub struct MetadataImage {
     /// Topic config overrides by topic name.
     pub topic_configs: BTreeMap<String, BTreeMap<String, String>>,
     pub broker_configs: BTreeMap<i32, BTreeMap<String, String>>,
+    /// The first producer id no block has claimed yet.
+    pub next_producer_id: i64,
 }
 
 impl MetadataImage {
@@ -115,6 +117,9 @@ impl MetadataImage {
                         map.remove(name);
                     }
                 }
+            }
+            MetadataRecord::ProducerIds { next_producer_id } => {
+                self.next_producer_id = self.next_producer_id.max(*next_producer_id);
             }
             MetadataRecord::RemoveTopic { topic_id } => {
                 if let Some(name) = self.topic_names.remove(topic_id) {

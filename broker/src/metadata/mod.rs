@@ -87,11 +87,15 @@ pub mod codes {
     pub const INVALID_CONFIG: i16 = 40;
     pub const INVALID_REQUEST: i16 = 42;
     pub const POLICY_VIOLATION: i16 = 44;
+    pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+    pub const INVALID_PRODUCER_EPOCH: i16 = 47;
+    pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
     pub const KAFKA_STORAGE_ERROR: i16 = 56;
     pub const UNKNOWN_SERVER_ERROR: i16 = -1;
     pub const TOPIC_DELETION_DISABLED: i16 = 73;
     pub const UNKNOWN_TOPIC_ID: i16 = 100;
     pub const INCONSISTENT_TOPIC_ID: i16 = 103;
+    pub const INVALID_RECORD: i16 = 87;
 }
 
 /// One topic to create, as CreateTopics (or auto-creation) asks for it.
@@ -619,6 +623,23 @@ impl Controller {
     }
 
     /// Closes the metadata log for a clean shutdown.
+    /// Claims the next block of `size` producer ids, recorded (and fsynced) in the metadata
+    /// log before any id of it is handed out.
+    pub fn allocate_producer_ids(&self, size: i64) -> Result<std::ops::Range<i64>, ApiError> {
+        let mut log = self.log.lock().expect("metadata log lock");
+        let start = self.image().next_producer_id;
+        let end = start.checked_add(size).ok_or_else(|| {
+            ApiError::new(codes::UNKNOWN_SERVER_ERROR, "producer ids are exhausted")
+        })?;
+        self.commit(
+            &mut log,
+            &[MetadataRecord::ProducerIds {
+                next_producer_id: end,
+            }],
+        )?;
+        Ok(start..end)
+    }
+
     pub fn close(&self) -> anyhow::Result<()> {
         let mut log = self.log.lock().expect("metadata log lock");
         log.close(self.clock.now_ms())?;
@@ -719,6 +740,23 @@ mod tests {
         let cfg = &image.topic_configs["orders"];
         assert_eq!(cfg["retention.ms"], "1000");
         assert_eq!(cfg["cleanup.policy"], "compact");
+    }
+
+    #[test]
+    fn producer_id_blocks_never_overlap_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = controller(dir.path());
+        let ids = crate::txn::ProducerIdManager::default();
+        let first: Vec<i64> = (0..3).map(|_| ids.next_id(&c).unwrap()).collect();
+        assert_eq!(first, vec![0, 1, 2]);
+        assert_eq!(c.image().next_producer_id, 1000);
+        drop(c);
+        // A restart skips what is left of the block: ids 3..999 are never handed out.
+        let c = controller(dir.path());
+        assert_eq!(c.image().next_producer_id, 1000);
+        let ids = crate::txn::ProducerIdManager::default();
+        assert_eq!(ids.next_id(&c).unwrap(), 1000);
+        assert_eq!(c.allocate_producer_ids(10).unwrap(), 2000..2010);
     }
 
     #[test]

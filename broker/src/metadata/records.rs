@@ -41,4 +41,7 @@ pub enum MetadataRecord {
     },
     /// A topic and all of its partitions and configs were deleted.
     RemoveTopic { topic_id: Uuid },
+    /// A block of producer ids was handed out: every id below `next_producer_id` is taken,
+    /// so a restart never gives an id out twice.
+    ProducerIds { next_producer_id: i64 },
 }

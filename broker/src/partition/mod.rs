@@ -8,6 +8,7 @@ use crate::log::batch::{validate_batches, BatchError};
 use crate::log::cleaner::Throttle;
 use crate::log::{AppendInfo, Log, LogError, ReadPlan};
 use crate::metadata::{codes, MetadataImage};
+use crate::txn::producer_state::{ProducerStateError, SequenceCheck};
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -27,6 +28,10 @@ pub enum ProduceError {
     NotEnoughReplicas { isr: usize, min: i32 },
     #[error("storage failure: {0}")]
     Storage(#[from] LogError),
+    #[error(transparent)]
+    Producer(#[from] ProducerStateError),
+    #[error("Produce requests with idempotent batches must have exactly one batch per partition, not {0}")]
+    MultipleIdempotentBatches(usize),
 }
 
 impl ProduceError {
@@ -35,6 +40,8 @@ impl ProduceError {
             ProduceError::Batch(b) => b.error_code(),
             ProduceError::NotEnoughReplicas { .. } => codes::NOT_ENOUGH_REPLICAS,
             ProduceError::Storage(_) => codes::KAFKA_STORAGE_ERROR,
+            ProduceError::Producer(e) => e.error_code(),
+            ProduceError::MultipleIdempotentBatches(_) => codes::INVALID_RECORD,
         }
     }
 }
@@ -132,8 +139,33 @@ impl Partition {
                 });
             }
         }
+        // Idempotent batches: Kafka's clients send one batch per partition per request
+        // (required from Produce v3), which keeps the sequence check to one header.
+        let idempotent = headers.iter().any(|h| h.producer_id >= 0);
+        if idempotent && headers.len() > 1 {
+            return Err(ProduceError::MultipleIdempotentBatches(headers.len()));
+        }
         let mut log = self.log.lock().expect("log lock");
+        if idempotent {
+            // Checked under the append lock: the state cannot change between check and
+            // append, so two retries of one batch can never both be appended.
+            if let SequenceCheck::Duplicate {
+                base_offset,
+                last_offset,
+            } = log.producers().check(&headers[0])?
+            {
+                return Ok(AppendInfo {
+                    base_offset,
+                    last_offset,
+                    log_append_time_ms: -1,
+                });
+            }
+        }
         let info = log.append(records, &headers, self.leader_epoch(), now_ms)?;
+        if idempotent {
+            log.producers_mut()
+                .update(&headers[0], info.base_offset, now_ms);
+        }
         self.high_watermark
             .store(log.log_end_offset(), Ordering::Release);
         Ok(info)
@@ -192,8 +224,10 @@ impl Partition {
 
     /// Applies retention and removes deleted files whose delay passed; returns the number
     /// of segments deleted.
-    fn apply_retention(&self, now_ms: i64) -> usize {
+    fn apply_retention(&self, now_ms: i64, producer_expiration_ms: i64) -> usize {
         let mut log = self.log.lock().expect("log lock");
+        // Idle producers are forgotten on the same periodic pass (producer.id.expiration.ms).
+        log.producers_mut().expire(now_ms, producer_expiration_ms);
         let deleted = match log.apply_retention(now_ms, self.high_watermark()) {
             Ok(n) => n,
             Err(e) => {
@@ -526,7 +560,11 @@ impl ReplicaManager {
     /// Runs retention on every partition; returns the number of segments deleted.
     pub fn apply_retention(&self) -> usize {
         let now = self.clock.now_ms();
-        self.all().iter().map(|p| p.apply_retention(now)).sum()
+        let expiration = self.broker_config.producer_id_expiration_ms();
+        self.all()
+            .iter()
+            .map(|p| p.apply_retention(now, expiration))
+            .sum()
     }
 
     /// fsyncs partitions whose flush.ms has passed.
@@ -578,5 +616,81 @@ fn remove_partition_dir(dir: &Path) {
     };
     if let Err(e) = std::fs::remove_dir_all(&target) {
         tracing::warn!(cause = %e, dir = %target.display(), "removing partition directory failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::batch::tests::{make_batch, make_idempotent_batch};
+    use kafka_protocol::records::Compression;
+
+    fn partition(dir: &Path) -> Partition {
+        let cfg = LogConfig::resolve(&BrokerConfig::default(), &Default::default());
+        let log = Log::open(dir, cfg, true, 0).unwrap();
+        Partition {
+            topic: "t".into(),
+            topic_id: Uuid::nil(),
+            index: 0,
+            log: Mutex::new(log),
+            high_watermark: AtomicI64::new(0),
+            log_start_offset: AtomicI64::new(0),
+            leader_epoch: AtomicI64::new(0),
+            isr: RwLock::new(vec![1]),
+        }
+    }
+
+    const NOW: i64 = 1_700_000_000_000;
+
+    fn code(r: Result<AppendInfo, ProduceError>) -> i16 {
+        r.unwrap_err().error_code()
+    }
+
+    #[test]
+    fn idempotent_appends_drop_retries_and_refuse_gaps_fenced_epochs_and_batch_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = partition(dir.path());
+        let first = make_idempotent_batch(3, 11, 0, 0);
+        assert_eq!(p.append(&first, -1, NOW).unwrap().base_offset, 0);
+        // The retry answers the original offsets, appends nothing, moves no watermark.
+        let retry = p.append(&first, -1, NOW).unwrap();
+        assert_eq!((retry.base_offset, retry.last_offset), (0, 2));
+        assert_eq!((p.high_watermark(), p.log_end_offset()), (3, 3));
+        assert_eq!(
+            code(p.append(&make_idempotent_batch(1, 11, 0, 7), -1, NOW)),
+            45
+        );
+        // Plain batches are untouched by producer state, several to a request as before.
+        let mut plain = make_batch(1, 10, Compression::None).to_vec();
+        plain.extend_from_slice(&make_batch(2, 10, Compression::None));
+        assert_eq!(p.append(&plain, 1, NOW).unwrap().base_offset, 3);
+        let mut two = make_idempotent_batch(1, 11, 0, 3).to_vec();
+        two.extend_from_slice(&make_idempotent_batch(1, 11, 0, 4));
+        assert_eq!(code(p.append(&two, -1, NOW)), 87);
+        assert_eq!(
+            p.append(&make_idempotent_batch(1, 11, 1, 0), -1, NOW)
+                .unwrap()
+                .base_offset,
+            6
+        );
+        assert_eq!(
+            code(p.append(&make_idempotent_batch(1, 11, 0, 3), -1, NOW)),
+            47
+        );
+        assert_eq!(p.log_end_offset(), 7);
+    }
+
+    #[test]
+    fn idle_producers_expire_on_the_retention_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = partition(dir.path());
+        let b = make_idempotent_batch(1, 5, 0, 0);
+        p.append(&b, -1, NOW).unwrap();
+        p.apply_retention(NOW + 999, 1000);
+        assert_eq!(p.append(&b, -1, NOW).unwrap().base_offset, 0, "still known");
+        p.apply_retention(NOW + 1000, 1000);
+        // Forgotten: the same batch is now new to the partition (any sequence is accepted
+        // from an unknown producer), so it is appended again.
+        assert_eq!(p.append(&b, -1, NOW + 1000).unwrap().base_offset, 1);
     }
 }

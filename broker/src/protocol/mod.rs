@@ -36,6 +36,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeGroups, 0, 6),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::InitProducerId, 0, 5),
 ];
 
 /// The version range of an API key, if the broker implements it.
@@ -269,6 +270,9 @@ mod tests {
                     ApiKey::DescribeCluster => {
                         RequestKind::DescribeCluster(DescribeClusterRequest::default())
                     }
+                    ApiKey::InitProducerId => {
+                        RequestKind::InitProducerId(InitProducerIdRequest::default())
+                    }
                     _ => continue,
                 };
                 body.encode(&mut b, v).unwrap();
@@ -394,6 +398,10 @@ mod tests {
                 ApiKey::OffsetDelete => (
                     OffsetDeleteRequest::VERSIONS.min,
                     OffsetDeleteRequest::VERSIONS.max,
+                ),
+                ApiKey::InitProducerId => (
+                    InitProducerIdRequest::VERSIONS.min,
+                    InitProducerIdRequest::VERSIONS.max,
                 ),
                 other => panic!("{other:?} has no version check"),
             };

@@ -34,6 +34,7 @@ pub struct Broker {
     pub replicas: ReplicaManager,
     pub groups: crate::group::GroupCoordinator,
     pub metrics: metrics::Metrics,
+    pub producer_ids: crate::txn::ProducerIdManager,
     ready: AtomicBool,
 }
 
@@ -86,6 +87,7 @@ impl Broker {
             replicas,
             groups,
             metrics: metrics::Metrics::new(),
+            producer_ids: Default::default(),
             ready: AtomicBool::new(false),
         })
     }
