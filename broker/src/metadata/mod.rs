@@ -622,7 +622,6 @@ impl Controller {
         self.commit(&mut log, &records).map(|_| ())
     }
 
-    /// Closes the metadata log for a clean shutdown.
     /// Claims the next block of `size` producer ids, recorded (and fsynced) in the metadata
     /// log before any id of it is handed out.
     pub fn allocate_producer_ids(&self, size: i64) -> Result<std::ops::Range<i64>, ApiError> {
@@ -640,6 +639,7 @@ impl Controller {
         Ok(start..end)
     }
 
+    /// Closes the metadata log for a clean shutdown.
     pub fn close(&self) -> anyhow::Result<()> {
         let mut log = self.log.lock().expect("metadata log lock");
         log.close(self.clock.now_ms())?;
