@@ -161,11 +161,8 @@ impl Partition {
                 });
             }
         }
+        // The log records the idempotent batch in the producer state as it appends it.
         let info = log.append(records, &headers, self.leader_epoch(), now_ms)?;
-        if idempotent {
-            log.producers_mut()
-                .update(&headers[0], info.base_offset, now_ms);
-        }
         self.high_watermark
             .store(log.log_end_offset(), Ordering::Release);
         Ok(info)

@@ -2,7 +2,8 @@
 //! the current epoch and the first/last sequence and offsets of its last five batches.
 //! Checks look at batch header fields only, never at records, so the produce hot path pays
 //! one hash lookup per idempotent batch. The table lives with the log and is checked and
-//! updated under the partition's append lock.
+//! updated under the partition's append lock; the log writes it to snapshot files (encoded
+//! here) when a segment rolls and on close, so it survives restarts without its batches.
 
 use crate::log::batch::BatchHeader;
 use crate::metadata::codes;
@@ -110,8 +111,8 @@ impl ProducerStateTable {
                 sequence: h.base_sequence,
             });
         }
-        // An unknown producer (new, expired, or whose batches retention removed before a
-        // restart) is accepted at any sequence, as Kafka does since KIP-360: refusing it
+        // An unknown producer (new, expired, or whose state was lost: its batches removed
+        // with no snapshot remembering it) is accepted at any sequence, as Kafka does since KIP-360: refusing it
         // would leave a producer whose state was lost no way forward but a new id.
         let Some(entry) = self.entries.get(&producer_id) else {
             return Ok(SequenceCheck::Append);
@@ -194,6 +195,133 @@ impl ProducerStateTable {
         self.entries
             .retain(|_, e| now_ms.saturating_sub(e.last_timestamp_ms) < expiration_ms);
         before - self.entries.len()
+    }
+}
+
+/// Version byte of the snapshot encoding; an unknown version is ignored like a corrupt file.
+const SNAPSHOT_VERSION: u8 = 1;
+/// Version byte and CRC-32C of the rest.
+const SNAPSHOT_PREFIX: usize = 5;
+/// Producer id, epoch, last timestamp, batch count.
+const ENTRY_LEN: usize = 8 + 2 + 8 + 1;
+/// First and last sequence, base and last offset.
+const BATCH_LEN: usize = 4 + 4 + 8 + 8;
+
+/// Why a snapshot file could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("unknown snapshot version {0}")]
+    Version(u8),
+    #[error("snapshot checksum mismatch")]
+    Checksum,
+    #[error("snapshot truncated or malformed")]
+    Malformed,
+}
+
+/// Reads big-endian fields from a byte slice without ever panicking on short input.
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], SnapshotError> {
+        if self.0.len() < N {
+            return Err(SnapshotError::Malformed);
+        }
+        let (head, rest) = self.0.split_at(N);
+        self.0 = rest;
+        Ok(head.try_into().expect("length checked"))
+    }
+    fn i64(&mut self) -> Result<i64, SnapshotError> {
+        Ok(i64::from_be_bytes(self.take()?))
+    }
+    fn i32(&mut self) -> Result<i32, SnapshotError> {
+        Ok(i32::from_be_bytes(self.take()?))
+    }
+    fn i16(&mut self) -> Result<i16, SnapshotError> {
+        Ok(i16::from_be_bytes(self.take()?))
+    }
+    fn u8(&mut self) -> Result<u8, SnapshotError> {
+        Ok(self.take::<1>()?[0])
+    }
+}
+
+impl ProducerStateTable {
+    /// Encodes the table as it stands at log end offset `offset`: a version byte, the
+    /// CRC-32C of the rest (so a torn or bit-rotted file is detected, not trusted), the
+    /// offset, the entry count, then each producer and its cached batches.
+    pub fn encode_snapshot(&self, offset: i64) -> Vec<u8> {
+        let batches: usize = self.entries.values().map(|e| e.batches.len()).sum();
+        let mut out = Vec::with_capacity(
+            SNAPSHOT_PREFIX + 12 + self.entries.len() * ENTRY_LEN + batches * BATCH_LEN,
+        );
+        out.push(SNAPSHOT_VERSION);
+        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(&offset.to_be_bytes());
+        out.extend_from_slice(&(self.entries.len() as u32).to_be_bytes());
+        for (pid, e) in &self.entries {
+            out.extend_from_slice(&pid.to_be_bytes());
+            out.extend_from_slice(&e.epoch.to_be_bytes());
+            out.extend_from_slice(&e.last_timestamp_ms.to_be_bytes());
+            out.push(e.batches.len() as u8);
+            for b in &e.batches {
+                out.extend_from_slice(&b.first_seq.to_be_bytes());
+                out.extend_from_slice(&b.last_seq.to_be_bytes());
+                out.extend_from_slice(&b.base_offset.to_be_bytes());
+                out.extend_from_slice(&b.last_offset.to_be_bytes());
+            }
+        }
+        let crc = crc32c::crc32c(&out[SNAPSHOT_PREFIX..]);
+        out[1..SNAPSHOT_PREFIX].copy_from_slice(&crc.to_be_bytes());
+        out
+    }
+
+    /// Decodes a snapshot written by [`Self::encode_snapshot`]: the offset it covers and the
+    /// table. Any damage is an error, never a panic.
+    pub fn decode_snapshot(data: &[u8]) -> Result<(i64, ProducerStateTable), SnapshotError> {
+        if data.len() < SNAPSHOT_PREFIX {
+            return Err(SnapshotError::Malformed);
+        }
+        if data[0] != SNAPSHOT_VERSION {
+            return Err(SnapshotError::Version(data[0]));
+        }
+        let stored = u32::from_be_bytes(data[1..SNAPSHOT_PREFIX].try_into().expect("4 bytes"));
+        if crc32c::crc32c(&data[SNAPSHOT_PREFIX..]) != stored {
+            return Err(SnapshotError::Checksum);
+        }
+        let mut r = Reader(&data[SNAPSHOT_PREFIX..]);
+        let offset = r.i64()?;
+        let count = u32::from_be_bytes(r.take()?) as usize;
+        // Bounded by what the bytes can hold, so a bad count cannot ask for a huge table.
+        let mut entries = HashMap::with_capacity(count.min(r.0.len() / ENTRY_LEN));
+        for _ in 0..count {
+            let pid = r.i64()?;
+            let epoch = r.i16()?;
+            let last_timestamp_ms = r.i64()?;
+            let n = r.u8()? as usize;
+            if n > CACHED_BATCHES {
+                return Err(SnapshotError::Malformed);
+            }
+            let mut batches = VecDeque::with_capacity(CACHED_BATCHES);
+            for _ in 0..n {
+                batches.push_back(BatchMeta {
+                    first_seq: r.i32()?,
+                    last_seq: r.i32()?,
+                    base_offset: r.i64()?,
+                    last_offset: r.i64()?,
+                });
+            }
+            entries.insert(
+                pid,
+                ProducerEntry {
+                    epoch,
+                    batches,
+                    last_timestamp_ms,
+                },
+            );
+        }
+        if !r.0.is_empty() {
+            return Err(SnapshotError::Malformed);
+        }
+        Ok((offset, ProducerStateTable { entries }))
     }
 }
 
@@ -338,5 +466,34 @@ mod tests {
         assert!(t.get(1).is_none() && t.get(2).is_some());
         assert_eq!(t.expire(11_000, 6_000), 1);
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn snapshots_round_trip_and_damage_is_an_error() {
+        let mut t = ProducerStateTable::default();
+        for seq in 0..7 {
+            t.update(&batch(1, 2, seq, 1), seq as i64, 1_000 + seq as i64);
+        }
+        t.update(&batch(5, 0, 0, 3), 10, 9_000);
+        let data = t.encode_snapshot(13);
+        let (offset, back) = ProducerStateTable::decode_snapshot(&data).unwrap();
+        assert_eq!(offset, 13);
+        assert_eq!(back.entries, t.entries);
+        assert_eq!(
+            ProducerStateTable::default().encode_snapshot(0).len(),
+            SNAPSHOT_PREFIX + 12
+        );
+        // Every truncation and every flipped byte is refused.
+        for len in 0..data.len() {
+            assert!(ProducerStateTable::decode_snapshot(&data[..len]).is_err());
+        }
+        for i in 0..data.len() {
+            let mut bad = data.clone();
+            bad[i] ^= 0x40;
+            assert!(
+                ProducerStateTable::decode_snapshot(&bad).is_err(),
+                "byte {i}"
+            );
+        }
     }
 }
