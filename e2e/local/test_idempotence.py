@@ -11,7 +11,7 @@ import pytest
 from confluent_kafka import TopicPartition
 
 import kafka_wire as w
-from support import consumer, create_topic, produce_all, producer, read_partition
+from support import CLIENT_TIMEOUT_S, admin, consumer, create_topic, produce_all, producer, read_partition
 
 _correlation = itertools.count(1)
 OUT_OF_ORDER_SEQUENCE_NUMBER = 45
@@ -139,6 +139,40 @@ def test_a_retry_after_kill_9_and_restart_is_still_a_duplicate(broker_factory, t
     assert produce_batch(broker, topic_name, batch(pid, epoch, 9, [b"gap"])).error_code == OUT_OF_ORDER_SEQUENCE_NUMBER
     err, new_pid, _ = init_producer_id(broker)
     assert err == 0 and new_pid > pid
+
+
+@pytest.mark.timeout_s(90)
+def test_a_producer_whose_batches_were_deleted_is_remembered_across_restarts(broker_factory, topic_name):
+    """A producer's only batch is deleted (DeleteRecords past small segments that rolled
+    after it); after kill -9 and restart, and after a clean restart, resending that batch is
+    still a duplicate answered with its original offset: the state comes from the
+    producer-state snapshots, not from the deleted segments."""
+    from confluent_kafka import KafkaException
+
+    broker = broker_factory.start()
+    create_topic(broker.bootstrap, topic_name, config={"segment.bytes": "1024", "file.delete.delay.ms": "0"})
+    _, pid, epoch = init_producer_id(broker)
+    acked = batch(pid, epoch, 0, [b"only"])
+    assert produce_batch(broker, topic_name, acked).base_offset == 0
+    _, other, other_epoch = init_producer_id(broker)
+    for seq in range(12):
+        r = produce_batch(broker, topic_name, batch(other, other_epoch, seq, [bytes([65 + seq]) * 200]))
+        assert r.error_code == 0
+    hw = high_watermark(broker, topic_name)
+    assert hw == 13
+    [fut] = admin(broker.bootstrap).delete_records(
+        [TopicPartition(topic_name, 0, hw)], request_timeout=CLIENT_TIMEOUT_S
+    ).values()
+    try:
+        assert fut.result(timeout=CLIENT_TIMEOUT_S).low_watermark == hw
+    except KafkaException as exc:
+        pytest.fail(f"delete_records failed: {exc!r}")
+
+    for hard in (True, False):
+        broker.restart(hard=hard)
+        again = produce_batch(broker, topic_name, acked)
+        assert (again.error_code, again.base_offset) == (0, 0), f"hard={hard}"
+        assert high_watermark(broker, topic_name) == hw
 
 
 def test_a_transactional_producer_fails_fast(broker):
