@@ -1,7 +1,9 @@
 //! The partition log: an ordered set of segments in one directory, appended at the end,
 //! read by offset, rolled by size and age, recovered after a crash, and trimmed from the
 //! front by DeleteRecords. The log knows nothing of replication; the partition layer decides
-//! which offsets are visible (the high watermark).
+//! which offsets are visible (the high watermark). It also holds the idempotent producers'
+//! state, snapshotted to `<offset>.snapshot` files when a segment rolls and on close, so a
+//! restart reads the newest snapshot and only the batch headers after it.
 
 pub mod batch;
 pub mod cleaner;
