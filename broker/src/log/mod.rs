@@ -143,7 +143,7 @@ impl Log {
         for entry in std::fs::read_dir(&self.dir)? {
             let name = entry?.file_name();
             let name = name.to_string_lossy();
-            if let Some(stem) = name.strip_suffix(".snapshot") {
+            if let Some(stem) = name.strip_suffix(&format!(".{SNAPSHOT_EXT}")) {
                 if let Ok(offset) = stem.parse::<i64>() {
                     offsets.push(offset);
                 }
@@ -217,12 +217,12 @@ impl Log {
 
     /// Rebuilds the idempotent producers' state: from `snapshot` (its offset and table) if
     /// there is one, replaying only the batch headers from its offset on, else by reading
-    /// every batch header (never decoding records). Batches are replayed in log order, so each producer ends with its
-    /// latest epoch and last five batches, as before the restart, including after a crash:
-    /// whatever was acknowledged is in the log. Small batches are walked inside 256 KiB
-    /// reads (one pread per 61-byte header costs ~0.75 µs, 10 s for a GiB of 100-byte
-    /// batches); after a large batch only the next header is read, so big batches are not
-    /// read whole.
+    /// every batch header (never decoding records). Batches are replayed in log order, so
+    /// each producer ends with its latest epoch and last five batches, as before the
+    /// restart, including after a crash: whatever was acknowledged is in the log or in the
+    /// snapshot. Small batches are walked inside 256 KiB reads (one pread per 61-byte header
+    /// costs ~0.75 µs, 10 s for a GiB of 100-byte batches); after a large batch only the
+    /// next header is read, so big batches are not read whole.
     fn rebuild_producer_state(
         &mut self,
         snapshot: Option<(i64, ProducerStateTable)>,
