@@ -105,6 +105,23 @@ impl AdminError {
     }
 }
 
+/// The entry of a response that answers for `what` (a topic, a group); a response that
+/// lacks it is `Unexpected`, never a panic.
+fn answer_for<'a, T>(
+    api: ApiKey,
+    entries: &'a [T],
+    what: &str,
+    is_it: impl Fn(&T) -> bool,
+) -> Result<&'a T, AdminError> {
+    entries
+        .iter()
+        .find(|e| is_it(e))
+        .ok_or_else(|| AdminError::Unexpected {
+            api,
+            detail: format!("{what} missing from the response"),
+        })
+}
+
 fn check(
     api: ApiKey,
     resource: impl Into<String>,
@@ -518,14 +535,9 @@ impl Admin {
             })
             .await?;
         let api = ApiKey::Metadata;
-        let found = resp
-            .topics
-            .iter()
-            .find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some(topic))
-            .ok_or_else(|| AdminError::Unexpected {
-                api,
-                detail: format!("topic {topic} missing from the response"),
-            })?;
+        let found = answer_for(api, &resp.topics, &format!("topic {topic}"), |t| {
+            t.name.as_ref().map(|n| n.0.as_str()) == Some(topic)
+        })?;
         if ResponseError::try_from_code(found.error_code)
             == Some(ResponseError::UnknownTopicOrPartition)
         {
@@ -581,14 +593,9 @@ impl Admin {
             })
             .await?;
         let api = ApiKey::CreateTopics;
-        let result = resp
-            .topics
-            .iter()
-            .find(|t| t.name.0.as_str() == topic.name)
-            .ok_or_else(|| AdminError::Unexpected {
-                api,
-                detail: format!("topic {} missing from the response", topic.name),
-            })?;
+        let result = answer_for(api, &resp.topics, &format!("topic {}", topic.name), |t| {
+            t.name.0.as_str() == topic.name
+        })?;
         check(
             api,
             &topic.name,
@@ -617,14 +624,9 @@ impl Admin {
             })
             .await?;
         let api = ApiKey::DeleteTopics;
-        let result = resp
-            .responses
-            .iter()
-            .find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some(topic))
-            .ok_or_else(|| AdminError::Unexpected {
-                api,
-                detail: format!("topic {topic} missing from the response"),
-            })?;
+        let result = answer_for(api, &resp.responses, &format!("topic {topic}"), |t| {
+            t.name.as_ref().map(|n| n.0.as_str()) == Some(topic)
+        })?;
         check(api, topic, result.error_code, result.error_message.as_ref())
     }
 
@@ -649,14 +651,9 @@ impl Admin {
             })
             .await?;
         let api = ApiKey::CreatePartitions;
-        let result = resp
-            .results
-            .iter()
-            .find(|t| t.name.0.as_str() == topic)
-            .ok_or_else(|| AdminError::Unexpected {
-                api,
-                detail: format!("topic {topic} missing from the response"),
-            })?;
+        let result = answer_for(api, &resp.results, &format!("topic {topic}"), |t| {
+            t.name.0.as_str() == topic
+        })?;
         check(api, topic, result.error_code, result.error_message.as_ref())
     }
 
@@ -686,14 +683,9 @@ impl Admin {
             })
             .await?;
         let api = ApiKey::DescribeConfigs;
-        let result = resp
-            .results
-            .iter()
-            .find(|r| r.resource_name.as_str() == topic)
-            .ok_or_else(|| AdminError::Unexpected {
-                api,
-                detail: format!("topic {topic} missing from the response"),
-            })?;
+        let result = answer_for(api, &resp.results, &format!("topic {topic}"), |r| {
+            r.resource_name.as_str() == topic
+        })?;
         check(api, topic, result.error_code, result.error_message.as_ref())?;
         Ok(result
             .configs
@@ -754,14 +746,9 @@ impl Admin {
             })
             .await?;
         let api = ApiKey::IncrementalAlterConfigs;
-        let result = resp
-            .responses
-            .iter()
-            .find(|r| r.resource_name.as_str() == topic)
-            .ok_or_else(|| AdminError::Unexpected {
-                api,
-                detail: format!("topic {topic} missing from the response"),
-            })?;
+        let result = answer_for(api, &resp.responses, &format!("topic {topic}"), |r| {
+            r.resource_name.as_str() == topic
+        })?;
         check(api, topic, result.error_code, result.error_message.as_ref())
     }
 
@@ -913,14 +900,9 @@ impl Admin {
             })
             .await?;
         let api = ApiKey::DescribeGroups;
-        let found = resp
-            .groups
-            .iter()
-            .find(|g| g.group_id.0.as_str() == group)
-            .ok_or_else(|| AdminError::Unexpected {
-                api,
-                detail: format!("group {group} missing from the response"),
-            })?;
+        let found = answer_for(api, &resp.groups, &format!("group {group}"), |g| {
+            g.group_id.0.as_str() == group
+        })?;
         // From v6 a missing group is an error; earlier versions answer `Dead`. One shape.
         if ResponseError::try_from_code(found.error_code) == Some(ResponseError::GroupIdNotFound) {
             return Ok(GroupInfo {
@@ -998,14 +980,9 @@ impl Admin {
             Ok::<_, AdminError>(())
         };
         if batched {
-            let found = resp
-                .groups
-                .iter()
-                .find(|g| g.group_id.0.as_str() == group)
-                .ok_or_else(|| AdminError::Unexpected {
-                    api,
-                    detail: format!("group {group} missing from the response"),
-                })?;
+            let found = answer_for(api, &resp.groups, &format!("group {group}"), |g| {
+                g.group_id.0.as_str() == group
+            })?;
             check(api, group, found.error_code, None)?;
             for t in &found.topics {
                 for p in &t.partitions {
@@ -1117,14 +1094,9 @@ impl Admin {
             })
             .await?;
         let api = ApiKey::DeleteGroups;
-        let result = resp
-            .results
-            .iter()
-            .find(|r| r.group_id.0.as_str() == group)
-            .ok_or_else(|| AdminError::Unexpected {
-                api,
-                detail: format!("group {group} missing from the response"),
-            })?;
+        let result = answer_for(api, &resp.results, &format!("group {group}"), |r| {
+            r.group_id.0.as_str() == group
+        })?;
         check(api, group, result.error_code, None)
     }
 
