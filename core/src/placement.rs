@@ -193,6 +193,31 @@ pub fn assign_replicas(
     Ok(out)
 }
 
+/// The `start` with which [`assign_replicas`] continues a topic's leader rotation when
+/// partitions are added (CreatePartitions, `first_partition = existing.len()`): the new
+/// partitions are led as if the topic had been created with all of them at once, so the
+/// topic's leaders stay within one of each other. The rotation is anchored at the last
+/// partition whose first replica is still among `brokers`; with none, it is 0. Like Kafka's
+/// placer, which starts after the rack of the last partition's leader, it looks only at the
+/// topic's own partitions.
+pub fn continuing_start(brokers: &[BrokerInfo], existing: &[Vec<BrokerId>]) -> usize {
+    let order = rack_interleaved(brokers);
+    let n = order.len();
+    if n == 0 {
+        return 0;
+    }
+    for (p, replicas) in existing.iter().enumerate().rev() {
+        let Some(leader) = replicas.first() else {
+            continue;
+        };
+        if let Some(pos) = order.iter().position(|b| b == leader) {
+            // Partition `p` was led from `pos`, so `(start + p) % n == pos`.
+            return (pos + n - p % n) % n;
+        }
+    }
+    0
+}
+
 /// Checks explicit replica assignments (CreateTopics' `assignments`, CreatePartitions'
 /// `assignments`) against the known brokers: every partition has at least one replica, no
 /// broker twice, only known brokers, and every partition as many replicas as the first.
@@ -401,5 +426,30 @@ mod tests {
             "The manual partition assignment includes a partition with 2 replica(s), but this \
              is not consistent with previous partitions, which have 3 replica(s)."
         );
+    }
+
+    #[test]
+    fn continuing_start_resumes_the_rotation_after_the_last_leader() {
+        let brokers: Vec<_> = (1..=5)
+            .map(|i| broker(i, Some(["a", "b"][i as usize % 2])))
+            .collect();
+        let all = assign_replicas(&brokers, 0, 12, 2, 3).unwrap();
+        for existing in 1..12 {
+            let start = continuing_start(&brokers, &all[..existing]);
+            let more =
+                assign_replicas(&brokers, existing as i32, 12 - existing as i32, 2, start).unwrap();
+            let want: Vec<_> = all[existing..].iter().map(|r| r[0]).collect();
+            let got: Vec<_> = more.iter().map(|r| r[0]).collect();
+            assert_eq!(got, want, "after {existing} partitions");
+        }
+        // A leader that left the cluster is skipped: the one before it anchors the rotation.
+        let mut existing = all[..4].to_vec();
+        existing[3][0] = 99;
+        assert_eq!(
+            continuing_start(&brokers, &existing),
+            continuing_start(&brokers, &all[..3])
+        );
+        assert_eq!(continuing_start(&brokers, &[vec![99]]), 0);
+        assert_eq!(continuing_start(&[], &all), 0);
     }
 }
