@@ -119,6 +119,12 @@ pub fn rack_interleaved(brokers: &[BrokerInfo]) -> Vec<BrokerId> {
 ///   (so followers spread, and a lone broker in a small rack is not favoured), then the
 ///   broker closest after the leader in the interleaved list (which gives Kafka's striped
 ///   pattern when racks are even).
+/// - **Failover**: the second replica is where leadership goes when the leader fails, so a
+///   leader's partitions should name different second replicas, or one broker inherits
+///   them all. With one follower, the candidate that came second behind this leader least
+///   often wins ties on load; with more, the chosen followers are reordered so that one
+///   comes second. (Weighing this during the choice with several followers would cost the
+///   follower balance above, which comes first.)
 ///
 /// Unlike Kafka's placer nothing is random and the leader is not picked rack-first, which
 /// is what keeps leaders even when racks are not (Kafka PR #12529 shows its skew).
@@ -159,11 +165,15 @@ pub fn assign_replicas(
     let count = count as usize;
     let first = first_partition as usize;
     let mut followers = vec![0usize; n];
+    // How often each broker came second behind each leader (positions in the ring); at most
+    // one entry per placed partition.
+    let mut second: BTreeMap<(usize, usize), usize> = BTreeMap::new();
     let mut rack_replicas = vec![0usize; ring.racks];
     let mut chosen: Vec<usize> = Vec::with_capacity(rf);
     let mut out = Vec::with_capacity(count.min(CAPACITY_HINT));
     for p in first..first + count {
-        let leader = (start % n + p % n) % n;
+        // Cannot overflow: `p` is below 2^31 + MAX_PARTITIONS and `start % n` below n.
+        let leader = (start % n + p) % n;
         rack_replicas.fill(0);
         chosen.clear();
         chosen.push(leader);
@@ -171,13 +181,18 @@ pub fn assign_replicas(
         while chosen.len() < rf {
             // One pass over the ring after the leader; `step` is unique, so the key never
             // ties and the choice is fully determined.
-            let mut best: Option<((usize, usize, usize), usize)> = None;
+            let mut best: Option<((usize, usize, usize, usize), usize)> = None;
             for step in 1..n {
                 let pos = (leader + step) % n;
                 if chosen.contains(&pos) {
                     continue;
                 }
-                let key = (rack_replicas[ring.rack[pos]], followers[pos], step);
+                let behind = if rf == 2 {
+                    second_of(&second, leader, pos)
+                } else {
+                    0
+                };
+                let key = (rack_replicas[ring.rack[pos]], followers[pos], behind, step);
                 if best.is_none_or(|(k, _)| key < k) {
                     best = Some((key, pos));
                 }
@@ -187,10 +202,25 @@ pub fn assign_replicas(
             rack_replicas[ring.rack[pos]] += 1;
             followers[pos] += 1;
         }
+        if rf > 2 {
+            let (i, _) = chosen[1..]
+                .iter()
+                .enumerate()
+                .min_by_key(|&(i, &f)| (second_of(&second, leader, f), i))
+                .expect("rf > 2 has followers");
+            chosen[1..=i + 1].rotate_right(1);
+        }
+        if rf > 1 {
+            *second.entry((leader, chosen[1])).or_default() += 1;
+        }
         out.push(chosen.iter().map(|&i| ring.order[i]).collect());
     }
     debug_assert_eq!(out.len(), count);
     Ok(out)
+}
+
+fn second_of(second: &BTreeMap<(usize, usize), usize>, leader: usize, follower: usize) -> usize {
+    second.get(&(leader, follower)).copied().unwrap_or(0)
 }
 
 /// The `start` with which [`assign_replicas`] continues a topic's leader rotation when

@@ -221,3 +221,32 @@ fn added_partitions_continue_the_leader_rotation() {
         }
     }
 }
+
+#[test]
+fn partitions_sharing_a_leader_fail_over_to_different_brokers() {
+    // When a leader fails, its partitions fail over to their second replica. A broker's k
+    // leaderships name min(k, n - 1) different second replicas with one follower, and at
+    // least min(k, rf - 1) with more, so the failover load spreads instead of landing on
+    // one broker.
+    let mut rng = Rng(13);
+    for n in 2..=9 {
+        let brokers = cluster(&[n], &mut rng);
+        for rf in 2..=n.min(4) {
+            for k in 1..=n {
+                let start = rng.below(100);
+                let got = assign_replicas(&brokers, 0, (k * n) as i32, rf as i32, start).unwrap();
+                let mut next: BTreeMap<BrokerId, BTreeSet<BrokerId>> = BTreeMap::new();
+                for replicas in &got {
+                    next.entry(replicas[0]).or_default().insert(replicas[1]);
+                }
+                let want = if rf == 2 { k.min(n - 1) } else { k.min(rf - 1) };
+                for (leader, successors) in &next {
+                    assert!(
+                        successors.len() >= want,
+                        "n={n} rf={rf} k={k} start={start}: {leader} fails over to {successors:?}"
+                    );
+                }
+            }
+        }
+    }
+}
