@@ -122,8 +122,8 @@ pub fn rack_interleaved(brokers: &[BrokerInfo]) -> Vec<BrokerId> {
 /// - **Failover**: the second replica is where leadership goes when the leader fails, so a
 ///   leader's partitions should name different second replicas, or one broker inherits
 ///   them all. With one follower, the candidate that came second behind this leader least
-///   often wins ties on load; with more, the chosen followers are reordered so that one
-///   comes second. (Weighing this during the choice with several followers would cost the
+///   often wins ties on load; with more, the chosen follower that came second least often
+///   is moved to second place. (Weighing this during the choice with several followers would cost the
 ///   follower balance above, which comes first.)
 ///
 /// Unlike Kafka's placer nothing is random and the leader is not picked rack-first, which
@@ -202,6 +202,11 @@ pub fn assign_replicas(
             rack_replicas[ring.rack[pos]] += 1;
             followers[pos] += 1;
         }
+        debug_assert_eq!(
+            rack_replicas.iter().filter(|&&c| c > 0).count(),
+            rf.min(ring.racks),
+            "replicas span as many racks as they can"
+        );
         if rf > 2 {
             let (i, _) = chosen[1..]
                 .iter()
