@@ -89,16 +89,22 @@ fn compression_type(v: &str) -> Result<(), String> {
 fn process_roles(v: &str) -> Result<(), String> {
     let mut roles: Vec<&str> = v.split(',').map(str::trim).collect();
     roles.sort_unstable();
-    if roles == ["broker", "controller"] {
-        Ok(())
-    } else if roles.iter().all(|r| *r == "broker" || *r == "controller") {
-        Err("only the combined roles 'broker,controller' are supported so far".into())
-    } else {
-        Err("must be a list of 'broker' and 'controller'".into())
+    match roles.as_slice() {
+        ["broker", "controller"] | ["controller"] => Ok(()),
+        // A broker-only node follows the metadata log as an observer, which is not built
+        // yet; until then every broker is also a voter.
+        ["broker"] => Err("a broker-only node is not supported yet: use 'broker,controller' (every broker a voter) or 'controller'".into()),
+        _ => Err("must be a list of 'broker' and 'controller'".into()),
     }
 }
 fn listeners(v: &str) -> Result<(), String> {
-    parse_listener(v).map(|_| ())
+    parse_listeners(v).map(|_| ())
+}
+fn voters(v: &str) -> Result<(), String> {
+    parse_voters(v).map(|_| ())
+}
+fn protocol_map(v: &str) -> Result<(), String> {
+    parse_protocol_map(v).map(|_| ())
 }
 fn socket_addr(v: &str) -> Result<(), String> {
     v.parse::<SocketAddr>()
@@ -140,15 +146,36 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         name: "listeners",
         ty: STR,
         default: Some("PLAINTEXT://127.0.0.1:9092"),
-        doc: "The Kafka listener, PLAINTEXT://host:port.",
+        doc: "The listeners, NAME://host:port separated by commas; each name's protocol comes from listener.security.protocol.map.",
         check: listeners,
     },
     ConfigDef {
         name: "advertised.listeners",
         ty: STR,
         default: None,
-        doc: "The listener clients are told to connect to; defaults to listeners.",
+        doc: "The addresses published for the broker listeners, NAME://host:port; a listener not named here is published as it listens.",
         check: listeners,
+    },
+    ConfigDef {
+        name: "listener.security.protocol.map",
+        ty: STR,
+        default: Some("PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"),
+        doc: "The security protocol of each listener name, NAME:PROTOCOL; only PLAINTEXT is supported so far.",
+        check: protocol_map,
+    },
+    ConfigDef {
+        name: "controller.listener.names",
+        ty: LIST,
+        default: None,
+        doc: "The listener names used by controllers; a controller listens on the first, and other nodes reach the voters through it.",
+        check: any,
+    },
+    ConfigDef {
+        name: "inter.broker.listener.name",
+        ty: STR,
+        default: None,
+        doc: "The listener brokers use to reach each other; defaults to the first broker listener.",
+        check: any,
     },
     ConfigDef {
         name: "log.dirs",
@@ -175,8 +202,36 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         name: "controller.quorum.voters",
         ty: LIST,
         default: None,
-        doc: "The controller quorum as id@host:port; a single node is its own voter.",
-        check: any,
+        doc: "The controller voters as id@host:port separated by commas (their controller listeners); unset, a single broker,controller node is its own quorum.",
+        check: voters,
+    },
+    ConfigDef {
+        name: "controller.quorum.election.timeout.ms",
+        ty: INT,
+        default: Some("1000"),
+        doc: "How long a voter waits without hearing from a leader before it starts an election.",
+        check: positive,
+    },
+    ConfigDef {
+        name: "controller.quorum.fetch.timeout.ms",
+        ty: INT,
+        default: Some("2000"),
+        doc: "How long a node waits for the active controller before it looks for another.",
+        check: positive,
+    },
+    ConfigDef {
+        name: "controller.quorum.request.timeout.ms",
+        ty: INT,
+        default: Some("2000"),
+        doc: "How long one request to a controller may take before it is retried elsewhere.",
+        check: positive,
+    },
+    ConfigDef {
+        name: "metadata.log.max.record.bytes.between.snapshots",
+        ty: LONG,
+        default: Some("20971520"),
+        doc: "Bytes of metadata records after which the controller snapshots the image and trims the metadata log.",
+        check: positive,
     },
     ConfigDef {
         name: "auto.create.topics.enable",
@@ -811,32 +866,106 @@ fn join_errors(errors: &[ConfigError]) -> String {
         .join("; ")
 }
 
-/// A parsed `PLAINTEXT://host:port` listener.
+/// One parsed `NAME://host:port` listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listener {
+    pub name: String,
     pub host: String,
     pub port: u16,
 }
 
-fn parse_listener(v: &str) -> Result<Listener, String> {
-    let v = v.trim();
-    if v.contains(',') {
-        return Err("only one listener is supported so far".into());
+impl Listener {
+    /// `host:port`, with brackets around an IPv6 host.
+    pub fn address(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
     }
-    let rest = v
-        .strip_prefix("PLAINTEXT://")
-        .ok_or("must be PLAINTEXT://host:port (other security protocols are not supported)")?;
-    let (host, port) = rest
-        .rsplit_once(':')
-        .ok_or("must be PLAINTEXT://host:port")?;
-    let port = port
-        .parse::<u16>()
-        .map_err(|_| "the port must be a number")?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    Ok(Listener {
-        host: host.to_owned(),
-        port,
-    })
+}
+
+fn parse_listeners(v: &str) -> Result<Vec<Listener>, String> {
+    let mut out: Vec<Listener> = Vec::new();
+    for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (name, rest) = item
+            .split_once("://")
+            .ok_or_else(|| format!("{item} must be NAME://host:port"))?;
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!(
+                "{item}: the listener name must be letters, digits and '_'"
+            ));
+        }
+        let (host, port) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{item} must be NAME://host:port"))?;
+        let port = port
+            .parse::<u16>()
+            .map_err(|_| format!("{item}: the port must be a number"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if out.iter().any(|l| l.name == name) {
+            return Err(format!("the listener name {name} appears twice"));
+        }
+        out.push(Listener {
+            name: name.to_owned(),
+            host: host.to_owned(),
+            port,
+        });
+    }
+    if out.is_empty() {
+        return Err("at least one listener is needed".into());
+    }
+    Ok(out)
+}
+
+fn parse_voters(v: &str) -> Result<BTreeMap<i32, String>, String> {
+    let mut out = BTreeMap::new();
+    for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (id, addr) = item
+            .split_once('@')
+            .ok_or_else(|| format!("{item} must be id@host:port"))?;
+        let id: i32 = id
+            .parse()
+            .ok()
+            .filter(|i| *i >= 0)
+            .ok_or_else(|| format!("{item}: the voter id must be a non-negative number"))?;
+        let (_, port) = addr
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{item} must be id@host:port"))?;
+        port.parse::<u16>()
+            .map_err(|_| format!("{item}: the port must be a number"))?;
+        if out.insert(id, addr.to_owned()).is_some() {
+            return Err(format!("voter {id} appears twice"));
+        }
+    }
+    Ok(out)
+}
+
+fn parse_protocol_map(v: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (name, protocol) = item
+            .split_once(':')
+            .ok_or_else(|| format!("{item} must be NAME:PROTOCOL"))?;
+        match protocol {
+            "PLAINTEXT" => {}
+            "SSL" | "SASL_PLAINTEXT" | "SASL_SSL" => {
+                return Err(format!(
+                    "{name}: security protocol {protocol} is not supported yet (only PLAINTEXT)"
+                ))
+            }
+            other => return Err(format!("{name}: unknown security protocol {other}")),
+        }
+        out.insert(name.to_owned(), protocol.to_owned());
+    }
+    Ok(out)
+}
+
+/// The roles of `process.roles`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    pub broker: bool,
+    pub controller: bool,
 }
 
 /// The broker's configuration: the properties set explicitly (by file or override), and
@@ -887,6 +1016,14 @@ impl BrokerConfig {
                 }),
             })
             .collect();
+        if errors.is_empty() {
+            errors.extend(
+                BrokerConfig {
+                    explicit: explicit.clone(),
+                }
+                .cross_check(),
+            );
+        }
         match errors.len() {
             0 => Ok(BrokerConfig { explicit }),
             1 => Err(errors.remove(0)),
@@ -913,15 +1050,196 @@ impl BrokerConfig {
     pub fn node_id(&self) -> i32 {
         self.int("node.id") as i32
     }
-    pub fn listener(&self) -> Listener {
-        parse_listener(self.get("listeners").unwrap_or_default()).expect("validated at load")
-    }
-    pub fn advertised_listener(&self) -> Listener {
-        match self.explicit("advertised.listeners") {
-            Some(v) => parse_listener(v).expect("validated at load"),
-            None => self.listener(),
+    pub fn roles(&self) -> Roles {
+        let v = self.get("process.roles").unwrap_or_default();
+        Roles {
+            broker: v.split(',').any(|r| r.trim() == "broker"),
+            controller: v.split(',').any(|r| r.trim() == "controller"),
         }
     }
+
+    /// Every listener, as configured.
+    pub fn listeners(&self) -> Vec<Listener> {
+        parse_listeners(self.get("listeners").unwrap_or_default()).expect("validated at load")
+    }
+
+    /// The controller listener names (`controller.listener.names`).
+    pub fn controller_listener_names(&self) -> Vec<String> {
+        self.get("controller.listener.names")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The listeners that serve Kafka clients (every listener that is not a controller's).
+    pub fn broker_listeners(&self) -> Vec<Listener> {
+        let controller = self.controller_listener_names();
+        self.listeners()
+            .into_iter()
+            .filter(|l| !controller.contains(&l.name))
+            .collect()
+    }
+
+    /// The listener this controller serves its peers and brokers on, if it has one.
+    pub fn controller_listener(&self) -> Option<Listener> {
+        let names = self.controller_listener_names();
+        let first = names.first()?;
+        self.listeners().into_iter().find(|l| &l.name == first)
+    }
+
+    /// The first broker listener (what clients connect to when there is one).
+    pub fn listener(&self) -> Listener {
+        self.broker_listeners()
+            .into_iter()
+            .next()
+            .or_else(|| self.listeners().into_iter().next())
+            .expect("validated at load")
+    }
+
+    /// The address published for a broker listener: its `advertised.listeners` entry of
+    /// the same name, else where it listens.
+    pub fn advertised(&self, listener: &Listener) -> Listener {
+        self.explicit("advertised.listeners")
+            .and_then(|v| parse_listeners(v).ok())
+            .and_then(|all| all.into_iter().find(|l| l.name == listener.name))
+            .unwrap_or_else(|| listener.clone())
+    }
+
+    pub fn advertised_listener(&self) -> Listener {
+        self.advertised(&self.listener())
+    }
+
+    /// The controller voters by node id, with the address of each one's controller
+    /// listener. Unset, a combined node is the only voter (the zero-argument start).
+    pub fn voters(&self) -> BTreeMap<i32, String> {
+        match self.explicit("controller.quorum.voters") {
+            Some(v) => parse_voters(v).expect("validated at load"),
+            None => {
+                let me = self
+                    .controller_listener()
+                    .unwrap_or_else(|| self.listener());
+                BTreeMap::from([(self.node_id(), me.address())])
+            }
+        }
+    }
+
+    pub fn election_timeout_ms(&self) -> u64 {
+        self.int("controller.quorum.election.timeout.ms") as u64
+    }
+    pub fn quorum_fetch_timeout_ms(&self) -> u64 {
+        self.int("controller.quorum.fetch.timeout.ms") as u64
+    }
+    pub fn quorum_request_timeout_ms(&self) -> u64 {
+        self.int("controller.quorum.request.timeout.ms") as u64
+    }
+    pub fn snapshot_bytes(&self) -> u64 {
+        self.int("metadata.log.max.record.bytes.between.snapshots") as u64
+    }
+
+    /// Checks the properties against each other, as Kafka's KafkaConfig validation does;
+    /// each problem names the property to change.
+    fn cross_check(&self) -> Vec<ConfigError> {
+        let invalid = |name: &str, reason: String| ConfigError::Invalid {
+            name: name.to_owned(),
+            value: self.get(name).unwrap_or_default().to_owned(),
+            reason,
+        };
+        let mut errors = Vec::new();
+        let roles = self.roles();
+        let listeners = self.listeners();
+        let controller_names = self.controller_listener_names();
+        let map = parse_protocol_map(
+            self.get("listener.security.protocol.map")
+                .unwrap_or_default(),
+        )
+        .unwrap_or_default();
+        for l in &listeners {
+            if !map.contains_key(&l.name) {
+                errors.push(invalid(
+                    "listener.security.protocol.map",
+                    format!("no security protocol for listener {}", l.name),
+                ));
+            }
+        }
+        let voters_set = self.explicit("controller.quorum.voters").is_some();
+        let voters = self.voters();
+        if roles.controller {
+            if voters_set && !voters.contains_key(&self.node_id()) {
+                errors.push(invalid(
+                    "controller.quorum.voters",
+                    format!(
+                        "node.id {} is a controller but not one of the voters",
+                        self.node_id()
+                    ),
+                ));
+            }
+            let multi = voters.len() > 1;
+            if (multi || !roles.broker) && self.controller_listener().is_none() {
+                errors.push(invalid(
+                    "controller.listener.names",
+                    "a controller in a quorum of several voters (or a controller-only node) needs a listener named in controller.listener.names".into(),
+                ));
+            }
+        } else if voters.contains_key(&self.node_id()) {
+            errors.push(invalid(
+                "controller.quorum.voters",
+                format!(
+                    "node.id {} is a voter but process.roles has no controller",
+                    self.node_id()
+                ),
+            ));
+        }
+        if roles.controller && !roles.broker {
+            if let Some(l) = listeners
+                .iter()
+                .find(|l| !controller_names.contains(&l.name))
+            {
+                errors.push(invalid(
+                    "listeners",
+                    format!(
+                        "a controller-only node cannot have the broker listener {}",
+                        l.name
+                    ),
+                ));
+            }
+        }
+        if roles.broker && self.broker_listeners().is_empty() {
+            errors.push(invalid(
+                "listeners",
+                "a broker needs a listener that is not a controller listener".into(),
+            ));
+        }
+        if let Some(name) = self.explicit("inter.broker.listener.name") {
+            if !self.broker_listeners().iter().any(|l| l.name == name) {
+                errors.push(invalid(
+                    "inter.broker.listener.name",
+                    format!("{name} is not one of the broker listeners"),
+                ));
+            }
+        }
+        if let Some(v) = self.explicit("advertised.listeners") {
+            if let Ok(adv) = parse_listeners(v) {
+                for a in adv {
+                    if !listeners.iter().any(|l| l.name == a.name) {
+                        errors.push(invalid(
+                            "advertised.listeners",
+                            format!("{} is not one of the listeners", a.name),
+                        ));
+                    } else if controller_names.contains(&a.name) {
+                        errors.push(invalid(
+                            "advertised.listeners",
+                            format!("the controller listener {} is not advertised", a.name),
+                        ));
+                    }
+                }
+            }
+        }
+        errors
+    }
+
     pub fn log_dirs(&self) -> Vec<PathBuf> {
         let raw = self
             .explicit("log.dirs")
@@ -1120,6 +1438,7 @@ mod tests {
         assert_eq!(
             c.listener(),
             Listener {
+                name: "PLAINTEXT".into(),
                 host: "127.0.0.1".into(),
                 port: 9092
             }
@@ -1150,6 +1469,11 @@ mod tests {
         let e = BrokerConfig::load(None, &["num.partitions=abc".into()]).unwrap_err();
         assert!(e.to_string().contains("num.partitions"), "{e}");
         let e = BrokerConfig::load(None, &["listeners=SSL://x:1".into()]).unwrap_err();
+        assert!(
+            e.to_string().contains("listener.security.protocol.map"),
+            "{e}"
+        );
+        let e = BrokerConfig::load(None, &["listeners=PLAINTEXT//x:1".into()]).unwrap_err();
         assert!(e.to_string().contains("listeners"), "{e}");
         let e = BrokerConfig::load(Some(("f", "nonsense\n")), &[]).unwrap_err();
         assert!(e.to_string().contains("line 1"), "{e}");
@@ -1160,7 +1484,7 @@ mod tests {
         let e = BrokerConfig::load(
             Some((
                 "broker.properties",
-                "process.roles=broker\ncontroller.listener.names=CONTROLLER\nnum.partitions=0\n",
+                "process.roles=broker\nlistener.security.protocol.map=PLAINTEXT:SSL\nnum.partitions=0\n",
             )),
             &[],
         )
@@ -1168,7 +1492,7 @@ mod tests {
         let text = e.to_string();
         for name in [
             "process.roles",
-            "controller.listener.names",
+            "listener.security.protocol.map",
             "num.partitions",
         ] {
             assert!(text.contains(name), "{name} missing: {text}");
@@ -1201,19 +1525,84 @@ mod tests {
     }
 
     #[test]
-    fn single_roles_and_split_mode_listeners_are_refused() {
-        // The broker cannot run as a broker or controller alone, nor honour a separate
-        // controller listener, so it must not pretend to accept them.
-        for bad in [
-            "process.roles=broker",
-            "process.roles=controller",
+    fn broker_only_nodes_are_refused_until_observers_exist() {
+        let e = BrokerConfig::load(None, &["process.roles=broker".into()]).unwrap_err();
+        assert!(e.to_string().contains("process.roles"), "{e}");
+    }
+
+    #[test]
+    fn quorum_and_listener_combinations_are_checked_by_name() {
+        let load = |props: &[&str]| {
+            BrokerConfig::load(
+                None,
+                &props.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            )
+        };
+        let three = "controller.quorum.voters=1@127.0.0.1:9093,2@127.0.0.2:9093,3@127.0.0.3:9093";
+        let ok = load(&[
+            "listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093",
             "controller.listener.names=CONTROLLER",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT",
+            three,
+        ])
+        .unwrap();
+        assert_eq!(ok.voters().len(), 3);
+        assert_eq!(ok.listener().port, 9092);
+        assert_eq!(ok.controller_listener().unwrap().port, 9093);
+        for (props, name) in [
+            // A voter id not in the voter set.
+            (
+                vec![
+                    "node.id=7",
+                    "listeners=PLAINTEXT://h:1,CONTROLLER://h:2",
+                    "controller.listener.names=CONTROLLER",
+                    three,
+                ],
+                "controller.quorum.voters",
+            ),
+            // Several voters but no controller listener.
+            (vec![three], "controller.listener.names"),
+            // A controller-only node with a broker listener.
+            (
+                vec![
+                    "process.roles=controller",
+                    "listeners=PLAINTEXT://h:1,CONTROLLER://h:2",
+                    "controller.listener.names=CONTROLLER",
+                    three,
+                ],
+                "listeners",
+            ),
+            // Other security protocols are refused by name.
+            (
+                vec![
+                    "listeners=SSL://h:1",
+                    "listener.security.protocol.map=SSL:SSL",
+                ],
+                "listener.security.protocol.map",
+            ),
+            // A listener without a protocol.
+            (
+                vec!["listeners=INTERNAL://h:1"],
+                "listener.security.protocol.map",
+            ),
+            (
+                vec!["inter.broker.listener.name=INTERNAL"],
+                "inter.broker.listener.name",
+            ),
+            (
+                vec!["controller.quorum.voters=1@nowhere"],
+                "controller.quorum.voters",
+            ),
         ] {
-            let e = BrokerConfig::load(None, &[bad.into()]).unwrap_err();
-            let name = bad.split('=').next().unwrap();
-            assert!(e.to_string().contains(name), "{bad}: {e}");
+            let e = load(&props).unwrap_err();
+            assert!(e.to_string().contains(name), "{props:?}: {e}");
         }
+        // The zero-argument node is its own voter on its client listener.
+        let alone = load(&[]).unwrap();
+        assert_eq!(
+            alone.voters(),
+            BTreeMap::from([(1, "127.0.0.1:9092".to_string())])
+        );
+        assert!(alone.roles().broker && alone.roles().controller);
     }
 
     #[test]

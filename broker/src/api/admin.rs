@@ -16,9 +16,10 @@ use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{
-    BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
-    CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeClusterRequest,
-    DescribeClusterResponse, MetadataRequest, MetadataResponse, TopicName,
+    BrokerId, BrokerRegistrationRequest, BrokerRegistrationResponse, CreatePartitionsRequest,
+    CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
+    DeleteTopicsResponse, DescribeClusterRequest, DescribeClusterResponse, DescribeQuorumRequest,
+    DescribeQuorumResponse, MetadataRequest, MetadataResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use std::collections::{BTreeMap, BTreeSet};
@@ -87,7 +88,7 @@ fn default_topic(name: &str) -> NewTopic {
     }
 }
 
-pub fn metadata(broker: &Broker, req: MetadataRequest, version: i16) -> MetadataResponse {
+pub async fn metadata(broker: &Broker, req: MetadataRequest, version: i16) -> MetadataResponse {
     let mut image = broker.controller.image();
     // v0 asks for every topic with an empty list; v1+ with null.
     let all = match &req.topics {
@@ -115,7 +116,7 @@ pub fn metadata(broker: &Broker, req: MetadataRequest, version: i16) -> Metadata
         if auto_create
             && wants_offsets_topic
             && !image.topics.contains_key(crate::group::OFFSETS_TOPIC)
-            && super::group::ensure_offsets_topic(broker).is_ok()
+            && super::group::ensure_offsets_topic(broker).await.is_ok()
         {
             image = broker.controller.image();
         }
@@ -133,7 +134,7 @@ pub fn metadata(broker: &Broker, req: MetadataRequest, version: i16) -> Metadata
             if !missing.is_empty() {
                 for (t, r) in missing
                     .iter()
-                    .zip(broker.controller.create_topics(&missing, false))
+                    .zip(broker.controller.create_topics(&missing, false).await)
                 {
                     match r {
                         Ok(id) => tracing::info!(topic = %t.name, %id, "auto-created topic"),
@@ -188,7 +189,7 @@ pub fn metadata(broker: &Broker, req: MetadataRequest, version: i16) -> Metadata
     resp
 }
 
-pub fn create_topics(
+pub async fn create_topics(
     broker: &Broker,
     req: CreateTopicsRequest,
     version: i16,
@@ -213,7 +214,8 @@ pub fn create_topics(
     }
     let results = broker
         .controller
-        .create_topics(&new_topics, req.validate_only);
+        .create_topics(&new_topics, req.validate_only)
+        .await;
     let image = broker.controller.image();
     if !req.validate_only {
         publish(broker, &image);
@@ -282,7 +284,7 @@ pub fn create_topics(
     CreateTopicsResponse::default().with_topics(topics)
 }
 
-pub fn delete_topics(
+pub async fn delete_topics(
     broker: &Broker,
     req: DeleteTopicsRequest,
     version: i16,
@@ -316,7 +318,7 @@ pub fn delete_topics(
             None => slots.push(None),
         }
     }
-    let results = broker.controller.delete_topics(&names);
+    let results = broker.controller.delete_topics(&names).await;
     publish(broker, &broker.controller.image());
     let deleted: BTreeSet<String> = names
         .iter()
@@ -359,7 +361,7 @@ pub fn delete_topics(
     DeleteTopicsResponse::default().with_responses(responses)
 }
 
-pub fn create_partitions(
+pub async fn create_partitions(
     broker: &Broker,
     req: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
@@ -370,10 +372,10 @@ pub fn create_partitions(
                 .map(|x| x.broker_ids.iter().map(|b| b.0).collect())
                 .collect()
         });
-        let r =
-            broker
-                .controller
-                .create_partitions(&t.name.0, t.count, assignments, req.validate_only);
+        let r = broker
+            .controller
+            .create_partitions(&t.name.0, t.count, assignments, req.validate_only)
+            .await;
         let mut out = CreatePartitionsTopicResult::default().with_name(t.name.clone());
         if let Err(e) = r {
             out = out
@@ -408,4 +410,92 @@ pub fn describe_cluster(broker: &Broker, _req: DescribeClusterRequest) -> Descri
                 })
                 .collect(),
         )
+}
+
+/// BrokerRegistration (controller listener): a broker joins the cluster with its endpoint
+/// and rack. Registration is recorded in the metadata log by the active controller.
+pub async fn broker_registration(
+    broker: &Broker,
+    req: BrokerRegistrationRequest,
+) -> BrokerRegistrationResponse {
+    let resp = BrokerRegistrationResponse::default().with_broker_epoch(-1);
+    let image = broker.controller.image();
+    if !req.cluster_id.is_empty()
+        && !image.cluster_id.is_empty()
+        && req.cluster_id.as_str() != image.cluster_id
+    {
+        return resp.with_error_code(codes::INCONSISTENT_CLUSTER_ID);
+    }
+    let Some(listener) = req.listeners.first() else {
+        return resp.with_error_code(codes::INVALID_REQUEST);
+    };
+    match broker
+        .controller
+        .register_broker(
+            req.broker_id.0,
+            req.rack.as_ref().map(|r| r.to_string()),
+            listener.host.to_string(),
+            listener.port,
+        )
+        .await
+    {
+        Ok(()) => resp.with_broker_epoch(broker.controller.image().metadata_offset),
+        Err(e) => resp.with_error_code(e.code),
+    }
+}
+
+/// The metadata log's name as Kafka's tools show it.
+const METADATA_TOPIC: &str = "__cluster_metadata";
+
+/// DescribeQuorum: the leader, its epoch and high watermark, and each voter's progress as
+/// the leader sees it. A voter that is not the leader answers NOT_LEADER_OR_FOLLOWER with
+/// the leader it knows of, so tools can go there.
+pub fn describe_quorum(
+    broker: &Broker,
+    _req: DescribeQuorumRequest,
+    version: i16,
+) -> DescribeQuorumResponse {
+    use kafka_protocol::messages::describe_quorum_response::{
+        PartitionData, ReplicaState, TopicData,
+    };
+    let status = broker.controller.quorum().status();
+    let voters = if status.is_leader {
+        status
+            .voters
+            .iter()
+            .map(|v| {
+                let mut r = ReplicaState::default()
+                    .with_replica_id(BrokerId(v.node_id))
+                    .with_log_end_offset(v.log_end_offset);
+                if version >= 1 {
+                    r = r
+                        .with_last_fetch_timestamp(v.last_contact_ms)
+                        .with_last_caught_up_timestamp(
+                            if v.log_end_offset >= status.commit_index as i64 {
+                                v.last_contact_ms
+                            } else {
+                                -1
+                            },
+                        );
+                }
+                r
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let partition = PartitionData::default()
+        .with_partition_index(0)
+        .with_error_code(if status.is_leader {
+            codes::NONE
+        } else {
+            codes::NOT_LEADER_OR_FOLLOWER
+        })
+        .with_leader_id(BrokerId(status.leader_id.unwrap_or(-1)))
+        .with_leader_epoch(status.term as i32)
+        .with_high_watermark(status.commit_index as i64)
+        .with_current_voters(voters);
+    DescribeQuorumResponse::default().with_topics(vec![TopicData::default()
+        .with_topic_name(topic_name(METADATA_TOPIC))
+        .with_partitions(vec![partition])])
 }

@@ -234,7 +234,7 @@ pub fn describe_configs(
 }
 
 /// The outcome of altering one resource.
-fn alter_resource(
+async fn alter_resource(
     broker: &Broker,
     resource_type: i8,
     name: &str,
@@ -243,9 +243,12 @@ fn alter_resource(
     validate_only: bool,
 ) -> Result<(), ApiError> {
     match resource_type {
-        RESOURCE_TOPIC => broker
-            .controller
-            .alter_topic_configs(name, ops, replace_all, validate_only),
+        RESOURCE_TOPIC => {
+            broker
+                .controller
+                .alter_topic_configs(name, ops, replace_all, validate_only)
+                .await
+        }
         RESOURCE_BROKER => Err(ApiError::new(
             codes::INVALID_REQUEST,
             "Dynamic broker configuration is not supported; set broker properties in the config file",
@@ -257,11 +260,10 @@ fn alter_resource(
     }
 }
 
-pub fn alter_configs(broker: &Broker, req: AlterConfigsRequest) -> AlterConfigsResponse {
-    let responses = req
-        .resources
-        .iter()
-        .map(|r| {
+pub async fn alter_configs(broker: &Broker, req: AlterConfigsRequest) -> AlterConfigsResponse {
+    let mut responses = Vec::with_capacity(req.resources.len());
+    for r in &req.resources {
+        responses.push({
             let ops: Vec<_> = r
                 .configs
                 .iter()
@@ -278,7 +280,8 @@ pub fn alter_configs(broker: &Broker, req: AlterConfigsRequest) -> AlterConfigsR
                 &ops,
                 true,
                 req.validate_only,
-            );
+            )
+            .await;
             let mut out = AlterConfigsResourceResponse::default()
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone());
@@ -288,22 +291,21 @@ pub fn alter_configs(broker: &Broker, req: AlterConfigsRequest) -> AlterConfigsR
                     .with_error_message(msg(e.message));
             }
             out
-        })
-        .collect();
+        });
+    }
     if !req.validate_only {
         publish(broker, &broker.controller.image());
     }
     AlterConfigsResponse::default().with_responses(responses)
 }
 
-pub fn incremental_alter_configs(
+pub async fn incremental_alter_configs(
     broker: &Broker,
     req: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
-    let responses = req
-        .resources
-        .iter()
-        .map(|r| {
+    let mut responses = Vec::with_capacity(req.resources.len());
+    for r in &req.resources {
+        responses.push({
             let ops: Result<Vec<_>, ApiError> = r
                 .configs
                 .iter()
@@ -327,16 +329,20 @@ pub fn incremental_alter_configs(
                     ))
                 })
                 .collect();
-            let result = ops.and_then(|ops| {
-                alter_resource(
-                    broker,
-                    r.resource_type,
-                    &r.resource_name,
-                    &ops,
-                    false,
-                    req.validate_only,
-                )
-            });
+            let result = match ops {
+                Ok(ops) => {
+                    alter_resource(
+                        broker,
+                        r.resource_type,
+                        &r.resource_name,
+                        &ops,
+                        false,
+                        req.validate_only,
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            };
             let mut out = IncrementalResourceResponse::default()
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone());
@@ -346,8 +352,8 @@ pub fn incremental_alter_configs(
                     .with_error_message(msg(e.message));
             }
             out
-        })
-        .collect();
+        });
+    }
     if !req.validate_only {
         publish(broker, &broker.controller.image());
     }

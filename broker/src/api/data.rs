@@ -14,9 +14,10 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
-    DeleteRecordsRequest, DeleteRecordsResponse, FetchRequest, FetchResponse,
-    InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse,
-    ProduceRequest, ProduceResponse, ProducerId,
+    AllocateProducerIdsRequest, AllocateProducerIdsResponse, DeleteRecordsRequest,
+    DeleteRecordsResponse, FetchRequest, FetchResponse, InitProducerIdRequest,
+    InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse, ProduceRequest,
+    ProduceResponse, ProducerId,
 };
 use std::time::Duration;
 
@@ -267,7 +268,10 @@ pub fn delete_records(broker: &Broker, req: DeleteRecordsRequest) -> DeleteRecor
 /// client's transaction manager does too), so a transactional producer fails at once
 /// instead of retrying until it times out. (The response has no message field; the reason
 /// is logged.)
-pub fn init_producer_id(broker: &Broker, req: InitProducerIdRequest) -> InitProducerIdResponse {
+pub async fn init_producer_id(
+    broker: &Broker,
+    req: InitProducerIdRequest,
+) -> InitProducerIdResponse {
     let resp = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
@@ -283,11 +287,31 @@ pub fn init_producer_id(broker: &Broker, req: InitProducerIdRequest) -> InitProd
             .with_producer_id(ProducerId(id))
             .with_producer_epoch(epoch + 1);
     }
-    match broker.producer_ids.next_id(&broker.controller) {
+    match broker.producer_ids.next_id(&broker.controller).await {
         Ok(id) => resp.with_producer_id(ProducerId(id)).with_producer_epoch(0),
         Err(e) => {
             tracing::error!(cause = %e.message, "allocating a producer id block failed");
             resp.with_error_code(e.code)
         }
+    }
+}
+
+/// AllocateProducerIds (controller listener): a block of producer ids for a broker that
+/// is not the active controller, recorded in the metadata log before it is handed out.
+pub async fn allocate_producer_ids(
+    broker: &Broker,
+    _req: AllocateProducerIdsRequest,
+) -> AllocateProducerIdsResponse {
+    match broker
+        .controller
+        .allocate_producer_ids(crate::txn::PRODUCER_ID_BLOCK_SIZE)
+        .await
+    {
+        Ok(block) => AllocateProducerIdsResponse::default()
+            .with_producer_id_start(ProducerId(block.start))
+            .with_producer_id_len((block.end - block.start) as i32),
+        Err(e) => AllocateProducerIdsResponse::default()
+            .with_error_code(e.code)
+            .with_producer_id_start(ProducerId(-1)),
     }
 }

@@ -59,7 +59,7 @@ pub struct BrokerOffsetsLog<'a>(pub &'a Broker);
 impl OffsetsLog for BrokerOffsetsLog<'_> {
     fn append(&self, group_id: &str, batch: &[u8]) -> Result<(), i16> {
         let broker = self.0;
-        let partitions = ensure_offsets_topic(broker)?;
+        let partitions = offsets_topic_partitions(broker)?;
         let p = broker
             .replicas
             .get(OFFSETS_TOPIC, partition_for(group_id, partitions))
@@ -75,11 +75,22 @@ impl OffsetsLog for BrokerOffsetsLog<'_> {
     }
 }
 
+/// The partition count of `__consumer_offsets` if the topic exists.
+fn offsets_topic_partitions(broker: &Broker) -> Result<i32, i16> {
+    broker
+        .controller
+        .image()
+        .topics
+        .get(OFFSETS_TOPIC)
+        .map(|t| t.partitions.len() as i32)
+        .ok_or(codes::COORDINATOR_NOT_AVAILABLE)
+}
+
 /// The partition count of `__consumer_offsets`, creating the topic (compacted, with the
 /// offsets.topic.* settings) if it does not exist yet, as Kafka does on first use.
-pub fn ensure_offsets_topic(broker: &Broker) -> Result<i32, i16> {
-    if let Some(t) = broker.controller.image().topics.get(OFFSETS_TOPIC) {
-        return Ok(t.partitions.len() as i32);
+pub async fn ensure_offsets_topic(broker: &Broker) -> Result<i32, i16> {
+    if let Ok(partitions) = offsets_topic_partitions(broker) {
+        return Ok(partitions);
     }
     let cfg = &broker.config;
     let mut configs = BTreeMap::new();
@@ -95,7 +106,7 @@ pub fn ensure_offsets_topic(broker: &Broker) -> Result<i32, i16> {
         assignments: Vec::new(),
         configs,
     };
-    let result = broker.controller.create_topics(&[topic], false);
+    let result = broker.controller.create_topics(&[topic], false).await;
     match result.first() {
         Some(Ok(id)) => tracing::info!(%id, "created {OFFSETS_TOPIC}"),
         // Created concurrently by another request: use it.
@@ -121,7 +132,7 @@ pub fn tick(broker: &Broker) {
 }
 
 /// The coordinator of one key: (node id, host, port), or an error code and message.
-fn coordinator_for(
+async fn coordinator_for(
     broker: &Broker,
     key_type: i8,
     key: &str,
@@ -147,6 +158,7 @@ fn coordinator_for(
         return Err((codes::INVALID_REQUEST, "The group id is empty.".into()));
     }
     let partitions = ensure_offsets_topic(broker)
+        .await
         .map_err(|c| (c, "The coordinator is not available.".to_string()))?;
     let index = partition_for(key, partitions);
     let image = broker.controller.image();
@@ -157,7 +169,11 @@ fn coordinator_for(
         .map(|p| p.leader);
     let endpoint = leader.and_then(|l| image.brokers.get(&l));
     match endpoint {
-        Some(b) if broker.replicas.get(OFFSETS_TOPIC, index).is_some() => {
+        // The coordinator is the partition's leader; when that is this broker its
+        // replica must be open (and its groups loaded) before it says so.
+        Some(b)
+            if b.id != broker.node_id || broker.replicas.get(OFFSETS_TOPIC, index).is_some() =>
+        {
             Ok((b.id, b.host.clone(), b.port as i32))
         }
         _ => Err((
@@ -167,18 +183,17 @@ fn coordinator_for(
     }
 }
 
-pub fn find_coordinator(
+pub async fn find_coordinator(
     broker: &Broker,
     req: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
     if version >= 4 {
-        let coordinators = req
-            .coordinator_keys
-            .iter()
-            .map(|key| {
+        let mut coordinators = Vec::with_capacity(req.coordinator_keys.len());
+        for key in &req.coordinator_keys {
+            coordinators.push({
                 let c = Coordinator::default().with_key(key.clone());
-                match coordinator_for(broker, req.key_type, key) {
+                match coordinator_for(broker, req.key_type, key).await {
                     Ok((id, host, port)) => c
                         .with_node_id(BrokerId(id))
                         .with_host(s(&host))
@@ -189,8 +204,8 @@ pub fn find_coordinator(
                         .with_error_code(code)
                         .with_error_message(msg(message)),
                 }
-            })
-            .collect();
+            });
+        }
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
     let key_type = if version >= 1 {
@@ -199,7 +214,7 @@ pub fn find_coordinator(
         KEY_TYPE_GROUP
     };
     let resp = FindCoordinatorResponse::default();
-    match coordinator_for(broker, key_type, &req.key) {
+    match coordinator_for(broker, key_type, &req.key).await {
         Ok((id, host, port)) => resp
             .with_node_id(BrokerId(id))
             .with_host(s(&host))
@@ -730,7 +745,7 @@ mod tests {
     use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
     use std::sync::Arc;
 
-    fn open_broker(dir: &std::path::Path) -> Broker {
+    async fn open_broker(dir: &std::path::Path) -> Broker {
         let config = BrokerConfig::load(
             None,
             &[
@@ -740,7 +755,9 @@ mod tests {
             ],
         )
         .expect("valid config");
-        Broker::open(config, Arc::new(SystemClock)).expect("broker opens")
+        let b = Broker::open(config, Arc::new(SystemClock)).expect("broker opens");
+        b.start_serving().await.expect("broker starts");
+        b
     }
 
     async fn call(b: &Broker, key: ApiKey, v: i16, body: RequestKind) -> ResponseKind {
@@ -748,9 +765,16 @@ mod tests {
             .with_request_api_version(v)
             .with_client_id(Some(StrBytes::from_static_str("unit")));
         let peer: SocketAddr = "127.0.0.1:5555".parse().expect("address");
-        let resp = crate::api::handle(b, &header, peer, key, body)
-            .await
-            .expect("a response");
+        let resp = crate::api::handle(
+            b,
+            crate::server::ListenerKind::Broker,
+            &header,
+            peer,
+            key,
+            body,
+        )
+        .await
+        .expect("a response");
         if let Err(e) = encode_response(key, v, 1, &resp) {
             panic!("{key:?} v{v} response does not encode: {e}");
         }
@@ -764,7 +788,7 @@ mod tests {
     #[tokio::test]
     async fn every_group_api_version_answers_in_its_own_version() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let b = open_broker(dir.path());
+        let b = open_broker(dir.path()).await;
         let topic = NewTopic {
             name: "t".into(),
             num_partitions: 2,
@@ -772,7 +796,7 @@ mod tests {
             assignments: Vec::new(),
             configs: BTreeMap::new(),
         };
-        assert!(b.controller.create_topics(&[topic], false)[0].is_ok());
+        assert!(b.controller.create_topics(&[topic], false).await[0].is_ok());
         publish(&b, &b.controller.image());
         let t = TopicName(StrBytes::from_static_str("t"));
 

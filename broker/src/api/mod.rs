@@ -8,7 +8,7 @@ mod data;
 pub mod group;
 
 use crate::metadata::{codes, MetadataImage};
-use crate::server::Broker;
+use crate::server::{Broker, ListenerKind};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsResponse, RequestHeader, RequestKind, ResponseKind,
@@ -18,6 +18,7 @@ use kafka_protocol::protocol::StrBytes;
 /// Handles one request. `None` means no response is sent (Produce with acks=0).
 pub async fn handle(
     broker: &Broker,
+    kind: ListenerKind,
     header: &RequestHeader,
     peer: std::net::SocketAddr,
     api_key: ApiKey,
@@ -25,8 +26,20 @@ pub async fn handle(
 ) -> Option<ResponseKind> {
     let v = header.request_api_version;
     Some(match body {
-        RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions(codes::NONE)),
-        RequestKind::Metadata(r) => ResponseKind::Metadata(admin::metadata(broker, r, v)),
+        RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions(
+            codes::NONE,
+            crate::protocol::api_table(kind == ListenerKind::Controller),
+        )),
+        RequestKind::BrokerRegistration(r) => {
+            ResponseKind::BrokerRegistration(admin::broker_registration(broker, r).await)
+        }
+        RequestKind::AllocateProducerIds(r) => {
+            ResponseKind::AllocateProducerIds(data::allocate_producer_ids(broker, r).await)
+        }
+        RequestKind::DescribeQuorum(r) => {
+            ResponseKind::DescribeQuorum(admin::describe_quorum(broker, r, v))
+        }
+        RequestKind::Metadata(r) => ResponseKind::Metadata(admin::metadata(broker, r, v).await),
         RequestKind::Produce(r) => return data::produce(broker, r, v).map(ResponseKind::Produce),
         RequestKind::Fetch(r) => ResponseKind::Fetch(data::fetch(broker, r, v).await),
         RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(data::list_offsets(broker, r, v)),
@@ -34,13 +47,13 @@ pub async fn handle(
             ResponseKind::DeleteRecords(data::delete_records(broker, r))
         }
         RequestKind::CreateTopics(r) => {
-            ResponseKind::CreateTopics(admin::create_topics(broker, r, v))
+            ResponseKind::CreateTopics(admin::create_topics(broker, r, v).await)
         }
         RequestKind::DeleteTopics(r) => {
-            ResponseKind::DeleteTopics(admin::delete_topics(broker, r, v))
+            ResponseKind::DeleteTopics(admin::delete_topics(broker, r, v).await)
         }
         RequestKind::CreatePartitions(r) => {
-            ResponseKind::CreatePartitions(admin::create_partitions(broker, r))
+            ResponseKind::CreatePartitions(admin::create_partitions(broker, r).await)
         }
         RequestKind::DescribeCluster(r) => {
             ResponseKind::DescribeCluster(admin::describe_cluster(broker, r))
@@ -49,13 +62,13 @@ pub async fn handle(
             ResponseKind::DescribeConfigs(configs::describe_configs(broker, r, v))
         }
         RequestKind::AlterConfigs(r) => {
-            ResponseKind::AlterConfigs(configs::alter_configs(broker, r))
+            ResponseKind::AlterConfigs(configs::alter_configs(broker, r).await)
         }
-        RequestKind::IncrementalAlterConfigs(r) => {
-            ResponseKind::IncrementalAlterConfigs(configs::incremental_alter_configs(broker, r))
-        }
+        RequestKind::IncrementalAlterConfigs(r) => ResponseKind::IncrementalAlterConfigs(
+            configs::incremental_alter_configs(broker, r).await,
+        ),
         RequestKind::FindCoordinator(r) => {
-            ResponseKind::FindCoordinator(group::find_coordinator(broker, r, v))
+            ResponseKind::FindCoordinator(group::find_coordinator(broker, r, v).await)
         }
         RequestKind::JoinGroup(r) => {
             ResponseKind::JoinGroup(group::join_group(broker, header, peer, r, v).await)
@@ -74,7 +87,7 @@ pub async fn handle(
         RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(group::delete_groups(broker, r)),
         RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(group::offset_delete(broker, r)),
         RequestKind::InitProducerId(r) => {
-            ResponseKind::InitProducerId(data::init_producer_id(broker, r))
+            ResponseKind::InitProducerId(data::init_producer_id(broker, r).await)
         }
         other => {
             // Unreachable: decode_request only decodes APIs in the supported table, and
@@ -87,11 +100,11 @@ pub async fn handle(
 }
 
 /// The ApiVersions answer, built from the one supported-versions table.
-pub fn api_versions(error_code: i16) -> ApiVersionsResponse {
+pub fn api_versions(error_code: i16, table: &[(ApiKey, i16, i16)]) -> ApiVersionsResponse {
     ApiVersionsResponse::default()
         .with_error_code(error_code)
         .with_api_keys(
-            crate::protocol::SUPPORTED_APIS
+            table
                 .iter()
                 .map(|(k, min, max)| {
                     ApiVersion::default()

@@ -632,6 +632,87 @@ impl Log {
         });
     }
 
+    /// Removes every batch that holds an offset at or above `offset`, so the log ends at
+    /// `offset` (or lower, at the start of the batch that contains it). A replica whose
+    /// tail diverges from its leader's, and a Raft voter whose uncommitted entries a new
+    /// leader overwrites, both need this. Returns the new log end offset. Truncating below
+    /// the log start empties the log and starts it again at `offset`.
+    pub fn truncate_to(&mut self, offset: i64, now_ms: i64) -> Result<i64, LogError> {
+        let leo_before = self.log_end_offset();
+        if offset >= leo_before {
+            return Ok(leo_before);
+        }
+        if offset <= self.log_start_offset {
+            self.reset_to(offset.max(0), now_ms)?;
+            return Ok(self.log_end_offset());
+        }
+        let doomed: Vec<i64> = self.segments.range(offset..).map(|(b, _)| *b).collect();
+        for base in doomed {
+            if let Some(seg) = self.segments.remove(&base) {
+                let renamed = seg.rename_for_deletion(DELETED_SUFFIX)?;
+                self.pending_deletes.push((now_ms, renamed));
+            }
+        }
+        let interval = self.config.index_interval_bytes;
+        match self.segments.iter().next_back().map(|(b, s)| (*b, s)) {
+            Some((base, seg)) => {
+                if let Some(pos) = seg.locate(offset)? {
+                    seg.file().set_len(pos)?;
+                    seg.file().sync_all()?;
+                    for ext in ["index", "timeindex"] {
+                        match std::fs::remove_file(self.dir.join(file_name(base, ext))) {
+                            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
+                            _ => {}
+                        }
+                    }
+                    // Re-scanning rebuilds the in-memory indexes up to the new end.
+                    let reopened = Segment::open(&self.dir, base, true, interval, now_ms)?;
+                    self.segments.insert(base, reopened);
+                }
+            }
+            None => {
+                self.segments
+                    .insert(offset, Segment::create(&self.dir, offset, now_ms)?);
+            }
+        }
+        sync_dir(&self.dir)?;
+        let leo = self.log_end_offset();
+        assert!(
+            leo <= offset && leo >= self.log_start_offset,
+            "truncation to {offset} left the log end at {leo}"
+        );
+        // Producer state (and snapshots) describing the removed batches must go with them.
+        let snapshot = self.load_producer_snapshot();
+        self.rebuild_producer_state(snapshot)?;
+        Ok(leo)
+    }
+
+    /// Removes every segment and starts the log again, empty, at `offset`: a replica that
+    /// installs a snapshot (or is too far behind its leader's log start) begins there.
+    pub fn reset_to(&mut self, offset: i64, now_ms: i64) -> Result<(), LogError> {
+        let bases: Vec<i64> = self.segments.keys().copied().collect();
+        for base in bases {
+            if let Some(seg) = self.segments.remove(&base) {
+                let renamed = seg.rename_for_deletion(DELETED_SUFFIX)?;
+                self.pending_deletes.push((now_ms, renamed));
+            }
+        }
+        for old in self.snapshot_offsets()? {
+            let _ = std::fs::remove_file(self.dir.join(file_name(old, SNAPSHOT_EXT)));
+        }
+        self.segments
+            .insert(offset, Segment::create(&self.dir, offset, now_ms)?);
+        self.log_start_offset = offset;
+        write_atomically(
+            &self.dir.join(LOG_START_FILE),
+            offset.to_string().as_bytes(),
+        )?;
+        sync_dir(&self.dir)?;
+        self.producers = ProducerStateTable::default();
+        self.unflushed_records = 0;
+        Ok(())
+    }
+
     /// Base offsets of the segments, oldest first.
     pub fn segment_bases(&self) -> Vec<i64> {
         self.segments.keys().copied().collect()
@@ -765,6 +846,41 @@ mod tests {
         let log = Log::open(dir.path(), cfg, true, 0).unwrap();
         assert_eq!(log.log_end_offset(), 100);
         assert_eq!(read_all(&log, 0), before);
+    }
+
+    #[test]
+    fn truncation_removes_whole_batches_across_segments_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(&[("segment.bytes", "3000")]);
+        let mut log = Log::open(dir.path(), cfg.clone(), true, 0).unwrap();
+        // 20 batches of 5 records: offsets 0..100 over several segments.
+        append_n(&mut log, 20, 5, 0);
+        assert!(log.segment_count() > 2);
+        // Inside a batch: the whole batch holding offset 52 goes (it starts at 50).
+        assert_eq!(log.truncate_to(52, 0).unwrap(), 50);
+        assert_eq!(log.log_end_offset(), 50);
+        let headers = read_all(&log, 0);
+        assert_eq!(headers.last().unwrap().next_offset(), 50);
+        // Appends continue at the new end, with no gap and no reused offset on disk.
+        append_n(&mut log, 1, 5, 0);
+        assert_eq!(log.log_end_offset(), 55);
+        // At a segment boundary, and then a no-op beyond the end.
+        let second = log.segment_bases()[1];
+        assert_eq!(log.truncate_to(second, 0).unwrap(), second);
+        assert_eq!(log.truncate_to(1000, 0).unwrap(), second);
+        log.close(0).unwrap();
+        drop(log);
+        let log = Log::open(dir.path(), cfg.clone(), false, 0).unwrap();
+        assert_eq!(log.log_end_offset(), second);
+        assert_eq!(read_all(&log, 0).len() as i64, second / 5);
+        drop(log);
+        // After an unclean stop too (no index trusted).
+        let mut log = Log::open(dir.path(), cfg, true, 0).unwrap();
+        assert_eq!(log.log_end_offset(), second);
+        log.reset_to(500, 0).unwrap();
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (500, 500));
+        append_n(&mut log, 1, 5, 0);
+        assert_eq!(read_all(&log, 500).first().unwrap().base_offset, 500);
     }
 
     #[test]

@@ -2,10 +2,11 @@
 //! immutable once published; a change builds the next image.
 
 use super::records::{ConfigResource, MetadataRecord};
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use uuid::Uuid;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerRegistration {
     pub id: i32,
     pub rack: Option<String>,
@@ -13,7 +14,7 @@ pub struct BrokerRegistration {
     pub port: u16,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionImage {
     pub replicas: Vec<i32>,
     pub isr: Vec<i32>,
@@ -22,17 +23,18 @@ pub struct PartitionImage {
     pub partition_epoch: i32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicImage {
     pub name: String,
     pub id: Uuid,
     pub partitions: BTreeMap<i32, PartitionImage>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct MetadataImage {
     pub cluster_id: String,
-    /// The metadata log offset this image reflects.
+    /// The metadata log offset this image reflects: every entry below it is applied (it is
+    /// also the Raft index of the last applied entry).
     pub metadata_offset: i64,
     pub brokers: BTreeMap<i32, BrokerRegistration>,
     pub topics: BTreeMap<String, TopicImage>,
@@ -45,6 +47,15 @@ pub struct MetadataImage {
 }
 
 impl MetadataImage {
+    /// The image as a snapshot file's contents.
+    pub fn to_checkpoint(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("the image serializes")
+    }
+
+    pub fn from_checkpoint(data: &[u8]) -> Result<MetadataImage, serde_json::Error> {
+        serde_json::from_slice(data)
+    }
+
     pub fn apply(&mut self, record: &MetadataRecord) {
         match record {
             MetadataRecord::RegisterBroker {
@@ -116,6 +127,11 @@ impl MetadataImage {
                     None => {
                         map.remove(name);
                     }
+                }
+            }
+            MetadataRecord::ClusterId { cluster_id } => {
+                if self.cluster_id.is_empty() {
+                    self.cluster_id = cluster_id.clone();
                 }
             }
             MetadataRecord::ProducerIds { next_producer_id } => {

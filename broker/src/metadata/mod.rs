@@ -3,21 +3,18 @@
 //! to the metadata log and publishes the new image. With one voter, committing is an fsynced
 //! append to the local metadata log; a Raft quorum will replicate that same log.
 
+mod forward;
 pub mod image;
+pub mod quorum;
 pub mod records;
 
 use crate::config::{validate_topic_config, BrokerConfig};
-use crate::log::batch::{plain_record, validate_batches};
-use crate::log::Log;
-use bytes::{Bytes, BytesMut};
 pub use image::{MetadataImage, PartitionImage, TopicImage};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-};
+use quorum::{ProposeError, Quorum, QuorumConfig};
 pub use records::{ConfigResource, MetadataRecord};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use strom_core::{placement, BrokerInfo};
 use uuid::Uuid;
 
@@ -85,6 +82,7 @@ pub mod codes {
     pub const INVALID_REPLICATION_FACTOR: i16 = 38;
     pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
     pub const INVALID_CONFIG: i16 = 40;
+    pub const NOT_CONTROLLER: i16 = 41;
     pub const INVALID_REQUEST: i16 = 42;
     pub const POLICY_VIOLATION: i16 = 44;
     pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
@@ -95,6 +93,7 @@ pub mod codes {
     pub const TOPIC_DELETION_DISABLED: i16 = 73;
     pub const UNKNOWN_TOPIC_ID: i16 = 100;
     pub const INCONSISTENT_TOPIC_ID: i16 = 103;
+    pub const INCONSISTENT_CLUSTER_ID: i16 = 104;
     pub const INVALID_RECORD: i16 = 87;
 }
 
@@ -121,122 +120,143 @@ pub enum AlterOp {
     Subtract,
 }
 
-/// The single writer of the metadata log.
+/// The metadata service of one node: the image it serves, and the changes it asks for.
+/// On the active controller (the Raft leader) a change is validated against the image
+/// and committed through the quorum; anywhere else it is forwarded to the active
+/// controller, as Kafka's brokers forward admin requests.
 pub struct Controller {
+    node_id: i32,
     broker_config: BrokerConfig,
-    log: Mutex<Log>,
-    image: RwLock<Arc<MetadataImage>>,
-    clock: Arc<dyn crate::clock::Clock>,
+    quorum: Arc<Quorum>,
+    forward: forward::ControllerClient,
+    /// Serialises validate-then-commit on the active controller, so two changes never
+    /// validate against the same image (two CreateTopics of one name).
+    changes: tokio::sync::Mutex<()>,
 }
 
 impl Controller {
-    /// Opens the metadata log in `dir` and replays it into an image.
-    pub fn open(
+    /// Starts this node's voter: opens the metadata log in `dir` and joins the quorum.
+    pub fn start(
         dir: &Path,
-        cluster_id: String,
+        cluster_id_hint: Option<String>,
         broker_config: BrokerConfig,
         clean: bool,
         clock: Arc<dyn crate::clock::Clock>,
     ) -> anyhow::Result<Controller> {
-        let mut overrides = BTreeMap::new();
-        // The metadata log is small and must be durable: every commit is fsynced.
-        overrides.insert("segment.bytes".to_string(), (64 * 1024 * 1024).to_string());
-        overrides.insert("retention.ms".to_string(), "-1".to_string());
-        let log_config = crate::config::LogConfig::resolve(&broker_config, &overrides);
-        let log = Log::open(dir, log_config, clean, clock.now_ms())?;
-        let mut image = MetadataImage {
-            cluster_id,
-            ..Default::default()
-        };
-        let mut offset = log.log_start_offset();
-        while let Some(plan) = log.plan_read(offset)? {
-            let data = plan.read(usize::MAX, i64::MAX, true)?;
-            if data.is_empty() {
-                break;
-            }
-            let mut buf = data.clone();
-            while !buf.is_empty() {
-                let set = RecordBatchDecoder::decode(&mut buf)
-                    .map_err(|e| anyhow::anyhow!("metadata log batch is unreadable: {e}"))?;
-                for r in set.records {
-                    offset = r.offset + 1;
-                    let value = r.value.unwrap_or_default();
-                    let rec: MetadataRecord = serde_json::from_slice(&value)?;
-                    image.apply(&rec);
-                }
-            }
-        }
-        image.metadata_offset = log.log_end_offset();
-        Ok(Controller {
-            broker_config,
-            log: Mutex::new(log),
-            image: RwLock::new(Arc::new(image)),
+        let voters = broker_config.voters();
+        let quorum = Quorum::start(
+            QuorumConfig {
+                node_id: broker_config.node_id(),
+                voters: voters.clone(),
+                election_timeout_ms: broker_config.election_timeout_ms(),
+                snapshot_bytes: broker_config.snapshot_bytes(),
+            },
+            dir,
+            clean,
+            cluster_id_hint,
             clock,
+        )?;
+        let forward = forward::ControllerClient::new(
+            broker_config.node_id(),
+            voters,
+            std::time::Duration::from_millis(broker_config.quorum_request_timeout_ms()),
+            Some(quorum.subscribe_status()),
+        );
+        Ok(Controller {
+            node_id: broker_config.node_id(),
+            broker_config,
+            quorum,
+            forward,
+            changes: tokio::sync::Mutex::new(()),
         })
     }
 
     /// The current image.
     pub fn image(&self) -> Arc<MetadataImage> {
-        self.image.read().expect("image lock").clone()
+        self.quorum.image()
+    }
+
+    pub fn quorum(&self) -> &Arc<Quorum> {
+        &self.quorum
     }
 
     pub fn broker_config(&self) -> &BrokerConfig {
         &self.broker_config
     }
 
-    /// Commits records to the metadata log (fsynced) and publishes the image they produce.
-    /// Callers hold the log lock across validation and commit, so no two changes interleave.
-    fn commit(
-        &self,
-        log: &mut Log,
-        records: &[MetadataRecord],
-    ) -> Result<Arc<MetadataImage>, ApiError> {
+    /// Whether this node is the active controller right now.
+    pub fn is_active(&self) -> bool {
+        self.quorum.status().is_leader
+    }
+
+    /// The node id of the active controller, if one is known.
+    pub fn active_controller(&self) -> Option<i32> {
+        self.quorum.status().leader_id
+    }
+
+    /// Waits (bounded) until the local image satisfies `done`: after a change committed
+    /// elsewhere, so that a response describes what was just done.
+    pub async fn wait_for_image(&self, done: impl Fn(&MetadataImage) -> bool) -> bool {
+        let mut rx = self.quorum.subscribe_image();
+        let wait = async {
+            loop {
+                if done(&rx.borrow_and_update()) {
+                    return true;
+                }
+                if rx.changed().await.is_err() {
+                    return false;
+                }
+            }
+        };
+        let limit =
+            std::time::Duration::from_millis(self.broker_config.quorum_request_timeout_ms());
+        tokio::time::timeout(limit, wait).await.unwrap_or(false)
+    }
+
+    /// Commits records through the quorum; resolves once they are applied here.
+    async fn commit(&self, records: Vec<MetadataRecord>) -> Result<(), ApiError> {
         if records.is_empty() {
-            return Ok(self.image());
+            return Ok(());
         }
-        let now = self.clock.now_ms();
-        let encoded: Vec<Record> = records
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let value = serde_json::to_vec(r).expect("records serialize");
-                plain_record(i as i64, now, None, Some(Bytes::from(value)))
-            })
-            .collect();
-        let mut buf = BytesMut::new();
-        let storage = |e: String| ApiError::new(codes::KAFKA_STORAGE_ERROR, e);
-        RecordBatchEncoder::encode(
-            &mut buf,
-            encoded.iter(),
-            &RecordEncodeOptions {
-                version: 2,
-                compression: Compression::None,
-            },
+        match self.quorum.propose(records).await {
+            Ok(_) => Ok(()),
+            Err(ProposeError::NotLeader { leader }) => Err(ApiError::new(
+                codes::NOT_CONTROLLER,
+                format!(
+                    "This node is not the active controller (the active controller is {leader:?})."
+                ),
+            )),
+            Err(e) => Err(ApiError::new(codes::REQUEST_TIMED_OUT, e.to_string())),
+        }
+    }
+
+    /// The error of a change asked of a controller that is not the active one.
+    fn not_active(&self) -> ApiError {
+        ApiError::new(
+            codes::NOT_CONTROLLER,
+            format!(
+                "Node {} is not the active controller (the active controller is {:?}).",
+                self.node_id,
+                self.active_controller()
+            ),
         )
-        .map_err(|e| storage(e.to_string()))?;
-        let headers = validate_batches(&buf, usize::MAX).map_err(|e| storage(e.to_string()))?;
-        log.append(&buf, &headers, 0, now)
-            .map_err(|e| storage(e.to_string()))?;
-        log.flush(now).map_err(|e| storage(e.to_string()))?;
-        let mut next = (*self.image()).clone();
-        for r in records {
-            next.apply(r);
-        }
-        next.metadata_offset = log.log_end_offset();
-        let next = Arc::new(next);
-        *self.image.write().expect("image lock") = next.clone();
-        Ok(next)
     }
 
     /// Registers (or re-registers) this broker with its current rack and endpoint.
-    pub fn register_broker(
+    pub async fn register_broker(
         &self,
         id: i32,
         rack: Option<String>,
         host: String,
         port: u16,
-    ) -> Result<Arc<MetadataImage>, ApiError> {
-        let mut log = self.log.lock().expect("metadata log lock");
+    ) -> Result<(), ApiError> {
+        if !self.is_active() {
+            return self.forward.register_broker(id, rack, host, port).await;
+        }
+        let _guard = self.changes.lock().await;
+        if !self.is_active() {
+            return Err(self.not_active());
+        }
         let image = self.image();
         let rec = MetadataRecord::RegisterBroker {
             id,
@@ -253,18 +273,35 @@ impl Controller {
             } == rec
         });
         if unchanged {
-            return Ok(image);
+            return Ok(());
         }
-        self.commit(&mut log, &[rec])
+        self.commit(vec![rec]).await
     }
 
     /// Validates and (unless `validate_only`) creates topics; one result per topic, in order.
-    pub fn create_topics(
+    pub async fn create_topics(
         &self,
         topics: &[NewTopic],
         validate_only: bool,
     ) -> Vec<Result<Uuid, ApiError>> {
-        let mut log = self.log.lock().expect("metadata log lock");
+        if !self.is_active() {
+            let results = self.forward.create_topics(topics, validate_only).await;
+            if !validate_only {
+                let created: Vec<&str> = topics
+                    .iter()
+                    .zip(&results)
+                    .filter(|(_, r)| r.is_ok())
+                    .map(|(t, _)| t.name.as_str())
+                    .collect();
+                self.wait_for_image(|i| created.iter().all(|n| i.topics.contains_key(*n)))
+                    .await;
+            }
+            return results;
+        }
+        let _guard = self.changes.lock().await;
+        if !self.is_active() {
+            return topics.iter().map(|_| Err(self.not_active())).collect();
+        }
         let mut results = Vec::with_capacity(topics.len());
         let mut records = Vec::new();
         let image = self.image();
@@ -293,7 +330,7 @@ impl Controller {
                 Err(e) => results.push(Err(e)),
             }
         }
-        if let Err(e) = self.commit(&mut log, &records) {
+        if let Err(e) = self.commit(records).await {
             return topics.iter().map(|_| Err(e.clone())).collect();
         }
         results
@@ -402,8 +439,21 @@ impl Controller {
     }
 
     /// Deletes topics by name; one result per name.
-    pub fn delete_topics(&self, names: &[String]) -> Vec<Result<Uuid, ApiError>> {
-        let mut log = self.log.lock().expect("metadata log lock");
+    pub async fn delete_topics(&self, names: &[String]) -> Vec<Result<Uuid, ApiError>> {
+        if !self.is_active() {
+            let results = self.forward.delete_topics(names).await;
+            let gone: Vec<Uuid> = results
+                .iter()
+                .filter_map(|r| r.as_ref().ok().copied())
+                .collect();
+            self.wait_for_image(|i| gone.iter().all(|id| i.topic_by_id(id).is_none()))
+                .await;
+            return results;
+        }
+        let _guard = self.changes.lock().await;
+        if !self.is_active() {
+            return names.iter().map(|_| Err(self.not_active())).collect();
+        }
         let image = self.image();
         let mut records = Vec::new();
         let mut results = Vec::new();
@@ -428,21 +478,38 @@ impl Controller {
                 ))),
             }
         }
-        if let Err(e) = self.commit(&mut log, &records) {
+        if let Err(e) = self.commit(records).await {
             return names.iter().map(|_| Err(e.clone())).collect();
         }
         results
     }
 
     /// Grows a topic to `count` partitions.
-    pub fn create_partitions(
+    pub async fn create_partitions(
         &self,
         name: &str,
         count: i32,
         assignments: Option<Vec<Vec<i32>>>,
         validate_only: bool,
     ) -> Result<(), ApiError> {
-        let mut log = self.log.lock().expect("metadata log lock");
+        if !self.is_active() {
+            self.forward
+                .create_partitions(name, count, assignments, validate_only)
+                .await?;
+            if !validate_only {
+                self.wait_for_image(|i| {
+                    i.topics
+                        .get(name)
+                        .is_some_and(|t| t.partitions.len() as i32 >= count)
+                })
+                .await;
+            }
+            return Ok(());
+        }
+        let _guard = self.changes.lock().await;
+        if !self.is_active() {
+            return Err(self.not_active());
+        }
         let image = self.image();
         let topic = image.topics.get(name).ok_or_else(|| {
             ApiError::new(
@@ -515,19 +582,28 @@ impl Controller {
                 partition_epoch: 0,
             })
             .collect();
-        self.commit(&mut log, &records).map(|_| ())
+        self.commit(records).await
     }
 
     /// Changes a topic's configuration. `replace_all` is AlterConfigs' semantics (the given
     /// set becomes the whole set of overrides); otherwise each op applies incrementally.
-    pub fn alter_topic_configs(
+    pub async fn alter_topic_configs(
         &self,
         topic: &str,
         ops: &[(String, AlterOp, Option<String>)],
         replace_all: bool,
         validate_only: bool,
     ) -> Result<(), ApiError> {
-        let mut log = self.log.lock().expect("metadata log lock");
+        if !self.is_active() {
+            return self
+                .forward
+                .alter_topic_configs(topic, ops, replace_all, validate_only)
+                .await;
+        }
+        let _guard = self.changes.lock().await;
+        if !self.is_active() {
+            return Err(self.not_active());
+        }
         let image = self.image();
         if !image.topics.contains_key(topic) {
             return Err(ApiError::new(
@@ -619,31 +695,33 @@ impl Controller {
                 });
             }
         }
-        self.commit(&mut log, &records).map(|_| ())
+        self.commit(records).await
     }
 
     /// Claims the next block of `size` producer ids, recorded (and fsynced) in the metadata
     /// log before any id of it is handed out.
-    pub fn allocate_producer_ids(&self, size: i64) -> Result<std::ops::Range<i64>, ApiError> {
-        let mut log = self.log.lock().expect("metadata log lock");
+    pub async fn allocate_producer_ids(&self, size: i64) -> Result<std::ops::Range<i64>, ApiError> {
+        if !self.is_active() {
+            return self.forward.allocate_producer_ids(self.node_id, size).await;
+        }
+        let _guard = self.changes.lock().await;
+        if !self.is_active() {
+            return Err(self.not_active());
+        }
         let start = self.image().next_producer_id;
         let end = start.checked_add(size).ok_or_else(|| {
             ApiError::new(codes::UNKNOWN_SERVER_ERROR, "producer ids are exhausted")
         })?;
-        self.commit(
-            &mut log,
-            &[MetadataRecord::ProducerIds {
-                next_producer_id: end,
-            }],
-        )?;
+        self.commit(vec![MetadataRecord::ProducerIds {
+            next_producer_id: end,
+        }])
+        .await?;
         Ok(start..end)
     }
 
     /// Closes the metadata log for a clean shutdown.
-    pub fn close(&self) -> anyhow::Result<()> {
-        let mut log = self.log.lock().expect("metadata log lock");
-        log.close(self.clock.now_ms())?;
-        Ok(())
+    pub fn close(&self, now_ms: i64) -> anyhow::Result<()> {
+        self.quorum.stop(now_ms)
     }
 }
 
@@ -668,16 +746,20 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
 
-    fn controller(dir: &Path) -> Controller {
-        let c = Controller::open(
+    /// A one-voter controller (this node alone is the quorum), registered as broker 1.
+    async fn controller(dir: &Path) -> Controller {
+        let c = Controller::start(
             dir,
-            "test-cluster".into(),
+            Some("test-cluster".into()),
             BrokerConfig::default(),
             true,
             Arc::new(ManualClock::new(0)),
         )
         .unwrap();
+        assert!(c.wait_for_image(|i| !i.cluster_id.is_empty()).await);
+        assert_eq!(c.image().cluster_id, "test-cluster");
         c.register_broker(1, None, "127.0.0.1".into(), 9092)
+            .await
             .unwrap();
         c
     }
@@ -709,16 +791,16 @@ mod tests {
         assert!(validate_topic_name(&"x".repeat(249)).is_ok());
     }
 
-    #[test]
-    fn metadata_survives_restart_by_replaying_the_log() {
+    #[tokio::test]
+    async fn metadata_survives_restart_by_replaying_the_log() {
         let dir = tempfile::tempdir().unwrap();
-        let c = controller(dir.path());
+        let c = controller(dir.path()).await;
         let mut t = new_topic("orders", 3, -1);
         t.configs.insert("retention.ms".into(), "1000".into());
-        let id = c.create_topics(&[t], false).remove(0).unwrap();
-        c.create_partitions("orders", 5, None, false).unwrap();
-        c.create_topics(&[new_topic("gone", 1, 1)], false);
-        c.delete_topics(&["gone".into()]);
+        let id = c.create_topics(&[t], false).await.remove(0).unwrap();
+        c.create_partitions("orders", 5, None, false).await.unwrap();
+        c.create_topics(&[new_topic("gone", 1, 1)], false).await;
+        c.delete_topics(&["gone".into()]).await;
         c.alter_topic_configs(
             "orders",
             &[(
@@ -729,9 +811,10 @@ mod tests {
             false,
             false,
         )
+        .await
         .unwrap();
-        drop(c);
-        let c = controller(dir.path());
+        c.close(0).unwrap();
+        let c = controller(dir.path()).await;
         let image = c.image();
         let t = &image.topics["orders"];
         assert_eq!(t.id, id);
@@ -742,40 +825,45 @@ mod tests {
         assert_eq!(cfg["cleanup.policy"], "compact");
     }
 
-    #[test]
-    fn producer_id_blocks_never_overlap_across_restarts() {
+    #[tokio::test]
+    async fn producer_id_blocks_never_overlap_across_restarts() {
         let dir = tempfile::tempdir().unwrap();
-        let c = controller(dir.path());
+        let c = controller(dir.path()).await;
         let ids = crate::txn::ProducerIdManager::default();
-        let first: Vec<i64> = (0..3).map(|_| ids.next_id(&c).unwrap()).collect();
+        let mut first = Vec::new();
+        for _ in 0..3 {
+            first.push(ids.next_id(&c).await.unwrap());
+        }
         assert_eq!(first, vec![0, 1, 2]);
         assert_eq!(c.image().next_producer_id, 1000);
-        drop(c);
+        c.close(0).unwrap();
         // A restart skips what is left of the block: ids 3..999 are never handed out.
-        let c = controller(dir.path());
+        let c = controller(dir.path()).await;
         assert_eq!(c.image().next_producer_id, 1000);
         let ids = crate::txn::ProducerIdManager::default();
-        assert_eq!(ids.next_id(&c).unwrap(), 1000);
-        assert_eq!(c.allocate_producer_ids(10).unwrap(), 2000..2010);
+        assert_eq!(ids.next_id(&c).await.unwrap(), 1000);
+        assert_eq!(c.allocate_producer_ids(10).await.unwrap(), 2000..2010);
     }
 
-    #[test]
-    fn create_topics_refuses_bad_requests_with_kafka_codes() {
+    #[tokio::test]
+    async fn create_topics_refuses_bad_requests_with_kafka_codes() {
         let dir = tempfile::tempdir().unwrap();
-        let c = controller(dir.path());
+        let c = controller(dir.path()).await;
         let mut bad_cfg = new_topic("b", 1, 1);
         bad_cfg.configs.insert("retention.ms".into(), "soon".into());
-        let results = c.create_topics(
-            &[
-                new_topic("a", 1, 3),
-                new_topic("a/b", 1, 1),
-                bad_cfg,
-                new_topic("ok", 2, 1),
-                new_topic("ok", 2, 1),
-                new_topic("zero", 0, 1),
-            ],
-            false,
-        );
+        let results = c
+            .create_topics(
+                &[
+                    new_topic("a", 1, 3),
+                    new_topic("a/b", 1, 1),
+                    bad_cfg,
+                    new_topic("ok", 2, 1),
+                    new_topic("ok", 2, 1),
+                    new_topic("zero", 0, 1),
+                ],
+                false,
+            )
+            .await;
         let codes: Vec<i16> = results
             .iter()
             .map(|r| r.as_ref().err().map_or(0, |e| e.code))
@@ -791,19 +879,22 @@ mod tests {
                 codes::INVALID_PARTITIONS
             ]
         );
-        assert!(c.create_topics(&[new_topic("v", 1, 1)], true)[0].is_ok());
+        assert!(c.create_topics(&[new_topic("v", 1, 1)], true).await[0].is_ok());
         assert!(!c.image().topics.contains_key("v"));
         assert_eq!(
-            c.create_partitions("ok", 1, None, false).unwrap_err().code,
+            c.create_partitions("ok", 1, None, false)
+                .await
+                .unwrap_err()
+                .code,
             codes::INVALID_PARTITIONS
         );
     }
 
-    #[test]
-    fn incremental_alter_appends_and_deletes() {
+    #[tokio::test]
+    async fn incremental_alter_appends_and_deletes() {
         let dir = tempfile::tempdir().unwrap();
-        let c = controller(dir.path());
-        c.create_topics(&[new_topic("t", 1, 1)], false);
+        let c = controller(dir.path()).await;
+        c.create_topics(&[new_topic("t", 1, 1)], false).await;
         c.alter_topic_configs(
             "t",
             &[(
@@ -814,6 +905,7 @@ mod tests {
             false,
             false,
         )
+        .await
         .unwrap();
         assert_eq!(
             c.image().topic_configs["t"]["cleanup.policy"],
@@ -825,6 +917,7 @@ mod tests {
             false,
             false,
         )
+        .await
         .unwrap();
         assert!(!c
             .image()
@@ -838,6 +931,7 @@ mod tests {
                 false,
                 false,
             )
+            .await
             .unwrap_err();
         assert_eq!(e.code, codes::INVALID_CONFIG);
     }

@@ -41,6 +41,8 @@ pub enum MetadataRecord {
     },
     /// A topic and all of its partitions and configs were deleted.
     RemoveTopic { topic_id: Uuid },
+    /// The cluster's id, chosen by the first leader of the quorum.
+    ClusterId { cluster_id: String },
     /// A block of producer ids was handed out: every id below `next_producer_id` is taken,
     /// so a restart never gives an id out twice.
     ProducerIds { next_producer_id: i64 },

@@ -317,6 +317,9 @@ pub struct ReplicaManager {
     cleaning: Mutex<std::collections::HashSet<(String, i32)>>,
     /// When kept tombstones become droppable, by partition (forces a clean then).
     tombstones_due: Mutex<HashMap<(String, i32), i64>>,
+    /// The metadata offset of the newest image applied, and the lock that orders them.
+    applied_image: AtomicI64,
+    image_order: Mutex<()>,
 }
 
 impl ReplicaManager {
@@ -335,6 +338,8 @@ impl ReplicaManager {
             clean_start,
             clock,
             appends: tokio::sync::watch::channel(0).0,
+            applied_image: AtomicI64::new(-1),
+            image_order: Mutex::new(()),
             append_seq: AtomicU64::new(0),
             cleaning: Mutex::new(Default::default()),
             tombstones_due: Mutex::new(HashMap::new()),
@@ -385,6 +390,15 @@ impl ReplicaManager {
     /// no longer exist. Also removes stray partition directories left by an earlier run.
     pub fn apply_image(&self, image: &MetadataImage) -> anyhow::Result<()> {
         let now = self.clock.now_ms();
+        // Images are applied by the publisher and by handlers right after their own change;
+        // an older image arriving late must not undo a newer one (it would delete the
+        // partitions of a topic it does not know yet).
+        let _order = self.image_order.lock().expect("image order lock");
+        if image.metadata_offset < self.applied_image.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.applied_image
+            .store(image.metadata_offset, Ordering::Release);
         let mut wanted: BTreeMap<(String, i32), (Uuid, i32, Vec<i32>)> = BTreeMap::new();
         for t in image.topics.values() {
             for (p, pi) in &t.partitions {

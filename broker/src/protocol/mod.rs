@@ -37,14 +37,39 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::InitProducerId, 0, 5),
+    (ApiKey::DescribeQuorum, 0, 1),
 ];
 
-/// The version range of an API key, if the broker implements it.
-pub fn supported_versions(api_key: i16) -> Option<(ApiKey, i16, i16)> {
-    SUPPORTED_APIS
-        .iter()
-        .find(|(k, _, _)| *k as i16 == api_key)
-        .copied()
+/// The APIs a controller listener serves: the admin requests brokers forward, broker
+/// registration, producer-id blocks, the quorum's description.
+pub const CONTROLLER_APIS: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::BrokerRegistration, 0, 3),
+    (ApiKey::AllocateProducerIds, 0, 0),
+    (ApiKey::DescribeQuorum, 0, 1),
+    (ApiKey::DescribeCluster, 0, 1),
+];
+
+/// The table of a listener: a controller listener's, or a broker listener's.
+pub fn api_table(controller: bool) -> &'static [(ApiKey, i16, i16)] {
+    if controller {
+        CONTROLLER_APIS
+    } else {
+        SUPPORTED_APIS
+    }
+}
+
+/// The version range of an API key in `table`, if the listener implements it.
+pub fn supported_versions(
+    table: &[(ApiKey, i16, i16)],
+    api_key: i16,
+) -> Option<(ApiKey, i16, i16)> {
+    table.iter().find(|(k, _, _)| *k as i16 == api_key).copied()
 }
 
 /// Why a connection is closed instead of answered.
@@ -99,14 +124,17 @@ pub enum Request {
 }
 
 /// Decodes one frame's payload (without the size prefix).
-pub fn decode_request(mut frame: Bytes) -> Result<Request, FrameError> {
+pub fn decode_request(
+    mut frame: Bytes,
+    table: &[(ApiKey, i16, i16)],
+) -> Result<Request, FrameError> {
     if frame.len() < 8 {
         return Err(FrameError::TooShort(frame.len()));
     }
     let api = (&frame[0..2]).get_i16();
     let version = (&frame[2..4]).get_i16();
     let correlation_id = (&frame[4..8]).get_i32();
-    let (api_key, min, max) = supported_versions(api).ok_or(FrameError::UnknownApi(api))?;
+    let (api_key, min, max) = supported_versions(table, api).ok_or(FrameError::UnknownApi(api))?;
     if version > max && api_key == ApiKey::ApiVersions {
         return Ok(Request::ApiVersionsTooNew { correlation_id });
     }
@@ -176,19 +204,19 @@ mod tests {
             b.freeze()
         };
         assert_eq!(
-            decode_request(frame(999, 0, &[])).unwrap_err(),
+            decode_request(frame(999, 0, &[]), SUPPORTED_APIS).unwrap_err(),
             FrameError::UnknownApi(999)
         );
         assert_eq!(
-            decode_request(frame(0, 2, &[])).unwrap_err(),
+            decode_request(frame(0, 2, &[]), SUPPORTED_APIS).unwrap_err(),
             FrameError::UnsupportedVersion { api: 0, version: 2 }
         );
         assert!(matches!(
-            decode_request(frame(18, 99, &[])).unwrap(),
+            decode_request(frame(18, 99, &[]), SUPPORTED_APIS).unwrap(),
             Request::ApiVersionsTooNew { correlation_id: 7 }
         ));
-        assert!(decode_request(frame(3, 1, &[0xff; 3])).is_err());
-        assert!(decode_request(Bytes::from_static(&[0, 3])).is_err());
+        assert!(decode_request(frame(3, 1, &[0xff; 3]), SUPPORTED_APIS).is_err());
+        assert!(decode_request(Bytes::from_static(&[0, 3]), SUPPORTED_APIS).is_err());
     }
 
     #[test]
@@ -202,7 +230,7 @@ mod tests {
         b.put_i16(-1);
         b.put_i32(i32::MAX);
         assert!(matches!(
-            decode_request(b.freeze()),
+            decode_request(b.freeze(), SUPPORTED_APIS),
             Err(FrameError::BadBody { .. })
         ));
         // The same for a flexible version's compact array (unsigned varint count).
@@ -213,7 +241,7 @@ mod tests {
         b.put_i16(-1);
         b.put_u8(0); // no header tagged fields
         b.put_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
-        assert!(decode_request(b.freeze()).is_err());
+        assert!(decode_request(b.freeze(), SUPPORTED_APIS).is_err());
     }
 
     /// A seeded mutation fuzzer over valid requests of every supported API and version:
@@ -301,7 +329,8 @@ mod tests {
                     }
                 }
             }
-            let result = std::panic::catch_unwind(|| decode_request(Bytes::from(m.clone())));
+            let result =
+                std::panic::catch_unwind(|| decode_request(Bytes::from(m.clone()), SUPPORTED_APIS));
             assert!(result.is_ok(), "round {round}: panic decoding {m:02x?}");
         }
     }
@@ -310,7 +339,7 @@ mod tests {
     fn every_advertised_version_is_one_kafka_protocol_can_decode() {
         use kafka_protocol::messages::*;
         use kafka_protocol::protocol::Message;
-        for (key, min, max) in SUPPORTED_APIS {
+        for (key, min, max) in SUPPORTED_APIS.iter().chain(CONTROLLER_APIS) {
             let (lo, hi) = match key {
                 ApiKey::Produce => (ProduceRequest::VERSIONS.min, ProduceRequest::VERSIONS.max),
                 ApiKey::Fetch => (FetchRequest::VERSIONS.min, FetchRequest::VERSIONS.max),
@@ -402,6 +431,18 @@ mod tests {
                 ApiKey::InitProducerId => (
                     InitProducerIdRequest::VERSIONS.min,
                     InitProducerIdRequest::VERSIONS.max,
+                ),
+                ApiKey::DescribeQuorum => (
+                    kafka_protocol::messages::DescribeQuorumRequest::VERSIONS.min,
+                    kafka_protocol::messages::DescribeQuorumRequest::VERSIONS.max,
+                ),
+                ApiKey::BrokerRegistration => (
+                    kafka_protocol::messages::BrokerRegistrationRequest::VERSIONS.min,
+                    kafka_protocol::messages::BrokerRegistrationRequest::VERSIONS.max,
+                ),
+                ApiKey::AllocateProducerIds => (
+                    kafka_protocol::messages::AllocateProducerIdsRequest::VERSIONS.min,
+                    kafka_protocol::messages::AllocateProducerIdsRequest::VERSIONS.max,
                 ),
                 other => panic!("{other:?} has no version check"),
             };

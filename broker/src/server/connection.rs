@@ -2,7 +2,8 @@
 //! connection's requests in the order they arrived), and responses are written by a
 //! separate task so that reading the next request overlaps with sending the last answer.
 
-use super::Broker;
+use super::{Broker, ListenerKind};
+use crate::metadata::quorum::transport::{self, RAFT_API_KEY};
 use crate::protocol::{check_frame, decode_request, encode_response, Request};
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ResponseKind};
@@ -20,6 +21,7 @@ pub async fn serve(
     broker: Arc<Broker>,
     stream: TcpStream,
     peer: SocketAddr,
+    kind: ListenerKind,
     mut stop: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
@@ -46,7 +48,7 @@ pub async fn serve(
                 Ok(Some(len)) => {
                     let frame = buf.split_to(4 + len).freeze().slice(4..);
                     broker.metrics.bytes_in.inc_by(4 + len as u64);
-                    match handle_frame(&broker, frame, peer).await {
+                    match handle_frame(&broker, frame, peer, kind).await {
                         Ok(Some(resp)) => {
                             if tx.send(resp).await.is_err() {
                                 break 'conn;
@@ -97,12 +99,24 @@ async fn handle_frame(
     broker: &Broker,
     frame: Bytes,
     peer: SocketAddr,
+    kind: ListenerKind,
 ) -> Result<Option<Bytes>, String> {
-    let request = decode_request(frame).map_err(|e| e.to_string())?;
+    let table = crate::protocol::api_table(kind == ListenerKind::Controller);
+    if kind == ListenerKind::Controller
+        && frame.len() >= 8
+        && i16::from_be_bytes([frame[0], frame[1]]) == RAFT_API_KEY
+    {
+        // One-way Raft traffic between voters: no response.
+        let message = transport::decode_body(&frame[8..]).map_err(|e| e.to_string())?;
+        broker.controller.quorum().deliver(message);
+        return Ok(None);
+    }
+    let request = decode_request(frame, table).map_err(|e| e.to_string())?;
     match request {
         Request::ApiVersionsTooNew { correlation_id } => {
             let body = ResponseKind::ApiVersions(crate::api::api_versions(
                 crate::metadata::codes::UNSUPPORTED_VERSION,
+                table,
             ));
             encode_response(ApiKey::ApiVersions, 0, correlation_id, &body)
                 .map(Some)
@@ -121,7 +135,7 @@ async fn handle_frame(
                 version,
                 correlation_id = header.correlation_id
             );
-            let response = crate::api::handle(broker, &header, peer, api_key, *body)
+            let response = crate::api::handle(broker, kind, &header, peer, api_key, *body)
                 .instrument(span)
                 .await;
             broker.metrics.observe(api_key, started.elapsed());

@@ -8,7 +8,7 @@ pub mod metrics;
 
 use crate::clock::Clock;
 use crate::config::BrokerConfig;
-use crate::metadata::{base64_url, Controller, METADATA_LOG_DIR};
+use crate::metadata::{Controller, METADATA_LOG_DIR};
 use crate::partition::ReplicaManager;
 use anyhow::Context;
 use std::path::PathBuf;
@@ -39,8 +39,9 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Opens storage and metadata: checks each log dir's identity, detects a clean previous
-    /// shutdown, replays the metadata log, registers this broker and opens its partitions.
+    /// Opens storage and joins the metadata quorum: checks each log dir's identity,
+    /// detects a clean previous shutdown and starts this node's voter. Partitions are
+    /// opened by [`Broker::start_serving`] once the quorum has an image to open them from.
     pub fn open(config: BrokerConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Broker> {
         let node_id = config.node_id();
         let dirs = config.log_dirs();
@@ -48,7 +49,7 @@ impl Broker {
             std::fs::create_dir_all(d)
                 .with_context(|| format!("log.dirs: cannot create {}", d.display()))?;
         }
-        let cluster_id = cluster_identity(&dirs, node_id)?;
+        let stored_cluster_id = stored_cluster_id(&dirs, node_id)?;
         let clean = dirs.iter().all(|d| d.join(CLEAN_SHUTDOWN_FILE).exists());
         for d in &dirs {
             let marker = d.join(CLEAN_SHUTDOWN_FILE);
@@ -57,29 +58,19 @@ impl Broker {
                 crate::log::sync_dir(d)?;
             }
         }
-        tracing::info!(node_id, %cluster_id, clean_shutdown = clean, "opening logs");
-        let controller = Controller::open(
+        tracing::info!(node_id, cluster_id = ?stored_cluster_id, clean_shutdown = clean, voters = ?config.voters(), "opening logs");
+        let controller = Controller::start(
             &dirs[0].join(METADATA_LOG_DIR),
-            cluster_id,
+            stored_cluster_id,
             config.clone(),
             clean,
             clock.clone(),
         )?;
-        let advertised = config.advertised_listener();
-        let image = controller
-            .register_broker(node_id, config.rack(), advertised.host, advertised.port)
-            .map_err(|e| anyhow::anyhow!("registering the broker failed: {}", e.message))?;
         let replicas = ReplicaManager::new(node_id, dirs, config.clone(), clean, clock.clone());
-        replicas.apply_image(&image)?;
-        replicas.remove_strays(&image);
         let groups = crate::group::GroupCoordinator::new(
             crate::group::GroupConfig::from_broker(&config),
             clock,
         );
-        if let Some(t) = image.topics.get(crate::group::OFFSETS_TOPIC) {
-            let loaded = groups.load(&replicas, t.partitions.len() as i32)?;
-            tracing::info!(records = loaded, "loaded consumer groups");
-        }
         Ok(Broker {
             node_id,
             config,
@@ -92,6 +83,58 @@ impl Broker {
         })
     }
 
+    /// Waits for the quorum's image to name the cluster, records the cluster id in every
+    /// log dir (refusing a dir formatted for another cluster), registers this broker, and
+    /// opens its partitions and consumer groups.
+    pub(crate) async fn start_serving(&self) -> anyhow::Result<()> {
+        let mut image_rx = self.controller.quorum().subscribe_image();
+        let mut waited = 0u32;
+        let cluster_id = loop {
+            let id = image_rx.borrow_and_update().cluster_id.clone();
+            if !id.is_empty() {
+                break id;
+            }
+            if tokio::time::timeout(Duration::from_secs(5), image_rx.changed())
+                .await
+                .is_err()
+            {
+                waited += 5;
+                tracing::warn!(seconds = waited, voters = ?self.config.voters(), "waiting for the controller quorum to elect a leader");
+            }
+        };
+        record_cluster_id(&self.config.log_dirs(), self.node_id, &cluster_id)?;
+        let advertised = self.config.advertised_listener();
+        loop {
+            match self
+                .controller
+                .register_broker(
+                    self.node_id,
+                    self.config.rack(),
+                    advertised.host.clone(),
+                    advertised.port,
+                )
+                .await
+            {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(code = e.code, message = %e.message, "registering with the controller failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        let image = self.controller.image();
+        // Opening partitions (recovering their logs) blocks; nothing else runs yet.
+        self.replicas.apply_image(&image)?;
+        self.replicas.remove_strays(&image);
+        if let Some(t) = image.topics.get(crate::group::OFFSETS_TOPIC) {
+            let loaded = self
+                .groups
+                .load(&self.replicas, t.partitions.len() as i32)?;
+            tracing::info!(records = loaded, "loaded consumer groups");
+        }
+        Ok(())
+    }
+
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }
@@ -99,7 +142,7 @@ impl Broker {
     /// Flushes and closes all logs and marks the log dirs clean.
     fn close(&self) -> anyhow::Result<()> {
         let mut ok = self.replicas.close_all();
-        if let Err(e) = self.controller.close() {
+        if let Err(e) = self.controller.close(self.replicas.now_ms()) {
             tracing::error!(cause = %e, "closing the metadata log failed");
             ok = false;
         }
@@ -113,9 +156,9 @@ impl Broker {
     }
 }
 
-/// Reads (or, on first start, writes) meta.properties in every log dir: the cluster id all
-/// dirs share, and the node id they belong to. A mismatch refuses the start.
-fn cluster_identity(dirs: &[PathBuf], node_id: i32) -> anyhow::Result<String> {
+/// Reads meta.properties in every log dir: the cluster id they share (if one was
+/// recorded), and that they belong to this node. A mismatch refuses the start.
+fn stored_cluster_id(dirs: &[PathBuf], node_id: i32) -> anyhow::Result<Option<String>> {
     let mut cluster_id: Option<String> = None;
     for d in dirs {
         let Ok(text) = std::fs::read_to_string(d.join(META_PROPERTIES)) else {
@@ -144,15 +187,28 @@ fn cluster_identity(dirs: &[PathBuf], node_id: i32) -> anyhow::Result<String> {
             }
         }
     }
-    let cluster_id = cluster_id.unwrap_or_else(|| base64_url(uuid::Uuid::new_v4().as_bytes()));
+    Ok(cluster_id)
+}
+
+/// Writes meta.properties where it is missing, once the quorum has named the cluster; a
+/// log dir that belongs to another cluster refuses the start (Kafka's check).
+fn record_cluster_id(dirs: &[PathBuf], node_id: i32, cluster_id: &str) -> anyhow::Result<()> {
+    if let Some(stored) = stored_cluster_id(dirs, node_id)? {
+        if stored != cluster_id {
+            anyhow::bail!(
+                "log.dirs: the log dirs belong to cluster {stored}, but the controller quorum is cluster {cluster_id}; a directory formatted for one cluster cannot join another"
+            );
+        }
+    }
     for d in dirs {
         let path = d.join(META_PROPERTIES);
         if !path.exists() {
             let text = format!("version=1\ncluster.id={cluster_id}\nnode.id={node_id}\n");
             crate::log::segment::write_atomically(&path, text.as_bytes())?;
+            crate::log::sync_dir(d)?;
         }
     }
-    Ok(cluster_id)
+    Ok(())
 }
 
 /// Runs a broker until `shutdown` resolves, then shuts down cleanly: stop accepting, let
@@ -162,63 +218,106 @@ pub async fn run(
     clock: Arc<dyn Clock>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let listener_cfg = config.listener();
-    let kafka_addr = format!("{}:{}", listener_cfg.host, listener_cfg.port);
+    let roles = config.roles();
+    let broker_listener = roles.broker.then(|| config.listener());
+    let controller_listener = config.controller_listener().filter(|_| roles.controller);
     let http_addr = config.http_listener();
     let shutdown_timeout = Duration::from_millis(config.shutdown_timeout_ms());
     let broker = Arc::new(Broker::open(config, clock)?);
-    let listener = TcpListener::bind(&kafka_addr)
-        .await
-        .with_context(|| format!("listeners: cannot listen on {kafka_addr}"))?;
+    let mut listeners = Vec::new();
+    for (listener, kind) in [
+        (broker_listener, ListenerKind::Broker),
+        (controller_listener, ListenerKind::Controller),
+    ] {
+        if let Some(l) = listener {
+            let addr = l.address();
+            let bound = TcpListener::bind(&addr)
+                .await
+                .with_context(|| format!("listeners: cannot listen on {addr} ({})", l.name))?;
+            listeners.push((bound, kind, addr));
+        }
+    }
     let http_listener = TcpListener::bind(http_addr)
         .await
         .with_context(|| format!("strom.http.listener: cannot listen on {http_addr}"))?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let http_task = tokio::spawn(http::serve(http_listener, broker.clone(), stop_rx.clone()));
-    let flusher = tokio::spawn(flush_periodically(broker.clone(), stop_rx.clone()));
-    let group_ticker = tokio::spawn(tick_groups(broker.clone(), stop_rx.clone()));
-    let retention = tokio::spawn(retention_periodically(broker.clone(), stop_rx.clone()));
-    let mut cleaners = Vec::new();
-    if broker.config.cleaner_enabled() {
-        for _ in 0..broker.config.cleaner_threads() {
-            cleaners.push(tokio::spawn(clean_continuously(
-                broker.clone(),
-                stop_rx.clone(),
-            )));
-        }
-    }
-    broker.ready.store(true, Ordering::Release);
-    tracing::info!(listener = %kafka_addr, http = %http_addr, "strom-broker ready");
 
     let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let (conn_tx, mut conn_rx) = tokio::sync::mpsc::channel(64);
+    let mut acceptors = Vec::new();
+    for (listener, kind, addr) in listeners {
+        tracing::info!(listener = %addr, ?kind, "listening");
+        acceptors.push(tokio::spawn(accept_loop(listener, kind, conn_tx.clone())));
+    }
+    drop(conn_tx);
+    let mut background = Vec::new();
+    {
+        let broker = broker.clone();
+        let stop_rx = stop_rx.clone();
+        background.push(tokio::spawn(async move {
+            match broker.start_serving().await {
+                Ok(()) => {
+                    let mut tasks = vec![
+                        tokio::spawn(publish_images(broker.clone(), stop_rx.clone())),
+                        tokio::spawn(flush_periodically(broker.clone(), stop_rx.clone())),
+                        tokio::spawn(tick_groups(broker.clone(), stop_rx.clone())),
+                        tokio::spawn(retention_periodically(broker.clone(), stop_rx.clone())),
+                    ];
+                    if broker.config.cleaner_enabled() {
+                        for _ in 0..broker.config.cleaner_threads() {
+                            tasks.push(tokio::spawn(clean_continuously(
+                                broker.clone(),
+                                stop_rx.clone(),
+                            )));
+                        }
+                    }
+                    broker.ready.store(true, Ordering::Release);
+                    tracing::info!(http = %http_addr, "strom-broker ready");
+                    for t in tasks {
+                        let _ = t.await;
+                    }
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        }));
+    }
+    let mut startup = background.pop().expect("the start-up task");
+
     let mut tasks = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
+    let mut failed: Option<anyhow::Error> = None;
+    let mut startup_done = false;
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!(cause = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
+            done = &mut startup, if !startup_done => {
+                startup_done = true;
+                match done {
+                    Ok(Err(e)) => { failed = Some(e); break; }
+                    Err(e) => { failed = Some(anyhow::anyhow!("start-up task failed: {e}")); break; }
+                    Ok(Ok(())) => {}
+                }
+            }
+            accepted = conn_rx.recv() => {
+                let Some((stream, peer, kind)) = accepted else { break };
                 let Ok(permit) = connections.clone().acquire_owned().await else { break };
                 let broker = broker.clone();
                 let stop = stop_rx.clone();
                 tasks.spawn(async move {
-                    connection::serve(broker, stream, peer, stop).await;
+                    connection::serve(broker, stream, peer, kind, stop).await;
                     drop(permit);
                 });
             }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
         }
     }
+    for a in &acceptors {
+        a.abort();
+    }
     tracing::info!("shutting down: no new connections; finishing in-flight requests");
     broker.ready.store(false, Ordering::Release);
-    drop(listener);
     let _ = stop_tx.send(true);
     // Parked JoinGroup/SyncGroup requests would otherwise hold their connections open.
     broker.groups.shutdown();
@@ -230,17 +329,70 @@ pub async fn run(
         tracing::warn!("connections still busy after the shutdown timeout; closing them");
         tasks.abort_all();
     }
-    let _ = flusher.await;
-    let _ = group_ticker.await;
-    let _ = retention.await;
-    for c in cleaners {
-        let _ = c.await;
+    if !startup_done {
+        // Its tasks watch the stop signal; start-up itself may still be waiting for a
+        // quorum that will never form.
+        let _ = tokio::time::timeout(Duration::from_secs(1), &mut startup).await;
+        startup.abort();
     }
     http_task.abort();
     let b = broker.clone();
     tokio::task::spawn_blocking(move || b.close()).await??;
+    if let Some(e) = failed {
+        return Err(e);
+    }
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// Which listener a connection arrived on: clients on broker listeners, peers and brokers
+/// on the controller listener (Raft traffic and controller APIs are served only there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    Broker,
+    Controller,
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    kind: ListenerKind,
+    out: tokio::sync::mpsc::Sender<(tokio::net::TcpStream, std::net::SocketAddr, ListenerKind)>,
+) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                if out.send((stream, peer, kind)).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(cause = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// The one place that turns a new metadata image into local changes: partitions to open
+/// or delete, configs to apply.
+async fn publish_images(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    let mut images = broker.controller.quorum().subscribe_image();
+    loop {
+        tokio::select! {
+            changed = images.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let image = images.borrow_and_update().clone();
+                let b = broker.clone();
+                let applied = tokio::task::spawn_blocking(move || b.replicas.apply_image(&image)).await;
+                if let Ok(Err(e)) = applied {
+                    tracing::error!(cause = %e, "applying the metadata image to local partitions failed");
+                }
+            }
+            _ = stop.changed() => return,
+        }
+    }
 }
 
 /// Applies retention every log.retention.check.interval.ms, off the async workers (it

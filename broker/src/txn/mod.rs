@@ -5,7 +5,6 @@
 pub mod producer_state;
 
 use crate::metadata::{ApiError, Controller};
-use std::sync::Mutex;
 
 /// Producer ids claimed from the controller at a time: one metadata record (and fsync) per
 /// this many InitProducerId calls.
@@ -16,14 +15,16 @@ pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
 /// lets a restarted broker trust the producer state it rebuilds from the logs.
 #[derive(Default)]
 pub struct ProducerIdManager {
-    block: Mutex<std::ops::Range<i64>>,
+    block: tokio::sync::Mutex<std::ops::Range<i64>>,
 }
 
 impl ProducerIdManager {
-    pub fn next_id(&self, controller: &Controller) -> Result<i64, ApiError> {
-        let mut block = self.block.lock().expect("producer id block lock");
+    pub async fn next_id(&self, controller: &Controller) -> Result<i64, ApiError> {
+        let mut block = self.block.lock().await;
         if block.is_empty() {
-            *block = controller.allocate_producer_ids(PRODUCER_ID_BLOCK_SIZE)?;
+            *block = controller
+                .allocate_producer_ids(PRODUCER_ID_BLOCK_SIZE)
+                .await?;
         }
         let id = block.start;
         block.start += 1;

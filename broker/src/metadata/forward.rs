@@ -1,0 +1,449 @@
+//! Forwarding metadata changes to the active controller: a node that is not the Raft
+//! leader sends the change as the Kafka request for it (CreateTopics, DeleteTopics,
+//! CreatePartitions, IncrementalAlterConfigs/AlterConfigs, AllocateProducerIds,
+//! BrokerRegistration) to the active controller's controller listener, and turns the
+//! answer back into the controller's result type. It tries the leader this node knows of
+//! first, then every other voter, until the quorum's request deadline; a controller that
+//! is not active answers NOT_CONTROLLER, and the next one is tried.
+
+use super::quorum::QuorumStatus;
+use super::{codes, AlterOp, ApiError, NewTopic};
+use kafka_protocol::messages::alter_configs_request::{
+    AlterConfigsResource as ReplaceResource, AlterableConfig as ReplaceConfig,
+};
+use kafka_protocol::messages::broker_registration_request::Listener as RegistrationListener;
+use kafka_protocol::messages::create_partitions_request::{
+    CreatePartitionsAssignment, CreatePartitionsTopic,
+};
+use kafka_protocol::messages::create_topics_request::{
+    CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig,
+};
+use kafka_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
+use kafka_protocol::messages::{
+    AllocateProducerIdsRequest, AlterConfigsRequest, BrokerId, BrokerRegistrationRequest,
+    CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
+    IncrementalAlterConfigsRequest, TopicName,
+};
+use kafka_protocol::protocol::{Request, StrBytes};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use strom_client::Connection;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+/// Kafka's resource type code of a topic in config requests.
+const TOPIC_RESOURCE: i8 = 2;
+
+/// Attempts of one forwarded change span this many request timeouts: long enough to
+/// outlast an election, short enough to answer before a client's own request timeout.
+const DEADLINE_TIMEOUTS: u32 = 5;
+
+pub struct ControllerClient {
+    node_id: i32,
+    voters: BTreeMap<i32, String>,
+    timeout: Duration,
+    status: Option<watch::Receiver<QuorumStatus>>,
+    /// The connection to the controller that answered last.
+    conn: tokio::sync::Mutex<Option<(i32, Connection)>>,
+}
+
+fn str_bytes(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_owned())
+}
+
+fn timed_out(what: &str) -> ApiError {
+    ApiError::new(
+        codes::REQUEST_TIMED_OUT,
+        format!("No active controller answered {what} in time; the quorum may be electing a leader. Retry."),
+    )
+}
+
+impl ControllerClient {
+    pub fn new(
+        node_id: i32,
+        voters: BTreeMap<i32, String>,
+        timeout: Duration,
+        status: Option<watch::Receiver<QuorumStatus>>,
+    ) -> Self {
+        ControllerClient {
+            node_id,
+            voters,
+            timeout,
+            status,
+            conn: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The voters to try, the known leader first; this node is never among them.
+    fn candidates(&self) -> Vec<i32> {
+        let leader = self
+            .status
+            .as_ref()
+            .and_then(|s| s.borrow().leader_id)
+            .filter(|l| *l != self.node_id);
+        let mut out: Vec<i32> = leader.into_iter().collect();
+        out.extend(
+            self.voters
+                .keys()
+                .copied()
+                .filter(|id| *id != self.node_id && Some(*id) != leader),
+        );
+        out
+    }
+
+    /// Sends `req` to the active controller; `not_controller` says whether an answer came
+    /// from a controller that is not active (so another must be tried).
+    async fn call<R>(
+        &self,
+        what: &str,
+        req: R,
+        not_controller: impl Fn(&R::Response) -> bool,
+    ) -> Result<R::Response, ApiError>
+    where
+        R: Request + Clone,
+    {
+        let deadline = Instant::now() + self.timeout * DEADLINE_TIMEOUTS;
+        let mut round = 0usize;
+        loop {
+            let candidates = self.candidates();
+            if candidates.is_empty() {
+                return Err(ApiError::new(
+                    codes::NOT_CONTROLLER,
+                    "This node is the only voter and it is not the active controller.",
+                ));
+            }
+            let target = candidates[round % candidates.len()];
+            round += 1;
+            match self.send_to(target, req.clone()).await {
+                Ok(resp) if !not_controller(&resp) => return Ok(resp),
+                Ok(_) => tracing::debug!(target, what, "not the active controller; trying another"),
+                Err(e) => {
+                    tracing::debug!(target, what, cause = %e, "forwarding to the controller failed")
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(timed_out(what));
+            }
+            if round.is_multiple_of(candidates.len()) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+
+    async fn send_to<R: Request>(
+        &self,
+        target: i32,
+        req: R,
+    ) -> Result<R::Response, strom_client::Error> {
+        let mut guard = self.conn.lock().await;
+        if guard.as_ref().is_none_or(|(id, _)| *id != target) {
+            let addr = self.voters.get(&target).cloned().unwrap_or_default();
+            let conn =
+                Connection::connect_with_timeout(addr, "strom-controller-forward", self.timeout)
+                    .await?;
+            *guard = Some((target, conn));
+        }
+        let (_, conn) = guard.as_mut().expect("connected above");
+        let result = conn.send(req).await;
+        if result.is_err() {
+            *guard = None;
+        }
+        result
+    }
+
+    pub async fn create_topics(
+        &self,
+        topics: &[NewTopic],
+        validate_only: bool,
+    ) -> Vec<Result<Uuid, ApiError>> {
+        let req = CreateTopicsRequest::default()
+            .with_validate_only(validate_only)
+            .with_timeout_ms(self.timeout.as_millis() as i32)
+            .with_topics(
+                topics
+                    .iter()
+                    .map(|t| {
+                        CreatableTopic::default()
+                            .with_name(TopicName(str_bytes(&t.name)))
+                            .with_num_partitions(t.num_partitions)
+                            .with_replication_factor(t.replication_factor)
+                            .with_assignments(
+                                t.assignments
+                                    .iter()
+                                    .enumerate()
+                                    .map(|(p, brokers)| {
+                                        CreatableReplicaAssignment::default()
+                                            .with_partition_index(p as i32)
+                                            .with_broker_ids(
+                                                brokers.iter().copied().map(BrokerId).collect(),
+                                            )
+                                    })
+                                    .collect(),
+                            )
+                            .with_configs(
+                                t.configs
+                                    .iter()
+                                    .map(|(k, v)| {
+                                        CreatableTopicConfig::default()
+                                            .with_name(str_bytes(k))
+                                            .with_value(Some(str_bytes(v)))
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect(),
+            );
+        let resp = self
+            .call("CreateTopics", req, |r| {
+                r.topics
+                    .iter()
+                    .any(|t| t.error_code == codes::NOT_CONTROLLER)
+            })
+            .await;
+        match resp {
+            Err(e) => topics.iter().map(|_| Err(e.clone())).collect(),
+            Ok(resp) => topics
+                .iter()
+                .map(|t| {
+                    let r = resp.topics.iter().find(|r| r.name.0.as_str() == t.name);
+                    match r {
+                        None => Err(ApiError::new(
+                            codes::UNKNOWN_SERVER_ERROR,
+                            "The controller did not answer for this topic.",
+                        )),
+                        Some(r) if r.error_code != codes::NONE => Err(ApiError::new(
+                            r.error_code,
+                            r.error_message
+                                .as_ref()
+                                .map(|m| m.to_string())
+                                .unwrap_or_default(),
+                        )),
+                        Some(r) => Ok(r.topic_id),
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    pub async fn delete_topics(&self, names: &[String]) -> Vec<Result<Uuid, ApiError>> {
+        let req = DeleteTopicsRequest::default()
+            .with_timeout_ms(self.timeout.as_millis() as i32)
+            .with_topic_names(names.iter().map(|n| TopicName(str_bytes(n))).collect())
+            .with_topics(
+                names
+                    .iter()
+                    .map(|n| {
+                        kafka_protocol::messages::delete_topics_request::DeleteTopicState::default()
+                            .with_name(Some(TopicName(str_bytes(n))))
+                    })
+                    .collect(),
+            );
+        let resp = self
+            .call("DeleteTopics", req, |r| {
+                r.responses
+                    .iter()
+                    .any(|t| t.error_code == codes::NOT_CONTROLLER)
+            })
+            .await;
+        match resp {
+            Err(e) => names.iter().map(|_| Err(e.clone())).collect(),
+            Ok(resp) => names
+                .iter()
+                .map(|n| {
+                    let r = resp
+                        .responses
+                        .iter()
+                        .find(|r| r.name.as_ref().is_some_and(|x| x.0.as_str() == n));
+                    match r {
+                        None => Err(ApiError::new(
+                            codes::UNKNOWN_SERVER_ERROR,
+                            "The controller did not answer for this topic.",
+                        )),
+                        Some(r) if r.error_code != codes::NONE => Err(ApiError::new(
+                            r.error_code,
+                            r.error_message
+                                .as_ref()
+                                .map(|m| m.to_string())
+                                .unwrap_or_default(),
+                        )),
+                        Some(r) => Ok(r.topic_id),
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    pub async fn create_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        assignments: Option<Vec<Vec<i32>>>,
+        validate_only: bool,
+    ) -> Result<(), ApiError> {
+        let topic = CreatePartitionsTopic::default()
+            .with_name(TopicName(str_bytes(name)))
+            .with_count(count)
+            .with_assignments(assignments.map(|a| {
+                a.into_iter()
+                    .map(|b| {
+                        CreatePartitionsAssignment::default()
+                            .with_broker_ids(b.into_iter().map(BrokerId).collect())
+                    })
+                    .collect()
+            }));
+        let req = CreatePartitionsRequest::default()
+            .with_timeout_ms(self.timeout.as_millis() as i32)
+            .with_validate_only(validate_only)
+            .with_topics(vec![topic]);
+        let resp = self
+            .call("CreatePartitions", req, |r| {
+                r.results
+                    .iter()
+                    .any(|t| t.error_code == codes::NOT_CONTROLLER)
+            })
+            .await?;
+        match resp.results.first() {
+            Some(r) if r.error_code != codes::NONE => Err(ApiError::new(
+                r.error_code,
+                r.error_message
+                    .as_ref()
+                    .map(|m| m.to_string())
+                    .unwrap_or_default(),
+            )),
+            Some(_) => Ok(()),
+            None => Err(ApiError::new(
+                codes::UNKNOWN_SERVER_ERROR,
+                "The controller did not answer for this topic.",
+            )),
+        }
+    }
+
+    pub async fn alter_topic_configs(
+        &self,
+        topic: &str,
+        ops: &[(String, AlterOp, Option<String>)],
+        replace_all: bool,
+        validate_only: bool,
+    ) -> Result<(), ApiError> {
+        let (code, message) = if replace_all {
+            let req = AlterConfigsRequest::default()
+                .with_validate_only(validate_only)
+                .with_resources(vec![ReplaceResource::default()
+                    .with_resource_type(TOPIC_RESOURCE)
+                    .with_resource_name(str_bytes(topic))
+                    .with_configs(
+                        ops.iter()
+                            .map(|(k, _, v)| {
+                                ReplaceConfig::default()
+                                    .with_name(str_bytes(k))
+                                    .with_value(v.as_deref().map(str_bytes))
+                            })
+                            .collect(),
+                    )]);
+            let resp = self
+                .call("AlterConfigs", req, |r| {
+                    r.responses
+                        .iter()
+                        .any(|t| t.error_code == codes::NOT_CONTROLLER)
+                })
+                .await?;
+            let r = resp.responses.into_iter().next();
+            r.map(|r| (r.error_code, r.error_message))
+                .unwrap_or((codes::UNKNOWN_SERVER_ERROR, None))
+        } else {
+            let req = IncrementalAlterConfigsRequest::default()
+                .with_validate_only(validate_only)
+                .with_resources(vec![AlterConfigsResource::default()
+                    .with_resource_type(TOPIC_RESOURCE)
+                    .with_resource_name(str_bytes(topic))
+                    .with_configs(
+                        ops.iter()
+                            .map(|(k, op, v)| {
+                                AlterableConfig::default()
+                                    .with_name(str_bytes(k))
+                                    .with_config_operation(match op {
+                                        AlterOp::Set => 0,
+                                        AlterOp::Delete => 1,
+                                        AlterOp::Append => 2,
+                                        AlterOp::Subtract => 3,
+                                    })
+                                    .with_value(v.as_deref().map(str_bytes))
+                            })
+                            .collect(),
+                    )]);
+            let resp = self
+                .call("IncrementalAlterConfigs", req, |r| {
+                    r.responses
+                        .iter()
+                        .any(|t| t.error_code == codes::NOT_CONTROLLER)
+                })
+                .await?;
+            let r = resp.responses.into_iter().next();
+            r.map(|r| (r.error_code, r.error_message))
+                .unwrap_or((codes::UNKNOWN_SERVER_ERROR, None))
+        };
+        if code == codes::NONE {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                code,
+                message.map(|m| m.to_string()).unwrap_or_default(),
+            ))
+        }
+    }
+
+    pub async fn allocate_producer_ids(
+        &self,
+        broker_id: i32,
+        _size: i64,
+    ) -> Result<std::ops::Range<i64>, ApiError> {
+        let req = AllocateProducerIdsRequest::default()
+            .with_broker_id(BrokerId(broker_id))
+            .with_broker_epoch(-1);
+        let resp = self
+            .call("AllocateProducerIds", req, |r| {
+                r.error_code == codes::NOT_CONTROLLER
+            })
+            .await?;
+        if resp.error_code != codes::NONE {
+            return Err(ApiError::new(
+                resp.error_code,
+                "The controller refused to allocate producer ids.",
+            ));
+        }
+        let start = resp.producer_id_start.0;
+        Ok(start..start + resp.producer_id_len as i64)
+    }
+
+    pub async fn register_broker(
+        &self,
+        id: i32,
+        rack: Option<String>,
+        host: String,
+        port: u16,
+    ) -> Result<(), ApiError> {
+        let req = BrokerRegistrationRequest::default()
+            .with_broker_id(BrokerId(id))
+            .with_incarnation_id(Uuid::new_v4())
+            .with_rack(rack.as_deref().map(str_bytes))
+            .with_listeners(vec![RegistrationListener::default()
+                .with_name(str_bytes("PLAINTEXT"))
+                .with_host(str_bytes(&host))
+                .with_port(port)
+                .with_security_protocol(0)]);
+        let resp = self
+            .call("BrokerRegistration", req, |r| {
+                r.error_code == codes::NOT_CONTROLLER
+            })
+            .await?;
+        if resp.error_code != codes::NONE {
+            return Err(ApiError::new(
+                resp.error_code,
+                "The controller refused the registration.",
+            ));
+        }
+        Ok(())
+    }
+}
