@@ -12,7 +12,8 @@ the socket buffers, its requests time out), exactly as behind a dropped route. N
 ever discarded, so a healed link carries on with an intact stream, as TCP would after the
 route comes back. New connections made to a cut link are accepted but held: the proxy
 connects to the target only once the link is open in both directions (no handshake could
-complete over a half-open route). Existing connections can also be dropped on request
+complete over a half-open route), and not at all if the client gave up and closed in the
+meantime (its SYN would never have been answered). Existing connections can also be dropped on request
 (`drop_connections`), with a FIN or with an RST, to model a peer that lost its state or a
 NAT that forgot the flow.
 
@@ -62,6 +63,7 @@ class _Pipe:
         self.client = client
         self.peer = peer
         self.upstream: socket.socket | None = None
+        self.held = False  # accepted while the link was cut (or healed meanwhile)
         self.aborted = False
         self.reset = False
         self.threads: list[threading.Thread] = []
@@ -80,6 +82,14 @@ class _Pipe:
         if not self.proxy._wait_open(self, (UP, DOWN)):
             self._finish()
             return
+        pending = b""
+        if self.held:
+            # Its SYN would never have been answered: a client that gave up meanwhile
+            # never reaches the target; one still waiting gets through with its bytes.
+            pending = self._drain_client()
+            if pending is None:
+                self._finish()
+                return
         upstream = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             if self.proxy.source_host is not None:
@@ -94,11 +104,35 @@ class _Pipe:
             return
         upstream.settimeout(POLL_S)
         self.upstream = upstream
+        if pending and not self._send(upstream, pending, UP):
+            self.aborted = True
+            self._finish()
+            return
         up = threading.Thread(target=self._pump, args=(self.client, upstream, UP), daemon=True)
         down = threading.Thread(target=self._pump, args=(upstream, self.client, DOWN), daemon=True)
         self.threads += [up, down]
         up.start()
         down.start()
+
+    def _drain_client(self) -> bytes | None:
+        """What a held client has sent so far, or None if it closed in the meantime."""
+        buf = bytearray()
+        self.client.setblocking(False)
+        try:
+            while True:
+                chunk = self.client.recv(CHUNK)
+                if not chunk:
+                    return None
+                buf += chunk
+        except BlockingIOError:
+            return bytes(buf)
+        except OSError:
+            return None
+        finally:
+            try:
+                self.client.settimeout(POLL_S)
+            except OSError:
+                pass
 
     def _send(self, dst: socket.socket, data: bytes, direction: str) -> bool:
         view = memoryview(data)
@@ -183,6 +217,7 @@ class LinkProxy:
         self.source_host = source_host
         self._cond = threading.Condition()
         self._blocked = {UP: False, DOWN: False}
+        self._heals = 0
         self._pipes: set[_Pipe] = set()
         self._closed = False
         self.accepted = 0
@@ -212,10 +247,13 @@ class LinkProxy:
     def set_blocked(self, up: bool | None = None, down: bool | None = None) -> None:
         """Blocks (True) or opens (False) one or both directions; None leaves it."""
         with self._cond:
+            was_blocked = any(self._blocked.values())
             if up is not None:
                 self._blocked[UP] = up
             if down is not None:
                 self._blocked[DOWN] = down
+            if was_blocked and not any(self._blocked.values()):
+                self._heals += 1
             self._cond.notify_all()
 
     def cut(self, up: bool = True, down: bool = True, drop: bool = False, reset: bool = False) -> None:
@@ -259,6 +297,9 @@ class LinkProxy:
 
     def _accept_loop(self) -> None:
         while not self._closed:
+            with self._cond:
+                heals = self._heals
+                was_blocked = any(self._blocked.values())
             try:
                 client, peer = self._listener.accept()
             except socket.timeout:
@@ -273,6 +314,9 @@ class LinkProxy:
                 if self._closed:
                     _close(client)
                     return
+                # The handshake may have completed while the link was cut, even if it is
+                # open again by now: then the client is treated as held.
+                pipe.held = was_blocked or heals != self._heals or any(self._blocked.values())
                 self._pipes.add(pipe)
                 self.accepted += 1
             pipe.start()

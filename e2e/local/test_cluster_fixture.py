@@ -204,6 +204,19 @@ def test_new_connection_to_a_cut_link_is_held_until_heal(echo, proxy):
     assert len(echo.peers) == 1
 
 
+def test_a_client_that_gives_up_during_a_cut_never_reaches_the_target(echo, proxy):
+    proxy.cut()
+    s = connect(proxy)
+    s.sendall(b"stale request")
+    s.close()  # on loopback the FIN is in the proxy's receive queue when close() returns
+    proxy.heal()
+    with connect(proxy) as fresh:
+        fresh.sendall(b"fresh")
+        assert recv_exactly(fresh, 5) == b"fresh"
+    assert bytes(echo.received) == b"fresh"
+    assert len(echo.peers) == 1
+
+
 def test_drop_connections_with_fin_and_with_rst(echo, proxy):
     s1 = connect(proxy)
     s1.sendall(b"x")
