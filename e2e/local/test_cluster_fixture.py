@@ -250,12 +250,13 @@ def test_target_down_refuses_the_client():
         dead = probe.getsockname()
     p = LinkProxy("dead", dead)
     try:
-        with connect(p) as s:
-            try:
+        # The proxy's RST may even beat the end of connect() on loopback.
+        try:
+            with connect(p) as s:
                 data = s.recv(1)
-            except ConnectionResetError:
-                data = b""
-            assert data == b"", "a connection to a stopped target must end, not hang"
+        except ConnectionResetError:
+            data = b""
+        assert data == b"", "a connection to a stopped target must end, not hang"
     finally:
         p.close()
 
