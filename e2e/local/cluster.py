@@ -430,6 +430,29 @@ class Cluster:
         self._need_proxies()
         return self.links.drop(self.node(a).node_id, None if b is None else self.node(b).node_id, reset)
 
+    def direct_voter_connections(self) -> list[str]:
+        """Established connections from a node process straight to another node's
+        CONTROLLER listener, bypassing the proxies (so a cut would not cut them), read
+        from `ss -tnp`. Empty when every node dials voters only through the addresses
+        its own controller.quorum.voters names."""
+        out = subprocess.run(["ss", "-Htnp", "state", "established"], capture_output=True, text=True, timeout=10)
+        if out.returncode != 0:
+            raise RuntimeError(f"ss failed: {out.stderr}")
+        by_pid = {n.proc.pid: n for n in self.running()}
+        listeners = {f"{n.host}:{n.listeners[CONTROLLER]}": n for n in self.controllers}
+        found = []
+        for line in out.stdout.splitlines():
+            fields = line.split()
+            # Recv-Q Send-Q Local Peer [Process]
+            if len(fields) < 5 or fields[3] not in listeners:
+                continue
+            target = listeners[fields[3]]
+            for pid_text in fields[4].split("pid=")[1:]:
+                node = by_pid.get(int(pid_text.split(",")[0]))
+                if node is not None and node is not target:
+                    found.append(f"{node.label} -> {target.label} ({fields[2]} -> {fields[3]})")
+        return found
+
     def _need_proxies(self) -> None:
         if not self.proxied:
             raise RuntimeError("this cluster was made with proxied=False: its links cannot be cut")

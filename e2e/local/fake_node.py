@@ -3,7 +3,8 @@ command line (`--config FILE`, `--override key=value`), binds every listener and
 port, answers /readyz and /healthz with 200, Metadata v1 on a PLAINTEXT listener (itself
 as the only broker) and DescribeQuorum v0/v1 on a CONTROLLER listener: the lowest voter id
 is the leader at epoch 1, which that voter confirms and every other voter answers with
-NOT_LEADER_OR_FOLLOWER, as Kafka does. SIGTERM exits 0. No consensus, no data: it only
+NOT_LEADER_OR_FOLLOWER, as Kafka does. With `fake.dial=host:port` it holds one
+connection to that address (a node bypassing the proxies). SIGTERM exits 0. No consensus, no data: it only
 lets the fixture's process handling (start, readiness, kill, pause, restart, cleanup) and
 its DescribeQuorum and Metadata plumbing run before the real multi-node broker exists.
 """
@@ -136,6 +137,9 @@ def main() -> None:
     servers = [serve_kafka(node, name, addr) for name, addr in node.listeners.items()]
     http = ThreadingHTTPServer(host_port(node.props.get("strom.http.listener", "127.0.0.1:9644")), Http)
     threading.Thread(target=http.serve_forever, daemon=True).start()
+    dialled = []
+    if "fake.dial" in node.props:  # the self-test's "node that bypasses the proxies"
+        dialled.append(socket.create_connection(host_port(node.props["fake.dial"]), timeout=5))
     print(f"fake node {node.node_id} up: {node.listeners}", flush=True)
     while not done.wait(0.2):
         pass

@@ -154,9 +154,15 @@ def test_three_voters_three_brokers_serve_every_client(cluster_factory, topic_na
     cluster = cluster_factory.start(controllers=3, brokers=3)
     status = cluster.active_controller()
     assert status.leader_id in (11, 12, 13)
+    # Node-to-voter traffic crosses the proxies (or the fault tests would cut nothing).
+    leader = status.leader_id
+    for node in cluster.nodes.values():
+        if node.node_id != leader:
+            assert cluster.links.proxy(node.node_id, leader).accepted >= 1, f"{node.label} never dialled the leader"
+    assert cluster.direct_voter_connections() == []
     assert sorted(v.replica_id for v in status.voters) == [11, 12, 13]
     wait_until(
-        lambda: {o.replica_id for o in cluster.active_controller().observers} >= {21, 22, 23},
+        lambda: {o.replica_id for o in cluster.active_controller(timeout_s=2).observers} >= {21, 22, 23},
         15,
         "every broker is an observer of the metadata log",
     )
@@ -270,7 +276,7 @@ def test_killing_the_active_controller_elects_a_new_one_and_loses_nothing(cluste
 
     cluster.start_node(old)
     caught_up = wait_until(
-        lambda: (s := cluster.active_controller()).high_watermark > status.high_watermark
+        lambda: (s := cluster.active_controller(timeout_s=2)).high_watermark > status.high_watermark
         and voter_state(s, old).log_end_offset >= s.high_watermark
         and s,
         20,
@@ -297,13 +303,14 @@ def test_a_minority_partitioned_voter_cannot_commit(cluster_factory, topic_name,
     cut-off voter never commits: its DescribeQuorum answer shows it not leading, or its
     high watermark frozen; after the heal it catches up and nothing is lost."""
     cluster = cluster_factory.start(controllers=3, brokers=2)
+    assert cluster.direct_voter_connections() == [], "links that bypass the proxies cannot be cut"
     first = create_topic_via(cluster, 21, f"{topic_name}-first", 4)
     status = cluster.active_controller()
     victim = status.leader_id if victim_role == "leader" else next(v for v in (11, 12, 13) if v != status.leader_id)
 
     cluster.isolate(victim)
     majority = wait_until(
-        lambda: (s := cluster.active_controller(exclude=[victim])).leader_id != victim and s,
+        lambda: (s := cluster.active_controller(timeout_s=2, exclude=[victim])).leader_id != victim and s,
         20,
         f"a leader among the voters other than {victim}",
     )
@@ -341,7 +348,7 @@ def test_a_minority_partitioned_voter_cannot_commit(cluster_factory, topic_name,
 
     cluster.heal()
     healed = wait_until(
-        lambda: (s := cluster.active_controller()).high_watermark >= moved.high_watermark
+        lambda: (s := cluster.active_controller(timeout_s=2)).high_watermark >= moved.high_watermark
         and voter_state(s, victim).log_end_offset >= s.high_watermark
         and s,
         30,
@@ -351,6 +358,45 @@ def test_a_minority_partitioned_voter_cannot_commit(cluster_factory, topic_name,
     assert wait_topic_led(cluster, f"{topic_name}-first", 4) == first
     assert wait_topic_led(cluster, f"{topic_name}-second", 4) == second
     assert_partitions_hold(cluster.bootstrap(), f"{topic_name}-second", produced)
+
+
+@pytest.mark.timeout_s(150)
+def test_a_paused_active_controller_is_replaced_and_follows_after_resume(cluster_factory, topic_name):
+    """SIGSTOP of the active controller (a stalled process whose sockets stay open): the
+    other voters elect a leader and commit; after SIGCONT exactly one voter claims
+    leadership, at an epoch no older than the replacement's, and the resumed voter
+    catches up."""
+    cluster = cluster_factory.start(controllers=3, brokers=2)
+    status = cluster.active_controller()
+    old = status.leader_id
+    cluster.pause(old)
+    new = wait_until(
+        lambda: (s := cluster.active_controller(timeout_s=2, exclude=[old])).leader_id != old and s,
+        20,
+        f"a leader other than the paused {old}",
+    )
+    assert new.leader_epoch > status.leader_epoch
+    leaders = create_topic_via(cluster, 21, topic_name, 4)
+    cluster.resume(old)
+
+    def one_leader():
+        answers = cluster.quorum_answers()
+        claims = [
+            (i, a.leader_epoch)
+            for i, a in answers.items()
+            if isinstance(a, w.QuorumPartition) and a.error_code == w.NONE and a.leader_id == i
+        ]
+        if len(claims) != 1:
+            raise AssertionError(f"voters claiming leadership: {claims}")
+        return claims[0][1] >= new.leader_epoch
+
+    wait_until(one_leader, 20, "exactly one leader after the resume")
+    def caught_up():
+        s = cluster.active_controller(timeout_s=2)
+        return voter_state(s, old).log_end_offset >= s.high_watermark
+
+    wait_until(caught_up, 20, f"resumed voter {old} caught up")
+    assert wait_topic_led(cluster, topic_name, 4) == leaders
 
 
 @pytest.mark.timeout_s(150)

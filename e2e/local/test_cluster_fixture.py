@@ -415,6 +415,20 @@ def test_cluster_lifecycle_with_fake_nodes(fake_binary, cluster_factory):
     assert cluster.metadata(via=21).brokers == [(21, "127.0.0.21", b21.port, "rack-a")]
     assert cluster.unfenced_brokers(via=23) == {23}
 
+    # A node process connected straight to a CONTROLLER listener is reported as a bypass;
+    # the test process itself (here, a client socket of pytest) is not.
+    assert cluster.direct_voter_connections() == []
+    with socket.create_connection(cluster.nodes[12].controller_address, timeout=5):
+        assert cluster.direct_voter_connections() == []
+    host, port = cluster.nodes[12].controller_address
+    cluster.nodes[23].overrides["fake.dial"] = f"{host}:{port}"
+    cluster.restart(23)
+    [bypass] = cluster.direct_voter_connections()
+    assert bypass.startswith("broker 23 127.0.0.23") and f"-> {host}:{port}" in bypass, bypass
+    del cluster.nodes[23].overrides["fake.dial"]
+    cluster.restart(23)
+    assert cluster.direct_voter_connections() == []
+
     # SIGSTOP: the node is skipped, SIGCONT brings it back.
     cluster.pause(21)
     assert b21.state() == "paused"
@@ -448,6 +462,7 @@ def test_cluster_lifecycle_with_fake_nodes(fake_binary, cluster_factory):
     assert len(cluster.running()) == 6
     assert cluster.nodes[21].starts == 2
     assert cluster.nodes[22].starts == 3
+    assert cluster.nodes[23].starts == 5
 
 
 def test_close_ends_every_process_proxy_and_directory(fake_binary, tmp_path):
