@@ -391,6 +391,7 @@ def test_a_paused_active_controller_is_replaced_and_follows_after_resume(cluster
         return claims[0][1] >= new.leader_epoch
 
     wait_until(one_leader, 20, "exactly one leader after the resume")
+
     def caught_up():
         s = cluster.active_controller(timeout_s=2)
         return voter_state(s, old).log_end_offset >= s.high_watermark

@@ -5,7 +5,6 @@ properties and voter addresses each planned node would be started with."""
 
 from __future__ import annotations
 
-import os
 import socket
 import sys
 import threading
