@@ -300,8 +300,10 @@ def test_killing_the_active_controller_elects_a_new_one_and_loses_nothing(cluste
 def test_a_minority_partitioned_voter_cannot_commit(cluster_factory, topic_name, victim_role):
     """Every link of one voter (the active controller, or a follower) is cut both ways: the
     other two voters elect or keep a leader and commit (topic creation, produce), while the
-    cut-off voter never commits: its DescribeQuorum answer shows it not leading, or its
-    high watermark frozen; after the heal it catches up and nothing is lost."""
+    cut-off voter never commits: its DescribeQuorum answers show it not leading (only a
+    cut-off leader may still claim to, stale) and a high watermark that never passes what
+    the majority had committed when it got its leader, while the majority's moves past it;
+    after the heal it catches up and nothing is lost."""
     cluster = cluster_factory.start(controllers=3, brokers=2)
     assert cluster.direct_voter_connections() == [], "links that bypass the proxies cannot be cut"
     first = create_topic_via(cluster, 21, f"{topic_name}-first", 4)
@@ -309,14 +311,19 @@ def test_a_minority_partitioned_voter_cannot_commit(cluster_factory, topic_name,
     victim = status.leader_id if victim_role == "leader" else next(v for v in (11, 12, 13) if v != status.leader_id)
 
     cluster.isolate(victim)
-    majority = wait_until(
-        lambda: (s := cluster.active_controller(timeout_s=2, exclude=[victim])).leader_id != victim and s,
-        20,
-        f"a leader among the voters other than {victim}",
-    )
 
+    def settled_majority():
+        """A leader other than the victim with every entry of its own log committed."""
+        s = cluster.active_controller(timeout_s=2, exclude=[victim])
+        return s.leader_id != victim and s.high_watermark >= voter_state(s, s.leader_id).log_end_offset and s
+
+    majority = wait_until(settled_majority, 20, f"a leader among the voters other than {victim}, all committed")
+
+    # Whatever was committed before the cut is in the majority leader's log, and now all of
+    # its log is committed: the victim's high watermark can never pass this one, while the
+    # majority's goes on past it.
+    limit = majority.high_watermark
     views: list[str] = []
-    frozen_hw: list[int] = []
 
     def observe_victim() -> None:
         try:
@@ -324,14 +331,15 @@ def test_a_minority_partitioned_voter_cannot_commit(cluster_factory, topic_name,
         except (OSError, AssertionError, w.ConnectionClosed) as err:
             views.append(f"no answer: {err!r}")
             return
-        if part.error_code == w.NOT_LEADER_OR_FOLLOWER or part.leader_id != victim:
-            views.append(f"not leader (error {part.error_code}, leader {part.leader_id}, epoch {part.leader_epoch})")
-            return
-        assert victim_role == "leader", f"isolated follower {victim} claims leadership: {part}"
-        # A stale leader may still believe it leads, but can commit nothing more.
-        frozen_hw.append(part.high_watermark)
-        assert part.high_watermark == frozen_hw[0], f"isolated {victim} moved its high watermark: {frozen_hw}"
-        views.append(f"stale leader, epoch {part.leader_epoch}, HW {part.high_watermark}")
+        leads = part.error_code == w.NONE and part.leader_id == victim
+        views.append(
+            f"{'claims to lead' if leads else 'not leader'}: error {part.error_code}, leader {part.leader_id}, "
+            f"epoch {part.leader_epoch}, HW {part.high_watermark}"
+        )
+        if leads:
+            # Only a stale leader (cut off while leading) may still believe it leads.
+            assert victim_role == "leader", f"isolated follower {victim} claims leadership: {views[-1]}"
+        assert part.high_watermark <= limit, f"isolated {victim} committed past {limit}: {views[-1]}"
 
     observe_victim()
     second = create_topic_via(cluster, 22, f"{topic_name}-second", 4)
@@ -342,9 +350,9 @@ def test_a_minority_partitioned_voter_cannot_commit(cluster_factory, topic_name,
         observe_victim()
         time.sleep(0.1)
     moved = cluster.active_controller(exclude=[victim])
-    assert moved.high_watermark > majority.high_watermark, "the majority committed nothing"
-    if frozen_hw:
-        assert moved.high_watermark > frozen_hw[0]
+    assert moved.leader_id != victim
+    assert moved.high_watermark > limit, f"the majority committed nothing (HW {moved.high_watermark})"
+    observe_victim()
 
     cluster.heal()
     healed = wait_until(
