@@ -155,10 +155,16 @@ def test_three_voters_three_brokers_serve_every_client(cluster_factory, topic_na
     status = cluster.active_controller()
     assert status.leader_id in (11, 12, 13)
     # Node-to-voter traffic crosses the proxies (or the fault tests would cut nothing):
-    # every node has dialled some voter through them, none has dialled one directly.
-    for node in cluster.nodes.values():
+    # every broker has dialled some voter through them, the leader and each follower are
+    # connected one way or the other, and no node has dialled a voter directly.
+    leader = status.leader_id
+    for node in cluster.brokers:
         dialled = sum(p.accepted for (src, _), p in cluster.links.proxies.items() if src == node.node_id)
         assert dialled >= 1, f"{node.label} never dialled a voter through its proxies"
+    for follower in (11, 12, 13):
+        if follower != leader:
+            links = cluster.links.proxy(follower, leader).accepted + cluster.links.proxy(leader, follower).accepted
+            assert links >= 1, f"no connection between leader {leader} and follower {follower} through the proxies"
     assert cluster.direct_voter_connections() == []
     assert sorted(v.replica_id for v in status.voters) == [11, 12, 13]
     wait_until(
