@@ -430,28 +430,38 @@ class Cluster:
         self._need_proxies()
         return self.links.drop(self.node(a).node_id, None if b is None else self.node(b).node_id, reset)
 
-    def direct_voter_connections(self) -> list[str]:
-        """Established connections from a node process straight to another node's
-        CONTROLLER listener, bypassing the proxies (so a cut would not cut them), read
-        from `ss -tnp`. Empty when every node dials voters only through the addresses
-        its own controller.quorum.voters names."""
+    def direct_connections(self, listener: str | None = None) -> list[str]:
+        """Established connections from one node process straight to a listener of
+        another node (only `listener`'s, e.g. CONTROLLER, when given), read from
+        `ss -tnp`: traffic that no proxy carries, so no cut stops it."""
         out = subprocess.run(["ss", "-Htnp", "state", "established"], capture_output=True, text=True, timeout=10)
         if out.returncode != 0:
             raise RuntimeError(f"ss failed: {out.stderr}")
         by_pid = {n.proc.pid: n for n in self.running()}
-        listeners = {f"{n.host}:{n.listeners[CONTROLLER]}": n for n in self.controllers}
+        targets = {
+            f"{n.host}:{port}": (n, name)
+            for n in self.nodes.values()
+            for name, port in n.listeners.items()
+            if listener is None or name == listener
+        }
         found = []
         for line in out.stdout.splitlines():
             fields = line.split()
             # Recv-Q Send-Q Local Peer [Process]
-            if len(fields) < 5 or fields[3] not in listeners:
+            if len(fields) < 5 or fields[3] not in targets:
                 continue
-            target = listeners[fields[3]]
+            target, name = targets[fields[3]]
             for pid_text in fields[4].split("pid=")[1:]:
                 node = by_pid.get(int(pid_text.split(",")[0]))
                 if node is not None and node is not target:
-                    found.append(f"{node.label} -> {target.label} ({fields[2]} -> {fields[3]})")
+                    found.append(f"{node.label} -> {target.label} {name} ({fields[2]} -> {fields[3]})")
         return found
+
+    def direct_voter_connections(self) -> list[str]:
+        """Node connections straight to another node's CONTROLLER listener, bypassing the
+        proxies. Empty when every node dials voters only through the addresses its own
+        controller.quorum.voters names."""
+        return self.direct_connections(CONTROLLER)
 
     def _need_proxies(self) -> None:
         if not self.proxied:
@@ -562,6 +572,11 @@ class Cluster:
                 f"  {node.label}: {node.state()}, rack {node.rack}, {listeners}, http {node.host}:{node.http_port}, "
                 f"log {node.log_path}"
             )
+        try:
+            direct = self.direct_connections() if self.running() else []
+        except (OSError, RuntimeError, subprocess.TimeoutExpired) as err:
+            direct = [f"(ss failed: {err})"]
+        lines.append(f"  direct node-to-node connections (not through a proxy): {direct or 'none'}")
         if self.proxied:
             for (src, dst), proxy in sorted(self.links.proxies.items()):
                 lines.append(

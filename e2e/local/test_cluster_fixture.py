@@ -424,6 +424,8 @@ def test_cluster_lifecycle_with_fake_nodes(fake_binary, cluster_factory):
     cluster.restart(23)
     [bypass] = cluster.direct_voter_connections()
     assert bypass.startswith("broker 23 127.0.0.23") and f"-> {host}:{port}" in bypass, bypass
+    assert cluster.direct_connections() == [bypass]
+    assert "direct node-to-node connections (not through a proxy): ['broker 23" in cluster.describe()
     del cluster.nodes[23].overrides["fake.dial"]
     cluster.restart(23)
     assert cluster.direct_voter_connections() == []
