@@ -434,6 +434,8 @@ class Cluster:
         """Established connections from one node process straight to a listener of
         another node (only `listener`'s, e.g. CONTROLLER, when given), read from
         `ss -tnp`: traffic that no proxy carries, so no cut stops it."""
+        if shutil.which("ss") is None:
+            raise RuntimeError("ss not found on PATH (apt-get install iproute2)")
         out = subprocess.run(["ss", "-Htnp", "state", "established"], capture_output=True, text=True, timeout=10)
         if out.returncode != 0:
             raise RuntimeError(f"ss failed: {out.stderr}")

@@ -5,6 +5,7 @@ properties and voter addresses each planned node would be started with."""
 
 from __future__ import annotations
 
+import shutil
 import socket
 import sys
 import threading
@@ -416,6 +417,8 @@ def test_cluster_lifecycle_with_fake_nodes(fake_binary, cluster_factory):
 
     # A node process connected straight to a CONTROLLER listener is reported as a bypass;
     # the test process itself (here, a client socket of pytest) is not.
+    if shutil.which("ss") is None:
+        pytest.skip("ss (iproute2) is not installed")
     assert cluster.direct_voter_connections() == []
     with socket.create_connection(cluster.nodes[12].controller_address, timeout=5):
         assert cluster.direct_voter_connections() == []
