@@ -35,9 +35,10 @@ def broker_binary() -> Path:
     return target / "release" / "strom-broker"
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on at host right now (any address of 127.0.0.0/8 works)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
@@ -62,31 +63,56 @@ LIVE_BROKERS: list["Broker"] = []
 
 class Broker:
     """One strom-broker process with fixed ports, data directory and log file; it can be
-    started, stopped, killed and restarted any number of times."""
+    started, stopped, killed, paused and restarted any number of times.
 
-    def __init__(self, workdir: Path, overrides: dict[str, str] | None = None, config_file: Path | None = None):
+    By default it listens on 127.0.0.1 with one PLAINTEXT listener on a free port. A
+    cluster node passes its own `host` and `listeners` (listener name -> port, e.g.
+    {"CONTROLLER": 40002} for a controller, both names for a combined node); `port` is
+    the PLAINTEXT listener's port (the first listener's when there is none) and `name`
+    labels the node in reports."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        overrides: dict[str, str] | None = None,
+        config_file: Path | None = None,
+        host: str = "127.0.0.1",
+        listeners: dict[str, int] | None = None,
+        http_port: int | None = None,
+        name: str | None = None,
+    ):
         self.workdir = workdir
         self.config_file = config_file
         self.data_dir = workdir / "data"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / "broker.log"
-        self.port = free_port()
-        self.http_port = free_port()
-        self.host = "127.0.0.1"
+        self.host = host
+        self.listeners = dict(listeners) if listeners else {"PLAINTEXT": free_port(host)}
+        self.port = self.listeners.get("PLAINTEXT", next(iter(self.listeners.values())))
+        self.http_port = http_port if http_port is not None else free_port(host)
+        self.name = name
         self.overrides = {
-            "listeners": f"PLAINTEXT://{self.host}:{self.port}",
+            "listeners": ",".join(f"{n}://{host}:{p}" for n, p in self.listeners.items()),
             "log.dirs": str(self.data_dir),
             "strom.http.listener": f"{self.host}:{self.http_port}",
         }
         self.overrides.update(overrides or {})
         self.proc: subprocess.Popen | None = None
         self.starts = 0
+        self.paused = False
 
     # -- addresses ---------------------------------------------------------------------
 
     @property
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
+
+    def address(self, listener: str) -> tuple[str, int]:
+        return self.host, self.listeners[listener]
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} {self.bootstrap}" if self.name else self.bootstrap
 
     @property
     def http_base(self) -> str:
@@ -104,11 +130,12 @@ class Broker:
 
     def start(self, wait_ready: bool = True, timeout_s: float = READY_TIMEOUT_S) -> "Broker":
         if self.running():
-            raise RuntimeError("broker already running")
+            raise RuntimeError(f"broker {self.label} already running")
         binary = broker_binary()
         if not binary.exists():
             raise BrokerStartError(f"broker binary {binary} not found: build it (cargo build --release -p strom-broker)")
         self.starts += 1
+        self.paused = False
         with open(self.log_path, "ab") as log:
             log.write(f"\n===== start #{self.starts}: {' '.join(self.command())}\n".encode())
             log.flush()
@@ -132,7 +159,7 @@ class Broker:
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise BrokerStartError(
-                    f"broker exited with code {self.proc.returncode} before it was ready\n{self.log_tail()}"
+                    f"broker {self.label} exited with code {self.proc.returncode} before it was ready\n{self.log_tail()}"
                 )
             try:
                 status, _ = self.http_get("/readyz", timeout_s=1.0)
@@ -142,7 +169,7 @@ class Broker:
             except OSError as err:
                 last = repr(err)
             time.sleep(0.05)
-        raise BrokerStartError(f"broker not ready after {timeout_s}s (/readyz: {last})\n{self.log_tail()}")
+        raise BrokerStartError(f"broker {self.label} not ready after {timeout_s}s (/readyz: {last})\n{self.log_tail()}")
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -153,6 +180,8 @@ class Broker:
             return None
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
+            if self.paused:
+                self.resume()  # a stopped process handles SIGTERM only once continued
             try:
                 self.proc.wait(timeout_s)
             except subprocess.TimeoutExpired:
@@ -165,6 +194,18 @@ class Broker:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(5)
+
+    def pause(self) -> None:
+        """SIGSTOP: the process stays alive but runs no code (a stalled node)."""
+        if self.running():
+            self.proc.send_signal(signal.SIGSTOP)
+            self.paused = True
+
+    def resume(self) -> None:
+        """SIGCONT after pause()."""
+        if self.running():
+            self.proc.send_signal(signal.SIGCONT)
+        self.paused = False
 
     def restart(self, hard: bool = False) -> "Broker":
         if hard:

@@ -8,6 +8,11 @@
   Every broker it made is stopped at teardown.
 - `module_broker_factory`: the same, shared by a module (for brokers with special settings).
 - `topic_name`: a fresh, unique topic name per test.
+- `cluster_factory`: a `cluster.ClusterFactory` for multi-node tests:
+  `cluster_factory.start(controllers=3, brokers=3)` starts a Raft controller quorum and
+  brokers on distinct loopback addresses, every node-to-node link through a proxy the
+  test can cut; every cluster it made is stopped and removed at teardown. Tests that use
+  it carry `@pytest.mark.cluster` (select them with `-m cluster`, skip with `-m "not cluster"`).
 
 Each test has a time limit (60 s, or `@pytest.mark.timeout_s(N)`), enforced with SIGALRM;
 `STROM_E2E_TIMEOUT_SCALE` multiplies every limit on slow machines. When a test fails, the
@@ -24,6 +29,7 @@ import uuid
 import pytest
 
 from broker_process import LIVE_BROKERS, Broker, BrokerFactory
+from cluster import LIVE_CLUSTERS, ClusterFactory
 from support import forget_admin
 
 DEFAULT_TEST_TIMEOUT_S = 60
@@ -55,6 +61,13 @@ def broker(module_broker_factory) -> Broker:
 
 
 @pytest.fixture
+def cluster_factory(tmp_path):
+    factory = ClusterFactory(tmp_path)
+    yield factory
+    factory.close()
+
+
+@pytest.fixture
 def topic_name(request) -> str:
     base = re.sub(r"[^a-zA-Z0-9]+", "-", request.node.name).strip("-")[:60]
     return f"{base}-{uuid.uuid4().hex[:8]}"
@@ -65,6 +78,7 @@ def topic_name(request) -> str:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "timeout_s(seconds): time limit for one test (default 60)")
+    config.addinivalue_line("markers", "cluster: a multi-node cluster test (controller quorum and brokers)")
     # kafka-python 3.0 loads its protocol schemas with a deprecated importlib API.
     config.addinivalue_line("filterwarnings", "ignore:(read_text|open_text) is deprecated:DeprecationWarning")
     # The non-incremental AlterConfigs API is tested on purpose.
@@ -130,6 +144,8 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     if report.failed:
+        for i, cluster in enumerate(LIVE_CLUSTERS):
+            report.sections.append((f"cluster {i}", cluster.describe()))
         for i, broker in enumerate(LIVE_BROKERS):
             state = "running" if broker.running() else f"exited with code {broker.proc.returncode}"
-            report.sections.append((f"broker {i} log ({broker.bootstrap}, {state})", broker.log_tail()))
+            report.sections.append((f"broker {i} log ({broker.label}, {state})", broker.log_tail()))

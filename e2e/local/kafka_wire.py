@@ -1,7 +1,8 @@
 """Hand-built Kafka wire frames for the bad-input tests.
 
 Only what the tests send and assert on is here: request headers v1 and v2, ApiVersions,
-Metadata v1, Produce v3 (non-flexible) with a v2 record batch built byte by byte, and
+Metadata v1, Produce v3 (non-flexible) with a v2 record batch built byte by byte,
+DescribeQuorum v0/v1 (flexible: compact arrays, tagged fields) for the cluster tests, and
 decoders for the response fields the tests look at. Everything is big-endian as in the
 Kafka protocol; varints in records are zigzag-encoded.
 
@@ -109,6 +110,10 @@ def compact_string(s: str) -> bytes:
     return unsigned_varint(len(raw) + 1) + raw
 
 
+def compact_array(items: list[bytes] | None) -> bytes:
+    return unsigned_varint(0) if items is None else unsigned_varint(len(items) + 1) + b"".join(items)
+
+
 def kafka_bytes(b: bytes | None) -> bytes:
     return int32(-1) if b is None else int32(len(b)) + b
 
@@ -166,6 +171,40 @@ class Reader:
     def array(self, read_item) -> list | None:
         n = self.int32()
         return None if n < 0 else [read_item(self) for _ in range(n)]
+
+    def unsigned_varint(self) -> int:
+        shift = 0
+        value = 0
+        while True:
+            byte = self._take(1)[0]
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return value
+            shift += 7
+            if shift > 63:
+                raise ValueError("unsigned varint longer than 10 bytes")
+
+    def compact_string(self) -> str:
+        n = self.unsigned_varint()
+        if n == 0:
+            raise ValueError("null compact string where a string is required")
+        return self._take(n - 1).decode()
+
+    def compact_nullable_string(self) -> str | None:
+        n = self.unsigned_varint()
+        return None if n == 0 else self._take(n - 1).decode()
+
+    def compact_array(self, read_item) -> list | None:
+        n = self.unsigned_varint()
+        return None if n == 0 else [read_item(self) for _ in range(n - 1)]
+
+    def tagged_fields(self) -> dict[int, bytes]:
+        """A flexible version's tagged fields, as tag -> raw value bytes."""
+        out = {}
+        for _ in range(self.unsigned_varint()):
+            tag = self.unsigned_varint()
+            out[tag] = self._take(self.unsigned_varint())
+        return out
 
     def remaining(self) -> int:
         return len(self.data) - self.pos
@@ -462,6 +501,106 @@ def decode_init_producer_id_response_v0(body: bytes) -> tuple[int, int, int]:
     r = Reader(body)
     r.int32()  # throttle_time_ms
     return r.int16(), r.int64(), r.int16()
+
+
+# --- DescribeQuorum v0 and v1 (flexible from v0) -----------------------------------------
+
+API_DESCRIBE_QUORUM = 55
+NOT_LEADER_OR_FOLLOWER = 6
+CLUSTER_METADATA_TOPIC = "__cluster_metadata"
+
+
+def describe_quorum_request(
+    correlation_id: int, version: int = 1, topic: str = CLUSTER_METADATA_TOPIC, partition: int = 0
+) -> bytes:
+    """A framed DescribeQuorum request for one partition of the metadata log. Every
+    version is flexible: header v2; compact arrays and strings; tagged fields at the end
+    of every struct. The request is the same in v0 and v1 (v1 only adds response fields)."""
+    if version not in (0, 1):
+        raise ValueError("only DescribeQuorum v0 and v1 are encoded here")
+    partitions = compact_array([int32(partition) + EMPTY_TAGGED_FIELDS])
+    topics = compact_array([compact_string(topic) + partitions + EMPTY_TAGGED_FIELDS])
+    body = topics + EMPTY_TAGGED_FIELDS
+    return frame(request_header_v2(API_DESCRIBE_QUORUM, version, correlation_id) + body)
+
+
+@dataclass
+class ReplicaState:
+    replica_id: int
+    log_end_offset: int
+    last_fetch_timestamp: int = -1  # v1+
+    last_caught_up_timestamp: int = -1  # v1+
+
+
+@dataclass
+class QuorumPartition:
+    partition: int
+    error_code: int
+    leader_id: int
+    leader_epoch: int
+    high_watermark: int
+    voters: list[ReplicaState]
+    observers: list[ReplicaState]
+
+
+@dataclass
+class DescribeQuorumResponse:
+    error_code: int
+    partitions: dict[tuple[str, int], QuorumPartition]
+
+    def metadata_partition(self) -> QuorumPartition | None:
+        return self.partitions.get((CLUSTER_METADATA_TOPIC, 0))
+
+
+def decode_describe_quorum_response(body: bytes, version: int = 1) -> DescribeQuorumResponse:
+    """Decodes a DescribeQuorum v0/v1 response body, starting with the tagged fields of the
+    flexible response header (v1) that `Connection.recv_response` leaves in the body."""
+    r = Reader(body)
+    r.tagged_fields()  # response header v1
+
+    def replica(r: Reader) -> ReplicaState:
+        state = ReplicaState(r.int32(), r.int64())
+        if version >= 1:
+            state.last_fetch_timestamp = r.int64()
+            state.last_caught_up_timestamp = r.int64()
+        r.tagged_fields()
+        return state
+
+    def partition(r: Reader) -> QuorumPartition:
+        p = QuorumPartition(
+            partition=r.int32(),
+            error_code=r.int16(),
+            leader_id=r.int32(),
+            leader_epoch=r.int32(),
+            high_watermark=r.int64(),
+            voters=r.compact_array(replica) or [],
+            observers=r.compact_array(replica) or [],
+        )
+        r.tagged_fields()  # v1: HighWatermarkUpdateTimeMs (tag 0), ignored
+        return p
+
+    error_code = r.int16()
+    out: dict[tuple[str, int], QuorumPartition] = {}
+    for _ in range((r.unsigned_varint() or 1) - 1):
+        name = r.compact_string()
+        for p in r.compact_array(partition) or []:
+            out[(name, p.partition)] = p
+        r.tagged_fields()
+    r.tagged_fields()
+    return DescribeQuorumResponse(error_code, out)
+
+
+def describe_quorum(host: str, port: int, version: int = 1, timeout_s: float = 2.0) -> DescribeQuorumResponse:
+    """One DescribeQuorum round trip on a fresh connection (a controller's CONTROLLER
+    listener, or a broker's)."""
+    with Connection(host, port, timeout_s) as conn:
+        return decode_describe_quorum_response(conn.request(describe_quorum_request(1, version), 1), version)
+
+
+def metadata(host: str, port: int, topics: list[str] | None = None, timeout_s: float = 5.0) -> MetadataResponseV1:
+    """One Metadata v1 round trip on a fresh connection; topics=None asks for all."""
+    with Connection(host, port, timeout_s) as conn:
+        return decode_metadata_response_v1(conn.request(metadata_request_v1(topics, 1), 1))
 
 
 # --- a blocking connection ----------------------------------------------------------------

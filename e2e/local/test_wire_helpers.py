@@ -88,3 +88,65 @@ def test_read_batch_headers_walks_consecutive_batches():
     headers = w.read_batch_headers(first + second + second[:30])
     assert [(h.base_offset, h.magic, h.crc_valid, h.compression, h.last_offset_delta, h.record_count)
             for h in headers] == [(0, 2, True, 0, 1, 2), (2, 2, True, 0, 0, 1)]
+
+
+def test_describe_quorum_request_decodes_with_kafka_python():
+    """Our DescribeQuorum request (flexible header v2, compact arrays) is read back by
+    kafka-python's schema-driven decoder."""
+    from kafka.protocol.admin.cluster import DescribeQuorumRequest
+
+    for version in (0, 1):
+        raw = w.describe_quorum_request(42, version)
+        assert int.from_bytes(raw[:4], "big") == len(raw) - 4
+        req = DescribeQuorumRequest.decode(raw[4:], version=version, header=True)
+        assert req._header.request_api_key == 55
+        assert req._header.request_api_version == version
+        assert req._header.correlation_id == 42
+        assert [(t.topic_name, [p.partition_index for p in t.partitions]) for t in req.topics] == [
+            ("__cluster_metadata", [0])
+        ]
+
+
+def test_describe_quorum_response_decoding_matches_kafka_python_encoding():
+    """A response encoded by kafka-python (v0 and v1) decodes to the same leader, epoch,
+    high watermark, voters and observers."""
+    from kafka.protocol.admin.cluster import DescribeQuorumResponse as R
+
+    for version in (0, 1):
+        extra = {"last_fetch_timestamp": 1700, "last_caught_up_timestamp": 1600} if version else {}
+        voters = [R.TopicData.PartitionData.ReplicaState(replica_id=i, log_end_offset=100 + i, **extra) for i in (11, 12, 13)]
+        observers = [R.TopicData.PartitionData.ReplicaState(replica_id=21, log_end_offset=99, **extra)]
+        part = R.TopicData.PartitionData(
+            partition_index=0,
+            error_code=0,
+            leader_id=12,
+            leader_epoch=7,
+            high_watermark=101,
+            current_voters=voters,
+            observers=observers,
+        )
+        resp = R(error_code=0, topics=[R.TopicData(topic_name="__cluster_metadata", partitions=[part])])
+        resp.API_VERSION = version  # before the header: kafka-python's setter expects a request header
+        resp.with_header(correlation_id=9)
+        raw = resp.encode(header=True)
+        assert int.from_bytes(raw[:4], "big") == 9
+        got = w.decode_describe_quorum_response(raw[4:], version)
+        assert got.error_code == 0
+        p = got.metadata_partition()
+        assert (p.leader_id, p.leader_epoch, p.high_watermark, p.error_code) == (12, 7, 101, 0)
+        assert [(v.replica_id, v.log_end_offset) for v in p.voters] == [(11, 111), (12, 112), (13, 113)]
+        assert [(o.replica_id, o.log_end_offset) for o in p.observers] == [(21, 99)]
+        if version:
+            assert p.voters[0].last_fetch_timestamp == 1700 and p.voters[0].last_caught_up_timestamp == 1600
+
+
+def test_tagged_fields_and_compact_types_are_read():
+    """Unknown tagged fields (e.g. DescribeQuorum v1's HighWatermarkUpdateTimeMs, tag 0)
+    are skipped by length; compact strings and arrays carry length + 1, 0 for null."""
+    r = w.Reader(b"\x02" + b"\x00\x08" + w.int64(123456) + b"\x05\x01\xff" + b"\x04abc" + b"\x00" + b"\x03" + w.int32(1) + w.int32(2))
+    assert r.tagged_fields() == {0: w.int64(123456), 5: b"\xff"}
+    assert r.compact_string() == "abc"
+    assert r.compact_nullable_string() is None
+    assert r.compact_array(w.Reader.int32) == [1, 2]
+    assert r.remaining() == 0
+    assert w.Reader(w.unsigned_varint(300)).unsigned_varint() == 300
