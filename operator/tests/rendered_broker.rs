@@ -295,14 +295,13 @@ fn split_mode_configs_are_refused_by_todays_broker() {
     let mut cluster = cluster("../examples/kafkacluster-single.yaml");
     cluster.spec.controllers.replicas = 1;
     let desired = render(&cluster);
-    let controller_set = desired
-        .controller_set
-        .as_ref()
-        .expect("split mode has controllers");
-    let sets = [
-        (&desired.broker_sets[0], "broker"),
-        (controller_set, "controller"),
-    ];
+    assert!(
+        desired.controller_set.is_some(),
+        "split mode has controllers"
+    );
+    // Controller-only voters start today (the quorum is replicated); a broker-only node
+    // waits for metadata observers, so the broker StatefulSet's config is still refused.
+    let sets = [(&desired.broker_sets[0], "broker")];
     for (set, role) in sets {
         let (port, http_port) = (free_port(), free_port());
         let mut node = start(&desired, set, |data| {

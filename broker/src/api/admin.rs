@@ -77,6 +77,18 @@ fn topic_metadata(t: &TopicImage, version: i16) -> MetadataResponseTopic {
     r
 }
 
+/// The controller id clients are told: the active controller when it is also a broker
+/// (combined mode), else this broker, which forwards admin requests to it (as KRaft
+/// brokers name a broker, since clients cannot reach controller-only nodes).
+fn controller_for_clients(broker: &Broker) -> i32 {
+    let image = broker.controller.image();
+    broker
+        .controller
+        .active_controller()
+        .filter(|id| image.brokers.contains_key(id))
+        .unwrap_or(broker.node_id)
+}
+
 /// The broker's defaults for a new topic (auto-creation and CreateTopics with -1s).
 fn default_topic(name: &str) -> NewTopic {
     NewTopic {
@@ -178,7 +190,7 @@ pub async fn metadata(broker: &Broker, req: MetadataRequest, version: i16) -> Me
     }
     let mut resp = MetadataResponse::default()
         .with_brokers(brokers(&image))
-        .with_controller_id(BrokerId(broker.node_id))
+        .with_controller_id(BrokerId(controller_for_clients(broker)))
         .with_topics(topics);
     if version >= 2 {
         resp = resp.with_cluster_id(Some(str_bytes(&image.cluster_id)));
@@ -394,7 +406,7 @@ pub fn describe_cluster(broker: &Broker, _req: DescribeClusterRequest) -> Descri
     let image = broker.controller.image();
     DescribeClusterResponse::default()
         .with_cluster_id(str_bytes(&image.cluster_id))
-        .with_controller_id(BrokerId(broker.node_id))
+        .with_controller_id(BrokerId(controller_for_clients(broker)))
         .with_endpoint_type(1)
         .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
         .with_brokers(

@@ -53,9 +53,14 @@ pub fn produce(broker: &Broker, req: ProduceRequest, version: i16) -> Option<Pro
                     .map(|info| (info, p.log_start_offset()))
                     .map_err(|e| (e.error_code(), e.to_string()))
             } else {
+                let code = not_hosted_code(broker, &topic.name.0, pd.index);
                 Err((
-                    codes::UNKNOWN_TOPIC_OR_PARTITION,
-                    "This server does not host this topic-partition.".to_string(),
+                    code,
+                    if code == codes::NOT_LEADER_OR_FOLLOWER {
+                        "This server is not the leader for that topic-partition.".to_string()
+                    } else {
+                        "This server does not host this topic-partition.".to_string()
+                    },
                 ))
             };
             match outcome {
@@ -128,10 +133,10 @@ pub async fn fetch(broker: &Broker, req: FetchRequest, version: i16) -> FetchRes
                 match partition {
                     None => {
                         any_error = true;
-                        pd = pd.with_error_code(if version >= 13 && name.is_none() {
-                            codes::UNKNOWN_TOPIC_ID
-                        } else {
-                            codes::UNKNOWN_TOPIC_OR_PARTITION
+                        pd = pd.with_error_code(match name.as_deref() {
+                            None if version >= 13 => codes::UNKNOWN_TOPIC_ID,
+                            None => codes::UNKNOWN_TOPIC_OR_PARTITION,
+                            Some(n) => not_hosted_code(broker, n, fp.partition),
                         });
                     }
                     Some(p) => {
@@ -198,7 +203,11 @@ pub fn list_offsets(broker: &Broker, req: ListOffsetsRequest, version: i16) -> L
                         .with_offset(-1)
                         .with_leader_epoch(-1);
                     let Some(p) = broker.replicas.get(&t.name.0, lp.partition_index) else {
-                        return r.with_error_code(codes::UNKNOWN_TOPIC_OR_PARTITION);
+                        return r.with_error_code(not_hosted_code(
+                            broker,
+                            &t.name.0,
+                            lp.partition_index,
+                        ));
                     };
                     if version >= 4 {
                         r = r.with_leader_epoch(p.leader_epoch());
@@ -242,7 +251,11 @@ pub fn delete_records(broker: &Broker, req: DeleteRecordsRequest) -> DeleteRecor
                         .with_partition_index(dp.partition_index)
                         .with_low_watermark(-1);
                     match broker.replicas.get(&t.name.0, dp.partition_index) {
-                        None => r.with_error_code(codes::UNKNOWN_TOPIC_OR_PARTITION),
+                        None => r.with_error_code(not_hosted_code(
+                            broker,
+                            &t.name.0,
+                            dp.partition_index,
+                        )),
                         Some(p) => {
                             match p.delete_records_before(dp.offset, broker.replicas.now_ms()) {
                                 Ok(low) => r.with_low_watermark(low),
@@ -313,5 +326,22 @@ pub async fn allocate_producer_ids(
         Err(e) => AllocateProducerIdsResponse::default()
             .with_error_code(e.code)
             .with_producer_id_start(ProducerId(-1)),
+    }
+}
+
+/// The error for a partition this broker has no replica of: NOT_LEADER_OR_FOLLOWER when
+/// the partition exists (it lives on another broker, or has no leader right now), so
+/// clients refresh their metadata and go to the leader; UNKNOWN_TOPIC_OR_PARTITION when
+/// the cluster does not know it.
+fn not_hosted_code(broker: &Broker, topic: &str, partition: i32) -> i16 {
+    let image = broker.controller.image();
+    let exists = image
+        .topics
+        .get(topic)
+        .is_some_and(|t| t.partitions.contains_key(&partition));
+    if exists {
+        codes::NOT_LEADER_OR_FOLLOWER
+    } else {
+        codes::UNKNOWN_TOPIC_OR_PARTITION
     }
 }
