@@ -90,10 +90,7 @@ fn process_roles(v: &str) -> Result<(), String> {
     let mut roles: Vec<&str> = v.split(',').map(str::trim).collect();
     roles.sort_unstable();
     match roles.as_slice() {
-        ["broker", "controller"] | ["controller"] => Ok(()),
-        // A broker-only node follows the metadata log as an observer, which is not built
-        // yet; until then every broker is also a voter.
-        ["broker"] => Err("a broker-only node is not supported yet: use 'broker,controller' (every broker a voter) or 'controller'".into()),
+        ["broker", "controller"] | ["controller"] | ["broker"] => Ok(()),
         _ => Err("must be a list of 'broker' and 'controller'".into()),
     }
 }
@@ -204,6 +201,20 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         default: None,
         doc: "The controller voters as id@host:port separated by commas (their controller listeners); unset, a single broker,controller node is its own quorum.",
         check: voters,
+    },
+    ConfigDef {
+        name: "broker.session.timeout.ms",
+        ty: INT,
+        default: Some("9000"),
+        doc: "How long the active controller waits for a broker's heartbeat before it fences the broker (takes its leaderships away and stops offering it to clients).",
+        check: positive,
+    },
+    ConfigDef {
+        name: "broker.heartbeat.interval.ms",
+        ty: INT,
+        default: Some("2000"),
+        doc: "How often a broker heartbeats to the active controller.",
+        check: positive,
     },
     ConfigDef {
         name: "controller.quorum.election.timeout.ms",
@@ -1126,6 +1137,12 @@ impl BrokerConfig {
         }
     }
 
+    pub fn broker_session_timeout_ms(&self) -> i64 {
+        self.int("broker.session.timeout.ms")
+    }
+    pub fn broker_heartbeat_interval_ms(&self) -> u64 {
+        self.int("broker.heartbeat.interval.ms") as u64
+    }
     pub fn election_timeout_ms(&self) -> u64 {
         self.int("controller.quorum.election.timeout.ms") as u64
     }
@@ -1183,6 +1200,11 @@ impl BrokerConfig {
                     "a controller in a quorum of several voters (or a controller-only node) needs a listener named in controller.listener.names".into(),
                 ));
             }
+        } else if !voters_set {
+            errors.push(invalid(
+                "controller.quorum.voters",
+                "a broker-only node must name the controller voters it follows".into(),
+            ));
         } else if voters.contains_key(&self.node_id()) {
             errors.push(invalid(
                 "controller.quorum.voters",
@@ -1484,7 +1506,7 @@ mod tests {
         let e = BrokerConfig::load(
             Some((
                 "broker.properties",
-                "process.roles=broker\nlistener.security.protocol.map=PLAINTEXT:SSL\nnum.partitions=0\n",
+                "process.roles=brokers\nlistener.security.protocol.map=PLAINTEXT:SSL\nnum.partitions=0\n",
             )),
             &[],
         )
@@ -1525,9 +1547,20 @@ mod tests {
     }
 
     #[test]
-    fn broker_only_nodes_are_refused_until_observers_exist() {
+    fn broker_only_nodes_need_the_voters() {
         let e = BrokerConfig::load(None, &["process.roles=broker".into()]).unwrap_err();
-        assert!(e.to_string().contains("process.roles"), "{e}");
+        assert!(e.to_string().contains("controller.quorum.voters"), "{e}");
+        let ok = BrokerConfig::load(
+            None,
+            &[
+                "process.roles=broker".into(),
+                "node.id=4".into(),
+                "controller.quorum.voters=1@127.0.0.1:9093".into(),
+                "controller.listener.names=CONTROLLER".into(),
+            ],
+        )
+        .unwrap();
+        assert!(ok.roles().broker && !ok.roles().controller);
     }
 
     #[test]

@@ -74,16 +74,13 @@ class Timeouts:
     election_ms: int = 500  # controller.quorum.election.timeout.ms (Kafka: 1000)
     fetch_ms: int = 1000  # controller.quorum.fetch.timeout.ms (Kafka: 2000)
 
-    def properties(self, membership: bool = False) -> dict[str, str]:
+    def properties(self) -> dict[str, str]:
         props = {
             "controller.quorum.election.timeout.ms": str(self.election_ms),
             "controller.quorum.fetch.timeout.ms": str(self.fetch_ms),
         }
-        # Broker heartbeats and fencing arrive with broker-only nodes (observers); until
-        # then the broker refuses these properties rather than ignore them.
-        if membership:
-            props["broker.session.timeout.ms"] = str(self.session_ms)
-            props["broker.heartbeat.interval.ms"] = str(self.heartbeat_ms)
+        props["broker.session.timeout.ms"] = str(self.session_ms)
+        props["broker.heartbeat.interval.ms"] = str(self.heartbeat_ms)
         return props
 
 

@@ -341,9 +341,8 @@ def test_cluster_plan_gives_each_node_its_properties_and_proxied_voters(tmp_path
             assert p["listener.security.protocol.map"] == "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
             assert p["strom.http.listener"] == f"{node.host}:{node.http_port}"
             assert p["log.dirs"] == str(node.data_dir)
-            # Heartbeat and session properties come with broker membership (fencing).
-            assert "broker.session.timeout.ms" not in p
-            assert "broker.heartbeat.interval.ms" not in p
+            assert p["broker.session.timeout.ms"] == "3000"
+            assert p["broker.heartbeat.interval.ms"] == "500"
             assert p["controller.quorum.election.timeout.ms"] == "500"
             assert p["controller.quorum.fetch.timeout.ms"] == "1000"
             # Each voter is reached through this node's own proxy, itself directly.

@@ -36,9 +36,9 @@ fn topic_name(s: &str) -> TopicName {
 }
 
 fn brokers(image: &MetadataImage) -> Vec<MetadataResponseBroker> {
+    // Fenced brokers are not offered to clients.
     image
-        .brokers
-        .values()
+        .live_brokers()
         .map(|b| {
             MetadataResponseBroker::default()
                 .with_node_id(BrokerId(b.id))
@@ -55,6 +55,11 @@ fn topic_metadata(t: &TopicImage, version: i16) -> MetadataResponseTopic {
         .iter()
         .map(|(index, p)| {
             MetadataResponsePartition::default()
+                .with_error_code(if p.leader < 0 {
+                    codes::LEADER_NOT_AVAILABLE
+                } else {
+                    codes::NONE
+                })
                 .with_partition_index(*index)
                 .with_leader_id(BrokerId(p.leader))
                 .with_leader_epoch(if version >= 7 { p.leader_epoch } else { -1 })
@@ -411,8 +416,7 @@ pub fn describe_cluster(broker: &Broker, _req: DescribeClusterRequest) -> Descri
         .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
         .with_brokers(
             image
-                .brokers
-                .values()
+                .live_brokers()
                 .map(|b| {
                     DescribeClusterBroker::default()
                         .with_broker_id(BrokerId(b.id))
@@ -448,10 +452,11 @@ pub async fn broker_registration(
             req.rack.as_ref().map(|r| r.to_string()),
             listener.host.to_string(),
             listener.port,
+            req.incarnation_id,
         )
         .await
     {
-        Ok(()) => resp.with_broker_epoch(broker.controller.image().metadata_offset),
+        Ok(epoch) => resp.with_broker_epoch(epoch),
         Err(e) => resp.with_error_code(e.code),
     }
 }
@@ -470,7 +475,11 @@ pub fn describe_quorum(
     use kafka_protocol::messages::describe_quorum_response::{
         PartitionData, ReplicaState, TopicData,
     };
-    let status = broker.controller.quorum().status();
+    let status = broker.controller.status();
+    let status = crate::metadata::quorum::QuorumStatus {
+        is_leader: status.is_leader && broker.controller.quorum().is_some(),
+        ..status
+    };
     let voters = if status.is_leader {
         status
             .voters
@@ -496,7 +505,36 @@ pub fn describe_quorum(
     } else {
         Vec::new()
     };
+    let observers = match broker.controller.quorum() {
+        Some(q) if status.is_leader => {
+            // Observers that fetched within the last few fetch timeouts.
+            let since =
+                broker.replicas.now_ms() - 3 * broker.config.quorum_fetch_timeout_ms() as i64;
+            q.observers(since)
+                .into_iter()
+                .map(|(id, offset, at)| {
+                    let mut r = ReplicaState::default()
+                        .with_replica_id(BrokerId(id))
+                        .with_log_end_offset(offset);
+                    if version >= 1 {
+                        r = r
+                            .with_last_fetch_timestamp(at)
+                            .with_last_caught_up_timestamp(
+                                if offset >= status.commit_index as i64 {
+                                    at
+                                } else {
+                                    -1
+                                },
+                            );
+                    }
+                    r
+                })
+                .collect()
+        }
+        _ => Vec::new(),
+    };
     let partition = PartitionData::default()
+        .with_observers(observers)
         .with_partition_index(0)
         .with_error_code(if status.is_leader {
             codes::NONE

@@ -6,6 +6,7 @@ mod admin;
 mod configs;
 mod data;
 pub mod group;
+mod quorum;
 
 use crate::metadata::{codes, MetadataImage};
 use crate::server::{Broker, ListenerKind};
@@ -41,7 +42,16 @@ pub async fn handle(
         }
         RequestKind::Metadata(r) => ResponseKind::Metadata(admin::metadata(broker, r, v).await),
         RequestKind::Produce(r) => return data::produce(broker, r, v).map(ResponseKind::Produce),
+        RequestKind::Fetch(r) if kind == ListenerKind::Controller => {
+            ResponseKind::Fetch(quorum::metadata_fetch(broker, r, v).await)
+        }
         RequestKind::Fetch(r) => ResponseKind::Fetch(data::fetch(broker, r, v).await),
+        RequestKind::FetchSnapshot(r) => {
+            ResponseKind::FetchSnapshot(quorum::fetch_snapshot(broker, r))
+        }
+        RequestKind::BrokerHeartbeat(r) => {
+            ResponseKind::BrokerHeartbeat(quorum::broker_heartbeat(broker, r).await)
+        }
         RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(data::list_offsets(broker, r, v)),
         RequestKind::DeleteRecords(r) => {
             ResponseKind::DeleteRecords(data::delete_records(broker, r))

@@ -22,8 +22,8 @@ use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
 use kafka_protocol::messages::{
-    AllocateProducerIdsRequest, AlterConfigsRequest, BrokerId, BrokerRegistrationRequest,
-    CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
+    AllocateProducerIdsRequest, AlterConfigsRequest, BrokerHeartbeatRequest, BrokerId,
+    BrokerRegistrationRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
     IncrementalAlterConfigsRequest, TopicName,
 };
 use kafka_protocol::protocol::{Request, StrBytes};
@@ -423,10 +423,11 @@ impl ControllerClient {
         rack: Option<String>,
         host: String,
         port: u16,
-    ) -> Result<(), ApiError> {
+        incarnation_id: Uuid,
+    ) -> Result<i64, ApiError> {
         let req = BrokerRegistrationRequest::default()
             .with_broker_id(BrokerId(id))
-            .with_incarnation_id(Uuid::new_v4())
+            .with_incarnation_id(incarnation_id)
             .with_rack(rack.as_deref().map(str_bytes))
             .with_listeners(vec![RegistrationListener::default()
                 .with_name(str_bytes("PLAINTEXT"))
@@ -444,6 +445,38 @@ impl ControllerClient {
                 "The controller refused the registration.",
             ));
         }
-        Ok(())
+        Ok(resp.broker_epoch)
+    }
+
+    pub async fn heartbeat(
+        &self,
+        id: i32,
+        epoch: i64,
+        metadata_offset: i64,
+        want_fence: bool,
+        want_shut_down: bool,
+    ) -> Result<super::HeartbeatReply, ApiError> {
+        let req = BrokerHeartbeatRequest::default()
+            .with_broker_id(BrokerId(id))
+            .with_broker_epoch(epoch)
+            .with_current_metadata_offset(metadata_offset)
+            .with_want_fence(want_fence)
+            .with_want_shut_down(want_shut_down);
+        let resp = self
+            .call("BrokerHeartbeat", req, |r| {
+                r.error_code == codes::NOT_CONTROLLER
+            })
+            .await?;
+        if resp.error_code != codes::NONE {
+            return Err(ApiError::new(
+                resp.error_code,
+                "The controller refused the heartbeat.",
+            ));
+        }
+        Ok(super::HeartbeatReply {
+            caught_up: resp.is_caught_up,
+            fenced: resp.is_fenced,
+            should_shut_down: resp.should_shut_down,
+        })
     }
 }

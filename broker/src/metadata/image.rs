@@ -12,6 +12,14 @@ pub struct BrokerRegistration {
     pub rack: Option<String>,
     pub host: String,
     pub port: u16,
+    #[serde(default)]
+    pub incarnation_id: Option<Uuid>,
+    /// The metadata offset after the registration record: the broker's epoch, and how far
+    /// it must have caught up before it is unfenced.
+    #[serde(default)]
+    pub epoch: i64,
+    #[serde(default)]
+    pub fenced: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +64,31 @@ impl MetadataImage {
         serde_json::from_slice(data)
     }
 
+    /// Applies one committed entry of the metadata log (Raft index `index`; `data` is its
+    /// JSON array of records, empty for Raft's own entries). Returns the records' bytes.
+    pub fn apply_entry(&mut self, index: u64, data: &[u8]) -> usize {
+        assert!(
+            index as i64 > self.metadata_offset,
+            "entry {index} applied twice (image at {})",
+            self.metadata_offset
+        );
+        if !data.is_empty() {
+            match serde_json::from_slice::<Vec<MetadataRecord>>(data) {
+                Ok(records) => {
+                    for r in &records {
+                        self.apply(r);
+                    }
+                }
+                // Written by a newer version: applying part of it would be worse.
+                Err(err) => {
+                    tracing::error!(index, cause = %err, "skipping an unreadable metadata entry")
+                }
+            }
+        }
+        self.metadata_offset = index as i64;
+        data.len()
+    }
+
     pub fn apply(&mut self, record: &MetadataRecord) {
         match record {
             MetadataRecord::RegisterBroker {
@@ -63,6 +96,7 @@ impl MetadataImage {
                 rack,
                 host,
                 port,
+                incarnation_id,
             } => {
                 self.brokers.insert(
                     *id,
@@ -71,8 +105,17 @@ impl MetadataImage {
                         rack: rack.clone(),
                         host: host.clone(),
                         port: *port,
+                        incarnation_id: *incarnation_id,
+                        // The entry being applied has index metadata_offset + 1.
+                        epoch: self.metadata_offset + 1,
+                        fenced: true,
                     },
                 );
+            }
+            MetadataRecord::BrokerFenced { id, fenced } => {
+                if let Some(b) = self.brokers.get_mut(id) {
+                    b.fenced = *fenced;
+                }
             }
             MetadataRecord::Topic { name, topic_id } => {
                 self.topic_names.insert(*topic_id, name.clone());
@@ -144,6 +187,12 @@ impl MetadataImage {
                 }
             }
         }
+    }
+
+    /// Registered brokers that are not fenced: the ones clients are offered and
+    /// placement uses.
+    pub fn live_brokers(&self) -> impl Iterator<Item = &BrokerRegistration> {
+        self.brokers.values().filter(|b| !b.fenced)
     }
 
     pub fn topic_by_id(&self, id: &Uuid) -> Option<&TopicImage> {

@@ -5,17 +5,20 @@
 
 mod forward;
 pub mod image;
+pub mod membership;
+pub mod observer;
 pub mod quorum;
 pub mod records;
 
 use crate::config::{validate_topic_config, BrokerConfig};
 pub use image::{MetadataImage, PartitionImage, TopicImage};
-use quorum::{ProposeError, Quorum, QuorumConfig};
+use quorum::{ProposeError, Quorum, QuorumConfig, QuorumStatus};
 pub use records::{ConfigResource, MetadataRecord};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use strom_core::{placement, BrokerInfo};
+use tokio::sync::watch;
 use uuid::Uuid;
 
 /// The directory of the metadata log inside the first log dir, named as Kafka names it.
@@ -94,6 +97,9 @@ pub mod codes {
     pub const UNKNOWN_TOPIC_ID: i16 = 100;
     pub const INCONSISTENT_TOPIC_ID: i16 = 103;
     pub const INCONSISTENT_CLUSTER_ID: i16 = 104;
+    pub const STALE_BROKER_EPOCH: i16 = 77;
+    pub const SNAPSHOT_NOT_FOUND: i16 = 98;
+    pub const DUPLICATE_BROKER_REGISTRATION: i16 = 101;
     pub const INVALID_RECORD: i16 = 87;
 }
 
@@ -123,19 +129,43 @@ pub enum AlterOp {
 /// The metadata service of one node: the image it serves, and the changes it asks for.
 /// On the active controller (the Raft leader) a change is validated against the image
 /// and committed through the quorum; anywhere else it is forwarded to the active
-/// controller, as Kafka's brokers forward admin requests.
+/// controller, as Kafka's brokers forward admin requests. A broker-only node has no
+/// voter: its image comes from an [`observer`] that follows the committed log.
 pub struct Controller {
     node_id: i32,
     broker_config: BrokerConfig,
-    quorum: Arc<Quorum>,
+    quorum: Option<Arc<Quorum>>,
+    /// Kept alive for the observer's task on broker-only nodes.
+    _observer: Option<observer::Observer>,
+    images: watch::Receiver<Arc<MetadataImage>>,
+    status: watch::Receiver<QuorumStatus>,
     forward: forward::ControllerClient,
     /// Serialises validate-then-commit on the active controller, so two changes never
     /// validate against the same image (two CreateTopics of one name).
     changes: tokio::sync::Mutex<()>,
+    membership: std::sync::Mutex<MembershipState>,
+    clock: Arc<dyn crate::clock::Clock>,
+}
+
+/// What the active controller knows of broker sessions: the last heartbeat of each, reset
+/// when it becomes active (a new controller gives every broker a full session).
+#[derive(Default)]
+struct MembershipState {
+    term: u64,
+    last_heartbeat_ms: BTreeMap<i32, i64>,
+}
+
+/// The answer to a broker heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeartbeatReply {
+    pub caught_up: bool,
+    pub fenced: bool,
+    pub should_shut_down: bool,
 }
 
 impl Controller {
-    /// Starts this node's voter: opens the metadata log in `dir` and joins the quorum.
+    /// Starts this node's metadata: on a controller, its voter (opening the metadata log in
+    /// `dir`); on a broker-only node, an observer of the voters' committed log.
     pub fn start(
         dir: &Path,
         cluster_id_hint: Option<String>,
@@ -144,40 +174,68 @@ impl Controller {
         clock: Arc<dyn crate::clock::Clock>,
     ) -> anyhow::Result<Controller> {
         let voters = broker_config.voters();
-        let quorum = Quorum::start(
-            QuorumConfig {
-                node_id: broker_config.node_id(),
-                voters: voters.clone(),
-                election_timeout_ms: broker_config.election_timeout_ms(),
-                snapshot_bytes: broker_config.snapshot_bytes(),
-            },
-            dir,
-            clean,
-            cluster_id_hint,
-            clock,
-        )?;
+        let node_id = broker_config.node_id();
+        let (quorum, observer, images, status) = if broker_config.roles().controller {
+            let quorum = Quorum::start(
+                QuorumConfig {
+                    node_id,
+                    voters: voters.clone(),
+                    election_timeout_ms: broker_config.election_timeout_ms(),
+                    snapshot_bytes: broker_config.snapshot_bytes(),
+                },
+                dir,
+                clean,
+                cluster_id_hint,
+                clock.clone(),
+            )?;
+            let (images, status) = (quorum.subscribe_image(), quorum.subscribe_status());
+            (Some(quorum), None, images, status)
+        } else {
+            let observer = observer::Observer::start(
+                node_id,
+                voters.clone(),
+                std::time::Duration::from_millis(broker_config.quorum_fetch_timeout_ms()),
+            );
+            let (images, status) = (observer.subscribe_image(), observer.subscribe_status());
+            (None, Some(observer), images, status)
+        };
         let forward = forward::ControllerClient::new(
-            broker_config.node_id(),
+            node_id,
             voters,
             std::time::Duration::from_millis(broker_config.quorum_request_timeout_ms()),
-            Some(quorum.subscribe_status()),
+            Some(status.clone()),
         );
         Ok(Controller {
-            node_id: broker_config.node_id(),
+            node_id,
             broker_config,
             quorum,
+            _observer: observer,
+            images,
+            status,
             forward,
             changes: tokio::sync::Mutex::new(()),
+            membership: std::sync::Mutex::new(MembershipState::default()),
+            clock,
         })
     }
 
     /// The current image.
     pub fn image(&self) -> Arc<MetadataImage> {
-        self.quorum.image()
+        self.images.borrow().clone()
     }
 
-    pub fn quorum(&self) -> &Arc<Quorum> {
-        &self.quorum
+    pub fn subscribe_image(&self) -> watch::Receiver<Arc<MetadataImage>> {
+        self.images.clone()
+    }
+
+    /// This node's voter, if it is a controller.
+    pub fn quorum(&self) -> Option<&Arc<Quorum>> {
+        self.quorum.as_ref()
+    }
+
+    /// The quorum as this node sees it (on a broker-only node: the leader it last heard of).
+    pub fn status(&self) -> QuorumStatus {
+        self.status.borrow().clone()
     }
 
     pub fn broker_config(&self) -> &BrokerConfig {
@@ -186,18 +244,18 @@ impl Controller {
 
     /// Whether this node is the active controller right now.
     pub fn is_active(&self) -> bool {
-        self.quorum.status().is_leader
+        self.quorum.is_some() && self.status.borrow().is_leader
     }
 
     /// The node id of the active controller, if one is known.
     pub fn active_controller(&self) -> Option<i32> {
-        self.quorum.status().leader_id
+        self.status.borrow().leader_id
     }
 
     /// Waits (bounded) until the local image satisfies `done`: after a change committed
     /// elsewhere, so that a response describes what was just done.
     pub async fn wait_for_image(&self, done: impl Fn(&MetadataImage) -> bool) -> bool {
-        let mut rx = self.quorum.subscribe_image();
+        let mut rx = self.images.clone();
         let wait = async {
             loop {
                 if done(&rx.borrow_and_update()) {
@@ -218,7 +276,10 @@ impl Controller {
         if records.is_empty() {
             return Ok(());
         }
-        match self.quorum.propose(records).await {
+        let Some(quorum) = &self.quorum else {
+            return Err(self.not_active());
+        };
+        match quorum.propose(records).await {
             Ok(_) => Ok(()),
             Err(ProposeError::NotLeader { leader }) => Err(ApiError::new(
                 codes::NOT_CONTROLLER,
@@ -242,40 +303,157 @@ impl Controller {
         )
     }
 
-    /// Registers (or re-registers) this broker with its current rack and endpoint.
+    /// The membership state, reset when this controller's term changed (it just became
+    /// active, or became active again): every broker gets a full session from now.
+    fn membership(&self) -> std::sync::MutexGuard<'_, MembershipState> {
+        let term = self.status.borrow().term;
+        let now = self.clock.now_ms();
+        let mut m = self.membership.lock().expect("membership lock");
+        if m.term != term {
+            m.term = term;
+            m.last_heartbeat_ms = self.image().brokers.keys().map(|id| (*id, now)).collect();
+        }
+        m
+    }
+
+    fn session_alive(&self, broker: i32) -> bool {
+        let now = self.clock.now_ms();
+        let timeout = self.broker_config.broker_session_timeout_ms();
+        self.membership()
+            .last_heartbeat_ms
+            .get(&broker)
+            .is_some_and(|t| now.saturating_sub(*t) <= timeout)
+    }
+
+    /// Registers a broker (BrokerRegistration): it starts fenced, and its broker epoch is
+    /// the offset of the registration. A retry of the same incarnation is answered with
+    /// the same epoch; another live incarnation of the same id is refused.
     pub async fn register_broker(
         &self,
         id: i32,
         rack: Option<String>,
         host: String,
         port: u16,
-    ) -> Result<(), ApiError> {
+        incarnation_id: Uuid,
+    ) -> Result<i64, ApiError> {
         if !self.is_active() {
-            return self.forward.register_broker(id, rack, host, port).await;
+            return self
+                .forward
+                .register_broker(id, rack, host, port, incarnation_id)
+                .await;
         }
         let _guard = self.changes.lock().await;
         if !self.is_active() {
             return Err(self.not_active());
         }
         let image = self.image();
-        let rec = MetadataRecord::RegisterBroker {
+        if let Some(b) = image.brokers.get(&id) {
+            if b.incarnation_id == Some(incarnation_id) {
+                return Ok(b.epoch);
+            }
+            // This node's own broker cannot have another live incarnation: the voter and
+            // the broker are one process.
+            if id != self.node_id && !b.fenced && self.session_alive(id) {
+                return Err(ApiError::new(
+                    codes::DUPLICATE_BROKER_REGISTRATION,
+                    format!("Another broker is registered with id {id} and its session is alive."),
+                ));
+            }
+        }
+        let mut records = vec![MetadataRecord::RegisterBroker {
             id,
             rack,
             host,
             port,
-        };
-        let unchanged = image.brokers.get(&id).is_some_and(|b| {
-            MetadataRecord::RegisterBroker {
-                id,
-                rack: b.rack.clone(),
-                host: b.host.clone(),
-                port: b.port,
-            } == rec
-        });
-        if unchanged {
-            return Ok(());
+            incarnation_id: Some(incarnation_id),
+        }];
+        // A new incarnation starts fenced: whatever the old one led moves away now.
+        records.extend(membership::leaders_moved_off(&image, id));
+        self.commit(records).await?;
+        self.membership()
+            .last_heartbeat_ms
+            .insert(id, self.clock.now_ms());
+        Ok(self.image().brokers.get(&id).map_or(-1, |b| b.epoch))
+    }
+
+    /// A broker's heartbeat (BrokerHeartbeat): keeps its session, unfences it once it has
+    /// caught up with the metadata log, fences it on request, and answers a controlled
+    /// shutdown once its leaderships are gone.
+    pub async fn heartbeat(
+        &self,
+        id: i32,
+        epoch: i64,
+        metadata_offset: i64,
+        want_fence: bool,
+        want_shut_down: bool,
+    ) -> Result<HeartbeatReply, ApiError> {
+        if !self.is_active() {
+            return self
+                .forward
+                .heartbeat(id, epoch, metadata_offset, want_fence, want_shut_down)
+                .await;
         }
-        self.commit(vec![rec]).await
+        let _guard = self.changes.lock().await;
+        if !self.is_active() {
+            return Err(self.not_active());
+        }
+        let image = self.image();
+        let Some(b) = image.brokers.get(&id) else {
+            return Err(ApiError::new(
+                codes::STALE_BROKER_EPOCH,
+                format!("Broker {id} is not registered."),
+            ));
+        };
+        if b.epoch != epoch {
+            return Err(ApiError::new(
+                codes::STALE_BROKER_EPOCH,
+                format!("Broker {id} has epoch {}, not {epoch}.", b.epoch),
+            ));
+        }
+        self.membership()
+            .last_heartbeat_ms
+            .insert(id, self.clock.now_ms());
+        let caught_up = metadata_offset >= b.epoch;
+        let records = if (want_shut_down || want_fence) && !b.fenced {
+            membership::fence(&image, id)
+        } else if b.fenced && caught_up && !want_fence && !want_shut_down {
+            membership::unfence(&image, id)
+        } else {
+            Vec::new()
+        };
+        self.commit(records).await?;
+        let fenced = self.image().brokers.get(&id).is_none_or(|b| b.fenced);
+        Ok(HeartbeatReply {
+            caught_up,
+            fenced,
+            should_shut_down: want_shut_down && fenced,
+        })
+    }
+
+    /// Fences brokers whose session expired; the active controller calls it periodically.
+    pub async fn expire_sessions(&self) {
+        if !self.is_active() {
+            return;
+        }
+        let _guard = self.changes.lock().await;
+        let image = self.image();
+        let expired = {
+            let m = self.membership();
+            membership::expired_sessions(
+                &image,
+                &m.last_heartbeat_ms,
+                self.clock.now_ms(),
+                self.broker_config.broker_session_timeout_ms(),
+            )
+        };
+        for id in expired {
+            let image = self.image();
+            tracing::warn!(broker = id, "fencing a broker whose session expired");
+            if let Err(e) = self.commit(membership::fence(&image, id)).await {
+                tracing::warn!(broker = id, code = e.code, message = %e.message, "fencing failed");
+                return;
+            }
+        }
     }
 
     /// Validates and (unless `validate_only`) creates topics; one result per topic, in order.
@@ -305,9 +483,9 @@ impl Controller {
         let mut results = Vec::with_capacity(topics.len());
         let mut records = Vec::new();
         let image = self.image();
+        // New replicas go only to live (unfenced) brokers.
         let brokers: Vec<BrokerInfo> = image
-            .brokers
-            .values()
+            .live_brokers()
             .map(|b| BrokerInfo {
                 id: b.id,
                 rack: b.rack.clone(),
@@ -402,15 +580,8 @@ impl Controller {
                 ));
             }
             let start = image.topics.len();
-            placement::assign_replicas(brokers, 0, partitions, rf as i32, start).map_err(|e| {
-                ApiError::new(
-                    codes::INVALID_REPLICATION_FACTOR,
-                    format!(
-                        "Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only {} broker(s) are registered. ({e})",
-                        brokers.len()
-                    ),
-                )
-            })?
+            placement::assign_replicas(brokers, 0, partitions, rf as i32, start)
+                .map_err(|e| placement_error(&e))?
         };
         let topic_id = Uuid::new_v4();
         let mut recs = vec![MetadataRecord::Topic {
@@ -535,9 +706,9 @@ impl Controller {
             .values()
             .next()
             .map_or(1, |p| p.replicas.len()) as i32;
+        // New replicas go only to live (unfenced) brokers.
         let brokers: Vec<BrokerInfo> = image
-            .brokers
-            .values()
+            .live_brokers()
             .map(|b| BrokerInfo {
                 id: b.id,
                 rack: b.rack.clone(),
@@ -563,8 +734,16 @@ impl Controller {
                 }
                 a
             }
-            None => placement::assign_replicas(&brokers, current, count - current, rf, 0)
-                .map_err(|e| ApiError::new(codes::INVALID_REPLICATION_FACTOR, e.to_string()))?,
+            None => {
+                let existing: Vec<Vec<i32>> = topic
+                    .partitions
+                    .values()
+                    .map(|p| p.replicas.clone())
+                    .collect();
+                let start = placement::continuing_start(&brokers, &existing);
+                placement::assign_replicas(&brokers, current, count - current, rf, start)
+                    .map_err(|e| placement_error(&e))?
+            }
         };
         if validate_only {
             return Ok(());
@@ -721,8 +900,24 @@ impl Controller {
 
     /// Closes the metadata log for a clean shutdown.
     pub fn close(&self, now_ms: i64) -> anyhow::Result<()> {
-        self.quorum.stop(now_ms)
+        match &self.quorum {
+            Some(q) => q.stop(now_ms),
+            None => Ok(()),
+        }
     }
+}
+
+/// The Kafka error for a placement that cannot be made.
+fn placement_error(e: &placement::PlacementError) -> ApiError {
+    use placement::PlacementError as P;
+    let code = match e {
+        P::InvalidReplicationFactor(_) | P::NotEnoughBrokers { .. } => {
+            codes::INVALID_REPLICATION_FACTOR
+        }
+        P::InvalidPartitionRange { .. } | P::TooManyPartitions { .. } => codes::INVALID_PARTITIONS,
+        _ => codes::INVALID_REPLICA_ASSIGNMENT,
+    };
+    ApiError::new(code, e.to_string())
 }
 
 /// Kafka's textual form of ids (cluster id, topic ids): URL-safe base64 without padding.
@@ -758,9 +953,14 @@ mod tests {
         .unwrap();
         assert!(c.wait_for_image(|i| !i.cluster_id.is_empty()).await);
         assert_eq!(c.image().cluster_id, "test-cluster");
-        c.register_broker(1, None, "127.0.0.1".into(), 9092)
+        let epoch = c
+            .register_broker(1, None, "127.0.0.1".into(), 9092, Uuid::new_v4())
             .await
             .unwrap();
+        // Registered brokers start fenced; a caught-up heartbeat unfences it.
+        let offset = c.image().metadata_offset;
+        let reply = c.heartbeat(1, epoch, offset, false, false).await.unwrap();
+        assert!(!reply.fenced && reply.caught_up);
         c
     }
 

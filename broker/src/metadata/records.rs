@@ -14,13 +14,20 @@ pub enum ConfigResource {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum MetadataRecord {
-    /// A broker's registration: its id, rack and client endpoint.
+    /// A broker's registration: its id, rack and client endpoint, and the incarnation (one
+    /// per process start) that registered. A broker starts fenced; the offset of this
+    /// record is its broker epoch.
     RegisterBroker {
         id: i32,
         rack: Option<String>,
         host: String,
         port: u16,
+        #[serde(default)]
+        incarnation_id: Option<Uuid>,
     },
+    /// A broker was fenced (`true`: it holds no leadership and is not offered to clients) or
+    /// unfenced (it heartbeats and has caught up with the metadata log).
+    BrokerFenced { id: i32, fenced: bool },
     /// A topic came into existence with this id.
     Topic { name: String, topic_id: Uuid },
     /// A partition's replica set and leadership (created or changed).

@@ -49,7 +49,10 @@ pub const CONTROLLER_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::Fetch, 12, 16),
+    (ApiKey::FetchSnapshot, 0, 1),
     (ApiKey::BrokerRegistration, 0, 3),
+    (ApiKey::BrokerHeartbeat, 0, 1),
     (ApiKey::AllocateProducerIds, 0, 0),
     (ApiKey::DescribeQuorum, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
@@ -439,6 +442,14 @@ mod tests {
                 ApiKey::BrokerRegistration => (
                     kafka_protocol::messages::BrokerRegistrationRequest::VERSIONS.min,
                     kafka_protocol::messages::BrokerRegistrationRequest::VERSIONS.max,
+                ),
+                ApiKey::FetchSnapshot => (
+                    kafka_protocol::messages::FetchSnapshotRequest::VERSIONS.min,
+                    kafka_protocol::messages::FetchSnapshotRequest::VERSIONS.max,
+                ),
+                ApiKey::BrokerHeartbeat => (
+                    kafka_protocol::messages::BrokerHeartbeatRequest::VERSIONS.min,
+                    kafka_protocol::messages::BrokerHeartbeatRequest::VERSIONS.max,
                 ),
                 ApiKey::AllocateProducerIds => (
                     kafka_protocol::messages::AllocateProducerIdsRequest::VERSIONS.min,

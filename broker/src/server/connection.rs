@@ -108,7 +108,9 @@ async fn handle_frame(
     {
         // One-way Raft traffic between voters: no response.
         let message = transport::decode_body(&frame[8..]).map_err(|e| e.to_string())?;
-        broker.controller.quorum().deliver(message);
+        if let Some(q) = broker.controller.quorum() {
+            q.deliver(message);
+        }
         return Ok(None);
     }
     let request = decode_request(frame, table).map_err(|e| e.to_string())?;

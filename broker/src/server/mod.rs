@@ -12,7 +12,7 @@ use crate::metadata::{Controller, METADATA_LOG_DIR};
 use crate::partition::ReplicaManager;
 use anyhow::Context;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -36,6 +36,12 @@ pub struct Broker {
     pub metrics: metrics::Metrics,
     pub producer_ids: crate::txn::ProducerIdManager,
     ready: AtomicBool,
+    /// This process's registration: a new incarnation per start, the epoch the controller
+    /// gave it, and whether it is fenced now.
+    incarnation_id: uuid::Uuid,
+    broker_epoch: AtomicI64,
+    fenced: AtomicBool,
+    shut_down_granted: AtomicBool,
 }
 
 impl Broker {
@@ -80,6 +86,10 @@ impl Broker {
             metrics: metrics::Metrics::new(),
             producer_ids: Default::default(),
             ready: AtomicBool::new(false),
+            incarnation_id: uuid::Uuid::new_v4(),
+            broker_epoch: AtomicI64::new(-1),
+            fenced: AtomicBool::new(true),
+            shut_down_granted: AtomicBool::new(false),
         })
     }
 
@@ -87,7 +97,7 @@ impl Broker {
     /// log dir (refusing a dir formatted for another cluster), registers this broker, and
     /// opens its partitions and consumer groups.
     pub(crate) async fn start_serving(&self) -> anyhow::Result<()> {
-        let mut image_rx = self.controller.quorum().subscribe_image();
+        let mut image_rx = self.controller.subscribe_image();
         let mut waited = 0u32;
         let cluster_id = loop {
             let id = image_rx.borrow_and_update().cluster_id.clone();
@@ -103,22 +113,12 @@ impl Broker {
             }
         };
         record_cluster_id(&self.config.log_dirs(), self.node_id, &cluster_id)?;
-        let advertised = self.config.advertised_listener();
-        loop {
-            match self
-                .controller
-                .register_broker(
-                    self.node_id,
-                    self.config.rack(),
-                    advertised.host.clone(),
-                    advertised.port,
-                )
-                .await
-            {
-                Ok(()) => break,
-                Err(e) => {
-                    tracing::warn!(code = e.code, message = %e.message, "registering with the controller failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+        if self.config.roles().broker {
+            self.register().await;
+            // Unfenced once this node has caught up with the log up to its registration.
+            while self.fenced.load(Ordering::Acquire) {
+                if !self.heartbeat(false).await {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
         }
@@ -135,8 +135,110 @@ impl Broker {
         Ok(())
     }
 
+    /// Registers this broker with the active controller (retrying until it answers): a
+    /// new broker epoch, fenced until a heartbeat finds it caught up.
+    async fn register(&self) {
+        let advertised = self.config.advertised_listener();
+        let mut attempts = 0u32;
+        loop {
+            match self
+                .controller
+                .register_broker(
+                    self.node_id,
+                    self.config.rack(),
+                    advertised.host.clone(),
+                    advertised.port,
+                    self.incarnation_id,
+                )
+                .await
+            {
+                Ok(epoch) => {
+                    self.broker_epoch.store(epoch, Ordering::Release);
+                    self.fenced.store(true, Ordering::Release);
+                    tracing::info!(broker_epoch = epoch, "registered with the controller");
+                    return;
+                }
+                Err(e) => {
+                    attempts += 1;
+                    // A previous incarnation's session must expire first (kill -9).
+                    if attempts % 25 == 1 {
+                        tracing::warn!(code = e.code, message = %e.message, "registering with the controller failed; retrying");
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+
+    /// One heartbeat to the active controller; whether it was answered. A stale epoch
+    /// (the controller no longer knows this incarnation) registers again.
+    async fn heartbeat(&self, want_shut_down: bool) -> bool {
+        let offset = self.controller.image().metadata_offset;
+        match self
+            .controller
+            .heartbeat(
+                self.node_id,
+                self.broker_epoch.load(Ordering::Acquire),
+                offset,
+                false,
+                want_shut_down,
+            )
+            .await
+        {
+            Ok(reply) => {
+                let was = self.fenced.swap(reply.fenced, Ordering::AcqRel);
+                if was != reply.fenced {
+                    tracing::info!(
+                        fenced = reply.fenced,
+                        "the controller changed this broker's fencing"
+                    );
+                }
+                if want_shut_down {
+                    self.shut_down_granted
+                        .store(reply.should_shut_down, Ordering::Release);
+                }
+                true
+            }
+            Err(e) if e.code == crate::metadata::codes::STALE_BROKER_EPOCH => {
+                tracing::warn!(message = %e.message, "the controller forgot this broker; registering again");
+                self.register().await;
+                false
+            }
+            Err(e) => {
+                tracing::debug!(code = e.code, message = %e.message, "heartbeat failed");
+                false
+            }
+        }
+    }
+
+    /// Controlled shutdown: asks the controller to move this broker's leaderships away
+    /// and waits (bounded) until it says the broker may stop.
+    async fn controlled_shutdown(&self, limit: Duration) {
+        if !self.config.roles().broker || self.broker_epoch.load(Ordering::Acquire) < 0 {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + limit;
+        while tokio::time::Instant::now() < deadline {
+            if self.heartbeat(true).await && self.shut_down_granted.load(Ordering::Acquire) {
+                tracing::info!("controlled shutdown: leaderships moved away");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tracing::warn!("controlled shutdown did not complete in time; stopping anyway");
+    }
+
+    /// Ready (`/readyz`): registered, unfenced and caught up (a controller-only node: the
+    /// quorum has a leader).
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        if !self.ready.load(Ordering::Acquire) {
+            return false;
+        }
+        if self.config.roles().broker {
+            !self.fenced.load(Ordering::Acquire)
+        } else {
+            self.controller.status().leader_id.is_some()
+        }
     }
 
     /// Flushes and closes all logs and marks the log dirs clean.
@@ -260,6 +362,7 @@ pub async fn run(
                 Ok(()) => {
                     let mut tasks = vec![
                         tokio::spawn(publish_images(broker.clone(), stop_rx.clone())),
+                        tokio::spawn(keep_membership(broker.clone(), stop_rx.clone())),
                         tokio::spawn(flush_periodically(broker.clone(), stop_rx.clone())),
                         tokio::spawn(tick_groups(broker.clone(), stop_rx.clone())),
                         tokio::spawn(retention_periodically(broker.clone(), stop_rx.clone())),
@@ -316,6 +419,9 @@ pub async fn run(
     for a in &acceptors {
         a.abort();
     }
+    broker
+        .controlled_shutdown(shutdown_timeout.min(Duration::from_secs(10)))
+        .await;
     tracing::info!("shutting down: no new connections; finishing in-flight requests");
     broker.ready.store(false, Ordering::Release);
     let _ = stop_tx.send(true);
@@ -373,10 +479,39 @@ async fn accept_loop(
     }
 }
 
+/// Heartbeats every broker.heartbeat.interval.ms (brokers), and on the active controller
+/// fences brokers whose session expired (controllers).
+async fn keep_membership(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    let roles = broker.config.roles();
+    if roles.controller {
+        let (broker, mut stop) = (broker.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    _ = stop.changed() => return,
+                }
+                broker.controller.expire_sessions().await;
+            }
+        });
+    }
+    if !roles.broker {
+        return;
+    }
+    let beat = Duration::from_millis(broker.config.broker_heartbeat_interval_ms().max(1));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(beat) => {}
+            _ = stop.changed() => return,
+        }
+        broker.heartbeat(false).await;
+    }
+}
+
 /// The one place that turns a new metadata image into local changes: partitions to open
 /// or delete, configs to apply.
 async fn publish_images(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
-    let mut images = broker.controller.quorum().subscribe_image();
+    let mut images = broker.controller.subscribe_image();
     loop {
         tokio::select! {
             changed = images.changed() => {

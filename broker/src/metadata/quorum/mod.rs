@@ -103,6 +103,8 @@ pub struct Quorum {
     image: watch::Receiver<Arc<MetadataImage>>,
     store: RaftStore,
     driver: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Observers (broker-only nodes) by node id: the offset they last fetched from and when.
+    observers: Mutex<BTreeMap<i32, (i64, i64)>>,
 }
 
 impl Quorum {
@@ -186,6 +188,7 @@ impl Quorum {
             image: image_rx,
             store,
             driver: Mutex::new(Some(handle)),
+            observers: Mutex::new(BTreeMap::new()),
         }))
     }
 
@@ -230,6 +233,21 @@ impl Quorum {
 
     pub fn subscribe_image(&self) -> watch::Receiver<Arc<MetadataImage>> {
         self.image.clone()
+    }
+
+    /// Notes an observer's fetch (for DescribeQuorum).
+    pub fn observed(&self, node_id: i32, offset: i64, now_ms: i64) {
+        self.observers
+            .lock()
+            .expect("observers lock")
+            .insert(node_id, (offset, now_ms));
+    }
+
+    /// Observers that fetched since `since_ms`: (node id, fetch offset, last fetch time).
+    pub fn observers(&self, since_ms: i64) -> Vec<(i32, i64, i64)> {
+        let mut all = self.observers.lock().expect("observers lock");
+        all.retain(|_, (_, at)| *at >= since_ms);
+        all.iter().map(|(id, (o, at))| (*id, *o, *at)).collect()
     }
 
     pub fn store(&self) -> &RaftStore {
@@ -399,27 +417,7 @@ impl Driver {
         }
         let mut done = Vec::new();
         for e in entries {
-            assert!(
-                e.index as i64 > self.image.metadata_offset,
-                "entry {} applied twice (image at {})",
-                e.index,
-                self.image.metadata_offset
-            );
-            if !e.data.is_empty() {
-                match serde_json::from_slice::<Vec<MetadataRecord>>(&e.data) {
-                    Ok(records) => {
-                        for r in &records {
-                            self.image.apply(r);
-                        }
-                    }
-                    // Written by a newer version: applying part of it would be worse.
-                    Err(err) => {
-                        tracing::error!(index = e.index, cause = %err, "skipping an unreadable metadata entry")
-                    }
-                }
-                self.bytes_since_snapshot += e.data.len() as u64;
-            }
-            self.image.metadata_offset = e.index as i64;
+            self.bytes_since_snapshot += self.image.apply_entry(e.index, &e.data) as u64;
             if e.context.len() == 8 {
                 let id = u64::from_be_bytes(e.context[..8].try_into().expect("8 bytes"));
                 if let Some(tx) = self.pending.remove(&id) {
