@@ -79,10 +79,6 @@ def topic_name(request) -> str:
 def pytest_configure(config):
     config.addinivalue_line("markers", "timeout_s(seconds): time limit for one test (default 60)")
     config.addinivalue_line("markers", "cluster: a multi-node cluster test (controller quorum and brokers)")
-    config.addinivalue_line(
-        "markers",
-        "split_mode: needs broker-only nodes (metadata observers, heartbeats, fencing), not built yet; scripts/test deselects these",
-    )
     # kafka-python 3.0 loads its protocol schemas with a deprecated importlib API.
     config.addinivalue_line("filterwarnings", "ignore:(read_text|open_text) is deprecated:DeprecationWarning")
     # The non-incremental AlterConfigs API is tested on purpose.

@@ -144,7 +144,6 @@ def voter_state(status, node_id: int) -> w.ReplicaState:
 # --- scenarios ----------------------------------------------------------------------------
 
 
-@pytest.mark.split_mode
 @pytest.mark.timeout_s(180)
 def test_three_voters_three_brokers_serve_every_client(cluster_factory, topic_name):
     """3 controllers + 3 brokers in 3 racks: one active controller with every broker an
@@ -258,7 +257,6 @@ def test_three_voters_three_brokers_serve_every_client(cluster_factory, topic_na
     assert resp[(topic, partition)].error_code == w.NOT_LEADER_OR_FOLLOWER
 
 
-@pytest.mark.split_mode
 @pytest.mark.timeout_s(180)
 def test_killing_the_active_controller_elects_a_new_one_and_loses_nothing(cluster_factory, topic_name):
     """kill -9 of the active controller: another voter leads within 2x the election
@@ -303,7 +301,6 @@ def test_killing_the_active_controller_elects_a_new_one_and_loses_nothing(cluste
     create_topic_via(cluster, 23, f"{topic_name}-third", 3)
 
 
-@pytest.mark.split_mode
 @pytest.mark.timeout_s(180)
 @pytest.mark.parametrize("victim_role", ["leader", "follower"])
 def test_a_minority_partitioned_voter_cannot_commit(cluster_factory, topic_name, victim_role):
@@ -377,7 +374,6 @@ def test_a_minority_partitioned_voter_cannot_commit(cluster_factory, topic_name,
     assert_partitions_hold(cluster.bootstrap(), f"{topic_name}-second", produced)
 
 
-@pytest.mark.split_mode
 @pytest.mark.timeout_s(150)
 def test_a_paused_active_controller_is_replaced_and_follows_after_resume(cluster_factory, topic_name):
     """SIGSTOP of the active controller (a stalled process whose sockets stay open): the
@@ -418,7 +414,6 @@ def test_a_paused_active_controller_is_replaced_and_follows_after_resume(cluster
     assert wait_topic_led(cluster, topic_name, 4) == leaders
 
 
-@pytest.mark.split_mode
 @pytest.mark.timeout_s(150)
 def test_a_broker_killed_hard_is_fenced_within_the_session_timeout_and_returns(cluster_factory, topic_name):
     """kill -9 of a broker: within broker.session.timeout.ms it disappears from Metadata
@@ -463,7 +458,6 @@ def test_a_broker_killed_hard_is_fenced_within_the_session_timeout_and_returns(c
     assert_partitions_hold(cluster.bootstrap(), topic_name, produced)
 
 
-@pytest.mark.split_mode
 @pytest.mark.timeout_s(150)
 def test_sigterm_is_a_controlled_shutdown(cluster_factory, topic_name):
     """SIGTERM of a broker: it exits 0, and the controller has already taken its
@@ -498,7 +492,6 @@ def test_sigterm_is_a_controlled_shutdown(cluster_factory, topic_name):
     assert_partitions_hold(cluster.bootstrap(), topic_name, produced)
 
 
-@pytest.mark.split_mode
 @pytest.mark.timeout_s(180)
 def test_every_node_killed_hard_then_restarted_recovers_every_topic(cluster_factory, topic_name):
     """Topics of 12, 3 and 1 partitions (one with a config) and acknowledged records on

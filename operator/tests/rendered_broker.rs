@@ -5,10 +5,9 @@
 //! mount paths (a temp dir, `$STROM_BROKER_BIN`) and, through the script's `"$@"`,
 //! loopback listeners on free ports and a data directory in the temp dir.
 //!
-//! Combined mode (`examples/kafkacluster-single.yaml`, what the kind e2e deploys) must
-//! start, become ready and carry records. Split mode must be refused by today's
-//! single-node broker: the day the broker grows separate roles this test fails and says
-//! to switch it to expect success.
+//! Combined mode (`examples/kafkacluster-single.yaml`, what the kind e2e deploys) and
+//! split mode (a controller voter StatefulSet plus a broker-only StatefulSet) must start,
+//! become ready and carry records.
 //!
 //! The broker binary comes from `STROM_BROKER_BIN`; without it these tests fail.
 
@@ -35,9 +34,6 @@ use strom_operator::crd::KafkaCluster;
 const CONFIG_MOUNT: &str = "/etc/strom/";
 const BROKER_PATH: &str = "/usr/local/bin/strom-broker";
 const NAMESPACE: &str = "streaming";
-
-/// How long a refused configuration may take to make the broker exit.
-const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A KafkaCluster from a YAML file of the repository, with what the API server adds.
 fn cluster(relative: &str) -> KafkaCluster {
@@ -182,22 +178,6 @@ fn wait_ready(node: &mut Node, http: &str) {
     }
 }
 
-/// Waits for the node to exit and returns its status, failing if it keeps running.
-fn wait_exit(node: &mut Node) -> std::process::ExitStatus {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = node.child.try_wait().expect("try_wait") {
-            return status;
-        }
-        assert!(
-            started.elapsed() < EXIT_TIMEOUT,
-            "the broker still runs after {EXIT_TIMEOUT:?}: it accepted the configuration; log:\n{}",
-            log_tail(&node.log)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// What must differ on a test machine: loopback ports and a data directory of its own.
 fn loopback_overrides(port: u16, http_port: u16, data: &Path) -> Vec<String> {
     vec![
@@ -290,34 +270,86 @@ fn combined_single_broker_config_starts_the_real_broker() {
 }
 
 #[test]
-fn split_mode_configs_are_refused_by_todays_broker() {
-    // The same single broker, with a separate controller voter: split mode.
+fn split_mode_configs_form_a_cluster_and_carry_records() {
+    // The single-broker example with a separate controller voter: split mode, the two
+    // StatefulSets' scripts run as their pods would.
     let mut cluster = cluster("../examples/kafkacluster-single.yaml");
     cluster.spec.controllers.replicas = 1;
     let desired = render(&cluster);
-    assert!(
-        desired.controller_set.is_some(),
-        "split mode has controllers"
+    let controller_set = desired
+        .controller_set
+        .as_ref()
+        .expect("split mode has controllers");
+    let data = desired.config_map.data.as_ref().unwrap();
+    assert!(data[BROKER_PROPERTIES].contains("process.roles=broker\n"));
+    assert!(data[CONTROLLER_PROPERTIES].contains("process.roles=controller\n"));
+    // The voter the ConfigMap names (its pod DNS name does not resolve here).
+    let voter_id: String = data[CONTROLLER_PROPERTIES]
+        .lines()
+        .find_map(|l| l.strip_prefix("controller.quorum.voters="))
+        .and_then(|v| v.split('@').next())
+        .expect("a voter")
+        .to_owned();
+    let controller_port = free_port();
+    let voters = format!("controller.quorum.voters={voter_id}@127.0.0.1:{controller_port}");
+
+    let controller_http = free_port();
+    let mut controller = start(&desired, controller_set, |dir| {
+        vec![
+            format!("listeners=CONTROLLER://127.0.0.1:{controller_port}"),
+            voters.clone(),
+            format!("log.dirs={}", dir.display()),
+            format!("strom.http.listener=127.0.0.1:{controller_http}"),
+        ]
+    });
+    let (port, http_port) = (free_port(), free_port());
+    let mut broker = start(&desired, &desired.broker_sets[0], |dir| {
+        let mut o = loopback_overrides(port, http_port, dir);
+        o.push(voters.clone());
+        o
+    });
+    wait_ready(&mut controller, &format!("127.0.0.1:{controller_http}"));
+    wait_ready(&mut broker, &format!("127.0.0.1:{http_port}"));
+
+    let bootstrap = format!("127.0.0.1:{port}");
+    let topic = "rendered-split-config";
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("acks", "all")
+        .create()
+        .expect("producer");
+    let payload = "hello from split mode";
+    producer
+        .send(BaseRecord::<(), _>::to(topic).payload(payload))
+        .map_err(|(e, _)| e)
+        .expect("enqueue");
+    producer.flush(Duration::from_secs(30)).unwrap_or_else(|e| {
+        panic!(
+            "record not acknowledged: {e}; broker log:\n{}\ncontroller log:\n{}",
+            log_tail(&broker.log),
+            log_tail(&controller.log)
+        )
+    });
+    // Only the broker is offered to clients; the controller voter is not a broker.
+    let metadata = producer
+        .client()
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let ids: Vec<i32> = metadata.brokers().iter().map(|b| b.id()).collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_ne!(ids[0].to_string(), voter_id);
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", "rendered-split")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let received = receive(&consumer, 1);
+    assert_eq!(
+        received[0].payload.as_deref(),
+        Some(payload.as_bytes()),
+        "{received:?}; broker log:\n{}",
+        log_tail(&broker.log)
     );
-    // Controller-only voters start today (the quorum is replicated); a broker-only node
-    // waits for metadata observers, so the broker StatefulSet's config is still refused.
-    let sets = [(&desired.broker_sets[0], "broker")];
-    for (set, role) in sets {
-        let (port, http_port) = (free_port(), free_port());
-        let mut node = start(&desired, set, |data| {
-            loopback_overrides(port, http_port, data)
-        });
-        let status = wait_exit(&mut node);
-        let log = std::fs::read_to_string(&node.log).unwrap_or_default();
-        // When this fails because the broker started, the multi-node broker has arrived:
-        // make split mode the tested (and e2e) mode instead.
-        assert!(
-            !status.success(),
-            "process.roles={role}: the broker exited successfully; log:\n{log}"
-        );
-        assert!(
-            log.contains("process.roles"),
-            "process.roles={role}: the refusal does not name process.roles; log:\n{log}"
-        );
-    }
 }
