@@ -666,3 +666,45 @@ def test_no_arguments_still_starts_a_single_node_cluster(tmp_path, topic_name):
                 proc.kill()
                 proc.wait(5)
     assert proc.returncode == 0, f"exit code {proc.returncode}\n{log_path.read_text(errors='replace')[-3000:]}"
+
+
+@pytest.mark.timeout_s(180)
+def test_a_voter_and_a_broker_behind_the_snapshot_catch_up_from_it(cluster_factory, topic_name):
+    """With snapshots every few KiB of metadata, a voter and a broker that were down
+    while many topics were created come back behind the leader's log start: the voter
+    installs the leader's snapshot (Raft), the broker fetches it (FetchSnapshot), and
+    both then see every topic, old and new."""
+    cluster = cluster_factory.start(
+        controllers=3,
+        brokers=2,
+        props={"metadata.log.max.record.bytes.between.snapshots": "2048"},
+    )
+    leader = cluster.active_controller().leader_id
+    follower = next(n for n in (11, 12, 13) if n != leader)
+    cluster.kill(follower)
+    cluster.kill(22)
+    names = [f"{topic_name}-{i}" for i in range(30)]
+    for name in names:
+        create_topic_via(cluster, 21, name, 1)
+    # The log before the latest snapshot is gone from the leader's disk.
+    snapshots = list((cluster.nodes[leader].data_dir / "__cluster_metadata-0").glob("*.checkpoint"))
+    assert snapshots, "the leader wrote no metadata snapshot"
+
+    cluster.start_node(follower)
+    cluster.start_node(22)
+    cluster.wait_ready([follower, 22])
+    for name in names:
+        wait_topic_led(cluster, name, 1)
+    md = cluster.metadata(22)
+    assert set(names) <= set(md.topics), sorted(md.topics)
+    # They caught up from snapshots, not from a log the leader no longer has.
+    assert "installed the metadata snapshot" in cluster.nodes[22].log_path.read_text()
+    assert "installed the metadata snapshot from the leader" in cluster.nodes[follower].log_path.read_text()
+    # The returned voter holds the snapshot too and counts for a majority again.
+    wait_until(
+        lambda: (s := cluster.active_controller(timeout_s=2)) and voter_state(s, follower).log_end_offset >= s.high_watermark,
+        20,
+        f"voter {follower} caught up after installing the snapshot",
+    )
+    cluster.kill(leader)
+    create_topic_via(cluster, 22, f"{topic_name}-after", 1)

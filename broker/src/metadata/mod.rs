@@ -992,6 +992,124 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn membership_fences_expired_sessions_and_unfences_caught_up_brokers() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(0));
+        let config = BrokerConfig::load(None, &["broker.session.timeout.ms=3000".into()]).unwrap();
+        let c = Controller::start(dir.path(), None, config, true, clock.clone()).unwrap();
+        assert!(c.wait_for_image(|i| !i.cluster_id.is_empty()).await);
+        let join = |id: i32| {
+            let c = &c;
+            async move {
+                let incarnation = Uuid::new_v4();
+                let epoch = c
+                    .register_broker(id, None, "h".into(), 1, incarnation)
+                    .await
+                    .unwrap();
+                assert!(
+                    c.image().brokers[&id].fenced,
+                    "a new registration starts fenced"
+                );
+                // Not caught up with its own registration yet: stays fenced.
+                let behind = c
+                    .heartbeat(id, epoch, epoch - 1, false, false)
+                    .await
+                    .unwrap();
+                assert!(behind.fenced && !behind.caught_up);
+                let offset = c.image().metadata_offset;
+                let r = c.heartbeat(id, epoch, offset, false, false).await.unwrap();
+                assert!(!r.fenced && r.caught_up);
+                (epoch, incarnation)
+            }
+        };
+        let (e2, inc2) = join(2).await;
+        let (e3, _) = join(3).await;
+        c.create_topics(&[new_topic("t", 2, 1)], false).await[0]
+            .clone()
+            .unwrap();
+        let leaders = |c: &Controller| -> Vec<i32> {
+            c.image().topics["t"]
+                .partitions
+                .values()
+                .map(|p| p.leader)
+                .collect()
+        };
+        let before = leaders(&c);
+        assert_eq!(
+            before
+                .iter()
+                .copied()
+                .collect::<std::collections::BTreeSet<_>>()
+                .len(),
+            2
+        );
+
+        // Another process claiming a live id is refused; a retry of the same one is not.
+        let dup = c
+            .register_broker(2, None, "h".into(), 1, Uuid::new_v4())
+            .await
+            .unwrap_err();
+        assert_eq!(dup.code, codes::DUPLICATE_BROKER_REGISTRATION);
+        assert_eq!(
+            c.register_broker(2, None, "h".into(), 1, inc2)
+                .await
+                .unwrap(),
+            e2
+        );
+
+        // Broker 3 keeps heartbeating; broker 2 falls silent past the session timeout.
+        clock.advance(2000);
+        let offset = c.image().metadata_offset;
+        c.heartbeat(3, e3, offset, false, false).await.unwrap();
+        clock.advance(1500);
+        c.expire_sessions().await;
+        let image = c.image();
+        assert!(image.brokers[&2].fenced && !image.brokers[&3].fenced);
+        let p2 = image.topics["t"]
+            .partitions
+            .values()
+            .find(|p| p.replicas == vec![2])
+            .unwrap();
+        assert_eq!((p2.leader, p2.leader_epoch), (-1, 1));
+        assert_eq!(
+            image.live_brokers().map(|b| b.id).collect::<Vec<_>>(),
+            vec![3]
+        );
+        // New topics go to live brokers only.
+        c.create_topics(&[new_topic("u", 3, 1)], false).await[0]
+            .clone()
+            .unwrap();
+        assert!(c.image().topics["u"]
+            .partitions
+            .values()
+            .all(|p| p.replicas == vec![3]));
+
+        // The old epoch is stale once it registers again; the new incarnation is unfenced
+        // when caught up and leads its partition again.
+        let e2b = c
+            .register_broker(2, None, "h".into(), 1, Uuid::new_v4())
+            .await
+            .unwrap();
+        assert!(e2b > e2);
+        let stale = c.heartbeat(2, e2, offset, false, false).await.unwrap_err();
+        assert_eq!(stale.code, codes::STALE_BROKER_EPOCH);
+        let offset = c.image().metadata_offset;
+        assert!(
+            !c.heartbeat(2, e2b, offset, false, false)
+                .await
+                .unwrap()
+                .fenced
+        );
+        assert_eq!(leaders(&c), before);
+
+        // Controlled shutdown: fenced at once, leadership gone, allowed to stop.
+        let r = c.heartbeat(3, e3, offset, false, true).await.unwrap();
+        assert!(r.fenced && r.should_shut_down);
+        assert!(!leaders(&c).contains(&3));
+        c.close(0).unwrap();
+    }
+
+    #[tokio::test]
     async fn metadata_survives_restart_by_replaying_the_log() {
         let dir = tempfile::tempdir().unwrap();
         let c = controller(dir.path()).await;

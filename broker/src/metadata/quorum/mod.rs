@@ -403,6 +403,10 @@ impl Driver {
         match MetadataImage::from_checkpoint(&snapshot.data) {
             Ok(mut image) => {
                 image.metadata_offset = snapshot.get_metadata().index as i64;
+                tracing::info!(
+                    offset = image.metadata_offset,
+                    "installed the metadata snapshot from the leader"
+                );
                 self.image = image;
                 self.bytes_since_snapshot = 0;
                 let _ = self.image_tx.send(Arc::new(self.image.clone()));
