@@ -8,6 +8,12 @@
 use crate::{BrokerId, BrokerInfo};
 use std::collections::BTreeMap;
 
+/// The most partitions one call places. Counts come from the wire (CreateTopics,
+/// CreatePartitions); Kafka's controller refuses more than 10,000 partitions per request
+/// (`MAX_PARTITIONS_PER_BATCH`), and so placement never allocates for more than that, whatever
+/// a caller passes.
+pub const MAX_PARTITIONS_PER_CALL: i32 = 10_000;
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PlacementError {
     #[error("replication factor must be at least 1, got {0}")]
@@ -19,6 +25,8 @@ pub enum PlacementError {
         replication_factor: i32,
         brokers: usize,
     },
+    #[error("{count} partitions requested; at most {max} can be created at once")]
+    TooManyPartitions { count: i32, max: i32 },
 }
 
 /// Orders brokers so that walking the list visits racks round-robin: the first broker of every
@@ -63,6 +71,12 @@ pub fn assign_replicas(
     if replication_factor < 1 {
         return Err(PlacementError::InvalidReplicationFactor(replication_factor));
     }
+    if count > MAX_PARTITIONS_PER_CALL {
+        return Err(PlacementError::TooManyPartitions {
+            count,
+            max: MAX_PARTITIONS_PER_CALL,
+        });
+    }
     let order = rack_interleaved(brokers);
     let n = order.len();
     if replication_factor as usize > n {
@@ -78,8 +92,11 @@ pub fn assign_replicas(
         .collect::<std::collections::BTreeSet<_>>()
         .len();
     let rf = replication_factor as usize;
+    // `count` is at most MAX_PARTITIONS_PER_CALL here, so this reservation is bounded; the
+    // range saturates so that a first partition near i32::MAX cannot overflow.
     let mut out = Vec::with_capacity(count.max(0) as usize);
-    for p in first_partition.max(0)..first_partition.max(0) + count.max(0) {
+    let first = first_partition.max(0);
+    for p in first..first.saturating_add(count.max(0)) {
         let p = p as usize;
         let leader = (start + p) % n;
         let shift = if n > 1 { 1 + (p / n) % (n - 1) } else { 0 };
@@ -173,6 +190,30 @@ mod tests {
             *leaders.entry(replicas[0]).or_default() += 1;
         }
         assert!(leaders.values().all(|&c| c == 10), "{leaders:?}");
+    }
+
+    #[test]
+    fn refuses_counts_beyond_the_per_call_bound_without_allocating() {
+        let one = [broker(1, None)];
+        assert_eq!(
+            assign_replicas(&one, 0, i32::MAX, 1, 0).unwrap_err(),
+            PlacementError::TooManyPartitions {
+                count: i32::MAX,
+                max: MAX_PARTITIONS_PER_CALL
+            }
+        );
+        assert_eq!(
+            assign_replicas(&one, 0, MAX_PARTITIONS_PER_CALL, 1, 0)
+                .unwrap()
+                .len(),
+            MAX_PARTITIONS_PER_CALL as usize
+        );
+        // A first partition near the top of the range does not overflow.
+        assert_eq!(
+            assign_replicas(&one, i32::MAX - 1, 5, 1, 0).unwrap().len(),
+            1
+        );
+        assert!(assign_replicas(&one, 0, -5, 1, 0).unwrap().is_empty());
     }
 
     #[test]

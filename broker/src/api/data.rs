@@ -90,11 +90,7 @@ pub async fn fetch(broker: &Broker, req: FetchRequest, version: i16) -> FetchRes
     let deadline = tokio::time::Instant::now()
         + Duration::from_millis(req.max_wait_ms.clamp(0, 300_000) as u64);
     let min_bytes = req.min_bytes.max(0) as usize;
-    let max_bytes = if req.max_bytes <= 0 {
-        i32::MAX as usize
-    } else {
-        req.max_bytes as usize
-    };
+    let max_bytes = response_bytes_cap(broker, &req, version);
     let read_committed = req.isolation_level == 1;
     let image = broker.controller.image();
     let mut appends = broker.replicas.subscribe_appends();
@@ -177,6 +173,28 @@ pub async fn fetch(broker: &Broker, req: FetchRequest, version: i16) -> FetchRes
         // Woken by an append or by the deadline; either way the next pass decides. A closed
         // channel (broker shutting down) also ends the wait.
         let _ = tokio::time::timeout_at(deadline, appends.changed()).await;
+    }
+}
+
+/// The most record bytes one Fetch response assembles: the request's max_bytes, never more
+/// than `fetch.max.bytes` for a consumer or `replica.fetch.response.max.bytes` for a follower
+/// (as Kafka caps them), so a ~200-byte request asking for 2 GiB cannot make the broker buffer
+/// it. (KIP-74's first-batch exception still returns one batch larger than the cap whole.)
+fn response_bytes_cap(broker: &Broker, req: &FetchRequest, version: i16) -> usize {
+    let replica_id = if version >= 15 {
+        req.replica_state.replica_id.0
+    } else {
+        req.replica_id.0
+    };
+    let broker_cap = if replica_id >= 0 {
+        broker.config.replica_fetch_response_max_bytes()
+    } else {
+        broker.config.fetch_max_bytes()
+    };
+    if req.max_bytes <= 0 {
+        broker_cap
+    } else {
+        (req.max_bytes as usize).min(broker_cap)
     }
 }
 

@@ -2,6 +2,7 @@
 //! the Kafka listener with one task per connection, the HTTP listener, periodic flushing,
 //! and clean shutdown.
 
+mod accept;
 mod connection;
 mod http;
 pub mod metrics;
@@ -23,8 +24,7 @@ use tokio::sync::watch;
 const CLEAN_SHUTDOWN_FILE: &str = ".strom_clean_shutdown";
 const META_PROPERTIES: &str = "meta.properties";
 
-/// Most connections the broker serves at once; more wait in the accept queue.
-const MAX_CONNECTIONS: usize = 10_000;
+pub use accept::{fd_limits, raise_fd_limit};
 
 /// Everything a request handler may touch.
 pub struct Broker {
@@ -190,32 +190,7 @@ pub async fn run(
     broker.ready.store(true, Ordering::Release);
     tracing::info!(listener = %kafka_addr, http = %http_addr, "strom-broker ready");
 
-    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    let mut tasks = tokio::task::JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!(cause = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let Ok(permit) = connections.clone().acquire_owned().await else { break };
-                let broker = broker.clone();
-                let stop = stop_rx.clone();
-                tasks.spawn(async move {
-                    connection::serve(broker, stream, peer, stop).await;
-                    drop(permit);
-                });
-            }
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-        }
-    }
+    let mut tasks = accept::accept_connections(&listener, &broker, &stop_rx, shutdown).await;
     tracing::info!("shutting down: no new connections; finishing in-flight requests");
     broker.ready.store(false, Ordering::Release);
     drop(listener);
