@@ -15,9 +15,7 @@ use super::batch::{BatchHeader, HEADER_LEN};
 use super::segment::{file_name, Segment};
 use super::{sync_dir, Log, LogError, DELETED_SUFFIX};
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-};
+use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Write};
@@ -59,6 +57,9 @@ pub struct CleanStats {
     pub bytes_read: u64,
     pub bytes_written: u64,
     pub records_removed: u64,
+    /// Batches that could not be decoded (damaged, or beyond the decompression bound):
+    /// left out of the key map and copied to the cleaned segment unchanged.
+    pub batches_skipped: u64,
 }
 
 /// A cleaned file and the base offset of its first batch.
@@ -328,15 +329,16 @@ fn for_each_batch(
     Ok(pos)
 }
 
-fn decode(batch: Bytes) -> Result<(Compression, Vec<Record>), LogError> {
-    let mut b = batch;
-    let set = RecordBatchDecoder::decode(&mut b).map_err(|e| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("undecodable batch: {e}"),
-        )
-    })?;
-    Ok((set.compression, set.records))
+/// Decodes a stored batch within the decompression bound; `None` (logged) when it cannot be,
+/// so the cleaner skips it instead of failing the whole clean, or crashing on a bomb.
+fn decode(dir: &Path, h: &BatchHeader, batch: Bytes) -> Option<(Compression, Vec<Record>)> {
+    match super::codec::decode_batch(batch) {
+        Ok(set) => Some((set.compression, set.records)),
+        Err(e) => {
+            tracing::error!(dir = %dir.display(), base_offset = h.base_offset, cause = %e, "the log cleaner skips a batch it cannot decode; it is kept as it is");
+            None
+        }
+    }
 }
 
 impl CleanPlan {
@@ -347,6 +349,7 @@ impl CleanPlan {
         let mut latest: HashMap<Bytes, i64> = HashMap::new();
         let mut map_bytes = 0usize;
         let mut clean_until = self.first_dirty;
+        let mut skipped = 0u64;
         for seg in self
             .segments
             .iter()
@@ -356,18 +359,25 @@ impl CleanPlan {
             if map_bytes > self.map_budget_bytes {
                 break;
             }
-            stats.bytes_read += for_each_batch(seg, |_, batch| {
+            stats.bytes_read += for_each_batch(seg, |h, batch| {
                 throttle.consumed(batch.len());
-                for r in decode(batch)?.1 {
+                let Some((_, records)) = decode(&self.dir, &h, batch) else {
+                    skipped += 1;
+                    return Ok(());
+                };
+                for r in records {
                     if let Some(k) = r.key {
                         map_bytes += k.len() + MAP_ENTRY_OVERHEAD;
-                        latest.insert(k, r.offset);
+                        // Copied: a slice would keep the whole decompressed batch alive in
+                        // the map, and the map's memory would follow the decompressed log.
+                        latest.insert(Bytes::copy_from_slice(&k), r.offset);
                     }
                 }
                 Ok(())
             })?;
             clean_until = seg.next_offset;
         }
+        stats.batches_skipped = skipped;
         let mut groups = Vec::new();
         let mut kept_tombstones = false;
         // Group consecutive segments so a group's cleaned size stays within segment.bytes:
@@ -425,7 +435,18 @@ impl CleanPlan {
             let tombstone_expired = seg.max_timestamp < self.tombstone_horizon_ms;
             for_each_batch(seg, |h, batch| {
                 throttle.consumed(batch.len());
-                let (compression, records) = decode(batch)?;
+                let Some((compression, records)) = decode(&self.dir, &h, batch.clone()) else {
+                    // Never drop what cannot be read: the batch goes on as it is.
+                    if out.is_none() {
+                        let path = self.dir.join(cleaned_name(h.base_offset, end));
+                        out = Some((h.base_offset, path.clone(), File::create(&path)?));
+                    }
+                    if let Some((_, _, file)) = &mut out {
+                        file.write_all(&batch)?;
+                        stats.bytes_written += batch.len() as u64;
+                    }
+                    return Ok(());
+                };
                 let total = records.len();
                 let kept: Vec<Record> = records
                     .into_iter()
@@ -495,6 +516,7 @@ mod tests {
     use super::*;
     use crate::config::{BrokerConfig, LogConfig};
     use crate::log::batch::validate_batches;
+    use kafka_protocol::records::RecordBatchDecoder;
 
     const T0: i64 = 1_700_000_000_000;
 

@@ -7,6 +7,7 @@
 
 pub mod batch;
 pub mod cleaner;
+pub mod codec;
 pub mod segment;
 
 use crate::config::LogConfig;

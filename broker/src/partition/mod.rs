@@ -20,6 +20,9 @@ use uuid::Uuid;
 /// topic deleted and re-created under the same name never inherits old data.
 const PARTITION_METADATA_FILE: &str = "partition.metadata";
 
+/// Suffix of a partition directory being deleted (renamed first, then removed).
+const DELETE_SUFFIX: &str = "-delete";
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProduceError {
     #[error(transparent)]
@@ -110,9 +113,9 @@ impl Partition {
         // the log lock is taken, so producers to one partition only serialise on the write.
         let cfg = self.log_config();
         let headers = validate_batches(records, cfg.max_message_bytes)?;
-        if cfg.compact {
-            crate::log::batch::require_keys(records)?;
-        }
+        // Records are checked against their batch headers on every topic (Kafka's broker
+        // does the same); compressed batches are decompressed within a bound for it.
+        crate::log::batch::validate_contents(records, &headers, cfg.compact)?;
         if !cfg.log_append_time {
             for h in &headers {
                 let too_old = cfg.timestamp_before_max_ms != i64::MAX
@@ -450,8 +453,11 @@ impl ReplicaManager {
         Ok(())
     }
 
-    /// Removes partition directories that no partition of `image` owns (left behind when a
-    /// deletion was interrupted by a crash). Called once at start-up.
+    /// Finishes deletions a crash interrupted (directories renamed `*-delete` by
+    /// [`remove_partition_dir`]) and reports partition directories that no partition of
+    /// `image` owns. Those are never deleted: a damaged or truncated metadata log would
+    /// otherwise destroy every partition's data at start-up. They are logged and left for an
+    /// operator to remove or restore. Called once at start-up.
     pub fn remove_strays(&self, image: &MetadataImage) {
         let partitions = self.partitions.read().expect("partitions lock");
         for root in &self.log_dirs {
@@ -460,14 +466,20 @@ impl ReplicaManager {
             };
             for entry in entries.flatten() {
                 let path = entry.path();
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.ends_with(DELETE_SUFFIX) && path.is_dir() {
+                    tracing::info!(dir = %path.display(), "finishing an interrupted partition deletion");
+                    if let Err(e) = std::fs::remove_dir_all(&path) {
+                        tracing::warn!(cause = %e, dir = %path.display(), "removing a deleted partition directory failed");
+                    }
+                    continue;
+                }
                 if !path.join(PARTITION_METADATA_FILE).exists() {
                     continue;
                 }
                 let owned = partitions.values().any(|p| p.dir() == path);
-                let name = entry.file_name().to_string_lossy().into_owned();
                 if !owned && !name.starts_with(crate::metadata::METADATA_LOG_DIR) {
-                    tracing::info!(dir = %path.display(), metadata_offset = image.metadata_offset, "removing stray partition directory");
-                    remove_partition_dir(&path);
+                    tracing::warn!(dir = %path.display(), metadata_offset = image.metadata_offset, "a partition directory that the metadata does not know is left untouched (not served, not deleted); remove it by hand if its topic was deleted");
                 }
             }
         }
@@ -606,7 +618,11 @@ fn write_topic_id(dir: &Path, id: Uuid) -> std::io::Result<()> {
 /// Deletes a partition directory: renamed first (so a crash mid-removal leaves a name that
 /// no partition claims), then removed.
 fn remove_partition_dir(dir: &Path) {
-    let doomed = dir.with_extension(format!("{}-delete", Uuid::new_v4().simple()));
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let doomed = dir.with_file_name(format!("{name}.{}{DELETE_SUFFIX}", Uuid::new_v4().simple()));
     let target = match std::fs::rename(dir, &doomed) {
         Ok(()) => doomed,
         Err(_) => dir.to_owned(),

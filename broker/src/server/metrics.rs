@@ -171,10 +171,10 @@ impl Metrics {
     }
 
     /// A record batch refused on produce or skipped by the cleaner, for `reason`.
-    pub fn invalid_batch(&self, reason: &str) {
+    pub fn invalid_batch(&self, reason: &str, count: u64) {
         self.invalid_batches
             .get_or_create(&vec![("reason".to_string(), reason.to_string())])
-            .inc();
+            .inc_by(count);
     }
 
     pub fn observe(&self, api: ApiKey, elapsed: Duration) {
