@@ -151,8 +151,7 @@ pub async fn fetch(broker: &Broker, req: FetchRequest, version: i16) -> FetchRes
                             }
                             Err(e) => {
                                 any_error = true;
-                                tracing::error!(cause = %e, topic = %p.topic, partition = p.index, "fetch read failed");
-                                pd = pd.with_error_code(codes::KAFKA_STORAGE_ERROR);
+                                pd = pd.with_error_code(read_error_code(broker, &p, &e));
                             }
                         }
                     }
@@ -195,6 +194,24 @@ fn response_bytes_cap(broker: &Broker, req: &FetchRequest, version: i16) -> usiz
         broker_cap
     } else {
         (req.max_bytes as usize).min(broker_cap)
+    }
+}
+
+/// The Fetch error for a failed read: CORRUPT_MESSAGE for damaged data (logged and counted
+/// once per damaged position by the log), KAFKA_STORAGE_ERROR for a failing disk.
+fn read_error_code(broker: &Broker, p: &crate::partition::Partition, e: &LogError) -> i16 {
+    match e {
+        LogError::Corrupt { first, .. } => {
+            if *first {
+                broker.metrics.storage_error("corrupt_segment");
+            }
+            codes::CORRUPT_MESSAGE
+        }
+        _ => {
+            broker.metrics.storage_error("read_failed");
+            tracing::error!(cause = %e, topic = %p.topic, partition = p.index, "fetch read failed");
+            codes::KAFKA_STORAGE_ERROR
+        }
     }
 }
 

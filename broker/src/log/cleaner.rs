@@ -223,6 +223,7 @@ impl Log {
                     &self.dir,
                     base,
                     true,
+                    false,
                     self.config.index_interval_bytes,
                     now_ms,
                 )?;

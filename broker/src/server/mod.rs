@@ -5,6 +5,7 @@
 mod accept;
 mod connection;
 mod http;
+mod lock;
 pub mod metrics;
 
 use crate::clock::Clock;
@@ -118,9 +119,14 @@ impl Broker {
 fn cluster_identity(dirs: &[PathBuf], node_id: i32) -> anyhow::Result<String> {
     let mut cluster_id: Option<String> = None;
     for d in dirs {
-        let Ok(text) = std::fs::read_to_string(d.join(META_PROPERTIES)) else {
-            continue;
+        let path = d.join(META_PROPERTIES);
+        let text = match std::fs::read(&path) {
+            // Not UTF-8 is damage like any other: check_meta_properties says so.
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => anyhow::bail!("log.dirs: cannot read {}: {e}", path.display()),
         };
+        check_meta_properties(&path, &text)?;
         let get = |k: &str| {
             text.lines()
                 .find_map(|l| l.strip_prefix(k).and_then(|r| r.strip_prefix('=')))
@@ -155,6 +161,25 @@ fn cluster_identity(dirs: &[PathBuf], node_id: i32) -> anyhow::Result<String> {
     Ok(cluster_id)
 }
 
+/// A meta.properties that exists must be whole: a damaged one is refused rather than
+/// replaced by a newly invented cluster id on every start.
+fn check_meta_properties(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    let value = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k).and_then(|r| r.strip_prefix('=')))
+            .map(str::trim)
+    };
+    let valid = value("cluster.id").is_some_and(|c| !c.is_empty() && c.is_ascii())
+        && value("node.id").is_some_and(|n| n.parse::<i32>().is_ok());
+    if !valid {
+        anyhow::bail!(
+            "{} is damaged (it needs cluster.id and node.id): restore it, or remove it only if this directory holds no data of another cluster",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 /// Runs a broker until `shutdown` resolves, then shuts down cleanly: stop accepting, let
 /// connections finish the request they are on, flush and close the logs.
 pub async fn run(
@@ -166,6 +191,7 @@ pub async fn run(
     let kafka_addr = format!("{}:{}", listener_cfg.host, listener_cfg.port);
     let http_addr = config.http_listener();
     let shutdown_timeout = Duration::from_millis(config.shutdown_timeout_ms());
+    let _locks = lock::lock_log_dirs(&config.log_dirs())?;
     let broker = Arc::new(Broker::open(config, clock)?);
     let listener = TcpListener::bind(&kafka_addr)
         .await
@@ -254,6 +280,11 @@ async fn clean_continuously(broker: Arc<Broker>, mut stop: watch::Receiver<bool>
             broker
                 .metrics
                 .record_clean(p, summary, broker.replicas.now_ms());
+            if summary.stats.batches_skipped > 0 {
+                broker
+                    .metrics
+                    .invalid_batch("cleaner_skipped", summary.stats.batches_skipped);
+            }
             tracing::info!(
                 topic = %p.topic,
                 partition = p.index,
