@@ -226,6 +226,70 @@ fn bound_partition_counts(counts: &[i64]) -> Vec<Option<ApiError>> {
     out
 }
 
+/// Refuses (KAFKA_STORAGE_ERROR) the topics still to be created when the log dirs have no
+/// room for their partitions: committing them to the metadata first would leave topics
+/// whose partitions cannot be opened.
+fn refuse_without_room(broker: &Broker, counts: &[i64], refused: &mut [Option<ApiError>]) {
+    let total: i64 = counts
+        .iter()
+        .zip(refused.iter())
+        .filter(|(_, r)| r.is_none())
+        .map(|(c, _)| (*c).max(0))
+        .sum();
+    if total == 0 {
+        return;
+    }
+    if let Err(e) = broker.replicas.check_room(total as usize) {
+        tracing::error!(cause = %e, partitions = total, "CreateTopics refused: no room in the log directories");
+        broker.metrics.storage_error("write_failed");
+        for r in refused.iter_mut().filter(|r| r.is_none()) {
+            *r = Some(ApiError::new(
+                codes::KAFKA_STORAGE_ERROR,
+                format!("The log directories have no room for the new partitions: {e}"),
+            ));
+        }
+    }
+}
+
+/// A topic committed to the metadata whose partitions could not all be opened here (a disk
+/// that filled up meanwhile) is deleted again and answered KAFKA_STORAGE_ERROR, so a topic
+/// is created whole or not at all. Returns whether any topic was undone.
+fn undo_partial_topics(
+    broker: &Broker,
+    topics: &[NewTopic],
+    results: &mut [Result<uuid::Uuid, ApiError>],
+) -> bool {
+    let image = broker.controller.image();
+    let partial: Vec<String> = topics
+        .iter()
+        .zip(results.iter())
+        .filter(|(_, r)| r.is_ok())
+        .filter_map(|(t, _)| image.topics.get(&t.name))
+        .filter(|t| {
+            t.partitions.iter().any(|(p, pi)| {
+                pi.replicas.contains(&broker.node_id) && broker.replicas.get(&t.name, *p).is_none()
+            })
+        })
+        .map(|t| t.name.clone())
+        .collect();
+    if partial.is_empty() {
+        return false;
+    }
+    tracing::error!(topics = ?partial, "partitions of new topics could not be created; deleting the topics again");
+    let undone = broker.controller.delete_topics(&partial);
+    publish(broker, &broker.controller.image());
+    for (t, r) in topics.iter().zip(results.iter_mut()) {
+        if let Some(i) = partial.iter().position(|n| *n == t.name) {
+            let message = match &undone[i] {
+                Ok(_) => "The topic's partitions could not be created (storage failure); the topic was not created.".to_string(),
+                Err(e) => format!("The topic's partitions could not be created (storage failure), and deleting it again failed: {}", e.message),
+            };
+            *r = Err(ApiError::new(codes::KAFKA_STORAGE_ERROR, message));
+        }
+    }
+    true
+}
+
 pub fn create_topics(
     broker: &Broker,
     req: CreateTopicsRequest,
@@ -257,7 +321,10 @@ pub fn create_topics(
             (a, _) => a as i64,
         })
         .collect();
-    let refused = bound_partition_counts(&counts);
+    let mut refused = bound_partition_counts(&counts);
+    if !req.validate_only {
+        refuse_without_room(broker, &counts, &mut refused);
+    }
     let planned: Vec<NewTopic> = new_topics
         .iter()
         .zip(&refused)
@@ -277,9 +344,13 @@ pub fn create_topics(
                 .unwrap_or_else(|| Err(ApiError::new(codes::UNKNOWN_SERVER_ERROR, "no result"))),
         })
         .collect();
-    let image = broker.controller.image();
+    let mut image = broker.controller.image();
+    let mut results = results;
     if !req.validate_only {
         publish(broker, &image);
+        if undo_partial_topics(broker, &new_topics, &mut results) {
+            image = broker.controller.image();
+        }
     }
     let topics = new_topics
         .iter()

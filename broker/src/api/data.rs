@@ -65,6 +65,10 @@ pub fn produce(broker: &Broker, req: ProduceRequest, version: i16) -> Option<Pro
                         .with_log_start_offset(log_start);
                 }
                 Err((code, message)) => {
+                    if code == codes::KAFKA_STORAGE_ERROR {
+                        // Logged at error level by the partition when the failure starts.
+                        broker.metrics.storage_error("write_failed");
+                    }
                     tracing::debug!(topic = %topic.name.0, partition = pd.index, code, %message, "produce refused");
                     resp = resp.with_error_code(code);
                     if version >= 8 {

@@ -608,12 +608,16 @@ impl Log {
         if offset <= self.log_start_offset {
             return Ok(());
         }
-        self.log_start_offset = offset.min(self.log_end_offset());
-        write_atomically(
-            &self.dir.join(LOG_START_FILE),
-            self.log_start_offset.to_string().as_bytes(),
-        )?;
-        self.delete_segments_below_log_start(now_ms)?;
+        // Persisted first, applied after: a failed write (a full disk) changes nothing, so
+        // the error the caller reports is the whole truth and a retry does the work.
+        let start = offset.min(self.log_end_offset());
+        write_atomically(&self.dir.join(LOG_START_FILE), start.to_string().as_bytes())?;
+        self.log_start_offset = start;
+        // The new start is durable: segments that cannot be removed now are removed by the
+        // next retention pass or start, so a failure here does not undo the deletion.
+        if let Err(e) = self.delete_segments_below_log_start(now_ms) {
+            tracing::warn!(cause = %e, dir = %self.dir.display(), "removing segments below the log start failed; retried later");
+        }
         Ok(())
     }
 

@@ -443,10 +443,15 @@ pub fn write_atomically(path: &Path, data: &[u8]) -> io::Result<()> {
         "{}.tmp",
         path.extension().and_then(|e| e.to_str()).unwrap_or("")
     ));
-    {
+    let written = (|| {
         let mut f = File::create(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        // A half-written temporary file (a full disk) would only hold space.
+        let _ = std::fs::remove_file(&tmp);
     }
-    std::fs::rename(&tmp, path)
+    written
 }

@@ -73,6 +73,9 @@ pub struct Partition {
     log_start_offset: AtomicI64,
     leader_epoch: AtomicI64,
     isr: RwLock<Vec<i32>>,
+    /// Set while appends fail for storage reasons (a full or failing disk), so the failure
+    /// is logged at error level once when it starts and once when it ends, not per produce.
+    storage_failing: std::sync::atomic::AtomicBool,
 }
 
 impl Partition {
@@ -165,7 +168,20 @@ impl Partition {
             }
         }
         // The log records the idempotent batch in the producer state as it appends it.
-        let info = log.append(records, &headers, self.leader_epoch(), now_ms)?;
+        let info = match log.append(records, &headers, self.leader_epoch(), now_ms) {
+            Ok(info) => {
+                if self.storage_failing.swap(false, Ordering::AcqRel) {
+                    tracing::info!(topic = %self.topic, partition = self.index, "the partition's log can write again");
+                }
+                info
+            }
+            Err(e) => {
+                if !self.storage_failing.swap(true, Ordering::AcqRel) {
+                    tracing::error!(topic = %self.topic, partition = self.index, dir = %log.dir().display(), cause = %e, "cannot write to the partition's log; produce is answered KAFKA_STORAGE_ERROR until it can write again");
+                }
+                return Err(e.into());
+            }
+        };
         self.high_watermark
             .store(log.log_end_offset(), Ordering::Release);
         Ok(info)
@@ -400,6 +416,7 @@ impl ReplicaManager {
             }
         }
         let empty = BTreeMap::new();
+        let mut failed: Option<anyhow::Error> = None;
         let mut partitions = self.partitions.write().expect("partitions lock");
         // Deleted topics (or moved partitions): drop and remove their data.
         let gone: Vec<(String, i32)> = partitions
@@ -430,8 +447,32 @@ impl ReplicaManager {
                     remove_partition_dir(&dir);
                 }
             }
-            let log = Log::open(&dir, cfg, self.clean_start, now)?;
-            write_topic_id(&dir, topic_id)?;
+            let existed = dir.exists();
+            let opened = Log::open(&dir, cfg, self.clean_start, now).and_then(|log| {
+                write_topic_id(&dir, topic_id)?;
+                Ok(log)
+            });
+            let log = match opened {
+                Ok(log) => log,
+                Err(e) => {
+                    // A partition that could not be created (a full disk) leaves nothing
+                    // behind; the others are still opened, and the caller is told.
+                    if existed {
+                        // Existing data that cannot be opened refuses the start (below).
+                        failed.get_or_insert(anyhow::anyhow!(
+                            "cannot open the log of {topic}-{index} in {}: {e}",
+                            dir.display()
+                        ));
+                    } else {
+                        // A new partition that cannot be created (a full disk) leaves
+                        // nothing behind and is tried again with the next image; callers
+                        // that create topics check that their partitions exist.
+                        tracing::error!(cause = %e, %topic, partition = index, dir = %dir.display(), "cannot create the partition's log");
+                        let _ = std::fs::remove_dir_all(&dir);
+                    }
+                    continue;
+                }
+            };
             let hw = log.log_end_offset();
             let start = log.log_start_offset();
             partitions.insert(
@@ -447,8 +488,34 @@ impl ReplicaManager {
                     log_start_offset: AtomicI64::new(start),
                     leader_epoch: AtomicI64::new(epoch as i64),
                     isr: RwLock::new(isr),
+                    storage_failing: Default::default(),
                 }),
             );
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether every log dir has room for `partitions` new partitions (their directory,
+    /// partition.metadata and first segment) and the metadata record that creates them:
+    /// checked by writing and removing a file of that size, so a topic is not committed to
+    /// the metadata on a disk that cannot hold its partitions.
+    pub fn check_room(&self, partitions: usize) -> std::io::Result<()> {
+        use std::io::Write;
+        let bytes = partitions
+            .saturating_mul(16 * 1024)
+            .saturating_add(64 * 1024);
+        for root in &self.log_dirs {
+            let path = root.join(".strom_room_check");
+            let written = (|| {
+                let mut f = std::fs::File::create(&path)?;
+                f.write_all(&vec![0u8; bytes.min(256 << 20)])?;
+                f.sync_all()
+            })();
+            let _ = std::fs::remove_file(&path);
+            written?;
         }
         Ok(())
     }
@@ -650,6 +717,7 @@ mod tests {
             log_start_offset: AtomicI64::new(0),
             leader_epoch: AtomicI64::new(0),
             isr: RwLock::new(vec![1]),
+            storage_failing: Default::default(),
         }
     }
 

@@ -56,10 +56,14 @@ fn lock_one(dir: &Path) -> anyhow::Result<File> {
             return Err(e).with_context(|| format!("log.dirs: cannot lock {}", path.display()))
         }
     }
-    file.set_len(0)?;
-    file.rewind()?;
-    write!(file, "{}", std::process::id())?;
-    file.sync_all()?;
+    // The pid only names the holder for a refused second start: best effort, since a
+    // broker must still start (and serve reads) on a full disk.
+    let _ = (|| -> std::io::Result<()> {
+        file.set_len(0)?;
+        file.rewind()?;
+        write!(file, "{}", std::process::id())?;
+        file.sync_all()
+    })();
     Ok(file)
 }
 
