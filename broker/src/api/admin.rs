@@ -590,4 +590,67 @@ mod tests {
         assert_eq!(codes_of(&[5_000, 5_000]), vec![None, None]);
         assert_eq!(codes_of(&[-1, 0]), vec![None, None]);
     }
+
+    /// A seeded fuzzer over the counts CreateTopics and CreatePartitions carry from the
+    /// wire (partitions, replication factor, assignments, validate_only), handled by a real
+    /// broker: any unbounded allocation aborts the test process. (Deterministic; topics are
+    /// only created for small counts, to keep the test fast.)
+    #[test]
+    fn hostile_partition_counts_never_allocate_or_panic() {
+        use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+        use kafka_protocol::messages::create_topics_request::{
+            CreatableReplicaAssignment, CreatableTopic,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::config::BrokerConfig::load(
+            None,
+            &[format!("log.dirs={}", dir.path().display())],
+        )
+        .unwrap();
+        let broker = Broker::open(config, std::sync::Arc::new(crate::clock::SystemClock)).unwrap();
+        let mut seed: u64 = 0x00c0_ffee_5eed;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let extremes = [i32::MAX, i32::MIN, -1, 0, 1, 3, 10_000, 10_001, 1 << 27];
+        for round in 0..300 {
+            let count = extremes[(next() % extremes.len() as u64) as usize];
+            let rf = [i16::MAX, i16::MIN, -1, 0, 1, 2][(next() % 6) as usize];
+            let validate_only = count > 3 || next() % 2 == 0;
+            let assignments = if next() % 4 == 0 {
+                (0..next() % 5)
+                    .map(|i| {
+                        CreatableReplicaAssignment::default()
+                            .with_partition_index(i as i32)
+                            .with_broker_ids(vec![BrokerId(1); (next() % 3) as usize])
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let by_count = assignments.is_empty();
+            let name = format!("fuzz-{round}");
+            let req = CreateTopicsRequest::default()
+                .with_validate_only(validate_only)
+                .with_topics(vec![CreatableTopic::default()
+                    .with_name(topic_name(&name))
+                    .with_num_partitions(count)
+                    .with_replication_factor(rf)
+                    .with_assignments(assignments)]);
+            let resp = create_topics(&broker, req, 7);
+            let code = resp.topics[0].error_code;
+            if by_count && count > 10_000 {
+                assert_eq!(code, codes::INVALID_PARTITIONS, "round {round}");
+            }
+            let grow = CreatePartitionsRequest::default()
+                .with_validate_only(true)
+                .with_topics(vec![CreatePartitionsTopic::default()
+                    .with_name(topic_name(&name))
+                    .with_count(extremes[(next() % extremes.len() as u64) as usize])]);
+            let _ = create_partitions(&broker, grow);
+        }
+    }
 }
