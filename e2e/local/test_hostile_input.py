@@ -184,3 +184,24 @@ def test_soft_fd_limit_is_raised_to_the_hard_limit(broker_factory):
     line = next(l for l in limits.splitlines() if l.startswith("Max open files"))
     assert line.split()[3:5] == [str(hard), str(hard)], line
     assert "raised the soft file-descriptor limit" in b.log_text()
+
+
+@pytest.mark.timeout_s(90)
+def test_unread_fetch_responses_hold_bounded_memory(broker_factory, topic_name):
+    """A client pipelines 100 Fetch requests for a 4 MB partition and never reads the
+    answers. Responses queued for it are bounded by fetch.max.bytes (here 4 MiB), not by
+    the number of requests: the broker grows by a few responses, not by 100 of them."""
+    b = broker_factory.start({"fetch.max.bytes": 4 * 1024 * 1024})
+    create_topic(b.bootstrap, topic_name)
+    prod = producer(b.bootstrap, **{"linger.ms": 50, "batch.size": 1_000_000})
+    produce_all(prod, topic_name, [{"value": b"x" * 1000} for _ in range(4000)])
+    rss_before = status_kib(b, "VmRSS")
+    s = socket.create_connection((b.host, b.port))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.sendall(b"".join(w.fetch_request_v4(topic_name, 0, 0, next(_correlation)) for _ in range(100)))
+    time.sleep(3)
+    grown_mib = (status_kib(b, "VmRSS") - rss_before) / 1024
+    assert grown_mib < 40, f"broker grew by {grown_mib:.0f} MiB for responses nobody reads"
+    assert_serving(b)
+    s.close()
+    assert_serving(b)

@@ -51,14 +51,24 @@ pub async fn serve(
 ) {
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = stream.into_split();
-    let (tx, mut rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
+    let (tx, mut rx) = mpsc::channel::<(Bytes, tokio::sync::OwnedSemaphorePermit)>(WRITE_QUEUE);
+    // Bytes of responses queued for a client that does not read them: bounded, so that
+    // pipelined Fetch requests whose answers are never read cannot pile up WRITE_QUEUE
+    // responses of fetch.max.bytes each. The reader waits for room (backpressure).
+    let response_budget = broker
+        .config
+        .fetch_max_bytes()
+        .max(1 << 20)
+        .min(u32::MAX as usize);
+    let unsent = Arc::new(tokio::sync::Semaphore::new(response_budget));
     let metrics = broker.metrics.clone();
     let write_task = tokio::spawn(async move {
-        while let Some(frame) = rx.recv().await {
+        while let Some((frame, permit)) = rx.recv().await {
             if let Err(e) = writer.write_all(&frame).await {
                 tracing::debug!(%peer, cause = %e, "write failed; closing");
                 return;
             }
+            drop(permit);
             metrics.bytes_out.inc_by(frame.len() as u64);
         }
         let _ = writer.shutdown().await;
@@ -83,7 +93,13 @@ pub async fn serve(
                     drop(held);
                     match handled {
                         Ok(Some(resp)) => {
-                            if tx.send(resp).await.is_err() {
+                            let want = resp.len().clamp(1, response_budget) as u32;
+                            let room = tokio::select! {
+                                p = unsent.clone().acquire_many_owned(want) => p,
+                                _ = stop.changed() => break 'conn,
+                            };
+                            let Ok(room) = room else { break 'conn };
+                            if tx.send((resp, room)).await.is_err() {
                                 break 'conn;
                             }
                         }
