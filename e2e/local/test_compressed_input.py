@@ -157,3 +157,45 @@ def test_batch_claiming_2_31_records_with_one_inside_is_refused(broker, topic_na
     # Offsets stay consecutive: a later valid record gets offset 0 and is readable.
     assert produce(broker, topic_name, batch_with(records_section(1), 0)) == 0
     assert [r.offset for r in read_partition(broker.bootstrap, topic_name, 0)] == [0]
+
+
+COMPACTED = {
+    "cleanup.policy": "compact",
+    "segment.bytes": "16384",
+    "segment.ms": "300",
+    "min.cleanable.dirty.ratio": "0.01",
+    "file.delete.delay.ms": "0",
+}
+
+
+@pytest.mark.timeout_s(90)
+def test_a_stored_bomb_is_skipped_by_the_cleaner_not_a_crash_loop(broker_factory, topic_name):
+    """A zstd bomb already in a compacted topic's log (written before the produce-side check
+    existed, here appended to the segment by hand) used to abort the broker through the
+    cleaner seconds after every start. The cleaner now skips it (logged, counted), keeps it,
+    and the broker stays up, under a 2 GiB address-space limit."""
+    b = broker_factory.create({"log.cleaner.backoff.ms": 100})
+    b.command_prefix = ["prlimit", f"--as={2 * 1024**3}"]
+    b.start()
+    create_topic(b.bootstrap, topic_name, config=COMPACTED)
+    assert produce(b, topic_name, w.record_batch([w.Record(key=b"k%d" % i, value=b"v") for i in range(20)])) == 0
+    b.stop()
+    segment = sorted((b.data_dir / f"{topic_name}-0").glob("*.log"))[-1]
+    bomb = bytearray(batch_with(zstd_rle_bomb(4 * 1024**3), ZSTD))
+    bomb[0:8] = struct.pack(">q", 20)  # the next offset: the bomb is the log's record 20
+    with open(segment, "ab") as f:
+        f.write(bytes(bomb))
+    b.start()
+    # More records, then a roll, so the bomb sits in a closed, dirty segment.
+    assert produce(b, topic_name, w.record_batch([w.Record(key=b"k%d" % i, value=b"w") for i in range(20)])) == 0
+    time.sleep(0.5)
+    assert produce(b, topic_name, w.record_batch([w.Record(key=b"marker", value=b"m")])) == 0
+    deadline = time.monotonic() + 30
+    while "skips a batch it cannot decode" not in b.log_text():
+        assert b.running(), b.log_tail()
+        assert time.monotonic() < deadline, "the cleaner never reached the bomb"
+        time.sleep(0.2)
+    time.sleep(2)
+    assert b.running(), b.log_tail()
+    assert 'strom_invalid_batches_total{reason="cleaner_skipped"}' in b.metrics()
+    assert peak_rss_mib(b) < 400
