@@ -205,3 +205,13 @@ def test_unread_fetch_responses_hold_bounded_memory(broker_factory, topic_name):
     assert_serving(b)
     s.close()
     assert_serving(b)
+
+
+def test_a_short_fd_limit_is_named_in_readyz_and_the_log(broker_factory):
+    b = broker_factory.create()
+    b.command_prefix = ["prlimit", "--nofile=512:512"]
+    b.start()
+    status, body = b.http_get("/readyz")
+    assert status == 200 and body.startswith("ready")
+    assert "soft file-descriptor limit 512" in body and "max.connections 10000" in body, body
+    assert "soft file-descriptor limit 512" in b.log_text()

@@ -99,6 +99,11 @@ impl Partition {
         self.log.lock().expect("log lock").size_bytes()
     }
 
+    /// Segment files this partition holds open.
+    pub fn segment_count(&self) -> usize {
+        self.log.lock().expect("log lock").segment_count()
+    }
+
     pub fn log_config(&self) -> LogConfig {
         self.log.lock().expect("log lock").config().clone()
     }

@@ -112,3 +112,26 @@ pub fn raise_fd_limit() -> u64 {
         }
     }
 }
+
+/// What is short when the file-descriptor limit cannot hold the open segment files and
+/// `max.connections` clients (plus a few for the listeners and the metadata log), for the
+/// log and `/readyz`; `None` when the limit is enough.
+pub fn fd_shortfall(broker: &Broker) -> Option<String> {
+    let (soft, _) = fd_limits();
+    if soft == 0 {
+        return None;
+    }
+    let segments: usize = broker
+        .replicas
+        .all()
+        .iter()
+        .map(|p| p.segment_count())
+        .sum();
+    let connections = broker.config.max_connections();
+    let room = (soft as usize).saturating_sub(segments + 64);
+    (room < connections).then(|| {
+        format!(
+            "the soft file-descriptor limit {soft} leaves room for about {room} connections beside {segments} open segment files, fewer than max.connections {connections}: raise the limit (ulimit -n, LimitNOFILE)"
+        )
+    })
+}

@@ -213,6 +213,9 @@ pub async fn run(
             )));
         }
     }
+    if let Some(short) = accept::fd_shortfall(&broker) {
+        tracing::warn!("{short}");
+    }
     broker.ready.store(true, Ordering::Release);
     tracing::info!(listener = %kafka_addr, http = %http_addr, "strom-broker ready");
 
