@@ -665,6 +665,39 @@ mod tests {
     }
 
     #[test]
+    fn a_cleaned_batch_with_offset_gaps_survives_the_swap_and_a_restart() {
+        let kv = |k: &str, v: &str| (k.to_string(), Some(v.to_string()));
+        for compression in [Compression::None, Compression::Zstd] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut log = Log::open(dir.path(), config(&[]), true, T0).unwrap();
+            // Offsets 0..3 hold a, b, c; b is overwritten later, so the cleaned batch keeps
+            // a and c: two records over an offset range of three.
+            append(
+                &mut log,
+                &[kv("a", "1"), kv("b", "1"), kv("c", "1")],
+                T0,
+                compression,
+            );
+            append(&mut log, &[kv("b", "2")], T0, compression);
+            log.roll(T0).unwrap();
+            append(&mut log, &[kv("z", "1")], T0, compression);
+            clean(&mut log, T0 + 1, true).expect("cleaned");
+            let expected = vec![
+                (0, "a".to_string(), Some("1".to_string())),
+                (2, "c".to_string(), Some("1".to_string())),
+                (3, "b".to_string(), Some("2".to_string())),
+                (4, "z".to_string(), Some("1".to_string())),
+            ];
+            assert_eq!(contents(&log), expected, "{compression:?}");
+            drop(log);
+            for clean_start in [true, false] {
+                let log = Log::open(dir.path(), config(&[]), clean_start, T0).unwrap();
+                assert_eq!(contents(&log), expected, "{compression:?} after a restart");
+            }
+        }
+    }
+
+    #[test]
     fn tombstones_stay_for_delete_retention_then_go() {
         let dir = tempfile::tempdir().unwrap();
         let mut log = Log::open(
