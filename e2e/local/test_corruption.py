@@ -14,7 +14,9 @@ import pytest
 
 import kafka_wire as w
 from broker_process import BrokerStartError, broker_binary
-from support import create_topic, read_partition
+from confluent_kafka import KafkaError, TopicPartition
+
+from support import consumer, create_topic, read_partition
 
 _correlation = itertools.count(1)
 CORRUPT_MESSAGE = 2
@@ -88,6 +90,20 @@ def test_flipped_byte_is_corrupt_message_logged_once_and_counted(damaged_topic):
     assert log.count("CRC-32C mismatch") == 1, "logged once, not per fetch"
     assert f"file={first}" in log and "position=0" in log
     assert corrupted_metric(b).endswith(" 1"), corrupted_metric(b)
+    # A real consumer gets the error instead of waiting at the damage.
+    c = consumer(b.bootstrap)
+    try:
+        c.assign([TopicPartition(topic, 0, 0)])
+        deadline = time.monotonic() + 15
+        err = None
+        while err is None and time.monotonic() < deadline:
+            msg = c.poll(0.5)
+            if msg is not None:
+                assert msg.error() is not None, f"record {msg.offset()} served from a damaged batch"
+                err = msg.error()
+        assert err is not None and err.code() == KafkaError.INVALID_MSG, err
+    finally:
+        c.close()
 
 
 def test_verify_log_names_the_damage(damaged_topic):
