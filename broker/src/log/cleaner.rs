@@ -356,12 +356,22 @@ impl CleanPlan {
             .iter()
             .filter(|s| s.next_offset > self.first_dirty)
         {
-            // Stop at a segment boundary when the map is full: the rest stays dirty.
+            // Stop when the map is full, after the batch that filled it (even inside a
+            // segment): the dedupe buffer bounds the map whatever the segment size, and the
+            // rest stays dirty for the next clean. Records from there on are kept as they are.
             if map_bytes > self.map_budget_bytes {
                 break;
             }
+            let mut mapped_until = clean_until;
+            let mut full = false;
             stats.bytes_read += for_each_batch(seg, |h, batch| {
+                // Batches below the checkpoint (a clean that stopped inside this segment)
+                // are clean already: not mapped again, so every clean makes progress.
+                if full || h.next_offset() <= self.first_dirty {
+                    return Ok(());
+                }
                 throttle.consumed(batch.len());
+                mapped_until = h.next_offset();
                 let Some((_, records)) = decode(&self.dir, &h, batch) else {
                     skipped += 1;
                     return Ok(());
@@ -374,8 +384,13 @@ impl CleanPlan {
                         latest.insert(Bytes::copy_from_slice(&k), r.offset);
                     }
                 }
+                full = map_bytes > self.map_budget_bytes;
                 Ok(())
             })?;
+            if full && mapped_until < seg.next_offset {
+                clean_until = mapped_until;
+                break;
+            }
             clean_until = seg.next_offset;
         }
         stats.batches_skipped = skipped;
@@ -397,7 +412,7 @@ impl CleanPlan {
             if group.is_empty() {
                 return Ok(());
             }
-            let out = self.rewrite(group, &latest, stats, kept, throttle)?;
+            let out = self.rewrite(group, &latest, clean_until, stats, kept, throttle)?;
             groups.push((group.iter().map(|s| s.base_offset).collect(), out));
             group.clear();
             Ok(())
@@ -425,6 +440,7 @@ impl CleanPlan {
         &self,
         group: &[&SegmentSnapshot],
         latest: &HashMap<Bytes, i64>,
+        clean_until: i64,
         stats: &mut CleanStats,
         kept_tombstones: &mut bool,
         throttle: &mut Throttle,
@@ -452,6 +468,10 @@ impl CleanPlan {
                 let kept: Vec<Record> = records
                     .into_iter()
                     .filter(|r| {
+                        if r.offset >= clean_until {
+                            // Past the map (it filled up inside this segment): still dirty.
+                            return true;
+                        }
                         let Some(k) = &r.key else { return false };
                         let is_latest = latest.get(k).is_none_or(|o| *o <= r.offset);
                         if !is_latest {
@@ -662,6 +682,51 @@ mod tests {
             let log = Log::open(dir.path(), config(&[]), false, T0).unwrap();
             assert_eq!(contents(&log), after);
         }
+    }
+
+    #[test]
+    fn a_map_that_fills_inside_a_segment_cleans_up_to_there_and_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        // One large dirty segment of many batches.
+        let mut log = Log::open(
+            dir.path(),
+            config(&[("segment.bytes", "1000000")]),
+            true,
+            T0,
+        )
+        .unwrap();
+        fill(&mut log, Compression::None);
+        log.roll(T0).unwrap();
+        append(
+            &mut log,
+            &[("end".to_string(), Some("x".to_string()))],
+            T0,
+            Compression::None,
+        );
+        let before = contents(&log);
+        let hw = log.log_end_offset();
+        // A map budget that one batch fills: every clean covers one more batch.
+        let mut cleans = 0;
+        while let Some(plan) = log.plan_clean(T0 + 1, hw, cleans == 0, 1) {
+            let out = plan.run(&mut Throttle::new(f64::MAX)).unwrap();
+            log.swap_cleaned(out, T0 + 1).unwrap();
+            cleans += 1;
+            let now = contents(&log);
+            for rec in &now {
+                assert!(before.contains(rec), "{rec:?} is not an original record");
+            }
+            for k in 0..20 {
+                let key = format!("key-{k}");
+                let last = before.iter().rev().find(|r| r.1 == key).unwrap();
+                assert!(
+                    now.contains(last),
+                    "lost the latest {key} after {cleans} cleans"
+                );
+            }
+            assert!(cleans < 200, "the cleaner does not progress");
+        }
+        assert!(cleans > 1, "the map should fill more than once");
+        assert!(contents(&log).len() < before.len());
     }
 
     #[test]
