@@ -124,7 +124,7 @@ pub async fn serve(
             if let Some((sem, total)) = &memory.budget {
                 // check_frame accepted the size: 0..=socket.request.max.bytes.
                 let want = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize + 4;
-                let want = want.min(*total) as u32;
+                let want = want.min(*total).min(u32::MAX as usize) as u32;
                 let until = deadline.unwrap_or_else(tokio::time::Instant::now);
                 let acquired = tokio::select! {
                     p = sem.clone().acquire_many_owned(want) => p.ok(),
