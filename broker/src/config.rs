@@ -44,6 +44,18 @@ fn at_least_minus_one(v: &str) -> Result<(), String> {
         _ => Err("must be at least -1".into()),
     }
 }
+fn non_empty(v: &str) -> Result<(), String> {
+    if v.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    Ok(())
+}
+fn non_empty_list(v: &str) -> Result<(), String> {
+    if v.split(',').all(|s| s.trim().is_empty()) {
+        return Err("must name at least one directory".into());
+    }
+    Ok(())
+}
 fn positive(v: &str) -> Result<(), String> {
     match v.parse::<f64>() {
         Ok(n) if n >= 1.0 => Ok(()),
@@ -179,14 +191,14 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         ty: LIST,
         default: None,
         doc: "Directories holding the partition logs; defaults to log.dir.",
-        check: any,
+        check: non_empty_list,
     },
     ConfigDef {
         name: "log.dir",
         ty: STR,
         default: Some("./data"),
         doc: "The log directory used when log.dirs is unset.",
-        check: any,
+        check: non_empty,
     },
     ConfigDef {
         name: "broker.rack",
@@ -284,6 +296,41 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         ty: INT,
         default: Some("104857600"),
         doc: "The largest request frame accepted; a larger one closes the connection.",
+        check: positive,
+    },
+    ConfigDef {
+        name: "max.connections",
+        ty: INT,
+        default: Some("10000"),
+        doc: "Most client connections served at once; one more is closed at once. Kafka's default is 2147483647.",
+        check: positive,
+    },
+    ConfigDef {
+        name: "queued.max.request.bytes",
+        ty: LONG,
+        default: Some("209715200"),
+        doc: "Bytes of requests being received or handled, over all connections; a connection waits for room (at most strom.request.read.timeout.ms). -1: no bound. Kafka's default is -1.",
+        check: at_least_minus_one,
+    },
+    ConfigDef {
+        name: "strom.request.read.timeout.ms",
+        ty: LONG,
+        default: Some("30000"),
+        doc: "A request whose first bytes arrived must be complete within this long, or its connection is closed.",
+        check: positive,
+    },
+    ConfigDef {
+        name: "fetch.max.bytes",
+        ty: INT,
+        default: Some("57671680"),
+        doc: "Most record bytes in one consumer Fetch response; a larger max_bytes is lowered to it.",
+        check: positive,
+    },
+    ConfigDef {
+        name: "replica.fetch.response.max.bytes",
+        ty: INT,
+        default: Some("10485760"),
+        doc: "Most record bytes in one Fetch response to a follower replica.",
         check: positive,
     },
     ConfigDef {
@@ -1291,6 +1338,22 @@ impl BrokerConfig {
     pub fn socket_request_max_bytes(&self) -> usize {
         self.int("socket.request.max.bytes") as usize
     }
+    pub fn max_connections(&self) -> usize {
+        self.int("max.connections") as usize
+    }
+    /// `None` when unbounded (-1).
+    pub fn queued_max_request_bytes(&self) -> Option<usize> {
+        usize::try_from(self.int("queued.max.request.bytes")).ok()
+    }
+    pub fn request_read_timeout_ms(&self) -> u64 {
+        self.int("strom.request.read.timeout.ms") as u64
+    }
+    pub fn fetch_max_bytes(&self) -> usize {
+        self.int("fetch.max.bytes") as usize
+    }
+    pub fn replica_fetch_response_max_bytes(&self) -> usize {
+        self.int("replica.fetch.response.max.bytes") as usize
+    }
     pub fn http_listener(&self) -> SocketAddr {
         self.get("strom.http.listener")
             .and_then(|v| v.parse().ok())
@@ -1497,6 +1560,10 @@ mod tests {
         );
         let e = BrokerConfig::load(None, &["listeners=PLAINTEXT//x:1".into()]).unwrap_err();
         assert!(e.to_string().contains("listeners"), "{e}");
+        for empty in ["log.dirs=", "log.dirs= , ", "log.dir="] {
+            let e = BrokerConfig::load(None, &[empty.into()]).unwrap_err();
+            assert!(e.to_string().contains("log.dir"), "{empty}: {e}");
+        }
         let e = BrokerConfig::load(Some(("f", "nonsense\n")), &[]).unwrap_err();
         assert!(e.to_string().contains("line 1"), "{e}");
     }

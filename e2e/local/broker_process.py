@@ -100,6 +100,9 @@ class Broker:
         self.proc: subprocess.Popen | None = None
         self.starts = 0
         self.paused = False
+        # Prepended to the command, e.g. ["prlimit", "--as=2147483648"] (which execs the
+        # broker, so proc.pid stays the broker's).
+        self.command_prefix: list[str] = []
 
     # -- addresses ---------------------------------------------------------------------
 
@@ -119,7 +122,7 @@ class Broker:
         return f"http://{self.host}:{self.http_port}"
 
     def command(self) -> list[str]:
-        cmd = [str(broker_binary())]
+        cmd = [*self.command_prefix, str(broker_binary())]
         if self.config_file is not None:
             cmd += ["--config", str(self.config_file)]
         for key, value in self.overrides.items():

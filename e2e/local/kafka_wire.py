@@ -676,3 +676,71 @@ class Connection:
             if not chunk:
                 return None
             received += chunk
+
+
+# --- CreateTopics v2, CreatePartitions v0, Fetch v4 (test_hostile_input.py) --------------
+
+API_FETCH = 1
+API_CREATE_TOPICS = 19
+API_CREATE_PARTITIONS = 37
+
+
+def create_topics_request_v2(
+    topics: list[tuple[str, int, int]], correlation_id: int, validate_only: bool = False
+) -> bytes:
+    """A framed CreateTopics v2 request for (name, num_partitions, replication_factor)s."""
+    items = [string(name) + int32(n) + int16(rf) + array([]) + array([]) for name, n, rf in topics]
+    body = array(items) + int32(10_000) + int8(1 if validate_only else 0)
+    return frame(request_header_v1(API_CREATE_TOPICS, 2, correlation_id) + body)
+
+
+def create_partitions_request_v0(topic: str, count: int, correlation_id: int, validate_only: bool = False) -> bytes:
+    body = array([string(topic) + int32(count) + int32(-1)]) + int32(10_000) + int8(1 if validate_only else 0)
+    return frame(request_header_v1(API_CREATE_PARTITIONS, 0, correlation_id) + body)
+
+
+def decode_topic_errors(body: bytes) -> dict[str, tuple[int, str | None]]:
+    """CreateTopics v2 and CreatePartitions v0 responses: throttle time, then per topic its
+    name, error code and error message."""
+    r = Reader(body)
+    r.int32()
+    return {name: (code, message) for name, code, message in r.array(lambda r: (r.string(), r.int16(), r.nullable_string())) or []}
+
+
+def fetch_request_v4(
+    topic: str,
+    partition: int,
+    offset: int,
+    correlation_id: int,
+    max_bytes: int = 2**31 - 1,
+    partition_max_bytes: int = 2**31 - 1,
+    max_wait_ms: int = 0,
+) -> bytes:
+    partitions = array([int32(partition) + int64(offset) + int32(partition_max_bytes)])
+    body = int32(-1) + int32(max_wait_ms) + int32(1) + int32(max_bytes) + int8(0) + array([string(topic) + partitions])
+    return frame(request_header_v1(API_FETCH, 4, correlation_id) + body)
+
+
+@dataclass
+class FetchPartitionResponse:
+    error_code: int
+    high_watermark: int
+    records: bytes
+
+
+def decode_fetch_response_v4(body: bytes) -> dict[tuple[str, int], FetchPartitionResponse]:
+    r = Reader(body)
+    r.int32()  # throttle_time_ms
+
+    def partition(r: Reader):
+        index, code, hw = r.int32(), r.int16(), r.int64()
+        r.int64()  # last stable offset
+        r.array(lambda r: (r.int64(), r.int64()))
+        size = r.int32()
+        return index, FetchPartitionResponse(code, hw, r._take(size) if size > 0 else b"")
+
+    out = {}
+    for name, partitions in r.array(lambda r: (r.string(), r.array(partition) or [])) or []:
+        for index, resp in partitions:
+            out[(name, index)] = resp
+    return out

@@ -4,7 +4,7 @@
 use super::group::BrokerOffsetsLog;
 use super::{msg, publish};
 use crate::group::OFFSETS_TOPIC;
-use crate::metadata::{codes, validate_topic_name, MetadataImage, NewTopic, TopicImage};
+use crate::metadata::{codes, validate_topic_name, ApiError, MetadataImage, NewTopic, TopicImage};
 use crate::server::Broker;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::{
@@ -206,6 +206,44 @@ pub async fn metadata(broker: &Broker, req: MetadataRequest, version: i16) -> Me
     resp
 }
 
+/// Kafka's controller bounds: at most this many partitions per topic of one request
+/// (`MAX_PARTITIONS_PER_BATCH`), and per request in all (`MAX_RECORDS_PER_USER_OP`).
+const MAX_PARTITIONS_PER_REQUEST: i64 = 10_000;
+
+/// Refuses partition counts from the wire before anything is planned or allocated, as
+/// Kafka's controller does: a topic asking for more than [`MAX_PARTITIONS_PER_REQUEST`]
+/// partitions (by count or by assignments) gets INVALID_PARTITIONS, and when the request as
+/// a whole asks for more, every topic of it gets POLICY_VIOLATION. `counts` holds, per topic,
+/// the number of partitions it would create (already resolved from broker defaults).
+fn bound_partition_counts(counts: &[i64]) -> Vec<Option<ApiError>> {
+    let mut out: Vec<Option<ApiError>> = counts
+        .iter()
+        .map(|&c| {
+            (c > MAX_PARTITIONS_PER_REQUEST).then(|| {
+                ApiError::new(
+                    codes::INVALID_PARTITIONS,
+                    "Excessively large number of partitions per request.",
+                )
+            })
+        })
+        .collect();
+    let total: i64 = counts
+        .iter()
+        .zip(&out)
+        .filter(|(_, e)| e.is_none())
+        .map(|(c, _)| (*c).max(0))
+        .sum();
+    if total > MAX_PARTITIONS_PER_REQUEST {
+        for e in out.iter_mut().filter(|e| e.is_none()) {
+            *e = Some(ApiError::new(
+                codes::POLICY_VIOLATION,
+                "Unable to perform excessively large batch operation.",
+            ));
+        }
+    }
+    out
+}
+
 pub async fn create_topics(
     broker: &Broker,
     req: CreateTopicsRequest,
@@ -229,10 +267,38 @@ pub async fn create_topics(
         }
         new_topics.push(nt);
     }
-    let results = broker
+    let counts: Vec<i64> = new_topics
+        .iter()
+        .map(|t| match (t.assignments.len(), t.num_partitions) {
+            (0, -1) => broker.config.num_partitions() as i64,
+            (0, n) => n as i64,
+            (a, _) => a as i64,
+        })
+        .collect();
+    // Counts from the wire are bounded before anything is planned. (Room on this broker's
+    // disks is not checked here: in a cluster the partitions land on other brokers; a
+    // broker whose disk cannot take a partition reports KAFKA_STORAGE_ERROR for it.)
+    let refused = bound_partition_counts(&counts);
+    let planned: Vec<NewTopic> = new_topics
+        .iter()
+        .zip(&refused)
+        .filter(|(_, r)| r.is_none())
+        .map(|(t, _)| t.clone())
+        .collect();
+    let mut planned_results = broker
         .controller
-        .create_topics(&new_topics, req.validate_only)
-        .await;
+        .create_topics(&planned, req.validate_only)
+        .await
+        .into_iter();
+    let results: Vec<Result<uuid::Uuid, ApiError>> = refused
+        .into_iter()
+        .map(|r| match r {
+            Some(e) => Err(e),
+            None => planned_results
+                .next()
+                .unwrap_or_else(|| Err(ApiError::new(codes::UNKNOWN_SERVER_ERROR, "no result"))),
+        })
+        .collect();
     let image = broker.controller.image();
     if !req.validate_only {
         publish(broker, &image);
@@ -383,7 +449,30 @@ pub async fn create_partitions(
     req: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
     let mut results = Vec::with_capacity(req.topics.len());
-    for t in &req.topics {
+    let image = broker.controller.image();
+    let counts: Vec<i64> = req
+        .topics
+        .iter()
+        .map(|t| {
+            let current = image
+                .topics
+                .get(t.name.0.as_str())
+                .map_or(0, |ti| ti.partitions.len() as i64);
+            let by_assignments = t.assignments.as_ref().map_or(0, |a| a.len() as i64);
+            (t.count as i64 - current).max(by_assignments)
+        })
+        .collect();
+    let refused = bound_partition_counts(&counts);
+    for (t, refused) in req.topics.iter().zip(refused) {
+        if let Some(e) = refused {
+            results.push(
+                CreatePartitionsTopicResult::default()
+                    .with_name(t.name.clone())
+                    .with_error_code(e.code)
+                    .with_error_message(msg(e.message)),
+            );
+            continue;
+        }
         let assignments = t.assignments.as_ref().map(|a| {
             a.iter()
                 .map(|x| x.broker_ids.iter().map(|b| b.0).collect())
@@ -548,4 +637,93 @@ pub fn describe_quorum(
     DescribeQuorumResponse::default().with_topics(vec![TopicData::default()
         .with_topic_name(topic_name(METADATA_TOPIC))
         .with_partitions(vec![partition])])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_counts_are_bounded_per_topic_and_per_request() {
+        let codes_of = |counts: &[i64]| -> Vec<Option<i16>> {
+            bound_partition_counts(counts)
+                .into_iter()
+                .map(|e| e.map(|e| e.code))
+                .collect()
+        };
+        assert_eq!(
+            codes_of(&[1, 10_000]),
+            vec![Some(codes::POLICY_VIOLATION), Some(codes::POLICY_VIOLATION)]
+        );
+        assert_eq!(
+            codes_of(&[i32::MAX as i64, 3]),
+            vec![Some(codes::INVALID_PARTITIONS), None]
+        );
+        assert_eq!(codes_of(&[5_000, 5_000]), vec![None, None]);
+        assert_eq!(codes_of(&[-1, 0]), vec![None, None]);
+    }
+
+    /// A seeded fuzzer over the counts CreateTopics and CreatePartitions carry from the
+    /// wire (partitions, replication factor, assignments, validate_only), handled by a real
+    /// broker: any unbounded allocation aborts the test process. (Deterministic; topics are
+    /// only created for small counts, to keep the test fast.)
+    #[tokio::test]
+    async fn hostile_partition_counts_never_allocate_or_panic() {
+        use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+        use kafka_protocol::messages::create_topics_request::{
+            CreatableReplicaAssignment, CreatableTopic,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::config::BrokerConfig::load(
+            None,
+            &[format!("log.dirs={}", dir.path().display())],
+        )
+        .unwrap();
+        let broker = Broker::open(config, std::sync::Arc::new(crate::clock::SystemClock)).unwrap();
+        broker.start_serving().await.unwrap();
+        let mut seed: u64 = 0x00c0_ffee_5eed;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let extremes = [i32::MAX, i32::MIN, -1, 0, 1, 3, 10_000, 10_001, 1 << 27];
+        for round in 0..300 {
+            let count = extremes[(next() % extremes.len() as u64) as usize];
+            let rf = [i16::MAX, i16::MIN, -1, 0, 1, 2][(next() % 6) as usize];
+            let validate_only = count > 3 || next() % 2 == 0;
+            let assignments = if next() % 4 == 0 {
+                (0..next() % 5)
+                    .map(|i| {
+                        CreatableReplicaAssignment::default()
+                            .with_partition_index(i as i32)
+                            .with_broker_ids(vec![BrokerId(1); (next() % 3) as usize])
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let by_count = assignments.is_empty();
+            let name = format!("fuzz-{round}");
+            let req = CreateTopicsRequest::default()
+                .with_validate_only(validate_only)
+                .with_topics(vec![CreatableTopic::default()
+                    .with_name(topic_name(&name))
+                    .with_num_partitions(count)
+                    .with_replication_factor(rf)
+                    .with_assignments(assignments)]);
+            let resp = create_topics(&broker, req, 7).await;
+            let code = resp.topics[0].error_code;
+            if by_count && count > 10_000 {
+                assert_eq!(code, codes::INVALID_PARTITIONS, "round {round}");
+            }
+            let grow = CreatePartitionsRequest::default()
+                .with_validate_only(true)
+                .with_topics(vec![CreatePartitionsTopic::default()
+                    .with_name(topic_name(&name))
+                    .with_count(extremes[(next() % extremes.len() as u64) as usize])]);
+            let _ = create_partitions(&broker, grow).await;
+        }
+    }
 }

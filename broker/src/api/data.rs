@@ -71,6 +71,10 @@ pub fn produce(broker: &Broker, req: ProduceRequest, version: i16) -> Option<Pro
                         .with_log_start_offset(log_start);
                 }
                 Err((code, message)) => {
+                    if code == codes::KAFKA_STORAGE_ERROR {
+                        // Logged at error level by the partition when the failure starts.
+                        broker.metrics.storage_error("write_failed");
+                    }
                     tracing::debug!(topic = %topic.name.0, partition = pd.index, code, %message, "produce refused");
                     resp = resp.with_error_code(code);
                     if version >= 8 {
@@ -96,11 +100,7 @@ pub async fn fetch(broker: &Broker, req: FetchRequest, version: i16) -> FetchRes
     let deadline = tokio::time::Instant::now()
         + Duration::from_millis(req.max_wait_ms.clamp(0, 300_000) as u64);
     let min_bytes = req.min_bytes.max(0) as usize;
-    let max_bytes = if req.max_bytes <= 0 {
-        i32::MAX as usize
-    } else {
-        req.max_bytes as usize
-    };
+    let max_bytes = response_bytes_cap(broker, &req, version);
     let read_committed = req.isolation_level == 1;
     let image = broker.controller.image();
     let mut appends = broker.replicas.subscribe_appends();
@@ -161,8 +161,7 @@ pub async fn fetch(broker: &Broker, req: FetchRequest, version: i16) -> FetchRes
                             }
                             Err(e) => {
                                 any_error = true;
-                                tracing::error!(cause = %e, topic = %p.topic, partition = p.index, "fetch read failed");
-                                pd = pd.with_error_code(codes::KAFKA_STORAGE_ERROR);
+                                pd = pd.with_error_code(read_error_code(broker, &p, &e));
                             }
                         }
                     }
@@ -183,6 +182,46 @@ pub async fn fetch(broker: &Broker, req: FetchRequest, version: i16) -> FetchRes
         // Woken by an append or by the deadline; either way the next pass decides. A closed
         // channel (broker shutting down) also ends the wait.
         let _ = tokio::time::timeout_at(deadline, appends.changed()).await;
+    }
+}
+
+/// The most record bytes one Fetch response assembles: the request's max_bytes, never more
+/// than `fetch.max.bytes` for a consumer or `replica.fetch.response.max.bytes` for a follower
+/// (as Kafka caps them), so a ~200-byte request asking for 2 GiB cannot make the broker buffer
+/// it. (KIP-74's first-batch exception still returns one batch larger than the cap whole.)
+fn response_bytes_cap(broker: &Broker, req: &FetchRequest, version: i16) -> usize {
+    let replica_id = if version >= 15 {
+        req.replica_state.replica_id.0
+    } else {
+        req.replica_id.0
+    };
+    let broker_cap = if replica_id >= 0 {
+        broker.config.replica_fetch_response_max_bytes()
+    } else {
+        broker.config.fetch_max_bytes()
+    };
+    if req.max_bytes <= 0 {
+        broker_cap
+    } else {
+        (req.max_bytes as usize).min(broker_cap)
+    }
+}
+
+/// The Fetch error for a failed read: CORRUPT_MESSAGE for damaged data (logged and counted
+/// once per damaged position by the log), KAFKA_STORAGE_ERROR for a failing disk.
+fn read_error_code(broker: &Broker, p: &crate::partition::Partition, e: &LogError) -> i16 {
+    match e {
+        LogError::Corrupt { first, .. } => {
+            if *first {
+                broker.metrics.storage_error("corrupt_segment");
+            }
+            codes::CORRUPT_MESSAGE
+        }
+        _ => {
+            broker.metrics.storage_error("read_failed");
+            tracing::error!(cause = %e, topic = %p.topic, partition = p.index, "fetch read failed");
+            codes::KAFKA_STORAGE_ERROR
+        }
     }
 }
 

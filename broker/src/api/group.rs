@@ -106,6 +106,14 @@ pub async fn ensure_offsets_topic(broker: &Broker) -> Result<i32, i16> {
         assignments: Vec::new(),
         configs,
     };
+    // Not on a disk that cannot hold its partitions (it would be created in part).
+    if let Err(e) = broker
+        .replicas
+        .check_room(topic.num_partitions.max(1) as usize)
+    {
+        tracing::error!(cause = %e, "cannot create {OFFSETS_TOPIC}: no room in the log directories");
+        return Err(codes::COORDINATOR_NOT_AVAILABLE);
+    }
     let result = broker.controller.create_topics(&[topic], false).await;
     match result.first() {
         Some(Ok(id)) => tracing::info!(%id, "created {OFFSETS_TOPIC}"),

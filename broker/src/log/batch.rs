@@ -52,6 +52,10 @@ pub enum BatchError {
     MissingKey,
     #[error("record batch cannot be decompressed: {0}")]
     Undecodable(String),
+    #[error("record batch refused: {0}")]
+    Undecompressible(String),
+    #[error("record batch is inconsistent with its header: {0}")]
+    InvalidRecords(String),
 }
 
 impl BatchError {
@@ -62,7 +66,10 @@ impl BatchError {
             BatchError::UnsupportedMagic(_) => 43,              // UNSUPPORTED_FOR_MESSAGE_FORMAT
             BatchError::UnsupportedCompression(_) => 76,        // UNSUPPORTED_COMPRESSION_TYPE
             BatchError::TooLarge { .. } => 10,                  // MESSAGE_TOO_LARGE
-            BatchError::InvalidRecordCount { .. } | BatchError::MissingKey => 87, // INVALID_RECORD
+            BatchError::InvalidRecordCount { .. }
+            | BatchError::MissingKey
+            | BatchError::Undecompressible(_)
+            | BatchError::InvalidRecords(_) => 87, // INVALID_RECORD
             BatchError::Undecodable(_) => 2,                    // CORRUPT_MESSAGE
             BatchError::Transactional => 48,                    // INVALID_TXN_STATE
             BatchError::InvalidTimestamp { .. } => 32,          // INVALID_TIMESTAMP
@@ -142,6 +149,21 @@ pub fn validate_batches(
     records: &[u8],
     max_message_bytes: usize,
 ) -> Result<Vec<BatchHeader>, BatchError> {
+    check_batches(records, max_message_bytes, false)
+}
+
+/// The checks of [`validate_batches`] for batches already in a log: compaction leaves
+/// batches with fewer records than their offset range (gaps where records were removed, even
+/// none at all), so the count may be below the offset span, never above it.
+pub fn validate_stored_batches(records: &[u8]) -> Result<Vec<BatchHeader>, BatchError> {
+    check_batches(records, usize::MAX, true)
+}
+
+fn check_batches(
+    records: &[u8],
+    max_message_bytes: usize,
+    stored: bool,
+) -> Result<Vec<BatchHeader>, BatchError> {
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < records.len() {
@@ -172,13 +194,20 @@ pub fn validate_batches(
         if compression > 4 {
             return Err(BatchError::UnsupportedCompression(compression));
         }
-        if header.record_count < 1 || header.last_offset_delta != header.record_count - 1 {
+        let count_ok = if stored {
+            header.record_count >= 0
+                && header.last_offset_delta >= 0
+                && header.record_count as i64 <= header.last_offset_delta as i64 + 1
+        } else {
+            header.record_count >= 1 && header.last_offset_delta == header.record_count - 1
+        };
+        if !count_ok {
             return Err(BatchError::InvalidRecordCount {
                 count: header.record_count,
                 delta: header.last_offset_delta,
             });
         }
-        if header.attributes & (ATTR_TRANSACTIONAL | ATTR_CONTROL) != 0 {
+        if !stored && header.attributes & (ATTR_TRANSACTIONAL | ATTR_CONTROL) != 0 {
             return Err(BatchError::Transactional);
         }
         out.push(header);
@@ -187,19 +216,19 @@ pub fn validate_batches(
     Ok(out)
 }
 
-/// Checks that every record of the batches has a key, as compacted topics require. This
-/// decodes (and decompresses) the records: the one produce-path check that does per-record
-/// work, paid only by compacted topics.
-pub fn require_keys(records: &[u8]) -> Result<(), BatchError> {
-    let mut buf = bytes::Bytes::copy_from_slice(records);
-    let sets = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut buf)
-        .map_err(|e| BatchError::Undecodable(e.to_string()))?;
-    if sets
-        .iter()
-        .flat_map(|s| &s.records)
-        .any(|r| r.key.is_none())
-    {
-        return Err(BatchError::MissingKey);
+/// Checks the records inside each batch against its header (see
+/// [`super::codec::validate_records`]), and with `require_keys` (compacted topics) that every
+/// record has a key. Compressed batches are decompressed within a bound; `batches` are the
+/// headers [`validate_batches`] returned for `records`.
+pub fn validate_contents(
+    records: &[u8],
+    batches: &[BatchHeader],
+    require_keys: bool,
+) -> Result<(), BatchError> {
+    let mut pos = 0;
+    for h in batches {
+        super::codec::validate_records(h, &records[pos..pos + h.total_len()], require_keys)?;
+        pos += h.total_len();
     }
     Ok(())
 }

@@ -15,9 +15,7 @@ use super::batch::{BatchHeader, HEADER_LEN};
 use super::segment::{file_name, Segment};
 use super::{sync_dir, Log, LogError, DELETED_SUFFIX};
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-};
+use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Write};
@@ -59,6 +57,9 @@ pub struct CleanStats {
     pub bytes_read: u64,
     pub bytes_written: u64,
     pub records_removed: u64,
+    /// Batches that could not be decoded (damaged, or beyond the decompression bound):
+    /// left out of the key map and copied to the cleaned segment unchanged.
+    pub batches_skipped: u64,
 }
 
 /// A cleaned file and the base offset of its first batch.
@@ -222,6 +223,7 @@ impl Log {
                     &self.dir,
                     base,
                     true,
+                    false,
                     self.config.index_interval_bytes,
                     now_ms,
                 )?;
@@ -328,15 +330,16 @@ fn for_each_batch(
     Ok(pos)
 }
 
-fn decode(batch: Bytes) -> Result<(Compression, Vec<Record>), LogError> {
-    let mut b = batch;
-    let set = RecordBatchDecoder::decode(&mut b).map_err(|e| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("undecodable batch: {e}"),
-        )
-    })?;
-    Ok((set.compression, set.records))
+/// Decodes a stored batch within the decompression bound; `None` (logged) when it cannot be,
+/// so the cleaner skips it instead of failing the whole clean, or crashing on a bomb.
+fn decode(dir: &Path, h: &BatchHeader, batch: Bytes) -> Option<(Compression, Vec<Record>)> {
+    match super::codec::decode_batch(batch) {
+        Ok(set) => Some((set.compression, set.records)),
+        Err(e) => {
+            tracing::error!(dir = %dir.display(), base_offset = h.base_offset, cause = %e, "the log cleaner skips a batch it cannot decode; it is kept as it is");
+            None
+        }
+    }
 }
 
 impl CleanPlan {
@@ -347,27 +350,50 @@ impl CleanPlan {
         let mut latest: HashMap<Bytes, i64> = HashMap::new();
         let mut map_bytes = 0usize;
         let mut clean_until = self.first_dirty;
+        let mut skipped = 0u64;
         for seg in self
             .segments
             .iter()
             .filter(|s| s.next_offset > self.first_dirty)
         {
-            // Stop at a segment boundary when the map is full: the rest stays dirty.
+            // Stop when the map is full, after the batch that filled it (even inside a
+            // segment): the dedupe buffer bounds the map whatever the segment size, and the
+            // rest stays dirty for the next clean. Records from there on are kept as they are.
             if map_bytes > self.map_budget_bytes {
                 break;
             }
-            stats.bytes_read += for_each_batch(seg, |_, batch| {
+            let mut mapped_until = clean_until;
+            let mut full = false;
+            stats.bytes_read += for_each_batch(seg, |h, batch| {
+                // Batches below the checkpoint (a clean that stopped inside this segment)
+                // are clean already: not mapped again, so every clean makes progress.
+                if full || h.next_offset() <= self.first_dirty {
+                    return Ok(());
+                }
                 throttle.consumed(batch.len());
-                for r in decode(batch)?.1 {
+                mapped_until = h.next_offset();
+                let Some((_, records)) = decode(&self.dir, &h, batch) else {
+                    skipped += 1;
+                    return Ok(());
+                };
+                for r in records {
                     if let Some(k) = r.key {
                         map_bytes += k.len() + MAP_ENTRY_OVERHEAD;
-                        latest.insert(k, r.offset);
+                        // Copied: a slice would keep the whole decompressed batch alive in
+                        // the map, and the map's memory would follow the decompressed log.
+                        latest.insert(Bytes::copy_from_slice(&k), r.offset);
                     }
                 }
+                full = map_bytes > self.map_budget_bytes;
                 Ok(())
             })?;
+            if full && mapped_until < seg.next_offset {
+                clean_until = mapped_until;
+                break;
+            }
             clean_until = seg.next_offset;
         }
+        stats.batches_skipped = skipped;
         let mut groups = Vec::new();
         let mut kept_tombstones = false;
         // Group consecutive segments so a group's cleaned size stays within segment.bytes:
@@ -386,7 +412,7 @@ impl CleanPlan {
             if group.is_empty() {
                 return Ok(());
             }
-            let out = self.rewrite(group, &latest, stats, kept, throttle)?;
+            let out = self.rewrite(group, &latest, clean_until, stats, kept, throttle)?;
             groups.push((group.iter().map(|s| s.base_offset).collect(), out));
             group.clear();
             Ok(())
@@ -414,6 +440,7 @@ impl CleanPlan {
         &self,
         group: &[&SegmentSnapshot],
         latest: &HashMap<Bytes, i64>,
+        clean_until: i64,
         stats: &mut CleanStats,
         kept_tombstones: &mut bool,
         throttle: &mut Throttle,
@@ -425,11 +452,26 @@ impl CleanPlan {
             let tombstone_expired = seg.max_timestamp < self.tombstone_horizon_ms;
             for_each_batch(seg, |h, batch| {
                 throttle.consumed(batch.len());
-                let (compression, records) = decode(batch)?;
+                let Some((compression, records)) = decode(&self.dir, &h, batch.clone()) else {
+                    // Never drop what cannot be read: the batch goes on as it is.
+                    if out.is_none() {
+                        let path = self.dir.join(cleaned_name(h.base_offset, end));
+                        out = Some((h.base_offset, path.clone(), File::create(&path)?));
+                    }
+                    if let Some((_, _, file)) = &mut out {
+                        file.write_all(&batch)?;
+                        stats.bytes_written += batch.len() as u64;
+                    }
+                    return Ok(());
+                };
                 let total = records.len();
                 let kept: Vec<Record> = records
                     .into_iter()
                     .filter(|r| {
+                        if r.offset >= clean_until {
+                            // Past the map (it filled up inside this segment): still dirty.
+                            return true;
+                        }
                         let Some(k) = &r.key else { return false };
                         let is_latest = latest.get(k).is_none_or(|o| *o <= r.offset);
                         if !is_latest {
@@ -495,6 +537,7 @@ mod tests {
     use super::*;
     use crate::config::{BrokerConfig, LogConfig};
     use crate::log::batch::validate_batches;
+    use kafka_protocol::records::RecordBatchDecoder;
 
     const T0: i64 = 1_700_000_000_000;
 
@@ -638,6 +681,84 @@ mod tests {
             drop(log);
             let log = Log::open(dir.path(), config(&[]), false, T0).unwrap();
             assert_eq!(contents(&log), after);
+        }
+    }
+
+    #[test]
+    fn a_map_that_fills_inside_a_segment_cleans_up_to_there_and_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        // One large dirty segment of many batches.
+        let mut log = Log::open(
+            dir.path(),
+            config(&[("segment.bytes", "1000000")]),
+            true,
+            T0,
+        )
+        .unwrap();
+        fill(&mut log, Compression::None);
+        log.roll(T0).unwrap();
+        append(
+            &mut log,
+            &[("end".to_string(), Some("x".to_string()))],
+            T0,
+            Compression::None,
+        );
+        let before = contents(&log);
+        let hw = log.log_end_offset();
+        // A map budget that one batch fills: every clean covers one more batch.
+        let mut cleans = 0;
+        while let Some(plan) = log.plan_clean(T0 + 1, hw, cleans == 0, 1) {
+            let out = plan.run(&mut Throttle::new(f64::MAX)).unwrap();
+            log.swap_cleaned(out, T0 + 1).unwrap();
+            cleans += 1;
+            let now = contents(&log);
+            for rec in &now {
+                assert!(before.contains(rec), "{rec:?} is not an original record");
+            }
+            for k in 0..20 {
+                let key = format!("key-{k}");
+                let last = before.iter().rev().find(|r| r.1 == key).unwrap();
+                assert!(
+                    now.contains(last),
+                    "lost the latest {key} after {cleans} cleans"
+                );
+            }
+            assert!(cleans < 200, "the cleaner does not progress");
+        }
+        assert!(cleans > 1, "the map should fill more than once");
+        assert!(contents(&log).len() < before.len());
+    }
+
+    #[test]
+    fn a_cleaned_batch_with_offset_gaps_survives_the_swap_and_a_restart() {
+        let kv = |k: &str, v: &str| (k.to_string(), Some(v.to_string()));
+        for compression in [Compression::None, Compression::Zstd] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut log = Log::open(dir.path(), config(&[]), true, T0).unwrap();
+            // Offsets 0..3 hold a, b, c; b is overwritten later, so the cleaned batch keeps
+            // a and c: two records over an offset range of three.
+            append(
+                &mut log,
+                &[kv("a", "1"), kv("b", "1"), kv("c", "1")],
+                T0,
+                compression,
+            );
+            append(&mut log, &[kv("b", "2")], T0, compression);
+            log.roll(T0).unwrap();
+            append(&mut log, &[kv("z", "1")], T0, compression);
+            clean(&mut log, T0 + 1, true).expect("cleaned");
+            let expected = vec![
+                (0, "a".to_string(), Some("1".to_string())),
+                (2, "c".to_string(), Some("1".to_string())),
+                (3, "b".to_string(), Some("2".to_string())),
+                (4, "z".to_string(), Some("1".to_string())),
+            ];
+            assert_eq!(contents(&log), expected, "{compression:?}");
+            drop(log);
+            for clean_start in [true, false] {
+                let log = Log::open(dir.path(), config(&[]), clean_start, T0).unwrap();
+                assert_eq!(contents(&log), expected, "{compression:?} after a restart");
+            }
         }
     }
 

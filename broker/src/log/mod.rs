@@ -7,7 +7,9 @@
 
 pub mod batch;
 pub mod cleaner;
+pub mod codec;
 pub mod segment;
+pub mod verify;
 
 use crate::config::LogConfig;
 use crate::txn::producer_state::ProducerStateTable;
@@ -41,6 +43,43 @@ pub enum LogError {
     },
     #[error("log i/o failed: {0}")]
     Io(#[from] io::Error),
+    /// Damaged data found on read: the partition answers CORRUPT_MESSAGE for reads that
+    /// reach it. `first` is set the first time this file and position are reported, so the
+    /// damage is logged and counted once, not on every retried fetch.
+    #[error("corrupt record batch in {} at position {position}: {reason}", path.display())]
+    Corrupt {
+        path: PathBuf,
+        position: u64,
+        reason: String,
+        first: bool,
+    },
+    /// The log cannot be opened as it is on disk; the start is refused.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Builds a [`LogError::Corrupt`], logging it at error level the first time this file and
+/// position are seen by this process.
+pub(crate) fn corruption(path: &Path, position: u64, reason: impl Into<String>) -> LogError {
+    static REPORTED: std::sync::Mutex<Option<std::collections::HashSet<(PathBuf, u64)>>> =
+        std::sync::Mutex::new(None);
+    let reason = reason.into();
+    let first = REPORTED
+        .lock()
+        .map(|mut r| {
+            r.get_or_insert_with(Default::default)
+                .insert((path.to_owned(), position))
+        })
+        .unwrap_or(true);
+    if first {
+        tracing::error!(file = %path.display(), position, %reason, "corrupt record batch in a log segment; reads reaching it fail with CORRUPT_MESSAGE (run strom-broker verify-log on the partition directory)");
+    }
+    LogError::Corrupt {
+        path: path.to_owned(),
+        position,
+        reason,
+        first,
+    }
 }
 
 /// The outcome of one append: the offsets the batches received.
@@ -56,6 +95,8 @@ pub struct AppendInfo {
 /// segment file. The file handle stays valid even if the segment is deleted meanwhile.
 pub struct ReadPlan {
     file: Arc<File>,
+    /// The segment file, for error reports.
+    path: PathBuf,
     position: u64,
     end: u64,
 }
@@ -106,8 +147,16 @@ impl Log {
         let mut segments = BTreeMap::new();
         let last = bases.last().copied();
         for base in bases {
-            let recover = !clean && Some(base) == last;
-            let seg = Segment::open(dir, base, recover, config.index_interval_bytes, now_ms)?;
+            let is_last = Some(base) == last;
+            let recover = !clean && is_last;
+            let seg = Segment::open(
+                dir,
+                base,
+                recover,
+                is_last,
+                config.index_interval_bytes,
+                now_ms,
+            )?;
             segments.insert(base, seg);
         }
         if segments.is_empty() {
@@ -128,6 +177,13 @@ impl Log {
             producers: ProducerStateTable::default(),
         };
         let leo = log.log_end_offset();
+        if let Some(start) = stored_start.filter(|s| *s > leo) {
+            // Trusting it would delete every closed segment as "below the log start".
+            return Err(LogError::Refused(format!(
+                "{}: the log start offset {start} is beyond the log end offset {leo}; the file is damaged or belongs to other data. Refusing to open the partition rather than delete its segments: check the directory, then remove or correct {LOG_START_FILE}",
+                dir.join(LOG_START_FILE).display()
+            )));
+        }
         log.log_start_offset = stored_start.unwrap_or(first_base).clamp(first_base, leo);
         // A crash between persisting a new log start and removing the segments below it
         // leaves those segments behind: finish the job.
@@ -443,6 +499,19 @@ impl Log {
                 log_end_offset: leo,
             });
         }
+        if let Some((_, seg)) = self.segments.range(..=offset).next_back() {
+            if let Some(damaged) = seg.damaged_at {
+                if offset >= seg.next_offset {
+                    // The offset lies in the damaged part of a closed segment: an error, not
+                    // a silent skip to the next segment.
+                    return Err(corruption(
+                        &seg.path(),
+                        damaged,
+                        format!("offset {offset} lies after the damaged position of this segment"),
+                    ));
+                }
+            }
+        }
         for (_, seg) in self
             .segments
             .range(..=offset)
@@ -457,6 +526,7 @@ impl Log {
             if let Some(position) = seg.locate(offset)? {
                 return Ok(Some(ReadPlan {
                     file: seg.file().clone(),
+                    path: seg.path(),
                     position,
                     end: seg.size,
                 }));
@@ -521,8 +591,8 @@ impl Log {
         }
         let mut buf = vec![0u8; h.total_len()];
         seg.file().read_exact_at(&mut buf, pos)?;
-        let mut bytes = Bytes::from(buf);
-        let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes)
+        // Bounded: a stored bomb cannot make a ListOffsets inflate it without limit.
+        let set = codec::decode_batch(Bytes::from(buf))
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
         Ok(set
             .records
@@ -538,12 +608,16 @@ impl Log {
         if offset <= self.log_start_offset {
             return Ok(());
         }
-        self.log_start_offset = offset.min(self.log_end_offset());
-        write_atomically(
-            &self.dir.join(LOG_START_FILE),
-            self.log_start_offset.to_string().as_bytes(),
-        )?;
-        self.delete_segments_below_log_start(now_ms)?;
+        // Persisted first, applied after: a failed write (a full disk) changes nothing, so
+        // the error the caller reports is the whole truth and a retry does the work.
+        let start = offset.min(self.log_end_offset());
+        write_atomically(&self.dir.join(LOG_START_FILE), start.to_string().as_bytes())?;
+        self.log_start_offset = start;
+        // The new start is durable: segments that cannot be removed now are removed by the
+        // next retention pass or start, so a failure here does not undo the deletion.
+        if let Err(e) = self.delete_segments_below_log_start(now_ms) {
+            tracing::warn!(cause = %e, dir = %self.dir.display(), "removing segments below the log start failed; retried later");
+        }
         Ok(())
     }
 
@@ -666,7 +740,7 @@ impl Log {
                         }
                     }
                     // Re-scanning rebuilds the in-memory indexes up to the new end.
-                    let reopened = Segment::open(&self.dir, base, true, interval, now_ms)?;
+                    let reopened = Segment::open(&self.dir, base, true, true, interval, now_ms)?;
                     self.segments.insert(base, reopened);
                 }
             }
@@ -724,36 +798,97 @@ impl ReadPlan {
     /// `allow_oversized_first` is set and the first batch alone exceeds the limit it is
     /// returned whole (KIP-74), so a consumer always makes progress. Batches starting at or
     /// after `max_offset` (the high watermark) are not returned.
+    ///
+    /// Every batch served is checked first: its framing (magic, a length that stays inside
+    /// the segment, offsets that increase) and its CRC-32C (hardware-accelerated, a small
+    /// fraction of the cost of the read itself). Damage is an error, never a silent stop:
+    /// a reader that stopped at a bad batch would wait at it forever.
     pub fn read(
         &self,
         max_bytes: usize,
         max_offset: i64,
         allow_oversized_first: bool,
-    ) -> io::Result<Bytes> {
+    ) -> Result<Bytes, LogError> {
         let available = self.end.saturating_sub(self.position) as usize;
         let want = available.min(max_bytes);
         let mut buf = vec![0u8; want];
         self.file.read_exact_at(&mut buf, self.position)?;
         let mut used = 0usize;
+        let mut next_offset = None;
         while used + HEADER_LEN <= buf.len() {
             let h = BatchHeader::parse(&buf[used..]).expect("full header");
+            self.check_framing(&h, used, next_offset)?;
             if h.base_offset >= max_offset || used + h.total_len() > buf.len() {
                 break;
             }
+            self.check_crc(&buf[used..used + h.total_len()], used)?;
+            next_offset = Some(h.next_offset());
             used += h.total_len();
+        }
+        if used < buf.len() && buf.len() - used < HEADER_LEN && want == available {
+            // The segment's whole batches end mid-header: its size and contents disagree.
+            return Err(corruption(
+                &self.path,
+                self.position + used as u64,
+                "the segment ends inside a batch header",
+            ));
         }
         if used == 0 && allow_oversized_first && available >= HEADER_LEN {
             let mut header = [0u8; HEADER_LEN];
             self.file.read_exact_at(&mut header, self.position)?;
             let h = BatchHeader::parse(&header).expect("full header");
-            if h.base_offset < max_offset && h.total_len() <= available {
+            self.check_framing(&h, 0, None)?;
+            if h.base_offset < max_offset {
                 let mut whole = vec![0u8; h.total_len()];
                 self.file.read_exact_at(&mut whole, self.position)?;
+                self.check_crc(&whole, 0)?;
                 return Ok(Bytes::from(whole));
             }
         }
         buf.truncate(used);
         Ok(Bytes::from(buf))
+    }
+
+    /// A batch header at `at` bytes into the read must be a v2 header whose length stays
+    /// inside the segment and whose base offset follows the previous batch's offsets.
+    fn check_framing(
+        &self,
+        h: &BatchHeader,
+        at: usize,
+        previous_next_offset: Option<i64>,
+    ) -> Result<(), LogError> {
+        let position = self.position + at as u64;
+        let reason = if h.magic != 2 {
+            format!("magic byte {} (only v2 batches are stored)", h.magic)
+        } else if h.batch_length < batch::MIN_BATCH_LEN - batch::LOG_OVERHEAD {
+            format!("batch length {} is below the minimum", h.batch_length)
+        } else if position + h.total_len() as u64 > self.end {
+            format!(
+                "batch length {} runs past the segment's end at {}",
+                h.batch_length, self.end
+            )
+        } else if previous_next_offset.is_some_and(|n| h.base_offset < n) || h.last_offset_delta < 0
+        {
+            format!(
+                "base offset {} (last offset delta {}) goes backwards",
+                h.base_offset, h.last_offset_delta
+            )
+        } else {
+            return Ok(());
+        };
+        Err(corruption(&self.path, position, reason))
+    }
+
+    fn check_crc(&self, batch: &[u8], at: usize) -> Result<(), LogError> {
+        let stored = u32::from_be_bytes([batch[17], batch[18], batch[19], batch[20]]);
+        if crc32c::crc32c(&batch[21..]) == stored {
+            return Ok(());
+        }
+        Err(corruption(
+            &self.path,
+            self.position + at as u64,
+            "CRC-32C mismatch",
+        ))
     }
 }
 
@@ -803,6 +938,138 @@ mod tests {
             out.extend(hs);
         }
         out
+    }
+
+    /// A log of 10 batches of 5 records over several closed segments and an active one.
+    fn damaged_fixture() -> (tempfile::TempDir, LogConfig) {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(&[("segment.bytes", "3000"), ("index.interval.bytes", "1")]);
+        let mut log = Log::open(dir.path(), cfg.clone(), true, 0).unwrap();
+        append_n(&mut log, 10, 5, 0);
+        assert!(log.segment_count() >= 3);
+        log.close(0).unwrap();
+        (dir, cfg)
+    }
+
+    fn first_closed_segment(dir: &Path) -> PathBuf {
+        segment_path(dir, 0)
+    }
+
+    #[test]
+    fn a_damaged_index_never_truncates_the_log() {
+        let (dir, cfg) = damaged_fixture();
+        let index = dir.path().join(file_name(0, "index"));
+        let mut data = std::fs::read(&index).unwrap();
+        assert!(data.len() >= 16);
+        // Shift every position by 7 bytes, as a damaged index would.
+        for c in data.chunks_exact_mut(8) {
+            let p = u32::from_be_bytes([c[4], c[5], c[6], c[7]]) + 7;
+            c[4..8].copy_from_slice(&p.to_be_bytes());
+        }
+        std::fs::write(&index, &data).unwrap();
+        let len = std::fs::metadata(first_closed_segment(dir.path()))
+            .unwrap()
+            .len();
+        let log = Log::open(dir.path(), cfg, true, 0).unwrap();
+        assert_eq!(
+            std::fs::metadata(first_closed_segment(dir.path()))
+                .unwrap()
+                .len(),
+            len
+        );
+        assert_eq!(log.log_end_offset(), 50);
+        assert_eq!(read_all(&log, 0).len(), 10);
+        assert_eq!(read_all(&log, 7)[0].base_offset, 5);
+    }
+
+    #[test]
+    fn a_torn_last_batch_with_the_clean_marker_keeps_the_log_end() {
+        // Cut inside the last batch (the one the last index entry names), and half a batch
+        // after the last whole one.
+        for cut_last in [true, false] {
+            let (dir, cfg) = damaged_fixture();
+            let log = Log::open(dir.path(), cfg.clone(), true, 0).unwrap();
+            let active = *log.segments.keys().next_back().unwrap();
+            let leo = log.log_end_offset();
+            drop(log);
+            let path = segment_path(dir.path(), active);
+            let mut bytes = std::fs::read(&path).unwrap();
+            let expected_leo = if cut_last {
+                bytes.truncate(bytes.len() - 10);
+                leo - 5
+            } else {
+                let half = make_batch(5, 100, Compression::None);
+                bytes.extend_from_slice(&half[..half.len() / 2]);
+                leo
+            };
+            std::fs::write(&path, &bytes).unwrap();
+            let mut log = Log::open(dir.path(), cfg, true, 0).unwrap();
+            assert_eq!(log.log_end_offset(), expected_leo, "cut_last {cut_last}");
+            // An append never reuses an offset on disk.
+            let b = make_batch(1, 10, Compression::None);
+            let h = validate_batches(&b, usize::MAX).unwrap();
+            assert_eq!(log.append(&b, &h, 0, 0).unwrap().base_offset, expected_leo);
+            let batches = read_all(&log, 0);
+            assert_eq!(batches.len(), if cut_last { 10 } else { 11 });
+        }
+    }
+
+    #[test]
+    fn damage_in_a_closed_segment_is_kept_and_reported_on_read() {
+        for clean in [true, false] {
+            let (dir, cfg) = damaged_fixture();
+            let path = first_closed_segment(dir.path());
+            let mut bytes = std::fs::read(&path).unwrap();
+            let first = BatchHeader::parse(&bytes).unwrap().total_len();
+            // The second batch's length field is corrupted.
+            bytes[first + 8..first + 12].copy_from_slice(&1_000_000i32.to_be_bytes());
+            std::fs::write(&path, &bytes).unwrap();
+            let _ = std::fs::remove_file(dir.path().join(file_name(0, "index")));
+            let log = Log::open(dir.path(), cfg, clean, 0).unwrap();
+            assert_eq!(std::fs::read(&path).unwrap(), bytes, "never truncated");
+            // The first batch reads; a read reaching the damage is an error, not "nothing".
+            let plan = log.plan_read(0).unwrap().unwrap();
+            assert_eq!(plan.read(first, i64::MAX, true).unwrap().len(), first);
+            let err = match log.plan_read(5) {
+                Err(e) => e,
+                Ok(plan) => plan.unwrap().read(1 << 20, i64::MAX, true).unwrap_err(),
+            };
+            assert!(matches!(err, LogError::Corrupt { .. }), "{err}");
+            assert!(err.to_string().contains(&path.display().to_string()));
+        }
+    }
+
+    #[test]
+    fn a_flipped_byte_in_a_served_batch_is_corrupt() {
+        let (dir, cfg) = damaged_fixture();
+        let path = first_closed_segment(dir.path());
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[100] ^= 0x40;
+        std::fs::write(&path, &bytes).unwrap();
+        let log = Log::open(dir.path(), cfg, true, 0).unwrap();
+        let err = log
+            .plan_read(0)
+            .unwrap()
+            .unwrap()
+            .read(1 << 20, i64::MAX, true)
+            .unwrap_err();
+        assert!(
+            matches!(&err, LogError::Corrupt { position: 0, reason, .. } if reason.contains("CRC")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_log_start_beyond_the_log_end_refuses_to_open() {
+        let (dir, cfg) = damaged_fixture();
+        std::fs::write(dir.path().join(LOG_START_FILE), b"5000").unwrap();
+        let err = Log::open(dir.path(), cfg, true, 0).err().expect("refused");
+        assert!(matches!(err, LogError::Refused(_)), "{err}");
+        assert!(
+            err.to_string().contains("beyond the log end offset 50"),
+            "{err}"
+        );
+        assert!(segment_path(dir.path(), 0).exists());
     }
 
     #[test]

@@ -46,6 +46,10 @@ pub struct Segment {
     pub offset_of_max_timestamp: i64,
     /// Wall-clock time of the first append, which segment.ms counts from.
     pub created_ms: i64,
+    /// Where a closed segment's batches stop making sense (found when it was opened): the
+    /// bytes from here on are kept on disk, never truncated, and reads that reach them fail
+    /// with CORRUPT_MESSAGE.
+    pub damaged_at: Option<u64>,
 }
 
 impl Segment {
@@ -63,6 +67,7 @@ impl Segment {
             max_timestamp: -1,
             offset_of_max_timestamp: base_offset,
             created_ms: now_ms,
+            damaged_at: None,
         }
     }
 
@@ -79,12 +84,18 @@ impl Segment {
     }
 
     /// Opens an existing segment. With `recover`, every batch is read and checked (CRC-32C,
-    /// lengths) and the file is truncated after the last good batch; without it, the indexes
-    /// on disk are trusted and only the batches after the last index entry are scanned.
+    /// lengths, offsets); without it, the indexes on disk are used if they agree with the log
+    /// and only the batches after the last index entry are scanned. An index is a hint: when
+    /// it disagrees with the log (or the scan after it does not reach the end of the file,
+    /// as with a torn last batch), the segment is scanned and verified from its start
+    /// instead. Only the `last` (active) segment is ever truncated, after its last good
+    /// batch (a torn write); a closed segment with damage keeps every byte and is marked
+    /// [`Segment::damaged_at`].
     pub fn open(
         dir: &Path,
         base_offset: i64,
         recover: bool,
+        last: bool,
         index_interval_bytes: u64,
         now_ms: i64,
     ) -> io::Result<Segment> {
@@ -92,47 +103,95 @@ impl Segment {
         let file = OpenOptions::new().read(true).write(true).open(&path)?;
         let file_len = file.metadata()?.len();
         let mut seg = Segment::empty(dir, base_offset, file, now_ms);
-        let mut start = 0u64;
-        if !recover {
-            if let (Some(index), Some(time_index)) = (seg.load_index(), seg.load_time_index()) {
-                seg.index = index;
-                seg.time_index = time_index;
-                // The batch at the last index entry and everything after it are scanned
-                // again, which re-creates that entry and finds the segment's end.
-                if let Some(last) = seg.index.pop() {
-                    start = last.position as u64;
-                    seg.time_index
-                        .retain(|e| e.relative_offset < last.relative_offset);
-                    if let Some(t) = seg.time_index.last() {
-                        seg.max_timestamp = t.timestamp;
-                        seg.offset_of_max_timestamp = base_offset + t.relative_offset as i64;
-                    }
-                } else {
-                    seg.time_index.clear();
-                }
+        if !recover && seg.open_with_index(file_len, index_interval_bytes)? {
+            seg.set_created_ms(now_ms);
+            return Ok(seg);
+        }
+        let mut seg = Segment::empty(dir, base_offset, seg.into_file(), now_ms);
+        let end = seg.scan_from(0, file_len, true, index_interval_bytes)?;
+        if end < file_len {
+            if last {
+                tracing::warn!(
+                    segment = %path.display(),
+                    valid_bytes = end,
+                    file_bytes = file_len,
+                    "truncating a torn or corrupt tail"
+                );
+                seg.file.set_len(end)?;
+                seg.file.sync_all()?;
+            } else {
+                tracing::error!(
+                    segment = %path.display(),
+                    position = end,
+                    file_bytes = file_len,
+                    "a closed segment is damaged at this position: the bytes after it are kept but not served (reads reaching them fail with CORRUPT_MESSAGE); run strom-broker verify-log on the partition directory"
+                );
+                seg.damaged_at = Some(end);
             }
         }
-        seg.scan_from(start, file_len, recover, index_interval_bytes)?;
-        // segment.ms counts from the first batch's timestamp, as Kafka's does after a restart.
-        if let Some(first) = seg.time_index.first() {
-            seg.created_ms = first.timestamp.min(now_ms);
-        }
+        seg.set_created_ms(now_ms);
         Ok(seg)
     }
 
-    /// Walks the batches from `start`, rebuilding index entries, and stops at the first
-    /// incomplete or (when `verify`) corrupt batch, truncating the file there.
+    fn into_file(self) -> File {
+        Arc::try_unwrap(self.file).unwrap_or_else(|f| f.try_clone().expect("dup a segment file"))
+    }
+
+    /// segment.ms counts from the first batch's timestamp, as Kafka's does after a restart.
+    fn set_created_ms(&mut self, now_ms: i64) {
+        if let Some(first) = self.time_index.first() {
+            self.created_ms = first.timestamp.min(now_ms);
+        }
+    }
+
+    /// Loads the indexes and scans only the batches after the last index entry. `false`
+    /// (and the segment left to be rebuilt) when the indexes are missing, disagree with the
+    /// log, or the scan does not reach the end of the file.
+    fn open_with_index(&mut self, file_len: u64, index_interval_bytes: u64) -> io::Result<bool> {
+        let (Some(mut index), Some(mut time_index)) = (self.load_index(), self.load_time_index())
+        else {
+            return Ok(false);
+        };
+        let Some(last) = index.pop() else {
+            // An empty index is only right for an empty segment.
+            return Ok(file_len == 0);
+        };
+        // The entry must point at a batch of the offset it names.
+        if last.position as u64 + HEADER_LEN as u64 > file_len {
+            return Ok(false);
+        }
+        let h = self.read_header_at(last.position as u64)?;
+        if h.magic != 2 || h.base_offset != self.base_offset + last.relative_offset as i64 {
+            tracing::warn!(segment = %self.path().display(), "the offset index disagrees with the log; rebuilding it from the log");
+            return Ok(false);
+        }
+        time_index.retain(|e| e.relative_offset < last.relative_offset);
+        self.index = index;
+        self.time_index = time_index;
+        if let Some(t) = self.time_index.last() {
+            self.max_timestamp = t.timestamp;
+            self.offset_of_max_timestamp = self.base_offset + t.relative_offset as i64;
+        }
+        // The batch at the last index entry and everything after it are scanned again,
+        // which re-creates that entry and finds the segment's end.
+        let end = self.scan_from(last.position as u64, file_len, false, index_interval_bytes)?;
+        Ok(end == file_len)
+    }
+
+    /// Walks the batches from `start`, rebuilding index entries, and returns where the first
+    /// incomplete, inconsistent or (when `verify`) corrupt batch starts, or `file_len`.
     fn scan_from(
         &mut self,
         start: u64,
         file_len: u64,
         verify: bool,
         index_interval_bytes: u64,
-    ) -> io::Result<()> {
+    ) -> io::Result<u64> {
         let mut pos = start;
         let mut header_buf = [0u8; HEADER_LEN];
         let mut batch_buf = Vec::new();
         self.size = start;
+        let mut previous_next: Option<i64> = None;
         while pos + HEADER_LEN as u64 <= file_len {
             self.file.read_exact_at(&mut header_buf, pos)?;
             let Some(h) = BatchHeader::parse(&header_buf) else {
@@ -142,13 +201,16 @@ impl Segment {
             if h.magic != 2
                 || (h.batch_length as u64) < (HEADER_LEN as u64 - 12)
                 || pos + total > file_len
+                || h.last_offset_delta < 0
+                || h.base_offset < self.base_offset
+                || previous_next.is_some_and(|n| h.base_offset < n)
             {
                 break;
             }
             if verify {
                 batch_buf.resize(total as usize, 0);
                 self.file.read_exact_at(&mut batch_buf, pos)?;
-                if super::batch::validate_batches(&batch_buf, usize::MAX).is_err() {
+                if super::batch::validate_stored_batches(&batch_buf).is_err() {
                     break;
                 }
             }
@@ -156,19 +218,10 @@ impl Segment {
                 self.next_offset = h.base_offset;
             }
             self.note_batch(&h, pos, total, index_interval_bytes);
+            previous_next = Some(h.next_offset());
             pos += total;
         }
-        if pos < file_len {
-            tracing::warn!(
-                segment = %self.dir.join(file_name(self.base_offset, "log")).display(),
-                valid_bytes = pos,
-                file_bytes = file_len,
-                "truncating a torn or corrupt tail"
-            );
-            self.file.set_len(pos)?;
-            self.file.sync_all()?;
-        }
-        Ok(())
+        Ok(pos)
     }
 
     /// Records a batch that now occupies `[position, position + len)`.
@@ -231,6 +284,14 @@ impl Segment {
             self.index[i - 1].position as u64
         };
         let mut header = [0u8; HEADER_LEN];
+        if pos > 0 {
+            // A stale or damaged entry must not send the read elsewhere: walk from the start.
+            self.file.read_exact_at(&mut header, pos)?;
+            let h = BatchHeader::parse(&header).expect("full header");
+            if h.base_offset != self.base_offset + self.index[i - 1].relative_offset as i64 {
+                pos = 0;
+            }
+        }
         while pos < self.size {
             self.file.read_exact_at(&mut header, pos)?;
             let h = BatchHeader::parse(&header).expect("full header");
@@ -256,6 +317,11 @@ impl Segment {
         } else {
             self.index[j - 1].position as u64
         }
+    }
+
+    /// The segment's `.log` file.
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(file_name(self.base_offset, "log"))
     }
 
     pub fn file(&self) -> &Arc<File> {
@@ -377,10 +443,15 @@ pub fn write_atomically(path: &Path, data: &[u8]) -> io::Result<()> {
         "{}.tmp",
         path.extension().and_then(|e| e.to_str()).unwrap_or("")
     ));
-    {
+    let written = (|| {
         let mut f = File::create(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        // A half-written temporary file (a full disk) would only hold space.
+        let _ = std::fs::remove_file(&tmp);
     }
-    std::fs::rename(&tmp, path)
+    written
 }

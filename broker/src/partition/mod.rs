@@ -20,6 +20,9 @@ use uuid::Uuid;
 /// topic deleted and re-created under the same name never inherits old data.
 const PARTITION_METADATA_FILE: &str = "partition.metadata";
 
+/// Suffix of a partition directory being deleted (renamed first, then removed).
+const DELETE_SUFFIX: &str = "-delete";
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProduceError {
     #[error(transparent)]
@@ -70,6 +73,9 @@ pub struct Partition {
     log_start_offset: AtomicI64,
     leader_epoch: AtomicI64,
     isr: RwLock<Vec<i32>>,
+    /// Set while appends fail for storage reasons (a full or failing disk), so the failure
+    /// is logged at error level once when it starts and once when it ends, not per produce.
+    storage_failing: std::sync::atomic::AtomicBool,
 }
 
 impl Partition {
@@ -93,6 +99,11 @@ impl Partition {
         self.log.lock().expect("log lock").size_bytes()
     }
 
+    /// Segment files this partition holds open.
+    pub fn segment_count(&self) -> usize {
+        self.log.lock().expect("log lock").segment_count()
+    }
+
     pub fn log_config(&self) -> LogConfig {
         self.log.lock().expect("log lock").config().clone()
     }
@@ -110,9 +121,9 @@ impl Partition {
         // the log lock is taken, so producers to one partition only serialise on the write.
         let cfg = self.log_config();
         let headers = validate_batches(records, cfg.max_message_bytes)?;
-        if cfg.compact {
-            crate::log::batch::require_keys(records)?;
-        }
+        // Records are checked against their batch headers on every topic (Kafka's broker
+        // does the same); compressed batches are decompressed within a bound for it.
+        crate::log::batch::validate_contents(records, &headers, cfg.compact)?;
         if !cfg.log_append_time {
             for h in &headers {
                 let too_old = cfg.timestamp_before_max_ms != i64::MAX
@@ -162,7 +173,20 @@ impl Partition {
             }
         }
         // The log records the idempotent batch in the producer state as it appends it.
-        let info = log.append(records, &headers, self.leader_epoch(), now_ms)?;
+        let info = match log.append(records, &headers, self.leader_epoch(), now_ms) {
+            Ok(info) => {
+                if self.storage_failing.swap(false, Ordering::AcqRel) {
+                    tracing::info!(topic = %self.topic, partition = self.index, "the partition's log can write again");
+                }
+                info
+            }
+            Err(e) => {
+                if !self.storage_failing.swap(true, Ordering::AcqRel) {
+                    tracing::error!(topic = %self.topic, partition = self.index, dir = %log.dir().display(), cause = %e, "cannot write to the partition's log; produce is answered KAFKA_STORAGE_ERROR until it can write again");
+                }
+                return Err(e.into());
+            }
+        };
         self.high_watermark
             .store(log.log_end_offset(), Ordering::Release);
         Ok(info)
@@ -411,6 +435,7 @@ impl ReplicaManager {
             }
         }
         let empty = BTreeMap::new();
+        let mut failed: Option<anyhow::Error> = None;
         let mut partitions = self.partitions.write().expect("partitions lock");
         // Deleted topics (or moved partitions): drop and remove their data.
         let gone: Vec<(String, i32)> = partitions
@@ -441,8 +466,32 @@ impl ReplicaManager {
                     remove_partition_dir(&dir);
                 }
             }
-            let log = Log::open(&dir, cfg, self.clean_start, now)?;
-            write_topic_id(&dir, topic_id)?;
+            let existed = dir.exists();
+            let opened = Log::open(&dir, cfg, self.clean_start, now).and_then(|log| {
+                write_topic_id(&dir, topic_id)?;
+                Ok(log)
+            });
+            let log = match opened {
+                Ok(log) => log,
+                Err(e) => {
+                    // A partition that could not be created (a full disk) leaves nothing
+                    // behind; the others are still opened, and the caller is told.
+                    if existed {
+                        // Existing data that cannot be opened refuses the start (below).
+                        failed.get_or_insert(anyhow::anyhow!(
+                            "cannot open the log of {topic}-{index} in {}: {e}",
+                            dir.display()
+                        ));
+                    } else {
+                        // A new partition that cannot be created (a full disk) leaves
+                        // nothing behind and is tried again with the next image; callers
+                        // that create topics check that their partitions exist.
+                        tracing::error!(cause = %e, %topic, partition = index, dir = %dir.display(), "cannot create the partition's log");
+                        let _ = std::fs::remove_dir_all(&dir);
+                    }
+                    continue;
+                }
+            };
             let hw = log.log_end_offset();
             let start = log.log_start_offset();
             partitions.insert(
@@ -458,14 +507,43 @@ impl ReplicaManager {
                     log_start_offset: AtomicI64::new(start),
                     leader_epoch: AtomicI64::new(epoch as i64),
                     isr: RwLock::new(isr),
+                    storage_failing: Default::default(),
                 }),
             );
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether every log dir has room for `partitions` new partitions (their directory,
+    /// partition.metadata and first segment) and the metadata record that creates them:
+    /// checked by writing and removing a file of that size, so a topic is not committed to
+    /// the metadata on a disk that cannot hold its partitions.
+    pub fn check_room(&self, partitions: usize) -> std::io::Result<()> {
+        use std::io::Write;
+        let bytes = partitions
+            .saturating_mul(16 * 1024)
+            .saturating_add(64 * 1024);
+        for root in &self.log_dirs {
+            let path = root.join(".strom_room_check");
+            let written = (|| {
+                let mut f = std::fs::File::create(&path)?;
+                f.write_all(&vec![0u8; bytes.min(256 << 20)])?;
+                f.sync_all()
+            })();
+            let _ = std::fs::remove_file(&path);
+            written?;
         }
         Ok(())
     }
 
-    /// Removes partition directories that no partition of `image` owns (left behind when a
-    /// deletion was interrupted by a crash). Called once at start-up.
+    /// Finishes deletions a crash interrupted (directories renamed `*-delete` by
+    /// [`remove_partition_dir`]) and reports partition directories that no partition of
+    /// `image` owns. Those are never deleted: a damaged or truncated metadata log would
+    /// otherwise destroy every partition's data at start-up. They are logged and left for an
+    /// operator to remove or restore. Called once at start-up.
     pub fn remove_strays(&self, image: &MetadataImage) {
         let partitions = self.partitions.read().expect("partitions lock");
         for root in &self.log_dirs {
@@ -474,14 +552,20 @@ impl ReplicaManager {
             };
             for entry in entries.flatten() {
                 let path = entry.path();
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.ends_with(DELETE_SUFFIX) && path.is_dir() {
+                    tracing::info!(dir = %path.display(), "finishing an interrupted partition deletion");
+                    if let Err(e) = std::fs::remove_dir_all(&path) {
+                        tracing::warn!(cause = %e, dir = %path.display(), "removing a deleted partition directory failed");
+                    }
+                    continue;
+                }
                 if !path.join(PARTITION_METADATA_FILE).exists() {
                     continue;
                 }
                 let owned = partitions.values().any(|p| p.dir() == path);
-                let name = entry.file_name().to_string_lossy().into_owned();
                 if !owned && !name.starts_with(crate::metadata::METADATA_LOG_DIR) {
-                    tracing::info!(dir = %path.display(), metadata_offset = image.metadata_offset, "removing stray partition directory");
-                    remove_partition_dir(&path);
+                    tracing::warn!(dir = %path.display(), metadata_offset = image.metadata_offset, "a partition directory that the metadata does not know is left untouched (not served, not deleted); remove it by hand if its topic was deleted");
                 }
             }
         }
@@ -620,7 +704,11 @@ fn write_topic_id(dir: &Path, id: Uuid) -> std::io::Result<()> {
 /// Deletes a partition directory: renamed first (so a crash mid-removal leaves a name that
 /// no partition claims), then removed.
 fn remove_partition_dir(dir: &Path) {
-    let doomed = dir.with_extension(format!("{}-delete", Uuid::new_v4().simple()));
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let doomed = dir.with_file_name(format!("{name}.{}{DELETE_SUFFIX}", Uuid::new_v4().simple()));
     let target = match std::fs::rename(dir, &doomed) {
         Ok(()) => doomed,
         Err(_) => dir.to_owned(),
@@ -648,6 +736,7 @@ mod tests {
             log_start_offset: AtomicI64::new(0),
             leader_epoch: AtomicI64::new(0),
             isr: RwLock::new(vec![1]),
+            storage_failing: Default::default(),
         }
     }
 

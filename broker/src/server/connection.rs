@@ -9,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ResponseKind};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
@@ -17,23 +18,59 @@ use tracing::Instrument;
 /// Responses queued for writing before the reader waits: bounds memory per connection.
 const WRITE_QUEUE: usize = 32;
 
+/// Memory for requests being received or handled, shared by every connection of a listener
+/// (`queued.max.request.bytes`): a connection that starts receiving a frame takes the frame's
+/// size from it, so half-sent frames from many clients cannot hold more than the bound.
+#[derive(Clone)]
+pub struct RequestMemory {
+    budget: Option<(Arc<tokio::sync::Semaphore>, usize)>,
+    read_timeout: Duration,
+}
+
+impl RequestMemory {
+    pub fn new(config: &crate::config::BrokerConfig) -> RequestMemory {
+        let budget = config
+            .queued_max_request_bytes()
+            .map(|b| b.clamp(1, tokio::sync::Semaphore::MAX_PERMITS));
+        RequestMemory {
+            budget: budget.map(|b| (Arc::new(tokio::sync::Semaphore::new(b)), b)),
+            read_timeout: Duration::from_millis(config.request_read_timeout_ms()),
+        }
+    }
+}
+
+/// Most bytes the receive buffer grows by at once: the buffer follows the bytes that really
+/// arrive, never the size a frame claims.
+const READ_CHUNK: usize = 1024 * 1024;
+
 pub async fn serve(
     broker: Arc<Broker>,
     stream: TcpStream,
     peer: SocketAddr,
     kind: ListenerKind,
     mut stop: watch::Receiver<bool>,
+    memory: RequestMemory,
 ) {
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = stream.into_split();
-    let (tx, mut rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
+    let (tx, mut rx) = mpsc::channel::<(Bytes, tokio::sync::OwnedSemaphorePermit)>(WRITE_QUEUE);
+    // Bytes of responses queued for a client that does not read them: bounded, so that
+    // pipelined Fetch requests whose answers are never read cannot pile up WRITE_QUEUE
+    // responses of fetch.max.bytes each. The reader waits for room (backpressure).
+    let response_budget = broker
+        .config
+        .fetch_max_bytes()
+        .max(1 << 20)
+        .min(u32::MAX as usize);
+    let unsent = Arc::new(tokio::sync::Semaphore::new(response_budget));
     let metrics = broker.metrics.clone();
     let write_task = tokio::spawn(async move {
-        while let Some(frame) = rx.recv().await {
+        while let Some((frame, permit)) = rx.recv().await {
             if let Err(e) = writer.write_all(&frame).await {
                 tracing::debug!(%peer, cause = %e, "write failed; closing");
                 return;
             }
+            drop(permit);
             metrics.bytes_out.inc_by(frame.len() as u64);
         }
         let _ = writer.shutdown().await;
@@ -41,6 +78,9 @@ pub async fn serve(
     broker.metrics.connections.inc();
     let max = broker.config.socket_request_max_bytes();
     let mut buf = BytesMut::with_capacity(64 * 1024);
+    // The budget taken for the frame being received, and when its first bytes arrived.
+    let mut permit: Option<tokio::sync::OwnedSemaphorePermit> = None;
+    let mut deadline: Option<tokio::time::Instant> = None;
     'conn: loop {
         // Handle every whole frame already buffered.
         loop {
@@ -48,9 +88,20 @@ pub async fn serve(
                 Ok(Some(len)) => {
                     let frame = buf.split_to(4 + len).freeze().slice(4..);
                     broker.metrics.bytes_in.inc_by(4 + len as u64);
-                    match handle_frame(&broker, frame, peer, kind).await {
+                    // The frame's budget is held until it has been handled.
+                    let held = permit.take();
+                    deadline = None;
+                    let handled = handle_frame(&broker, frame, peer, kind).await;
+                    drop(held);
+                    match handled {
                         Ok(Some(resp)) => {
-                            if tx.send(resp).await.is_err() {
+                            let want = resp.len().clamp(1, response_budget) as u32;
+                            let room = tokio::select! {
+                                p = unsent.clone().acquire_many_owned(want) => p,
+                                _ = stop.changed() => break 'conn,
+                            };
+                            let Ok(room) = room else { break 'conn };
+                            if tx.send((resp, room)).await.is_err() {
                                 break 'conn;
                             }
                         }
@@ -61,21 +112,52 @@ pub async fn serve(
                         }
                     }
                 }
-                Ok(None) => {
-                    if buf.len() >= 4 {
-                        // Reserve the whole frame once instead of growing piecemeal.
-                        let want =
-                            u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize + 4;
-                        buf.reserve(want.saturating_sub(buf.len()));
-                    }
-                    break;
-                }
+                Ok(None) => break,
                 Err(e) => {
                     tracing::warn!(%peer, cause = %e, "closing connection");
                     break 'conn;
                 }
             }
         }
+        if !buf.is_empty() && deadline.is_none() {
+            deadline = Some(tokio::time::Instant::now() + memory.read_timeout);
+        }
+        if buf.len() >= 4 && permit.is_none() {
+            if let Some((sem, total)) = &memory.budget {
+                // check_frame accepted the size: 0..=socket.request.max.bytes.
+                let want = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize + 4;
+                let want = want.min(*total).min(u32::MAX as usize) as u32;
+                let until = deadline.unwrap_or_else(tokio::time::Instant::now);
+                let acquired = tokio::select! {
+                    p = sem.clone().acquire_many_owned(want) => p.ok(),
+                    _ = tokio::time::sleep_until(until) => None,
+                    _ = stop.changed() => break 'conn,
+                };
+                match acquired {
+                    Some(p) => permit = Some(p),
+                    None => {
+                        broker.metrics.requests_refused("queued.max.request.bytes");
+                        tracing::warn!(%peer, frame_bytes = want, "no room in queued.max.request.bytes within strom.request.read.timeout.ms; closing connection");
+                        break 'conn;
+                    }
+                }
+            }
+        }
+        if buf.capacity() == buf.len() {
+            let missing = if buf.len() >= 4 {
+                (u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize + 4)
+                    .saturating_sub(buf.len())
+            } else {
+                4
+            };
+            buf.reserve(missing.clamp(4096, READ_CHUNK));
+        }
+        let timeout = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             read = reader.read_buf(&mut buf) => match read {
                 Ok(0) => break,
@@ -85,9 +167,15 @@ pub async fn serve(
                     break;
                 }
             },
+            _ = timeout => {
+                broker.metrics.requests_refused("strom.request.read.timeout.ms");
+                tracing::warn!(%peer, buffered = buf.len(), "request incomplete after strom.request.read.timeout.ms; closing connection");
+                break;
+            }
             _ = stop.changed() => break,
         }
     }
+    drop(permit);
     drop(tx);
     let _ = write_task.await;
     broker.metrics.connections.dec();

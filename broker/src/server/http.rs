@@ -57,7 +57,14 @@ async fn respond(mut stream: TcpStream, broker: &Broker) -> std::io::Result<()> 
             )
         }
         ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".to_string()),
-        ("GET", "/readyz") if broker.is_ready() => ("200 OK", "text/plain", "ready\n".to_string()),
+        ("GET", "/readyz") if broker.is_ready() => (
+            "200 OK",
+            "text/plain",
+            match super::accept::fd_shortfall(broker) {
+                Some(short) => format!("ready\nwarning: {short}\n"),
+                None => "ready\n".to_string(),
+            },
+        ),
         ("GET", "/readyz") => (
             "503 Service Unavailable",
             "text/plain",

@@ -28,6 +28,9 @@ pub struct Metrics {
     dirty_ratio: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     partitions: Gauge,
     log_size_bytes: Gauge,
+    limit_closures: Family<Labels, Counter>,
+    storage_errors: Family<Labels, Counter>,
+    invalid_batches: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -104,6 +107,24 @@ impl Metrics {
             "Bytes of all partition logs",
             log_size_bytes.clone(),
         );
+        let limit_closures = Family::<Labels, Counter>::default();
+        registry.register(
+            "connections_closed_by_limit",
+            "Connections closed or refused by a limit, by the property that set it",
+            limit_closures.clone(),
+        );
+        let storage_errors = Family::<Labels, Counter>::default();
+        registry.register(
+            "storage_errors",
+            "Storage failures answered with a Kafka error (corrupt data, failed writes), by kind",
+            storage_errors.clone(),
+        );
+        let invalid_batches = Family::<Labels, Counter>::default();
+        registry.register(
+            "invalid_batches",
+            "Produced or stored record batches refused or skipped as invalid, by reason",
+            invalid_batches.clone(),
+        );
         let per_api = crate::protocol::SUPPORTED_APIS
             .iter()
             .map(|(k, _, _)| {
@@ -129,7 +150,31 @@ impl Metrics {
             dirty_ratio,
             partitions,
             log_size_bytes,
+            limit_closures,
+            storage_errors,
+            invalid_batches,
         }
+    }
+
+    /// A connection closed or refused because of the limit set by `property`.
+    pub fn requests_refused(&self, property: &str) {
+        self.limit_closures
+            .get_or_create(&vec![("limit".to_string(), property.to_string())])
+            .inc();
+    }
+
+    /// A storage failure of `kind` (`corrupt_segment`, `write_failed`, ...).
+    pub fn storage_error(&self, kind: &str) {
+        self.storage_errors
+            .get_or_create(&vec![("kind".to_string(), kind.to_string())])
+            .inc();
+    }
+
+    /// A record batch refused on produce or skipped by the cleaner, for `reason`.
+    pub fn invalid_batch(&self, reason: &str, count: u64) {
+        self.invalid_batches
+            .get_or_create(&vec![("reason".to_string(), reason.to_string())])
+            .inc_by(count);
     }
 
     pub fn observe(&self, api: ApiKey, elapsed: Duration) {

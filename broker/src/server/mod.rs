@@ -2,8 +2,10 @@
 //! the Kafka listener with one task per connection, the HTTP listener, periodic flushing,
 //! and clean shutdown.
 
+mod accept;
 mod connection;
 mod http;
+mod lock;
 pub mod metrics;
 
 use crate::clock::Clock;
@@ -23,8 +25,7 @@ use tokio::sync::watch;
 const CLEAN_SHUTDOWN_FILE: &str = ".strom_clean_shutdown";
 const META_PROPERTIES: &str = "meta.properties";
 
-/// Most connections the broker serves at once; more wait in the accept queue.
-const MAX_CONNECTIONS: usize = 10_000;
+pub use accept::{fd_limits, raise_fd_limit};
 
 /// Everything a request handler may touch.
 pub struct Broker {
@@ -263,9 +264,14 @@ impl Broker {
 fn stored_cluster_id(dirs: &[PathBuf], node_id: i32) -> anyhow::Result<Option<String>> {
     let mut cluster_id: Option<String> = None;
     for d in dirs {
-        let Ok(text) = std::fs::read_to_string(d.join(META_PROPERTIES)) else {
-            continue;
+        let path = d.join(META_PROPERTIES);
+        let text = match std::fs::read(&path) {
+            // Not UTF-8 is damage like any other: check_meta_properties says so.
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => anyhow::bail!("log.dirs: cannot read {}: {e}", path.display()),
         };
+        check_meta_properties(&path, &text)?;
         let get = |k: &str| {
             text.lines()
                 .find_map(|l| l.strip_prefix(k).and_then(|r| r.strip_prefix('=')))
@@ -313,6 +319,25 @@ fn record_cluster_id(dirs: &[PathBuf], node_id: i32, cluster_id: &str) -> anyhow
     Ok(())
 }
 
+/// A meta.properties that exists must be whole: a damaged one is refused rather than
+/// replaced by a newly invented cluster id on every start.
+fn check_meta_properties(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    let value = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k).and_then(|r| r.strip_prefix('=')))
+            .map(str::trim)
+    };
+    let valid = value("cluster.id").is_some_and(|c| !c.is_empty() && c.is_ascii())
+        && value("node.id").is_some_and(|n| n.parse::<i32>().is_ok());
+    if !valid {
+        anyhow::bail!(
+            "{} is damaged (it needs cluster.id and node.id): restore it, or remove it only if this directory holds no data of another cluster",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 /// Runs a broker until `shutdown` resolves, then shuts down cleanly: stop accepting, let
 /// connections finish the request they are on, flush and close the logs.
 pub async fn run(
@@ -325,6 +350,7 @@ pub async fn run(
     let controller_listener = config.controller_listener().filter(|_| roles.controller);
     let http_addr = config.http_listener();
     let shutdown_timeout = Duration::from_millis(config.shutdown_timeout_ms());
+    let _locks = lock::lock_log_dirs(&config.log_dirs())?;
     let broker = Arc::new(Broker::open(config, clock)?);
     let mut listeners = Vec::new();
     for (listener, kind) in [
@@ -345,83 +371,61 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let http_task = tokio::spawn(http::serve(http_listener, broker.clone(), stop_rx.clone()));
 
-    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    let (conn_tx, mut conn_rx) = tokio::sync::mpsc::channel(64);
-    let mut acceptors = Vec::new();
-    for (listener, kind, addr) in listeners {
-        tracing::info!(listener = %addr, ?kind, "listening");
-        acceptors.push(tokio::spawn(accept_loop(listener, kind, conn_tx.clone())));
-    }
-    drop(conn_tx);
-    let mut background = Vec::new();
-    {
+    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<anyhow::Error>();
+    let startup = {
         let broker = broker.clone();
         let stop_rx = stop_rx.clone();
-        background.push(tokio::spawn(async move {
-            match broker.start_serving().await {
-                Ok(()) => {
-                    let mut tasks = vec![
-                        tokio::spawn(publish_images(broker.clone(), stop_rx.clone())),
-                        tokio::spawn(keep_membership(broker.clone(), stop_rx.clone())),
-                        tokio::spawn(flush_periodically(broker.clone(), stop_rx.clone())),
-                        tokio::spawn(tick_groups(broker.clone(), stop_rx.clone())),
-                        tokio::spawn(retention_periodically(broker.clone(), stop_rx.clone())),
-                    ];
-                    if broker.config.cleaner_enabled() {
-                        for _ in 0..broker.config.cleaner_threads() {
-                            tasks.push(tokio::spawn(clean_continuously(
-                                broker.clone(),
-                                stop_rx.clone(),
-                            )));
-                        }
-                    }
-                    broker.ready.store(true, Ordering::Release);
-                    tracing::info!(http = %http_addr, "strom-broker ready");
-                    for t in tasks {
-                        let _ = t.await;
-                    }
-                    Ok(())
-                }
-                Err(e) => Err(e),
+        tokio::spawn(async move {
+            if let Err(e) = broker.start_serving().await {
+                let _ = failed_tx.send(e);
+                return;
             }
-        }));
+            let mut tasks = vec![
+                tokio::spawn(publish_images(broker.clone(), stop_rx.clone())),
+                tokio::spawn(keep_membership(broker.clone(), stop_rx.clone())),
+                tokio::spawn(flush_periodically(broker.clone(), stop_rx.clone())),
+                tokio::spawn(tick_groups(broker.clone(), stop_rx.clone())),
+                tokio::spawn(retention_periodically(broker.clone(), stop_rx.clone())),
+            ];
+            if broker.config.cleaner_enabled() {
+                for _ in 0..broker.config.cleaner_threads() {
+                    tasks.push(tokio::spawn(clean_continuously(
+                        broker.clone(),
+                        stop_rx.clone(),
+                    )));
+                }
+            }
+            if let Some(short) = accept::fd_shortfall(&broker) {
+                tracing::warn!("{short}");
+            }
+            broker.ready.store(true, Ordering::Release);
+            tracing::info!(http = %http_addr, "strom-broker ready");
+            for t in tasks {
+                let _ = t.await;
+            }
+        })
+    };
+    for (_, kind, addr) in &listeners {
+        tracing::info!(listener = %addr, ?kind, "listening");
     }
-    let mut startup = background.pop().expect("the start-up task");
-
-    let mut tasks = tokio::task::JoinSet::new();
-    tokio::pin!(shutdown);
+    let listeners: Vec<(TcpListener, ListenerKind)> =
+        listeners.into_iter().map(|(l, k, _)| (l, k)).collect();
+    // Accepting ends at the shutdown signal, or when the start-up failed (a log dir of
+    // another cluster, say), which then fails the run.
     let mut failed: Option<anyhow::Error> = None;
-    let mut startup_done = false;
-    loop {
+    let end = async {
         tokio::select! {
-            _ = &mut shutdown => break,
-            done = &mut startup, if !startup_done => {
-                startup_done = true;
-                match done {
-                    Ok(Err(e)) => { failed = Some(e); break; }
-                    Err(e) => { failed = Some(anyhow::anyhow!("start-up task failed: {e}")); break; }
-                    Ok(Ok(())) => {}
-                }
-            }
-            accepted = conn_rx.recv() => {
-                let Some((stream, peer, kind)) = accepted else { break };
-                let Ok(permit) = connections.clone().acquire_owned().await else { break };
-                let broker = broker.clone();
-                let stop = stop_rx.clone();
-                tasks.spawn(async move {
-                    connection::serve(broker, stream, peer, kind, stop).await;
-                    drop(permit);
-                });
-            }
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            _ = shutdown => {}
+            Ok(e) = failed_rx => failed = Some(e),
         }
+    };
+    let mut tasks = accept::accept_connections(&listeners, &broker, &stop_rx, end).await;
+    drop(listeners);
+    if failed.is_none() {
+        broker
+            .controlled_shutdown(shutdown_timeout.min(Duration::from_secs(10)))
+            .await;
     }
-    for a in &acceptors {
-        a.abort();
-    }
-    broker
-        .controlled_shutdown(shutdown_timeout.min(Duration::from_secs(10)))
-        .await;
     tracing::info!("shutting down: no new connections; finishing in-flight requests");
     broker.ready.store(false, Ordering::Release);
     let _ = stop_tx.send(true);
@@ -435,10 +439,13 @@ pub async fn run(
         tracing::warn!("connections still busy after the shutdown timeout; closing them");
         tasks.abort_all();
     }
-    if !startup_done {
-        // Its tasks watch the stop signal; start-up itself may still be waiting for a
-        // quorum that will never form.
-        let _ = tokio::time::timeout(Duration::from_secs(1), &mut startup).await;
+    // Its tasks watch the stop signal; start-up itself may still be waiting for a quorum
+    // that will never form.
+    let mut startup = startup;
+    if tokio::time::timeout(Duration::from_secs(1), &mut startup)
+        .await
+        .is_err()
+    {
         startup.abort();
     }
     http_task.abort();
@@ -457,26 +464,6 @@ pub async fn run(
 pub enum ListenerKind {
     Broker,
     Controller,
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    kind: ListenerKind,
-    out: tokio::sync::mpsc::Sender<(tokio::net::TcpStream, std::net::SocketAddr, ListenerKind)>,
-) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                if out.send((stream, peer, kind)).await.is_err() {
-                    return;
-                }
-            }
-            Err(e) => {
-                tracing::warn!(cause = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
 }
 
 /// Heartbeats every broker.heartbeat.interval.ms (brokers), and on the active controller
@@ -566,6 +553,11 @@ async fn clean_continuously(broker: Arc<Broker>, mut stop: watch::Receiver<bool>
             broker
                 .metrics
                 .record_clean(p, summary, broker.replicas.now_ms());
+            if summary.stats.batches_skipped > 0 {
+                broker
+                    .metrics
+                    .invalid_batch("cleaner_skipped", summary.stats.batches_skipped);
+            }
             tracing::info!(
                 topic = %p.topic,
                 partition = p.index,

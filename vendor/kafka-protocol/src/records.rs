@@ -514,7 +514,9 @@ impl RecordBatchDecoder {
         version: i8,
         records: &mut Vec<Record>,
     ) -> Result<()> {
-        records.reserve(batch_decode_info.record_count as usize);
+        // Strom patch: the count comes from the batch header; never reserve more records than
+        // the bytes left could hold (a record takes at least 7 bytes).
+        records.reserve((batch_decode_info.record_count.max(0) as usize).min(buf.remaining() / 7));
         for _ in 0..batch_decode_info.record_count {
             records.push(Record::decode_new(buf, batch_decode_info, version)?);
         }

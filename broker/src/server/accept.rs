@@ -1,0 +1,153 @@
+//! The listeners' accept loop (broker and controller listeners together): a connection cap that closes over-limit connections at
+//! once (instead of leaving them connected and unanswered), a back-off when accepting fails
+//! (out of file descriptors) instead of a spin, and a shutdown that never waits behind either.
+
+use super::connection::{self, RequestMemory};
+use super::{Broker, ListenerKind};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+/// How often the same accept-loop warning is logged at most.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// Accepts connections until `shutdown` resolves and returns the connection tasks, still
+/// running, for the caller to drain.
+pub(super) async fn accept_connections(
+    listeners: &[(TcpListener, ListenerKind)],
+    broker: &Arc<Broker>,
+    stop: &watch::Receiver<bool>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> JoinSet<()> {
+    // max.connections: a connection beyond it is closed at once.
+    let max_connections = broker.config.max_connections().min(Semaphore::MAX_PERMITS);
+    let connections = Arc::new(Semaphore::new(max_connections));
+    let memory = RequestMemory::new(&broker.config);
+    let mut tasks = JoinSet::new();
+    let mut backoff = Duration::ZERO;
+    let mut last_warning: Option<Instant> = None;
+    let mut warn_due = move || {
+        let due = last_warning.is_none_or(|t| t.elapsed() >= WARN_EVERY);
+        if due {
+            last_warning = Some(Instant::now());
+        }
+        due
+    };
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            (accepted, kind) = accept_any(listeners) => match accepted {
+                Ok((stream, peer)) => {
+                    backoff = Duration::ZERO;
+                    // Never wait for a permit here: a waiting accept loop leaves new clients
+                    // connected but unanswered and stops noticing the shutdown signal.
+                    let Ok(permit) = connections.clone().try_acquire_owned() else {
+                        broker.metrics.requests_refused("max.connections");
+                        if warn_due() {
+                            tracing::warn!(%peer, max = max_connections, "connection limit reached; closing new connections");
+                        }
+                        drop(stream);
+                        continue;
+                    };
+                    let broker = broker.clone();
+                    let stop = stop.clone();
+                    let memory = memory.clone();
+                    tasks.spawn(async move {
+                        connection::serve(broker, stream, peer, kind, stop, memory).await;
+                        drop(permit);
+                    });
+                }
+                Err(e) => {
+                    // EMFILE/ENFILE and friends: retrying at once would spin. Back off up to
+                    // a second; connections that close meanwhile free descriptors.
+                    backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                    if warn_due() {
+                        let hint = if e.raw_os_error() == Some(24) {
+                            format!("; the soft file-descriptor limit is {}: raise it (ulimit -n, LimitNOFILE)", fd_limits().0)
+                        } else {
+                            String::new()
+                        };
+                        tracing::warn!(cause = %e, backoff_ms = backoff.as_millis() as u64, "accept failed{hint}");
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = &mut shutdown => break,
+                    }
+                }
+            },
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+    tasks
+}
+
+/// The next connection on any of the listeners, with the kind of listener it came to.
+async fn accept_any(
+    listeners: &[(TcpListener, ListenerKind)],
+) -> (
+    std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)>,
+    ListenerKind,
+) {
+    if listeners.is_empty() {
+        return std::future::pending().await;
+    }
+    let accepts = listeners
+        .iter()
+        .map(|(l, kind)| Box::pin(async move { (l.accept().await, *kind) }));
+    futures::future::select_all(accepts).await.0
+}
+
+/// The soft and hard limits on open file descriptors (0, 0 if they cannot be read).
+pub fn fd_limits() -> (u64, u64) {
+    rlimit::Resource::NOFILE.get().unwrap_or((0, 0))
+}
+
+/// Raises the soft file-descriptor limit to the hard limit, as a broker holding a segment
+/// file per partition and a socket per client needs (the usual soft default of 1024 locks
+/// out clients at about 960 connections and stops a broker with 1,000 partitions from
+/// starting). Returns the limit now in force.
+pub fn raise_fd_limit() -> u64 {
+    let (soft, hard) = fd_limits();
+    match rlimit::increase_nofile_limit(hard) {
+        Ok(now) => {
+            if now > soft {
+                tracing::info!(
+                    from = soft,
+                    to = now,
+                    "raised the soft file-descriptor limit"
+                );
+            }
+            now
+        }
+        Err(e) => {
+            tracing::warn!(cause = %e, soft, hard, "could not raise the file-descriptor limit");
+            soft
+        }
+    }
+}
+
+/// What is short when the file-descriptor limit cannot hold the open segment files and
+/// `max.connections` clients (plus a few for the listeners and the metadata log), for the
+/// log and `/readyz`; `None` when the limit is enough.
+pub fn fd_shortfall(broker: &Broker) -> Option<String> {
+    let (soft, _) = fd_limits();
+    if soft == 0 {
+        return None;
+    }
+    let segments: usize = broker
+        .replicas
+        .all()
+        .iter()
+        .map(|p| p.segment_count())
+        .sum();
+    let connections = broker.config.max_connections();
+    let room = (soft as usize).saturating_sub(segments + 64);
+    (room < connections).then(|| {
+        format!(
+            "the soft file-descriptor limit {soft} leaves room for about {room} connections beside {segments} open segment files, fewer than max.connections {connections}: raise the limit (ulimit -n, LimitNOFILE)"
+        )
+    })
+}
