@@ -108,7 +108,9 @@ def test_full_disk_sequence(broker_factory, small_disk, topic_name):
     assert earliest(b, topic_name) == start
     assert len(read_partition(b.bootstrap, topic_name, 0)) == acked - start
 
-    # CreateTopics with 8 partitions: the topic is whole, or it is not there.
+    # CreateTopics with 8 partitions: the metadata change is whole (all 8 partitions exist
+    # in the cluster's metadata, or none); a partition this broker cannot create on its
+    # full disk answers KAFKA_STORAGE_ERROR, as a partition on a failed log dir does.
     new = f"{topic_name}-new"
     fut = admin(b.bootstrap).create_topics([NewTopic(new, num_partitions=8, replication_factor=1)])
     try:
@@ -120,7 +122,9 @@ def test_full_disk_sequence(broker_factory, small_disk, topic_name):
     md = admin(b.bootstrap).list_topics(timeout=CLIENT_TIMEOUT_S)
     if created:
         assert len(md.topics[new].partitions) == 8
-        assert all((small_disk / "data" / f"{new}-{p}").is_dir() for p in range(8))
+        for p in range(8):
+            if not (small_disk / "data" / f"{new}-{p}").is_dir():
+                assert produce(b, new, 1, p)[0] == KAFKA_STORAGE_ERROR, p
     else:
         assert new not in md.topics
         assert not any(p.name.startswith(new) for p in (small_disk / "data").iterdir())
@@ -130,6 +134,10 @@ def test_full_disk_sequence(broker_factory, small_disk, topic_name):
     b.kill()
     b.start()
     assert len(read_partition(b.bootstrap, topic_name, 0)) == acked - start
+    # To vote and append its new term's entry the metadata quorum released the 1 MiB it
+    # reserves on this disk (and said so); fill that too, and writes are refused again.
+    assert "released the space reserved for it" in b.log_text()
+    fill(small_disk)
     assert produce(b, topic_name)[0] == KAFKA_STORAGE_ERROR
 
     # Space returns: produce works again, without a restart.

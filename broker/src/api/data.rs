@@ -373,6 +373,9 @@ pub async fn allocate_producer_ids(
 /// clients refresh their metadata and go to the leader; UNKNOWN_TOPIC_OR_PARTITION when
 /// the cluster does not know it.
 fn not_hosted_code(broker: &Broker, topic: &str, partition: i32) -> i16 {
+    if broker.replicas.is_offline(topic, partition) {
+        return codes::KAFKA_STORAGE_ERROR;
+    }
     let image = broker.controller.image();
     let exists = image
         .topics

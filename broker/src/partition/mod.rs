@@ -328,6 +328,9 @@ impl Partition {
 
 /// The partitions this broker hosts, kept in step with the metadata image.
 pub struct ReplicaManager {
+    /// Partitions of this broker whose log could not be created (a full disk): they answer
+    /// KAFKA_STORAGE_ERROR until a later image opens them.
+    offline: Mutex<std::collections::HashSet<(String, i32)>>,
     node_id: i32,
     log_dirs: Vec<PathBuf>,
     broker_config: BrokerConfig,
@@ -355,6 +358,7 @@ impl ReplicaManager {
         clock: Arc<dyn Clock>,
     ) -> ReplicaManager {
         ReplicaManager {
+            offline: Mutex::new(Default::default()),
             node_id,
             log_dirs,
             broker_config,
@@ -368,6 +372,15 @@ impl ReplicaManager {
             cleaning: Mutex::new(Default::default()),
             tombstones_due: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Whether this broker's replica of the partition could not be created (its log dir
+    /// is full or failing).
+    pub fn is_offline(&self, topic: &str, partition: i32) -> bool {
+        self.offline
+            .lock()
+            .expect("offline lock")
+            .contains(&(topic.to_owned(), partition))
     }
 
     pub fn get(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
@@ -487,11 +500,19 @@ impl ReplicaManager {
                         // nothing behind and is tried again with the next image; callers
                         // that create topics check that their partitions exist.
                         tracing::error!(cause = %e, %topic, partition = index, dir = %dir.display(), "cannot create the partition's log");
+                        self.offline
+                            .lock()
+                            .expect("offline lock")
+                            .insert((topic.clone(), index));
                         let _ = std::fs::remove_dir_all(&dir);
                     }
                     continue;
                 }
             };
+            self.offline
+                .lock()
+                .expect("offline lock")
+                .remove(&(topic.clone(), index));
             let hw = log.log_end_offset();
             let start = log.log_start_offset();
             partitions.insert(

@@ -24,6 +24,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 pub const QUORUM_STATE_FILE: &str = "quorum-state";
+
+/// Space held back for the metadata log: a voter on a full disk releases it and keeps its
+/// quorum going (a restart on a full disk must still vote and append the new leader's
+/// entry), instead of stopping. Recreated at start whenever there is room.
+const RESERVE_FILE: &str = "space.reserve";
+const RESERVE_BYTES: usize = 1024 * 1024;
 const CHECKPOINT_EXT: &str = ".checkpoint";
 
 /// Why the durable state could not be read or written. Reading failures refuse the start:
@@ -56,6 +62,30 @@ struct Core {
     entries: Vec<Entry>,
 }
 
+impl StoreError {
+    fn is_out_of_space(&self) -> bool {
+        let io = match self {
+            StoreError::Io(e) => e,
+            StoreError::Log(crate::log::LogError::Io(e)) => e,
+            _ => return false,
+        };
+        io.kind() == std::io::ErrorKind::StorageFull || io.raw_os_error() == Some(28)
+    }
+}
+
+/// Creates the reserve file if it is missing and there is room for it.
+fn ensure_reserve(dir: &Path) {
+    let path = dir.join(RESERVE_FILE);
+    if path.exists() {
+        return;
+    }
+    if let Err(e) = write_atomically(&path, &vec![0u8; RESERVE_BYTES]).and_then(|()| sync_dir(dir))
+    {
+        tracing::warn!(cause = %e, dir = %dir.display(), "no room to reserve space for the metadata log");
+        let _ = std::fs::remove_file(path.with_extension("reserve.tmp"));
+    }
+}
+
 impl Core {
     fn snapshot_index(&self) -> u64 {
         self.snapshot.get_metadata().index
@@ -71,6 +101,7 @@ impl Core {
 /// The durable state, shared between the Raft driver (which writes) and Raft's reads.
 #[derive(Clone)]
 pub struct RaftStore {
+    dir: PathBuf,
     core: Arc<RwLock<Core>>,
     files: Arc<std::sync::Mutex<Files>>,
 }
@@ -148,13 +179,57 @@ impl RaftStore {
             snapshot,
             entries,
         };
+        ensure_reserve(dir);
         Ok(RaftStore {
+            dir: dir.to_owned(),
             core: Arc::new(RwLock::new(core)),
             files: Arc::new(std::sync::Mutex::new(Files {
                 dir: dir.to_owned(),
                 log,
             })),
         })
+    }
+
+    /// Runs a write; when it fails for want of space and the reserve is still there, the
+    /// reserve is released and the write tried once more.
+    fn with_reserve<T>(
+        &self,
+        mut op: impl FnMut() -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        match op() {
+            Err(e) if e.is_out_of_space() && self.release_reserve() => op(),
+            other => other,
+        }
+    }
+
+    fn release_reserve(&self) -> bool {
+        let path = self.dir.join(RESERVE_FILE);
+        if std::fs::remove_file(&path).is_err() {
+            return false;
+        }
+        let _ = sync_dir(&self.dir);
+        tracing::error!(dir = %self.dir.display(), "the metadata log's disk is full: released the space reserved for it so the quorum goes on; free space on this disk");
+        true
+    }
+
+    /// Persists new entries (replacing any conflicting suffix) and fsyncs them.
+    pub fn append(&self, entries: &[Entry], now_ms: i64) -> Result<(), StoreError> {
+        self.with_reserve(|| self.append_once(entries, now_ms))
+    }
+
+    /// Persists the hard state (term, vote, commit) with fsync, file and directory.
+    pub fn set_hard_state(&self, hs: &HardState) -> Result<(), StoreError> {
+        self.with_reserve(|| self.set_hard_state_once(hs))
+    }
+
+    /// Installs a snapshot received from the leader.
+    pub fn apply_snapshot(&self, snapshot: &Snapshot, now_ms: i64) -> Result<(), StoreError> {
+        self.with_reserve(|| self.apply_snapshot_once(snapshot, now_ms))
+    }
+
+    /// Takes a local snapshot at `index` and drops the log before it.
+    pub fn compact(&self, index: u64, data: Bytes, now_ms: i64) -> Result<(), StoreError> {
+        self.with_reserve(|| self.compact_once(index, data.clone(), now_ms))
     }
 
     fn core(&self) -> std::sync::RwLockReadGuard<'_, Core> {
@@ -196,7 +271,7 @@ impl RaftStore {
     }
 
     /// Persists new entries (replacing any conflicting suffix) and fsyncs them.
-    pub fn append(&self, entries: &[Entry], now_ms: i64) -> Result<(), StoreError> {
+    fn append_once(&self, entries: &[Entry], now_ms: i64) -> Result<(), StoreError> {
         let Some(first) = entries.first() else {
             return Ok(());
         };
@@ -258,7 +333,7 @@ impl RaftStore {
     }
 
     /// Persists the hard state (term, vote, commit) with fsync, file and directory.
-    pub fn set_hard_state(&self, hs: &HardState) -> Result<(), StoreError> {
+    fn set_hard_state_once(&self, hs: &HardState) -> Result<(), StoreError> {
         let files = self.files.lock().expect("raft files lock");
         let text = serde_json::to_vec(&QuorumStateFile {
             term: hs.term,
@@ -285,7 +360,7 @@ impl RaftStore {
 
     /// Installs a snapshot received from the leader: the checkpoint is written, the log
     /// starts again after it.
-    pub fn apply_snapshot(&self, snapshot: &Snapshot, now_ms: i64) -> Result<(), StoreError> {
+    fn apply_snapshot_once(&self, snapshot: &Snapshot, now_ms: i64) -> Result<(), StoreError> {
         let meta = snapshot.get_metadata();
         let mut files = self.files.lock().expect("raft files lock");
         write_checkpoint(&files.dir, meta.index, meta.term, &snapshot.data)?;
@@ -302,7 +377,7 @@ impl RaftStore {
 
     /// Takes a local snapshot at `index` (already applied to `data`'s image) and drops the
     /// log before it.
-    pub fn compact(&self, index: u64, data: Bytes, now_ms: i64) -> Result<(), StoreError> {
+    fn compact_once(&self, index: u64, data: Bytes, now_ms: i64) -> Result<(), StoreError> {
         let mut files = self.files.lock().expect("raft files lock");
         let mut core = self.core.write().expect("raft store lock");
         if index <= core.snapshot_index() || index > core.last_index() {
