@@ -183,3 +183,24 @@ def test_unknown_partition_directories_are_kept(broker_factory):
     b.start()
     assert (stray / "00000000000000000000.log").read_bytes() == b"precious"
     assert "left untouched" in b.log_text()
+
+
+def test_damaged_metadata_log_refuses_to_start_and_destroys_nothing(damaged_topic):
+    """A byte flipped in the first batch of `__cluster_metadata-0` after kill -9 (with the
+    topic's records after it): the broker refuses to start naming the file and position,
+    cuts nothing from the metadata log, and deletes no partition directory."""
+    b, topic = damaged_topic
+    b.start()
+    b.kill()
+    log = b.data_dir / "__cluster_metadata-0" / "00000000000000000000.log"
+    data = bytearray(log.read_bytes())
+    data[61 + 3] ^= 0xFF  # inside the first batch's records, past its 61-byte header
+    log.write_bytes(bytes(data))
+    partition_dirs = sorted(p.name for p in b.data_dir.iterdir() if p.is_dir())
+    with pytest.raises(BrokerStartError):
+        b.start()
+    text = b.log_text()
+    assert f"{log} at position 0" in text and "damaged batch" in text, text[-2000:]
+    assert log.read_bytes() == bytes(data)
+    assert sorted(p.name for p in b.data_dir.iterdir() if p.is_dir()) == partition_dirs
+    assert segments(b, topic)

@@ -116,6 +116,10 @@ impl RaftStore {
     /// the snapshot it starts from (empty when there is none).
     pub fn open(dir: &Path, voters: &[u64], clean: bool, now_ms: i64) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)?;
+        // Before recovery may cut the active segment at a bad batch: that is right for a
+        // torn last write, but damage with acknowledged entries after it must refuse the
+        // start instead of silently forgetting them.
+        check_segments(dir)?;
         let mut overrides = BTreeMap::new();
         overrides.insert("segment.bytes".to_string(), (64 * 1024 * 1024).to_string());
         overrides.insert("retention.ms".to_string(), "-1".to_string());
@@ -466,6 +470,49 @@ impl Storage for RaftStore {
     }
 }
 
+/// Walks every batch of the metadata log's segment files and refuses damage anywhere but
+/// at the very end of the last one (a torn final write, which was never acknowledged:
+/// entries are acknowledged only after their fsync).
+fn check_segments(dir: &Path) -> Result<(), StoreError> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    files.sort();
+    let count = files.len();
+    for (i, path) in files.iter().enumerate() {
+        let data = std::fs::read(path)?;
+        let last_file = i + 1 == count;
+        let mut pos = 0usize;
+        while pos < data.len() {
+            let rest = &data[pos..];
+            let header = (rest.len() >= HEADER_LEN)
+                .then(|| BatchHeader::parse(rest))
+                .flatten();
+            let total = header.as_ref().map(|h| h.total_len());
+            let whole = total.is_some_and(|t| t >= HEADER_LEN && t <= rest.len());
+            let valid = whole
+                && validate_batches(&rest[..total.expect("whole implies a length")], usize::MAX)
+                    .is_ok();
+            if valid {
+                pos += total.expect("valid implies a length");
+                continue;
+            }
+            // A batch that runs past the end of the last file, or a bad batch that is the
+            // last thing in it, is a torn write; anything else is damage.
+            let torn = last_file && (!whole || pos + total.unwrap_or(0) == data.len());
+            if torn {
+                break;
+            }
+            return Err(StoreError::Corrupt {
+                file: format!("{} at position {pos}", path.display()),
+                reason: "a damaged batch with more of the metadata log after it; the log is not cut there because entries after it were acknowledged (restore the directory, or remove it to re-fetch the log from the other voters)".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn checkpoint_name(index: u64, term: u64) -> String {
     format!("{index:020}-{term:010}{CHECKPOINT_EXT}")
 }
@@ -592,4 +639,74 @@ fn read_entries(log: &Log, dir: &Path, snapshot_index: u64) -> Result<Vec<Entry>
         }
     }
     Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(from: u64, n: u64, term: u64) -> Vec<Entry> {
+        (from..from + n)
+            .map(|index| Entry {
+                index,
+                term,
+                data: Bytes::from(format!(
+                    "[{{\"type\":\"ProducerIds\",\"next_producer_id\":{index}}}]"
+                )),
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    fn segment(dir: &Path) -> PathBuf {
+        crate::log::segment_path(dir, 0)
+    }
+
+    #[test]
+    fn entries_survive_reopen_and_conflicting_suffixes_are_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RaftStore::open(dir.path(), &[1], true, 0).unwrap();
+        store.append(&entries(1, 5, 1), 0).unwrap();
+        // A new leader overwrites the uncommitted tail from index 4 with its own term.
+        store.append(&entries(4, 3, 2), 0).unwrap();
+        store.close(0).unwrap();
+        drop(store);
+        let store = RaftStore::open(dir.path(), &[1], false, 0).unwrap();
+        let terms: Vec<(u64, u64)> = store
+            .entries_between(1, 7, usize::MAX)
+            .iter()
+            .map(|e| (e.index, e.term))
+            .collect();
+        assert_eq!(terms, vec![(1, 1), (2, 1), (3, 1), (4, 2), (5, 2), (6, 2)]);
+    }
+
+    #[test]
+    fn a_torn_last_write_is_cut_but_damage_before_acknowledged_entries_refuses_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RaftStore::open(dir.path(), &[1], true, 0).unwrap();
+        store.append(&entries(1, 4, 1), 0).unwrap();
+        drop(store);
+        let path = segment(dir.path());
+        let len = std::fs::metadata(&path).unwrap().len();
+        // Torn: the last batch lost its final bytes.
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(len - 5).unwrap();
+        drop(f);
+        let store = RaftStore::open(dir.path(), &[1], false, 0).unwrap();
+        assert_eq!(store.last_index(), 3);
+        drop(store);
+        // Damage: a flipped byte inside the first batch, with entries after it.
+        let mut data = std::fs::read(&path).unwrap();
+        data[HEADER_LEN + 3] ^= 0xff;
+        std::fs::write(&path, &data).unwrap();
+        let err = RaftStore::open(dir.path(), &[1], false, 0)
+            .err()
+            .expect("refused");
+        let text = err.to_string();
+        assert!(
+            text.contains("position 0") && text.contains("damaged batch"),
+            "{text}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), data, "nothing was cut");
+    }
 }
