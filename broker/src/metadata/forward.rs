@@ -60,6 +60,21 @@ fn timed_out(what: &str) -> ApiError {
     )
 }
 
+/// One topic's outcome in a controller's answer: its id, or its error with the message.
+fn topic_result(answer: Option<(i16, &Option<StrBytes>, Uuid)>) -> Result<Uuid, ApiError> {
+    match answer {
+        None => Err(ApiError::new(
+            codes::UNKNOWN_SERVER_ERROR,
+            "The controller did not answer for this topic.",
+        )),
+        Some((code, message, _)) if code != codes::NONE => Err(ApiError::new(
+            code,
+            message.as_ref().map(|m| m.to_string()).unwrap_or_default(),
+        )),
+        Some((_, _, id)) => Ok(id),
+    }
+}
+
 impl ControllerClient {
     pub fn new(
         node_id: i32,
@@ -208,20 +223,7 @@ impl ControllerClient {
                 .iter()
                 .map(|t| {
                     let r = resp.topics.iter().find(|r| r.name.0.as_str() == t.name);
-                    match r {
-                        None => Err(ApiError::new(
-                            codes::UNKNOWN_SERVER_ERROR,
-                            "The controller did not answer for this topic.",
-                        )),
-                        Some(r) if r.error_code != codes::NONE => Err(ApiError::new(
-                            r.error_code,
-                            r.error_message
-                                .as_ref()
-                                .map(|m| m.to_string())
-                                .unwrap_or_default(),
-                        )),
-                        Some(r) => Ok(r.topic_id),
-                    }
+                    topic_result(r.map(|r| (r.error_code, &r.error_message, r.topic_id)))
                 })
                 .collect(),
         }
@@ -256,20 +258,7 @@ impl ControllerClient {
                         .responses
                         .iter()
                         .find(|r| r.name.as_ref().is_some_and(|x| x.0.as_str() == n));
-                    match r {
-                        None => Err(ApiError::new(
-                            codes::UNKNOWN_SERVER_ERROR,
-                            "The controller did not answer for this topic.",
-                        )),
-                        Some(r) if r.error_code != codes::NONE => Err(ApiError::new(
-                            r.error_code,
-                            r.error_message
-                                .as_ref()
-                                .map(|m| m.to_string())
-                                .unwrap_or_default(),
-                        )),
-                        Some(r) => Ok(r.topic_id),
-                    }
+                    topic_result(r.map(|r| (r.error_code, &r.error_message, r.topic_id)))
                 })
                 .collect(),
         }

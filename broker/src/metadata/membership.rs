@@ -7,6 +7,25 @@ use super::image::MetadataImage;
 use super::records::MetadataRecord;
 use std::collections::BTreeMap;
 
+/// The record that gives a partition a new leader (or none, -1), bumping its epochs so
+/// clients and replicas see the change.
+fn new_leader(
+    topic_id: uuid::Uuid,
+    partition: i32,
+    p: &super::image::PartitionImage,
+    leader: i32,
+) -> MetadataRecord {
+    MetadataRecord::Partition {
+        topic_id,
+        partition,
+        replicas: p.replicas.clone(),
+        isr: p.isr.clone(),
+        leader,
+        leader_epoch: p.leader_epoch + 1,
+        partition_epoch: p.partition_epoch + 1,
+    }
+}
+
 /// Records that take every leadership of `broker` away: each partition it leads gets
 /// another live in-sync replica as leader, or none (-1) when there is no other, with the
 /// leader epoch bumped so clients and replicas see the change.
@@ -23,15 +42,7 @@ pub fn leaders_moved_off(image: &MetadataImage, broker: i32) -> Vec<MetadataReco
                 .copied()
                 .find(|r| *r != broker && image.brokers.get(r).is_some_and(|b| !b.fenced))
                 .unwrap_or(-1);
-            out.push(MetadataRecord::Partition {
-                topic_id: t.id,
-                partition: *index,
-                replicas: p.replicas.clone(),
-                isr: p.isr.clone(),
-                leader: next,
-                leader_epoch: p.leader_epoch + 1,
-                partition_epoch: p.partition_epoch + 1,
-            });
+            out.push(new_leader(t.id, *index, p, next));
         }
     }
     out
@@ -46,15 +57,7 @@ pub fn leaders_restored_to(image: &MetadataImage, broker: i32) -> Vec<MetadataRe
             if p.leader != -1 || !p.isr.contains(&broker) {
                 continue;
             }
-            out.push(MetadataRecord::Partition {
-                topic_id: t.id,
-                partition: *index,
-                replicas: p.replicas.clone(),
-                isr: p.isr.clone(),
-                leader: broker,
-                leader_epoch: p.leader_epoch + 1,
-                partition_epoch: p.partition_epoch + 1,
-            });
+            out.push(new_leader(t.id, *index, p, broker));
         }
     }
     out
