@@ -232,7 +232,8 @@ impl ControllerClient {
     pub async fn delete_topics(&self, names: &[String]) -> Vec<Result<Uuid, ApiError>> {
         let req = DeleteTopicsRequest::default()
             .with_timeout_ms(self.timeout.as_millis() as i32)
-            .with_topic_names(names.iter().map(|n| TopicName(str_bytes(n))).collect())
+            // Named in `topics` (v6+, what Strom controllers speak); `topic_names` is the
+            // v0-5 field and may not be set along with it.
             .with_topics(
                 names
                     .iter()
