@@ -4,7 +4,8 @@
 use super::group::BrokerOffsetsLog;
 use super::{msg, publish};
 use crate::group::OFFSETS_TOPIC;
-use crate::metadata::{codes, validate_topic_name, ApiError, MetadataImage, NewTopic, TopicImage};
+use crate::metadata::{validate_topic_name, ApiError, MetadataImage, NewTopic, TopicImage};
+use crate::protocol::codes;
 use crate::server::Broker;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::{

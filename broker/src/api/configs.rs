@@ -4,7 +4,8 @@
 
 use super::{msg, publish};
 use crate::config::{ConfigDef, BROKER_CONFIGS, TOPIC_CONFIGS};
-use crate::metadata::{codes, AlterOp, ApiError};
+use crate::metadata::{AlterOp, ApiError};
+use crate::protocol::codes;
 use crate::server::Broker;
 use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::describe_configs_response::{

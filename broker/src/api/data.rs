@@ -2,7 +2,7 @@
 
 use super::msg;
 use crate::log::LogError;
-use crate::metadata::codes;
+use crate::protocol::codes;
 use crate::server::Broker;
 use bytes::Bytes;
 use kafka_protocol::messages::delete_records_response::{

@@ -6,10 +6,10 @@
 
 use super::{msg, publish};
 use crate::group::{
-    codes, partition_for, CommitOffset, CommitRequest, JoinRequest, OffsetsLog, SyncRequest,
-    OFFSETS_TOPIC,
+    partition_for, CommitOffset, CommitRequest, JoinRequest, OffsetsLog, SyncRequest, OFFSETS_TOPIC,
 };
 use crate::metadata::NewTopic;
+use crate::protocol::codes;
 use crate::server::Broker;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};

@@ -8,7 +8,8 @@ mod data;
 pub mod group;
 mod quorum;
 
-use crate::metadata::{codes, MetadataImage};
+use crate::metadata::MetadataImage;
+use crate::protocol::codes;
 use crate::server::{Broker, ListenerKind};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{

@@ -1,8 +1,8 @@
 //! Controller-listener APIs of the metadata quorum: Fetch and FetchSnapshot of
 //! `__cluster_metadata` for observers (broker-only nodes), and BrokerHeartbeat.
 
-use crate::metadata::codes;
 use crate::metadata::observer::{METADATA_TOPIC, METADATA_TOPIC_ID};
+use crate::protocol::codes;
 use crate::server::Broker;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::fetch_response::{

@@ -4,9 +4,9 @@
 //! were parked until a rebalance finished, and records to persist in `__consumer_offsets`.
 //! No I/O happens here, so every timeout is tested by passing a later `now_ms`.
 
-use super::codes;
 use super::records::{hex, unhex, GroupRecord, GroupValue, MemberValue, OffsetValue};
 use crate::config::BrokerConfig;
+use crate::protocol::codes;
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

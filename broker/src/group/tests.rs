@@ -1,10 +1,10 @@
 //! Unit tests of the coordinator state machine, driven by requests and explicit times
 //! (the clock is an input, so timeouts are tested by passing a later `now_ms`).
 
-use super::codes;
 use super::partition_for;
 use super::records::GroupRecord;
 use super::state::*;
+use crate::protocol::codes;
 use bytes::Bytes;
 
 const SESSION_MS: i32 = 10_000;

@@ -7,7 +7,8 @@
 //! is not active answers NOT_CONTROLLER, and the next one is tried.
 
 use super::quorum::QuorumStatus;
-use super::{codes, AlterOp, ApiError, NewTopic};
+use super::{AlterOp, ApiError, NewTopic};
+use crate::protocol::codes;
 use kafka_protocol::messages::alter_configs_request::{
     AlterConfigsResource as ReplaceResource, AlterableConfig as ReplaceConfig,
 };

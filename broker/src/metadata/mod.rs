@@ -11,6 +11,7 @@ pub mod quorum;
 pub mod records;
 
 use crate::config::{validate_topic_config, BrokerConfig};
+use crate::protocol::codes;
 pub use image::{MetadataImage, PartitionImage, TopicImage};
 use quorum::{ProposeError, Quorum, QuorumConfig, QuorumStatus};
 pub use records::{ConfigResource, MetadataRecord};
@@ -62,45 +63,6 @@ impl ApiError {
             message: message.into(),
         }
     }
-}
-
-pub mod codes {
-    //! The Kafka error codes the controller and handlers return.
-    pub const NONE: i16 = 0;
-    pub const OFFSET_OUT_OF_RANGE: i16 = 1;
-    pub const CORRUPT_MESSAGE: i16 = 2;
-    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-    pub const LEADER_NOT_AVAILABLE: i16 = 5;
-    pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
-    pub const REQUEST_TIMED_OUT: i16 = 7;
-    pub const MESSAGE_TOO_LARGE: i16 = 10;
-    pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
-    pub const RECORD_LIST_TOO_LARGE: i16 = 18;
-    pub const NOT_ENOUGH_REPLICAS: i16 = 19;
-    pub const INVALID_REQUIRED_ACKS: i16 = 21;
-    pub const INVALID_TIMESTAMP: i16 = 32;
-    pub const UNSUPPORTED_VERSION: i16 = 35;
-    pub const TOPIC_ALREADY_EXISTS: i16 = 36;
-    pub const INVALID_PARTITIONS: i16 = 37;
-    pub const INVALID_REPLICATION_FACTOR: i16 = 38;
-    pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
-    pub const INVALID_CONFIG: i16 = 40;
-    pub const NOT_CONTROLLER: i16 = 41;
-    pub const INVALID_REQUEST: i16 = 42;
-    pub const POLICY_VIOLATION: i16 = 44;
-    pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
-    pub const INVALID_PRODUCER_EPOCH: i16 = 47;
-    pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
-    pub const KAFKA_STORAGE_ERROR: i16 = 56;
-    pub const UNKNOWN_SERVER_ERROR: i16 = -1;
-    pub const TOPIC_DELETION_DISABLED: i16 = 73;
-    pub const UNKNOWN_TOPIC_ID: i16 = 100;
-    pub const INCONSISTENT_TOPIC_ID: i16 = 103;
-    pub const INCONSISTENT_CLUSTER_ID: i16 = 104;
-    pub const STALE_BROKER_EPOCH: i16 = 77;
-    pub const SNAPSHOT_NOT_FOUND: i16 = 98;
-    pub const DUPLICATE_BROKER_REGISTRATION: i16 = 101;
-    pub const INVALID_RECORD: i16 = 87;
 }
 
 /// One topic to create, as CreateTopics (or auto-creation) asks for it.

@@ -168,7 +168,7 @@ async fn follow(
             s.commit_index = p.high_watermark.max(0) as u64;
             changed
         });
-        if p.error_code == crate::metadata::codes::OFFSET_OUT_OF_RANGE
+        if p.error_code == crate::protocol::codes::OFFSET_OUT_OF_RANGE
             && p.snapshot_id.end_offset >= 0
         {
             match fetch_snapshot(c, node_id, p.snapshot_id.end_offset, p.snapshot_id.epoch).await {

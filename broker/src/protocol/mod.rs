@@ -2,6 +2,8 @@
 //! size-prefixed framing (sans-io: a buffer in, "need more" or a frame out), request header
 //! and body decoding with kafka-protocol, and response encoding.
 
+pub mod codes;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::Decodable;

@@ -205,7 +205,7 @@ async fn handle_frame(
     match request {
         Request::ApiVersionsTooNew { correlation_id } => {
             let body = ResponseKind::ApiVersions(crate::api::api_versions(
-                crate::metadata::codes::UNSUPPORTED_VERSION,
+                crate::protocol::codes::UNSUPPORTED_VERSION,
                 table,
             ));
             encode_response(ApiKey::ApiVersions, 0, correlation_id, &body)

@@ -200,7 +200,7 @@ impl Broker {
                 }
                 true
             }
-            Err(e) if e.code == crate::metadata::codes::STALE_BROKER_EPOCH => {
+            Err(e) if e.code == crate::protocol::codes::STALE_BROKER_EPOCH => {
                 tracing::warn!(message = %e.message, "the controller forgot this broker; registering again");
                 self.register().await;
                 false

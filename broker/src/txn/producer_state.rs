@@ -6,7 +6,7 @@
 //! here) when a segment rolls and on close, so it survives restarts without its batches.
 
 use crate::log::batch::BatchHeader;
-use crate::metadata::codes;
+use crate::protocol::codes;
 use std::collections::{HashMap, VecDeque};
 
 /// Batches remembered per producer: the Java client keeps at most five in flight per
