@@ -45,7 +45,7 @@ pub fn produce(broker: &Broker, req: ProduceRequest, version: i16) -> Option<Pro
                     codes::INVALID_TOPIC_EXCEPTION,
                     format!("Cannot append to internal topic {}", topic.name.0.as_str()),
                 ))
-            } else if let Some(p) = broker.replicas.get(&topic.name.0, pd.index) {
+            } else if let Some(p) = broker.replicas.leader_of(&topic.name.0, pd.index) {
                 let records = pd.records.unwrap_or_default();
                 broker
                     .replicas
@@ -129,7 +129,7 @@ pub async fn fetch(broker: &Broker, req: FetchRequest, version: i16) -> FetchRes
                 }
                 let partition = name
                     .as_deref()
-                    .and_then(|n| broker.replicas.get(n, fp.partition));
+                    .and_then(|n| broker.replicas.leader_of(n, fp.partition));
                 match partition {
                     None => {
                         any_error = true;
@@ -241,7 +241,7 @@ pub fn list_offsets(broker: &Broker, req: ListOffsetsRequest, version: i16) -> L
                         .with_timestamp(-1)
                         .with_offset(-1)
                         .with_leader_epoch(-1);
-                    let Some(p) = broker.replicas.get(&t.name.0, lp.partition_index) else {
+                    let Some(p) = broker.replicas.leader_of(&t.name.0, lp.partition_index) else {
                         return r.with_error_code(not_hosted_code(
                             broker,
                             &t.name.0,
@@ -289,7 +289,7 @@ pub fn delete_records(broker: &Broker, req: DeleteRecordsRequest) -> DeleteRecor
                     let r = DeleteRecordsPartitionResult::default()
                         .with_partition_index(dp.partition_index)
                         .with_low_watermark(-1);
-                    match broker.replicas.get(&t.name.0, dp.partition_index) {
+                    match broker.replicas.leader_of(&t.name.0, dp.partition_index) {
                         None => r.with_error_code(not_hosted_code(
                             broker,
                             &t.name.0,

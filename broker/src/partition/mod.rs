@@ -73,6 +73,8 @@ pub struct Partition {
     high_watermark: AtomicI64,
     log_start_offset: AtomicI64,
     leader_epoch: AtomicI64,
+    /// The broker that leads this partition (-1: none), as the newest applied image says.
+    leader: std::sync::atomic::AtomicI32,
     isr: RwLock<Vec<i32>>,
     /// Set while appends fail for storage reasons (a full or failing disk), so the failure
     /// is logged at error level once when it starts and once when it ends, not per produce.
@@ -82,6 +84,11 @@ pub struct Partition {
 impl Partition {
     pub fn leader_epoch(&self) -> i32 {
         self.leader_epoch.load(Ordering::Acquire) as i32
+    }
+
+    /// The partition's leader as this broker's newest image says (-1: none).
+    pub fn leader(&self) -> i32 {
+        self.leader.load(Ordering::Acquire)
     }
 
     pub fn high_watermark(&self) -> i64 {
@@ -392,6 +399,13 @@ impl ReplicaManager {
             .cloned()
     }
 
+    /// The partition if this broker leads it: produce, consumer fetches, ListOffsets and
+    /// DeleteRecords are served by the leader only (a follower's log may lag or diverge).
+    pub fn leader_of(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
+        self.get(topic, partition)
+            .filter(|p| p.leader() == self.node_id)
+    }
+
     pub fn all(&self) -> Vec<Arc<Partition>> {
         self.partitions
             .read()
@@ -437,13 +451,13 @@ impl ReplicaManager {
         }
         self.applied_image
             .store(image.metadata_offset, Ordering::Release);
-        let mut wanted: BTreeMap<(String, i32), (Uuid, i32, Vec<i32>)> = BTreeMap::new();
+        let mut wanted: BTreeMap<(String, i32), (Uuid, i32, i32, Vec<i32>)> = BTreeMap::new();
         for t in image.topics.values() {
             for (p, pi) in &t.partitions {
                 if pi.replicas.contains(&self.node_id) {
                     wanted.insert(
                         (t.name.clone(), *p),
-                        (t.id, pi.leader_epoch, pi.isr.clone()),
+                        (t.id, pi.leader, pi.leader_epoch, pi.isr.clone()),
                     );
                 }
             }
@@ -462,7 +476,7 @@ impl ReplicaManager {
                 remove_partition_dir(&p.dir());
             }
         }
-        for ((topic, index), (topic_id, epoch, isr)) in wanted {
+        for ((topic, index), (topic_id, leader, epoch, isr)) in wanted {
             let cfg = LogConfig::resolve(
                 &self.broker_config,
                 image.topic_configs.get(&topic).unwrap_or(&empty),
@@ -470,6 +484,7 @@ impl ReplicaManager {
             if let Some(p) = partitions.get(&(topic.clone(), index)) {
                 p.set_config(cfg);
                 p.leader_epoch.store(epoch as i64, Ordering::Release);
+                p.leader.store(leader, Ordering::Release);
                 *p.isr.write().expect("isr lock") = isr;
                 continue;
             }
@@ -528,6 +543,7 @@ impl ReplicaManager {
                     high_watermark: AtomicI64::new(hw),
                     log_start_offset: AtomicI64::new(start),
                     leader_epoch: AtomicI64::new(epoch as i64),
+                    leader: std::sync::atomic::AtomicI32::new(leader),
                     isr: RwLock::new(isr),
                     storage_failing: Default::default(),
                 }),
@@ -757,6 +773,7 @@ mod tests {
             high_watermark: AtomicI64::new(0),
             log_start_offset: AtomicI64::new(0),
             leader_epoch: AtomicI64::new(0),
+            leader: std::sync::atomic::AtomicI32::new(1),
             isr: RwLock::new(vec![1]),
             storage_failing: Default::default(),
         }
