@@ -2,6 +2,8 @@
 //! its leader epoch, high watermark and ISR; the replica manager keeps the replicas this
 //! broker hosts in step with the metadata image and wakes long-polling fetches on appends.
 
+pub mod state;
+
 use crate::clock::Clock;
 use crate::config::{BrokerConfig, LogConfig};
 use crate::log::batch::{validate_batches, BatchError};
