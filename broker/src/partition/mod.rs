@@ -453,14 +453,12 @@ impl ReplicaManager {
         }
         self.applied_image
             .store(image.metadata_offset, Ordering::Release);
-        let mut wanted: BTreeMap<(String, i32), (Uuid, i32, i32, Vec<i32>)> = BTreeMap::new();
+        let mut wanted: BTreeMap<(String, i32), (Uuid, &crate::metadata::image::PartitionImage)> =
+            BTreeMap::new();
         for t in image.topics.values() {
             for (p, pi) in &t.partitions {
                 if pi.replicas.contains(&self.node_id) {
-                    wanted.insert(
-                        (t.name.clone(), *p),
-                        (t.id, pi.leader, pi.leader_epoch, pi.isr.clone()),
-                    );
+                    wanted.insert((t.name.clone(), *p), (t.id, pi));
                 }
             }
         }
@@ -478,7 +476,8 @@ impl ReplicaManager {
                 remove_partition_dir(&p.dir());
             }
         }
-        for ((topic, index), (topic_id, leader, epoch, isr)) in wanted {
+        for ((topic, index), (topic_id, pi)) in wanted {
+            let (leader, epoch, isr) = (pi.leader, pi.leader_epoch, pi.isr.clone());
             let cfg = LogConfig::resolve(
                 &self.broker_config,
                 image.topic_configs.get(&topic).unwrap_or(&empty),
