@@ -334,6 +334,41 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         check: positive,
     },
     ConfigDef {
+        name: "replica.fetch.max.bytes",
+        ty: INT,
+        default: Some("1048576"),
+        doc: "Record bytes a follower asks for per partition in one fetch (a larger first batch still comes whole).",
+        check: positive,
+    },
+    ConfigDef {
+        name: "replica.fetch.min.bytes",
+        ty: INT,
+        default: Some("1"),
+        doc: "Bytes a follower's fetch waits for before the leader answers.",
+        check: positive,
+    },
+    ConfigDef {
+        name: "replica.fetch.wait.max.ms",
+        ty: INT,
+        default: Some("500"),
+        doc: "Longest a follower's fetch waits at the leader for replica.fetch.min.bytes.",
+        check: non_negative,
+    },
+    ConfigDef {
+        name: "replica.fetch.backoff.ms",
+        ty: INT,
+        default: Some("1000"),
+        doc: "Pause of a follower's fetcher after its leader could not be reached or refused a partition.",
+        check: non_negative,
+    },
+    ConfigDef {
+        name: "replica.lag.time.max.ms",
+        ty: INT,
+        default: Some("30000"),
+        doc: "A follower that has not caught up with its leader for this long leaves the ISR; it rejoins once it has.",
+        check: positive,
+    },
+    ConfigDef {
         name: "message.max.bytes",
         ty: INT,
         default: Some("1048588"),
@@ -1353,6 +1388,32 @@ impl BrokerConfig {
     }
     pub fn replica_fetch_response_max_bytes(&self) -> usize {
         self.int("replica.fetch.response.max.bytes") as usize
+    }
+    pub fn replica_fetch_max_bytes(&self) -> i32 {
+        self.int("replica.fetch.max.bytes").min(i32::MAX as i64) as i32
+    }
+    pub fn replica_fetch_min_bytes(&self) -> i32 {
+        self.int("replica.fetch.min.bytes").min(i32::MAX as i64) as i32
+    }
+    pub fn replica_fetch_wait_max_ms(&self) -> i32 {
+        self.int("replica.fetch.wait.max.ms").min(i32::MAX as i64) as i32
+    }
+    pub fn replica_fetch_backoff_ms(&self) -> u64 {
+        self.int("replica.fetch.backoff.ms") as u64
+    }
+    pub fn replica_fetcher_config(&self) -> crate::partition::fetcher::FetcherConfig {
+        crate::partition::fetcher::FetcherConfig {
+            max_bytes_per_partition: self.replica_fetch_max_bytes(),
+            response_max_bytes: self
+                .replica_fetch_response_max_bytes()
+                .min(i32::MAX as usize) as i32,
+            min_bytes: self.replica_fetch_min_bytes(),
+            max_wait_ms: self.replica_fetch_wait_max_ms(),
+            backoff: std::time::Duration::from_millis(self.replica_fetch_backoff_ms()),
+        }
+    }
+    pub fn replica_lag_time_max_ms(&self) -> i64 {
+        self.int("replica.lag.time.max.ms")
     }
     pub fn http_listener(&self) -> SocketAddr {
         self.get("strom.http.listener")

@@ -8,7 +8,9 @@ use bytes::Bytes;
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
 };
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{
+    EpochEndOffset, FetchableTopicResponse, PartitionData,
+};
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
@@ -21,11 +23,22 @@ use kafka_protocol::messages::{
 };
 use std::time::Duration;
 
-/// Produce: validate and append each partition's batches. acks=0 gets no response.
-pub fn produce(broker: &Broker, req: ProduceRequest, version: i16) -> Option<ProduceResponse> {
+/// Produce: validate and append each partition's batches. acks=0 gets no response, acks=1
+/// is answered after the leader's append, acks=all once the high watermark covers the
+/// batch (every ISR member has it) or at the request's timeout with REQUEST_TIMED_OUT.
+pub async fn produce(
+    broker: &Broker,
+    req: ProduceRequest,
+    version: i16,
+) -> Option<ProduceResponse> {
     let acks = req.acks;
     let acks_valid = matches!(acks, -1..=1);
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_millis(req.timeout_ms.clamp(0, 900_000) as u64);
     let mut responses = Vec::with_capacity(req.topic_data.len());
+    // acks=all partitions appended and waiting for the ISR: (topic, response index, partition,
+    // the offset the high watermark must reach).
+    let mut waiting = Vec::new();
     for topic in req.topic_data {
         let mut partition_responses = Vec::with_capacity(topic.partition_data.len());
         for pd in topic.partition_data {
@@ -50,7 +63,7 @@ pub fn produce(broker: &Broker, req: ProduceRequest, version: i16) -> Option<Pro
                 broker
                     .replicas
                     .append(&p, &records, acks)
-                    .map(|info| (info, p.log_start_offset()))
+                    .map(|info| (info, p.log_start_offset(), p.clone()))
                     .map_err(|e| (e.error_code(), e.to_string()))
             } else {
                 let code = not_hosted_code(broker, &topic.name.0, pd.index);
@@ -64,11 +77,14 @@ pub fn produce(broker: &Broker, req: ProduceRequest, version: i16) -> Option<Pro
                 ))
             };
             match outcome {
-                Ok((info, log_start)) => {
+                Ok((info, log_start, p)) => {
                     resp = resp
                         .with_base_offset(info.base_offset)
                         .with_log_append_time_ms(info.log_append_time_ms)
                         .with_log_start_offset(log_start);
+                    if acks == -1 {
+                        waiting.push((responses.len(), partition_responses.len(), p, info));
+                    }
                 }
                 Err((code, message)) => {
                     if code == codes::KAFKA_STORAGE_ERROR {
@@ -90,7 +106,60 @@ pub fn produce(broker: &Broker, req: ProduceRequest, version: i16) -> Option<Pro
                 .with_partition_responses(partition_responses),
         );
     }
+    for (t, i, p, info) in waiting {
+        let failure = await_isr(broker, &p, info.last_offset + 1, deadline).await;
+        if let Some((code, message)) = failure {
+            let resp = &mut responses[t].partition_responses[i];
+            resp.error_code = code;
+            resp.base_offset = -1;
+            if version >= 8 {
+                resp.error_message = msg(message);
+            }
+        }
+    }
     (acks != 0).then(|| ProduceResponse::default().with_responses(responses))
+}
+
+/// Waits until the high watermark of `p` reaches `end` (acks=all). `None` once it has;
+/// the error otherwise: the leadership moved, the deadline passed, or the ISR shrank below
+/// min.insync.replicas while the batch was replicated.
+async fn await_isr(
+    broker: &Broker,
+    p: &crate::partition::Partition,
+    end: i64,
+    deadline: tokio::time::Instant,
+) -> Option<(i16, String)> {
+    let mut hw = p.subscribe_high_watermark();
+    let epoch = p.leader_epoch();
+    loop {
+        hw.mark_unchanged();
+        if p.leader() != broker.node_id || p.leader_epoch() != epoch {
+            return Some((
+                codes::NOT_LEADER_OR_FOLLOWER,
+                "Leadership moved before the in-sync replicas had the batch.".into(),
+            ));
+        }
+        if p.high_watermark() >= end {
+            let isr = p.isr().len() as i32;
+            let min = p.log_config().min_insync_replicas;
+            return (isr < min).then(|| {
+                (
+                    codes::NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+                    format!("The batch was written with {isr} in-sync replicas, fewer than min.insync.replicas {min}."),
+                )
+            });
+        }
+        if tokio::time::timeout_at(deadline, hw.changed())
+            .await
+            .is_err()
+        {
+            return Some((
+                codes::REQUEST_TIMED_OUT,
+                "The in-sync replicas did not all have the batch before the request timed out."
+                    .into(),
+            ));
+        }
+    }
 }
 
 /// Fetch: read committed data from each partition; wait up to max_wait_ms for min_bytes.
@@ -103,6 +172,12 @@ pub async fn fetch(broker: &Broker, req: FetchRequest, version: i16) -> FetchRes
     let max_bytes = response_bytes_cap(broker, &req, version);
     let read_committed = req.isolation_level == 1;
     let image = broker.controller.image();
+    // A follower replica's fetch (KIP-903 moved its id into ReplicaState at v15).
+    let follower = if version >= 15 {
+        req.replica_state.replica_id.0
+    } else {
+        req.replica_id.0
+    };
     let mut appends = broker.replicas.subscribe_appends();
     loop {
         appends.mark_unchanged();
@@ -142,7 +217,51 @@ pub async fn fetch(broker: &Broker, req: FetchRequest, version: i16) -> FetchRes
                     Some(p) => {
                         let limit = (fp.partition_max_bytes.max(0) as usize)
                             .min(max_bytes.saturating_sub(total));
-                        match p.read(fp.fetch_offset, limit, total == 0) {
+                        if let Some(code) = leader_epoch_error(&p, fp.current_leader_epoch) {
+                            any_error = true;
+                            partitions.push(pd.with_error_code(code));
+                            continue;
+                        }
+                        if follower >= 0 && fp.last_fetched_epoch >= 0 {
+                            // KIP-279: a follower whose log diverges from this one is told
+                            // where this log's copy of its last epoch ends, and truncates.
+                            let (epoch, end) = p.end_offset_for_epoch(fp.last_fetched_epoch);
+                            if epoch < fp.last_fetched_epoch || end < fp.fetch_offset {
+                                any_error = true;
+                                partitions.push(
+                                    pd.with_high_watermark(p.high_watermark())
+                                        .with_last_stable_offset(p.high_watermark())
+                                        .with_log_start_offset(p.log_start_offset())
+                                        .with_diverging_epoch(
+                                            EpochEndOffset::default()
+                                                .with_epoch(epoch)
+                                                .with_end_offset(end),
+                                        ),
+                                );
+                                continue;
+                            }
+                        }
+                        if follower >= 0 {
+                            if p.on_follower_fetch(
+                                follower,
+                                fp.fetch_offset,
+                                broker.replicas.now_ms(),
+                            ) {
+                                broker.replicas.wake_fetches();
+                            }
+                        } else if !p.high_watermark_settled() {
+                            // KIP-207: a new leader's high watermark has not yet reached the
+                            // old leader's; showing it would move consumers' view backwards.
+                            any_error = true;
+                            partitions.push(pd.with_error_code(codes::OFFSET_NOT_AVAILABLE));
+                            continue;
+                        }
+                        let read = if follower >= 0 {
+                            p.read_for_follower(fp.fetch_offset, limit, total == 0)
+                        } else {
+                            p.read(fp.fetch_offset, limit, total == 0)
+                        };
+                        match read {
                             Ok(read) => {
                                 total += read.records.len();
                                 pd = pd
@@ -182,6 +301,18 @@ pub async fn fetch(broker: &Broker, req: FetchRequest, version: i16) -> FetchRes
         // Woken by an append or by the deadline; either way the next pass decides. A closed
         // channel (broker shutting down) also ends the wait.
         let _ = tokio::time::timeout_at(deadline, appends.changed()).await;
+    }
+}
+
+/// KIP-320: a request that names the leader epoch it expects is refused when this
+/// broker's is newer (FENCED_LEADER_EPOCH: the sender is behind) or older
+/// (UNKNOWN_LEADER_EPOCH: this broker is behind); -1 means "not checked".
+fn leader_epoch_error(p: &crate::partition::Partition, expected: i32) -> Option<i16> {
+    let current = p.leader_epoch();
+    match expected {
+        e if e < 0 || e == current => None,
+        e if e < current => Some(codes::FENCED_LEADER_EPOCH),
+        _ => Some(codes::UNKNOWN_LEADER_EPOCH),
     }
 }
 
@@ -250,6 +381,14 @@ pub fn list_offsets(broker: &Broker, req: ListOffsetsRequest, version: i16) -> L
                     };
                     if version >= 4 {
                         r = r.with_leader_epoch(p.leader_epoch());
+                        if let Some(code) = leader_epoch_error(&p, lp.current_leader_epoch) {
+                            return r.with_error_code(code);
+                        }
+                    }
+                    if lp.timestamp == -1 && !p.high_watermark_settled() {
+                        // KIP-207: the latest offset is not final until the new leader's
+                        // high watermark reaches the old one's.
+                        return r.with_error_code(codes::OFFSET_NOT_AVAILABLE);
                     }
                     let found = match lp.timestamp {
                         -1 => Ok(Some((p.high_watermark(), -1))),

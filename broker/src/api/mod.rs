@@ -42,7 +42,9 @@ pub async fn handle(
             ResponseKind::DescribeQuorum(admin::describe_quorum(broker, r, v))
         }
         RequestKind::Metadata(r) => ResponseKind::Metadata(admin::metadata(broker, r, v).await),
-        RequestKind::Produce(r) => return data::produce(broker, r, v).map(ResponseKind::Produce),
+        RequestKind::Produce(r) => {
+            return data::produce(broker, r, v).await.map(ResponseKind::Produce)
+        }
         RequestKind::Fetch(r) if kind == ListenerKind::Controller => {
             ResponseKind::Fetch(quorum::metadata_fetch(broker, r, v).await)
         }

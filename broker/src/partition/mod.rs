@@ -2,6 +2,7 @@
 //! its leader epoch, high watermark and ISR; the replica manager keeps the replicas this
 //! broker hosts in step with the metadata image and wakes long-polling fetches on appends.
 
+pub mod fetcher;
 pub mod state;
 
 use crate::clock::Clock;
@@ -78,6 +79,11 @@ pub struct Partition {
     /// The broker that leads this partition (-1: none), as the newest applied image says.
     leader: std::sync::atomic::AtomicI32,
     isr: RwLock<Vec<i32>>,
+    /// The leader's view of its followers; `None` on a follower or without a leader.
+    replication: Mutex<Option<state::LeaderState>>,
+    /// The high watermark, for acks=all produces waiting for it (and woken on a leader
+    /// change, so they answer NOT_LEADER_OR_FOLLOWER rather than wait out their timeout).
+    hw_watch: tokio::sync::watch::Sender<i64>,
     /// Set while appends fail for storage reasons (a full or failing disk), so the failure
     /// is logged at error level once when it starts and once when it ends, not per produce.
     storage_failing: std::sync::atomic::AtomicBool,
@@ -197,9 +203,185 @@ impl Partition {
                 return Err(e.into());
             }
         };
-        self.high_watermark
-            .store(log.log_end_offset(), Ordering::Release);
+        let leo = log.log_end_offset();
+        drop(log);
+        self.after_leader_append(leo);
         Ok(info)
+    }
+
+    /// Moves the high watermark after the leader appended up to `leo`: to the smallest log
+    /// end offset of the ISR (with no other ISR member, to `leo`).
+    fn after_leader_append(&self, leo: i64) {
+        let moved = match self.replication.lock().expect("replication lock").as_mut() {
+            Some(state) => state.advance_high_watermark(leo),
+            None => Some(leo),
+        };
+        if let Some(hw) = moved {
+            self.set_high_watermark(hw);
+        }
+    }
+
+    fn set_high_watermark(&self, hw: i64) {
+        self.high_watermark.fetch_max(hw, Ordering::AcqRel);
+        self.hw_watch.send_replace(self.high_watermark());
+    }
+
+    /// A receiver that changes when the high watermark moves or the leadership changes.
+    pub fn subscribe_high_watermark(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.hw_watch.subscribe()
+    }
+
+    /// The ISR as the newest applied image says.
+    pub fn isr(&self) -> Vec<i32> {
+        self.isr.read().expect("isr lock").clone()
+    }
+
+    /// Whether this leader's high watermark has reached its epoch's start (KIP-207); a
+    /// follower or a partition with no other replica is always settled.
+    pub fn high_watermark_settled(&self) -> bool {
+        self.replication
+            .lock()
+            .expect("replication lock")
+            .as_ref()
+            .is_none_or(|s| s.high_watermark_settled())
+    }
+
+    /// The leader records a follower's fetch at `fetch_offset` (its log end offset) and
+    /// moves the high watermark if the ISR now all has more.
+    pub fn on_follower_fetch(&self, follower: i32, fetch_offset: i64, now_ms: i64) -> bool {
+        let leo = self.log_end_offset();
+        let moved = self
+            .replication
+            .lock()
+            .expect("replication lock")
+            .as_mut()
+            .and_then(|s| s.on_follower_fetch(follower, fetch_offset, leo, now_ms));
+        if let Some(hw) = moved {
+            self.set_high_watermark(hw);
+        }
+        moved.is_some()
+    }
+
+    /// Kafka's end offset of a leader epoch in this replica's log.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        self.log
+            .lock()
+            .expect("log lock")
+            .end_offset_for_epoch(epoch)
+    }
+
+    /// The newest leader epoch in this replica's log (-1 for an empty one).
+    pub fn latest_log_epoch(&self) -> i32 {
+        self.log
+            .lock()
+            .expect("log lock")
+            .epochs()
+            .latest_epoch()
+            .unwrap_or(-1)
+    }
+
+    /// A follower appends batches fetched from its leader as they are.
+    pub fn append_as_follower(&self, records: &[u8], now_ms: i64) -> Result<i64, ProduceError> {
+        let headers = validate_batches(records, usize::MAX)?;
+        let mut log = self.log.lock().expect("log lock");
+        log.append_replicated(records, &headers, now_ms)?;
+        Ok(log.log_end_offset())
+    }
+
+    /// A follower learns its leader's high watermark; its own never passes its log end.
+    pub fn set_follower_high_watermark(&self, leader_hw: i64) {
+        let hw = leader_hw.min(self.log_end_offset());
+        self.high_watermark.store(hw, Ordering::Release);
+        self.hw_watch.send_replace(hw);
+    }
+
+    /// A follower cuts its log where it diverges from its leader's.
+    pub fn truncate_to(&self, offset: i64, now_ms: i64) -> Result<i64, LogError> {
+        let mut log = self.log.lock().expect("log lock");
+        let leo = log.truncate_to(offset, now_ms)?;
+        // The high watermark may only describe what the log holds.
+        self.high_watermark.fetch_min(leo, Ordering::AcqRel);
+        Ok(leo)
+    }
+
+    /// A follower behind its leader's log start starts again, empty, there.
+    pub fn reset_to(&self, offset: i64, now_ms: i64) -> Result<(), LogError> {
+        let mut log = self.log.lock().expect("log lock");
+        log.reset_to(offset, now_ms)?;
+        self.high_watermark.store(offset, Ordering::Release);
+        self.log_start_offset.store(offset, Ordering::Release);
+        Ok(())
+    }
+
+    /// A follower moves its log start up to its leader's (retention or DeleteRecords on
+    /// the leader), never past its own high watermark.
+    pub fn follow_log_start(&self, leader_start: i64, now_ms: i64) -> Result<(), LogError> {
+        if leader_start <= self.log_start_offset() {
+            return Ok(());
+        }
+        let target = leader_start.min(self.high_watermark());
+        let mut log = self.log.lock().expect("log lock");
+        log.advance_log_start(target, now_ms)?;
+        self.log_start_offset
+            .store(log.log_start_offset(), Ordering::Release);
+        Ok(())
+    }
+
+    /// Makes this replica's role match the image: a new leader epoch with this broker as
+    /// leader starts a fresh leader state; a committed ISR change settles a pending one.
+    fn apply_leadership(
+        &self,
+        node_id: i32,
+        pi: &crate::metadata::image::PartitionImage,
+        now_ms: i64,
+    ) {
+        let mut repl = self.replication.lock().expect("replication lock");
+        let was = self.leader.swap(pi.leader, Ordering::AcqRel);
+        let epoch_before = self
+            .leader_epoch
+            .swap(pi.leader_epoch as i64, Ordering::AcqRel);
+        *self.isr.write().expect("isr lock") = pi.isr.clone();
+        if pi.leader != node_id {
+            *repl = None;
+        } else {
+            let leo = self.log_end_offset();
+            match repl.as_mut() {
+                Some(s) if s.leader_epoch == pi.leader_epoch => {
+                    s.on_isr_committed(pi.isr.clone(), pi.partition_epoch, leo);
+                }
+                _ => {
+                    // A single replica's log is all acknowledged; otherwise the high
+                    // watermark is what this broker knew as a follower (never above its
+                    // log end) and moves on as followers fetch.
+                    let hw = if pi.replicas == [node_id] {
+                        leo
+                    } else {
+                        self.high_watermark()
+                    };
+                    *repl = Some(state::LeaderState::new(
+                        node_id,
+                        pi.leader_epoch,
+                        pi.partition_epoch,
+                        pi.replicas.clone(),
+                        pi.isr.clone(),
+                        leo,
+                        hw,
+                        now_ms,
+                    ));
+                }
+            }
+            let hw = repl
+                .as_mut()
+                .and_then(|s| s.advance_high_watermark(leo).or(Some(s.high_watermark)));
+            drop(repl);
+            if let Some(hw) = hw {
+                self.high_watermark.store(hw, Ordering::Release);
+            }
+        }
+        if was != pi.leader || epoch_before != pi.leader_epoch as i64 {
+            // Parked acks=all produces re-check who leads.
+            self.hw_watch.send_replace(self.high_watermark());
+        }
     }
 
     /// Plans a read at `offset`; see [`Log::plan_read`].
@@ -214,10 +396,36 @@ impl Partition {
         max_bytes: usize,
         allow_oversized_first: bool,
     ) -> Result<FetchedPartition, LogError> {
+        self.read_below(
+            offset,
+            max_bytes,
+            allow_oversized_first,
+            self.high_watermark(),
+        )
+    }
+
+    /// Reads batches from `offset` up to the log end, committed or not: what a follower
+    /// fetches from its leader.
+    pub fn read_for_follower(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        allow_oversized_first: bool,
+    ) -> Result<FetchedPartition, LogError> {
+        self.read_below(offset, max_bytes, allow_oversized_first, i64::MAX)
+    }
+
+    fn read_below(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        allow_oversized_first: bool,
+        bound: i64,
+    ) -> Result<FetchedPartition, LogError> {
         let hw = self.high_watermark();
         let plan = self.plan_read(offset)?;
         let records = match plan {
-            Some(p) if offset < hw => p.read(max_bytes, hw, allow_oversized_first)?,
+            Some(p) if offset < bound => p.read(max_bytes, bound, allow_oversized_first)?,
             _ => Bytes::new(),
         };
         Ok(FetchedPartition {
@@ -434,6 +642,16 @@ impl ReplicaManager {
         Ok(info)
     }
 
+    /// Wakes waiting fetches: a high watermark moved, so consumers may see more.
+    pub fn wake_fetches(&self) {
+        let seq = self.append_seq.fetch_add(1, Ordering::Relaxed) + 1;
+        self.appends.send_replace(seq);
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.node_id
+    }
+
     /// A receiver that changes whenever any partition is appended to.
     pub fn subscribe_appends(&self) -> tokio::sync::watch::Receiver<u64> {
         self.appends.subscribe()
@@ -477,16 +695,14 @@ impl ReplicaManager {
             }
         }
         for ((topic, index), (topic_id, pi)) in wanted {
-            let (leader, epoch, isr) = (pi.leader, pi.leader_epoch, pi.isr.clone());
+            let (epoch, isr) = (pi.leader_epoch, pi.isr.clone());
             let cfg = LogConfig::resolve(
                 &self.broker_config,
                 image.topic_configs.get(&topic).unwrap_or(&empty),
             );
             if let Some(p) = partitions.get(&(topic.clone(), index)) {
                 p.set_config(cfg);
-                p.leader_epoch.store(epoch as i64, Ordering::Release);
-                p.leader.store(leader, Ordering::Release);
-                *p.isr.write().expect("isr lock") = isr;
+                p.apply_leadership(self.node_id, pi, now);
                 continue;
             }
             let dir = self.partition_dir(&topic, index, &partitions);
@@ -530,25 +746,32 @@ impl ReplicaManager {
                 .lock()
                 .expect("offline lock")
                 .remove(&(topic.clone(), index));
-            let hw = log.log_end_offset();
             let start = log.log_start_offset();
-            partitions.insert(
-                (topic.clone(), index),
-                Arc::new(Partition {
-                    topic: topic.clone(),
-                    topic_id,
-                    index,
-                    log: Mutex::new(log),
-                    // A single-replica partition's high watermark is its log end offset:
-                    // everything in its log was acknowledged by the whole ISR.
-                    high_watermark: AtomicI64::new(hw),
-                    log_start_offset: AtomicI64::new(start),
-                    leader_epoch: AtomicI64::new(epoch as i64),
-                    leader: std::sync::atomic::AtomicI32::new(leader),
-                    isr: RwLock::new(isr),
-                    storage_failing: Default::default(),
-                }),
-            );
+            // A single replica's log is all acknowledged (its ISR is itself). With more
+            // replicas the log may end in batches the ISR never had, so the high watermark
+            // starts at the log start and is re-learned (from the followers as leader, from
+            // the leader as follower) before anything is served as committed.
+            let hw = if pi.replicas == [self.node_id] {
+                log.log_end_offset()
+            } else {
+                start
+            };
+            let partition = Arc::new(Partition {
+                topic: topic.clone(),
+                topic_id,
+                index,
+                log: Mutex::new(log),
+                high_watermark: AtomicI64::new(hw),
+                log_start_offset: AtomicI64::new(start),
+                leader_epoch: AtomicI64::new(epoch as i64),
+                leader: std::sync::atomic::AtomicI32::new(-1),
+                isr: RwLock::new(isr),
+                replication: Mutex::new(None),
+                hw_watch: tokio::sync::watch::channel(hw).0,
+                storage_failing: Default::default(),
+            });
+            partition.apply_leadership(self.node_id, pi, now);
+            partitions.insert((topic.clone(), index), partition);
         }
         match failed {
             Some(e) => Err(e),
@@ -776,6 +999,8 @@ mod tests {
             leader_epoch: AtomicI64::new(0),
             leader: std::sync::atomic::AtomicI32::new(1),
             isr: RwLock::new(vec![1]),
+            replication: Mutex::new(None),
+            hw_watch: tokio::sync::watch::channel(0).0,
             storage_failing: Default::default(),
         }
     }

@@ -385,6 +385,12 @@ pub async fn run(
                 tokio::spawn(keep_membership(broker.clone(), stop_rx.clone())),
                 tokio::spawn(flush_periodically(broker.clone(), stop_rx.clone())),
                 tokio::spawn(tick_groups(broker.clone(), stop_rx.clone())),
+                tokio::spawn(crate::partition::fetcher::run(
+                    broker.clone(),
+                    broker.controller.subscribe_image(),
+                    broker.config.replica_fetcher_config(),
+                    stop_rx.clone(),
+                )),
                 tokio::spawn(retention_periodically(broker.clone(), stop_rx.clone())),
             ];
             if broker.config.cleaner_enabled() {
@@ -492,6 +498,12 @@ async fn keep_membership(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
         }
         broker.heartbeat(false).await;
+    }
+}
+
+impl AsRef<crate::partition::ReplicaManager> for Broker {
+    fn as_ref(&self) -> &crate::partition::ReplicaManager {
+        &self.replicas
     }
 }
 
