@@ -369,6 +369,13 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         check: positive,
     },
     ConfigDef {
+        name: "replica.high.watermark.checkpoint.interval.ms",
+        ty: INT,
+        default: Some("5000"),
+        doc: "How often each log dir's replication-offset-checkpoint records its partitions' high watermarks.",
+        check: positive,
+    },
+    ConfigDef {
         name: "message.max.bytes",
         ty: INT,
         default: Some("1048588"),
@@ -1411,6 +1418,9 @@ impl BrokerConfig {
             max_wait_ms: self.replica_fetch_wait_max_ms(),
             backoff: std::time::Duration::from_millis(self.replica_fetch_backoff_ms()),
         }
+    }
+    pub fn replica_high_watermark_checkpoint_interval_ms(&self) -> i64 {
+        self.int("replica.high.watermark.checkpoint.interval.ms")
     }
     pub fn replica_lag_time_max_ms(&self) -> i64 {
         self.int("replica.lag.time.max.ms")

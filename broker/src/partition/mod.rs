@@ -24,6 +24,11 @@ use uuid::Uuid;
 /// topic deleted and re-created under the same name never inherits old data.
 const PARTITION_METADATA_FILE: &str = "partition.metadata";
 
+/// The file in each log dir with the high watermarks of its partitions (Kafka's name and
+/// format), so a restarted replica of a replicated partition serves at once what was
+/// known committed, and never more.
+const HW_CHECKPOINT_FILE: &str = "replication-offset-checkpoint";
+
 /// Suffix of a partition directory being deleted (renamed first, then removed).
 const DELETE_SUFFIX: &str = "-delete";
 
@@ -565,6 +570,10 @@ pub struct ReplicaManager {
     /// The metadata offset of the newest image applied, and the lock that orders them.
     applied_image: AtomicI64,
     image_order: Mutex<()>,
+    /// High watermarks read from the log dirs' checkpoints at start-up.
+    checkpointed_hw: HashMap<(String, i32), i64>,
+    /// What the last checkpoint wrote per log dir, so an unchanged one is not rewritten.
+    last_checkpoint: Mutex<HashMap<PathBuf, Vec<u8>>>,
 }
 
 impl ReplicaManager {
@@ -578,7 +587,6 @@ impl ReplicaManager {
         ReplicaManager {
             offline: Mutex::new(Default::default()),
             node_id,
-            log_dirs,
             broker_config,
             partitions: RwLock::new(HashMap::new()),
             clean_start,
@@ -589,6 +597,47 @@ impl ReplicaManager {
             append_seq: AtomicU64::new(0),
             cleaning: Mutex::new(Default::default()),
             tombstones_due: Mutex::new(HashMap::new()),
+            checkpointed_hw: log_dirs
+                .iter()
+                .flat_map(|d| read_hw_checkpoint(d))
+                .collect(),
+            last_checkpoint: Mutex::new(HashMap::new()),
+            log_dirs,
+        }
+    }
+
+    /// Writes each log dir's high-watermark checkpoint (atomically, only when it changed).
+    pub fn checkpoint_high_watermarks(&self) {
+        let partitions = self.all();
+        for root in &self.log_dirs {
+            let mut lines: Vec<(String, i32, i64)> = partitions
+                .iter()
+                .filter(|p| p.dir().starts_with(root))
+                .map(|p| (p.topic.clone(), p.index, p.high_watermark()))
+                .collect();
+            lines.sort();
+            let mut text = format!("0\n{}\n", lines.len());
+            for (topic, index, hw) in &lines {
+                text.push_str(&format!("{topic} {index} {hw}\n"));
+            }
+            let mut last = self.last_checkpoint.lock().expect("checkpoint lock");
+            if last
+                .get(root)
+                .is_some_and(|t| t.as_slice() == text.as_bytes())
+            {
+                continue;
+            }
+            match crate::log::segment::write_atomically(
+                &root.join(HW_CHECKPOINT_FILE),
+                text.as_bytes(),
+            ) {
+                Ok(()) => {
+                    last.insert(root.clone(), text.into_bytes());
+                }
+                Err(e) => {
+                    tracing::warn!(cause = %e, dir = %root.display(), "writing the high-watermark checkpoint failed")
+                }
+            }
         }
     }
 
@@ -754,7 +803,11 @@ impl ReplicaManager {
             let hw = if pi.replicas == [self.node_id] {
                 log.log_end_offset()
             } else {
-                start
+                self.checkpointed_hw
+                    .get(&(topic.clone(), index))
+                    .copied()
+                    .unwrap_or(start)
+                    .clamp(start, log.log_end_offset())
             };
             let partition = Arc::new(Partition {
                 topic: topic.clone(),
@@ -934,6 +987,7 @@ impl ReplicaManager {
 
     /// Flushes and closes every log for a clean shutdown; returns whether all succeeded.
     pub fn close_all(&self) -> bool {
+        self.checkpoint_high_watermarks();
         let now = self.clock.now_ms();
         let mut ok = true;
         for p in self.all() {
@@ -944,6 +998,28 @@ impl ReplicaManager {
         }
         ok
     }
+}
+
+/// The high watermarks of one log dir's checkpoint; an unreadable file gives none (every
+/// replicated partition there then starts from its log start, which is safe).
+fn read_hw_checkpoint(root: &Path) -> Vec<((String, i32), i64)> {
+    let Ok(text) = std::fs::read_to_string(root.join(HW_CHECKPOINT_FILE)) else {
+        return Vec::new();
+    };
+    let mut lines = text.lines();
+    if lines.next() != Some("0") {
+        return Vec::new();
+    }
+    let _count = lines.next();
+    lines
+        .filter_map(|l| {
+            let mut parts = l.rsplitn(3, ' ');
+            let hw = parts.next()?.parse().ok()?;
+            let index = parts.next()?.parse().ok()?;
+            let topic = parts.next()?.to_owned();
+            Some(((topic, index), hw))
+        })
+        .collect()
 }
 
 fn read_topic_id(dir: &Path) -> Option<Uuid> {
@@ -1057,5 +1133,66 @@ mod tests {
         // Forgotten: the same batch is now new to the partition (any sequence is accepted
         // from an unknown producer), so it is appended again.
         assert_eq!(p.append(&b, -1, NOW + 1000).unwrap().base_offset, 1);
+    }
+
+    fn image_with(replicas: Vec<i32>, leader: i32) -> MetadataImage {
+        use crate::metadata::records::MetadataRecord;
+        let mut image = MetadataImage::default();
+        let topic_id = Uuid::from_u128(7);
+        image.apply(&MetadataRecord::Topic {
+            name: "t".into(),
+            topic_id,
+        });
+        image.apply(&MetadataRecord::Partition {
+            topic_id,
+            partition: 0,
+            isr: replicas.clone(),
+            replicas,
+            leader,
+            leader_epoch: 1,
+            partition_epoch: 1,
+        });
+        image.metadata_offset = 1;
+        image
+    }
+
+    #[test]
+    fn a_replicated_partition_restarts_at_its_checkpointed_high_watermark_never_its_log_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let manager = |node| {
+            ReplicaManager::new(
+                node,
+                vec![dir.path().to_owned()],
+                BrokerConfig::default(),
+                true,
+                Arc::new(crate::clock::SystemClock),
+            )
+        };
+        // Broker 1 leads with follower 2 in the ISR: appends wait for 2's fetches.
+        let rm = manager(1);
+        rm.apply_image(&image_with(vec![1, 2], 1)).unwrap();
+        let p = rm.leader_of("t", 0).unwrap();
+        rm.append(&p, &make_batch(4, 10, Compression::None), -1)
+            .unwrap();
+        assert_eq!((p.log_end_offset(), p.high_watermark()), (4, 0));
+        p.on_follower_fetch(2, 0, rm.now_ms());
+        assert_eq!(p.high_watermark(), 0, "the follower has nothing yet");
+        p.on_follower_fetch(2, 4, rm.now_ms());
+        assert_eq!(p.high_watermark(), 4);
+        rm.append(&p, &make_batch(2, 10, Compression::None), -1)
+            .unwrap();
+        assert!(rm.close_all());
+        drop((p, rm));
+        let text = std::fs::read_to_string(dir.path().join(HW_CHECKPOINT_FILE)).unwrap();
+        assert_eq!(text, "0\n1\nt 0 4\n");
+        // Restarted: offsets 4 and 5 were never known to the ISR, so they are not served.
+        let rm = manager(1);
+        rm.apply_image(&image_with(vec![1, 2], 1)).unwrap();
+        let p = rm.get("t", 0).unwrap();
+        assert_eq!((p.log_end_offset(), p.high_watermark()), (6, 4));
+        // A single-replica partition's whole log is committed.
+        let rm1 = manager(1);
+        rm1.apply_image(&image_with(vec![1], 1)).unwrap();
+        assert_eq!(rm1.get("t", 0).unwrap().high_watermark(), 6);
     }
 }

@@ -593,9 +593,27 @@ async fn clean_continuously(broker: Arc<Broker>, mut stop: watch::Receiver<bool>
 
 async fn flush_periodically(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_millis(1000));
+    let checkpoint_every = broker
+        .config
+        .replica_high_watermark_checkpoint_interval_ms()
+        .max(1);
+    let mut last_checkpoint = broker.replicas.now_ms();
     loop {
         tokio::select! {
-            _ = tick.tick() => broker.replicas.flush_due(),
+            _ = tick.tick() => {
+                let b = broker.clone();
+                let due = b.replicas.now_ms() - last_checkpoint >= checkpoint_every;
+                if due {
+                    last_checkpoint = b.replicas.now_ms();
+                }
+                let _ = tokio::task::spawn_blocking(move || {
+                    b.replicas.flush_due();
+                    if due {
+                        b.replicas.checkpoint_high_watermarks();
+                    }
+                })
+                .await;
+            }
             _ = stop.changed() => return,
         }
     }
