@@ -282,3 +282,33 @@ def test_nothing_acknowledged_is_lost_while_leaders_are_killed_under_load(cluste
             CLIENT_TIMEOUT_S,
             f"partition {p}: identical bytes on every replica",
         )
+
+
+@pytest.mark.timeout_s(120)
+def test_a_restarted_follower_is_ready_only_once_it_has_caught_up(cluster_factory, topic_name):
+    """/readyz of a restarted broker stays 503 while a partition it follows has data it
+    lacks and cannot fetch (its leader is stopped, not yet fenced), and turns 200 once it
+    has caught up — the rule the operator's rolling restart waits for."""
+    from cluster import Timeouts
+
+    cluster = cluster_factory.start(controllers=1, brokers=2, timeouts=Timeouts(session_ms=20000, heartbeat_ms=500))
+    topic = topic_name
+    create_replicated_topic(cluster, topic, 1, 2, {})
+    leader, replicas, _ = partition_states(cluster, topic)[0]
+    follower = next(r for r in replicas if r != leader)
+    cluster.kill(follower)
+    # The follower is dead but still in the ISR (its session has not expired), so acks=1.
+    reports = produce_all(producer(cluster.nodes[leader].bootstrap, acks="1"), topic, [{"partition": 0, "value": b"x" * 100}] * 200)
+    assert all(err is None for err, _ in reports)
+    cluster.pause(leader)
+    try:
+        cluster.start_node(follower, wait=False)
+        node = cluster.nodes[follower]
+        # Registered, unfenced and serving Metadata, yet not ready.
+        wait_until(lambda: follower in cluster.unfenced_brokers(via=follower), 15, "the restarted follower unfenced")
+        time.sleep(1.0)
+        status, body = node.http_get("/readyz", timeout_s=1.0)
+        assert status == 503, f"ready while lacking its leader's data: {status} {body!r}"
+    finally:
+        cluster.resume(leader)
+    cluster.wait_ready([follower], timeout_s=CLIENT_TIMEOUT_S)

@@ -89,6 +89,10 @@ pub struct Partition {
     /// The high watermark, for acks=all produces waiting for it (and woken on a leader
     /// change, so they answer NOT_LEADER_OR_FOLLOWER rather than wait out their timeout).
     hw_watch: tokio::sync::watch::Sender<i64>,
+    /// Whether this replica, as a follower, has since start-up once had everything its
+    /// leader had committed: `/readyz` waits for it (a rolling restart must not take the
+    /// next broker down while this one still lacks data).
+    caught_up: std::sync::atomic::AtomicBool,
     /// Set while appends fail for storage reasons (a full or failing disk), so the failure
     /// is logged at error level once when it starts and once when it ends, not per produce.
     storage_failing: std::sync::atomic::AtomicBool,
@@ -295,7 +299,11 @@ impl Partition {
 
     /// A follower learns its leader's high watermark; its own never passes its log end.
     pub fn set_follower_high_watermark(&self, leader_hw: i64) {
-        let hw = leader_hw.min(self.log_end_offset());
+        let leo = self.log_end_offset();
+        if leo >= leader_hw {
+            self.caught_up.store(true, Ordering::Release);
+        }
+        let hw = leader_hw.min(leo);
         self.high_watermark.store(hw, Ordering::Release);
         self.hw_watch.send_replace(hw);
     }
@@ -691,6 +699,18 @@ impl ReplicaManager {
         Ok(info)
     }
 
+    /// Partitions this broker follows (their leader is another broker) whose replica has
+    /// not yet caught up with its leader's high watermark since start-up.
+    pub fn lagging_followers(&self) -> usize {
+        self.all()
+            .iter()
+            .filter(|p| {
+                let leader = p.leader();
+                leader >= 0 && leader != self.node_id && !p.caught_up.load(Ordering::Acquire)
+            })
+            .count()
+    }
+
     /// Wakes waiting fetches: a high watermark moved, so consumers may see more.
     pub fn wake_fetches(&self) {
         let seq = self.append_seq.fetch_add(1, Ordering::Relaxed) + 1;
@@ -821,6 +841,7 @@ impl ReplicaManager {
                 isr: RwLock::new(isr),
                 replication: Mutex::new(None),
                 hw_watch: tokio::sync::watch::channel(hw).0,
+                caught_up: Default::default(),
                 storage_failing: Default::default(),
             });
             partition.apply_leadership(self.node_id, pi, now);
@@ -1077,6 +1098,7 @@ mod tests {
             isr: RwLock::new(vec![1]),
             replication: Mutex::new(None),
             hw_watch: tokio::sync::watch::channel(0).0,
+            caught_up: Default::default(),
             storage_failing: Default::default(),
         }
     }

@@ -229,14 +229,15 @@ impl Broker {
         tracing::warn!("controlled shutdown did not complete in time; stopping anyway");
     }
 
-    /// Ready (`/readyz`): registered, unfenced and caught up (a controller-only node: the
-    /// quorum has a leader).
+    /// Ready (`/readyz`): registered, unfenced, caught up with the metadata log, and every
+    /// partition it follows has caught up with its leader's high watermark once since the
+    /// start (a controller-only node: the quorum has a leader).
     pub fn is_ready(&self) -> bool {
         if !self.ready.load(Ordering::Acquire) {
             return false;
         }
         if self.config.roles().broker {
-            !self.fenced.load(Ordering::Acquire)
+            !self.fenced.load(Ordering::Acquire) && self.replicas.lagging_followers() == 0
         } else {
             self.controller.status().leader_id.is_some()
         }
