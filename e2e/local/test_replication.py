@@ -47,6 +47,16 @@ def fully_replicated(cluster: Cluster, topic: str, partitions: int, rf: int):
     return states
 
 
+def gauges(text: str) -> dict[str, float]:
+    """Unlabelled samples of a Prometheus text exposition."""
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#") and "{" not in line:
+            name, _, value = line.partition(" ")
+            out[name] = float(value.split()[0])
+    return out
+
+
 def produce_acked(bootstrap: str, topic: str, partitions: int, per_partition: int, tag: str, **conf) -> dict[int, dict[int, bytes]]:
     """acks=all records to every partition; every one must be acknowledged. Returns
     partition -> {offset: value} as the acknowledgements said."""
@@ -126,6 +136,10 @@ def test_acks_all_waits_for_every_in_sync_replica(cluster_factory, topic_name):
         assert reports == [], "acks=all answered while an in-sync follower was stopped"
         quick = produce_all(producer(cluster.nodes[leader].bootstrap, acks="1"), topic, [{"partition": 0, "value": b"leader only"}])
         assert quick[0][0] is None, f"acks=1 failed: {quick[0][0]}"
+        metrics = gauges(cluster.nodes[leader].metrics())
+        assert metrics["strom_leader_partitions"] >= 1
+        assert metrics["strom_replica_max_lag"] >= 1, "the stopped follower's lag is not shown"
+        assert metrics["strom_under_replicated_partitions"] == 0, "the ISR does not shrink yet"
     finally:
         cluster.resume(follower)
     wait_until(lambda: slow.poll(0.1) is not None and reports, CLIENT_TIMEOUT_S, "the acks=all produce acknowledged")

@@ -271,6 +271,21 @@ impl Partition {
         moved.is_some()
     }
 
+    /// On the leader: (ISR size, replica count, the largest follower lag in offsets), for
+    /// the replication metrics; `None` on a follower.
+    pub fn replication_view(&self) -> Option<(usize, usize, i64)> {
+        let leo = self.log_end_offset();
+        let repl = self.replication.lock().expect("replication lock");
+        let s = repl.as_ref()?;
+        let lag = s
+            .followers
+            .values()
+            .map(|f| leo - f.log_end_offset.max(0))
+            .max()
+            .unwrap_or(0);
+        Some((s.isr.len(), s.replicas.len(), lag.max(0)))
+    }
+
     /// Kafka's end offset of a leader epoch in this replica's log.
     pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
         self.log

@@ -45,7 +45,6 @@ async fn respond(mut stream: TcpStream, broker: &Broker) -> std::io::Result<()> 
     let (status, content_type, body) = match (method, path) {
         ("GET", "/metrics") => {
             let partitions = broker.replicas.all();
-            let size: u64 = partitions.iter().map(|p| p.size_bytes()).sum();
             let now = broker.replicas.now_ms();
             for p in partitions.iter().filter(|p| p.log_config().compact) {
                 broker.metrics.set_dirty_ratio(p, p.dirty_ratio(now));
@@ -53,7 +52,7 @@ async fn respond(mut stream: TcpStream, broker: &Broker) -> std::io::Result<()> 
             (
                 "200 OK",
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                broker.metrics.render(partitions.len() as i64, size as i64),
+                broker.metrics.render(&partitions),
             )
         }
         ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".to_string()),

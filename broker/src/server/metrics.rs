@@ -28,6 +28,7 @@ pub struct Metrics {
     dirty_ratio: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     partitions: Gauge,
     log_size_bytes: Gauge,
+    replication: [Gauge; 4],
     limit_closures: Family<Labels, Counter>,
     storage_errors: Family<Labels, Counter>,
     invalid_batches: Family<Labels, Counter>,
@@ -58,6 +59,24 @@ impl Metrics {
         let connections = Gauge::default();
         let partitions = Gauge::default();
         let log_size_bytes = Gauge::default();
+        let replication: [Gauge; 4] = Default::default();
+        for (g, (name, help)) in replication.iter().zip([
+            ("leader_partitions", "Partitions this broker leads"),
+            (
+                "under_replicated_partitions",
+                "Partitions this broker leads whose ISR is smaller than their replica set",
+            ),
+            (
+                "under_min_isr_partitions",
+                "Partitions this broker leads whose ISR is smaller than min.insync.replicas",
+            ),
+            (
+                "replica_max_lag",
+                "The most offsets any follower of a partition this broker leads is behind",
+            ),
+        ]) {
+            registry.register(name, help, g.clone());
+        }
         let retention_deleted_segments = Counter::default();
         let cleaner_bytes = Counter::default();
         let last_clean_time = Family::<Labels, Gauge>::default();
@@ -150,6 +169,7 @@ impl Metrics {
             dirty_ratio,
             partitions,
             log_size_bytes,
+            replication,
             limit_closures,
             storage_errors,
             invalid_batches,
@@ -213,9 +233,26 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition, after refreshing the gauges computed on demand.
-    pub fn render(&self, partitions: i64, log_size_bytes: i64) -> String {
-        self.partitions.set(partitions);
-        self.log_size_bytes.set(log_size_bytes);
+    pub fn render(&self, partitions: &[std::sync::Arc<crate::partition::Partition>]) -> String {
+        self.partitions.set(partitions.len() as i64);
+        self.log_size_bytes
+            .set(partitions.iter().map(|p| p.size_bytes()).sum::<u64>() as i64);
+        let (mut led, mut under, mut under_min, mut max_lag) = (0, 0, 0, 0);
+        for p in partitions {
+            if let Some((isr, replicas, lag)) = p.replication_view() {
+                led += 1;
+                under += (isr < replicas) as i64;
+                under_min += ((isr as i32) < p.log_config().min_insync_replicas) as i64;
+                max_lag = max_lag.max(lag);
+            }
+        }
+        for (g, v) in self
+            .replication
+            .iter()
+            .zip([led, under, under_min, max_lag])
+        {
+            g.set(v);
+        }
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = encode(&mut out, &self.registry);
