@@ -2,9 +2,10 @@
 brokers on distinct loopback addresses, with real clients and real faults (kill -9,
 SIGTERM, every node-to-node link of a voter cut through the fixture's proxies).
 
-Replication factor 1 throughout (replication is a later issue): a partition lives on the
-one broker placement chose; Produce/Fetch to another broker get NOT_LEADER_OR_FOLLOWER
-and clients follow Metadata; a fenced broker's partitions are leaderless (-1).
+Replication factor 1 throughout (replication has its own scenarios in
+test_replication.py): a partition lives on the one broker placement chose; Produce/Fetch
+to another broker get NOT_LEADER_OR_FOLLOWER and clients follow Metadata; a fenced
+broker's partitions are leaderless (-1).
 
 Every test is marked `cluster`: `pytest e2e/local -m cluster` runs only these.
 """
