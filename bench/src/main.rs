@@ -34,6 +34,9 @@ struct Args {
     record_size: usize,
     #[arg(long, default_value_t = 1)]
     partitions: i32,
+    /// Replication factor of the topic the run creates.
+    #[arg(long, default_value_t = 1)]
+    replication_factor: i32,
     /// acks: 0, 1 or all.
     #[arg(long, default_value = "1")]
     acks: String,
@@ -112,9 +115,9 @@ fn ensure_topic(args: &Args, topic: &str) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = client_config(args)?.create()?;
     let rt = std::thread::spawn({
         let topic = topic.to_owned();
-        let partitions = args.partitions;
+        let (partitions, rf) = (args.partitions, args.replication_factor);
         move || {
-            let new = NewTopic::new(&topic, partitions, TopicReplication::Fixed(1));
+            let new = NewTopic::new(&topic, partitions, TopicReplication::Fixed(rf));
             let fut = admin.create_topics([&new], &AdminOptions::new());
             futures::executor::block_on(fut)
         }
