@@ -99,8 +99,13 @@ def create_topic_via(
             break
         except KafkaException as exc:
             code = error_code(exc)
-            if code == KafkaError.TOPIC_ALREADY_EXISTS and attempts > 1:
-                break  # an earlier attempt that timed out did create it
+            if code == KafkaError.TOPIC_ALREADY_EXISTS:
+                # Topic names are unique per test, so this is our own creation: an earlier
+                # attempt that timed out, or the forwarding broker's retry after the
+                # controller it first reached committed the topic and then lost its
+                # leadership before answering (CreateTopics is not idempotent, in Kafka
+                # either).
+                break
             if code not in RETRIABLE_ADMIN_ERRORS and not exc.args[0].retriable():
                 raise
             if time.monotonic() >= deadline:

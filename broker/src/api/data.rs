@@ -173,10 +173,13 @@ pub async fn fetch(broker: &Broker, req: FetchRequest, version: i16) -> FetchRes
     let read_committed = req.isolation_level == 1;
     let image = broker.controller.image();
     // A follower replica's fetch (KIP-903 moved its id into ReplicaState at v15).
-    let follower = if version >= 15 {
-        req.replica_state.replica_id.0
+    let (follower, follower_epoch) = if version >= 15 {
+        (
+            req.replica_state.replica_id.0,
+            req.replica_state.replica_epoch,
+        )
     } else {
-        req.replica_id.0
+        (req.replica_id.0, -1)
     };
     let mut appends = broker.replicas.subscribe_appends();
     loop {
@@ -242,12 +245,17 @@ pub async fn fetch(broker: &Broker, req: FetchRequest, version: i16) -> FetchRes
                             }
                         }
                         if follower >= 0 {
-                            if p.on_follower_fetch(
+                            let progress = p.on_follower_fetch(
                                 follower,
+                                follower_epoch,
                                 fp.fetch_offset,
                                 broker.replicas.now_ms(),
-                            ) {
+                            );
+                            if progress.high_watermark_moved {
                                 broker.replicas.wake_fetches();
+                            }
+                            if progress.may_join_isr {
+                                broker.replicas.wake_isr();
                             }
                         } else if !p.high_watermark_settled() {
                             // KIP-207: a new leader's high watermark has not yet reached the

@@ -52,6 +52,9 @@ pub async fn handle(
         RequestKind::FetchSnapshot(r) => {
             ResponseKind::FetchSnapshot(quorum::fetch_snapshot(broker, r))
         }
+        RequestKind::AlterPartition(r) => {
+            ResponseKind::AlterPartition(quorum::alter_partition(broker, r, v).await)
+        }
         RequestKind::BrokerHeartbeat(r) => {
             ResponseKind::BrokerHeartbeat(quorum::broker_heartbeat(broker, r).await)
         }

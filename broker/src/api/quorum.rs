@@ -1,10 +1,14 @@
 //! Controller-listener APIs of the metadata quorum: Fetch and FetchSnapshot of
-//! `__cluster_metadata` for observers (broker-only nodes), and BrokerHeartbeat.
+//! `__cluster_metadata` for observers (broker-only nodes), BrokerHeartbeat, and
+//! AlterPartition (a leader's ISR changes).
 
 use crate::metadata::observer::{METADATA_TOPIC, METADATA_TOPIC_ID};
 use crate::protocol::codes;
 use crate::server::Broker;
 use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::alter_partition_response::{
+    PartitionData as AlterPartitionData, TopicData as AlterTopic,
+};
 use kafka_protocol::messages::fetch_response::{
     FetchableTopicResponse, LeaderIdAndEpoch, PartitionData, SnapshotId,
 };
@@ -13,8 +17,8 @@ use kafka_protocol::messages::fetch_snapshot_response::{
     TopicSnapshot,
 };
 use kafka_protocol::messages::{
-    BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerId, FetchRequest, FetchResponse,
-    FetchSnapshotRequest, FetchSnapshotResponse, TopicName,
+    AlterPartitionRequest, AlterPartitionResponse, BrokerHeartbeatRequest, BrokerHeartbeatResponse,
+    BrokerId, FetchRequest, FetchResponse, FetchSnapshotRequest, FetchSnapshotResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{Compression, RecordBatchEncoder, RecordEncodeOptions};
@@ -194,4 +198,64 @@ pub async fn broker_heartbeat(
             .with_error_code(e.code)
             .with_is_fenced(true),
     }
+}
+
+/// AlterPartition (controller listener): the ISR changes a partition leader asks for.
+/// v2 carries member ids only, v3 their broker epochs too (KIP-903).
+pub async fn alter_partition(
+    broker: &Broker,
+    req: AlterPartitionRequest,
+    version: i16,
+) -> AlterPartitionResponse {
+    let mut changes = Vec::new();
+    for t in &req.topics {
+        for p in &t.partitions {
+            let new_isr = if version >= 3 {
+                p.new_isr_with_epochs
+                    .iter()
+                    .map(|b| (b.broker_id.0, b.broker_epoch))
+                    .collect()
+            } else {
+                p.new_isr.iter().map(|b| (b.0, -1)).collect()
+            };
+            changes.push(crate::metadata::isr::IsrChange {
+                topic_id: t.topic_id,
+                partition: p.partition_index,
+                leader_epoch: p.leader_epoch,
+                partition_epoch: p.partition_epoch,
+                new_isr,
+            });
+        }
+    }
+    let outcomes = match broker
+        .controller
+        .alter_partition(req.broker_id.0, req.broker_epoch, &changes)
+        .await
+    {
+        Ok(o) => o,
+        Err(e) => return AlterPartitionResponse::default().with_error_code(e.code),
+    };
+    let mut topics: Vec<AlterTopic> = Vec::new();
+    for (c, outcome) in changes.iter().zip(outcomes) {
+        let data = match outcome {
+            Ok(p) => AlterPartitionData::default()
+                .with_partition_index(c.partition)
+                .with_leader_id(BrokerId(p.leader))
+                .with_leader_epoch(p.leader_epoch)
+                .with_isr(p.isr.iter().copied().map(BrokerId).collect())
+                .with_partition_epoch(p.partition_epoch),
+            Err((code, _)) => AlterPartitionData::default()
+                .with_partition_index(c.partition)
+                .with_error_code(code),
+        };
+        match topics.iter_mut().find(|t| t.topic_id == c.topic_id) {
+            Some(t) => t.partitions.push(data),
+            None => topics.push(
+                AlterTopic::default()
+                    .with_topic_id(c.topic_id)
+                    .with_partitions(vec![data]),
+            ),
+        }
+    }
+    AlterPartitionResponse::default().with_topics(topics)
 }

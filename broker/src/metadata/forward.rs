@@ -1,16 +1,20 @@
 //! Forwarding metadata changes to the active controller: a node that is not the Raft
 //! leader sends the change as the Kafka request for it (CreateTopics, DeleteTopics,
 //! CreatePartitions, IncrementalAlterConfigs/AlterConfigs, AllocateProducerIds,
-//! BrokerRegistration) to the active controller's controller listener, and turns the
+//! BrokerRegistration, BrokerHeartbeat, AlterPartition) to the active controller's controller listener, and turns the
 //! answer back into the controller's result type. It tries the leader this node knows of
 //! first, then every other voter, until the quorum's request deadline; a controller that
 //! is not active answers NOT_CONTROLLER, and the next one is tried.
 
+use super::isr::IsrChange;
 use super::quorum::QuorumStatus;
-use super::{AlterOp, ApiError, NewTopic};
+use super::{AlterOp, ApiError, IsrOutcome, NewTopic, PartitionImage};
 use crate::protocol::codes;
 use kafka_protocol::messages::alter_configs_request::{
     AlterConfigsResource as ReplaceResource, AlterableConfig as ReplaceConfig,
+};
+use kafka_protocol::messages::alter_partition_request::{
+    BrokerState as AlterBrokerState, PartitionData as AlterPartitionData, TopicData as AlterTopic,
 };
 use kafka_protocol::messages::broker_registration_request::Listener as RegistrationListener;
 use kafka_protocol::messages::create_partitions_request::{
@@ -23,9 +27,9 @@ use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
 use kafka_protocol::messages::{
-    AllocateProducerIdsRequest, AlterConfigsRequest, BrokerHeartbeatRequest, BrokerId,
-    BrokerRegistrationRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
-    IncrementalAlterConfigsRequest, TopicName,
+    AllocateProducerIdsRequest, AlterConfigsRequest, AlterPartitionRequest, BrokerHeartbeatRequest,
+    BrokerId, BrokerRegistrationRequest, CreatePartitionsRequest, CreateTopicsRequest,
+    DeleteTopicsRequest, IncrementalAlterConfigsRequest, TopicName,
 };
 use kafka_protocol::protocol::{Request, StrBytes};
 use std::collections::BTreeMap;
@@ -120,6 +124,21 @@ impl ControllerClient {
     where
         R: Request + Clone,
     {
+        self.call_shaped(what, |_| req.clone(), not_controller)
+            .await
+    }
+
+    /// As [`Self::call`], with the request built by `build` for the version the
+    /// controller it goes to supports (fields differ between versions).
+    async fn call_shaped<R>(
+        &self,
+        what: &str,
+        build: impl Fn(i16) -> R,
+        not_controller: impl Fn(&R::Response) -> bool,
+    ) -> Result<R::Response, ApiError>
+    where
+        R: Request,
+    {
         let deadline = Instant::now() + self.timeout * DEADLINE_TIMEOUTS;
         let mut round = 0usize;
         loop {
@@ -132,7 +151,7 @@ impl ControllerClient {
             }
             let target = candidates[round % candidates.len()];
             round += 1;
-            match self.send_to(target, req.clone()).await {
+            match self.send_to(target, &build).await {
                 Ok(resp) if !not_controller(&resp) => return Ok(resp),
                 Ok(_) => tracing::debug!(target, what, "not the active controller; trying another"),
                 Err(e) => {
@@ -151,7 +170,7 @@ impl ControllerClient {
     async fn send_to<R: Request>(
         &self,
         target: i32,
-        req: R,
+        build: &impl Fn(i16) -> R,
     ) -> Result<R::Response, strom_client::Error> {
         let mut guard = self.conn.lock().await;
         if guard.as_ref().is_none_or(|(id, _)| *id != target) {
@@ -162,7 +181,10 @@ impl ControllerClient {
             *guard = Some((target, conn));
         }
         let (_, conn) = guard.as_mut().expect("connected above");
-        let result = conn.send(req).await;
+        let result = match conn.version_for::<R>() {
+            Ok(version) => conn.send_versioned(build(version), version).await,
+            Err(e) => Err(e),
+        };
         if result.is_err() {
             *guard = None;
         }
@@ -469,5 +491,87 @@ impl ControllerClient {
             fenced: resp.is_fenced,
             should_shut_down: resp.should_shut_down,
         })
+    }
+
+    /// AlterPartition: a leader's ISR changes; one outcome per change, in order.
+    pub async fn alter_partition(
+        &self,
+        broker: i32,
+        broker_epoch: i64,
+        changes: &[IsrChange],
+    ) -> Result<Vec<IsrOutcome>, ApiError> {
+        let build = |version: i16| {
+            let mut topics: Vec<AlterTopic> = Vec::new();
+            for c in changes {
+                let mut data = AlterPartitionData::default()
+                    .with_partition_index(c.partition)
+                    .with_leader_epoch(c.leader_epoch)
+                    .with_partition_epoch(c.partition_epoch);
+                // v3 carries each member's broker epoch (KIP-903); v2 only the ids.
+                if version >= 3 {
+                    data.new_isr_with_epochs = c
+                        .new_isr
+                        .iter()
+                        .map(|(id, epoch)| {
+                            AlterBrokerState::default()
+                                .with_broker_id(BrokerId(*id))
+                                .with_broker_epoch(*epoch)
+                        })
+                        .collect();
+                } else {
+                    data.new_isr = c.new_isr.iter().map(|(id, _)| BrokerId(*id)).collect();
+                }
+                match topics.iter_mut().find(|t| t.topic_id == c.topic_id) {
+                    Some(t) => t.partitions.push(data),
+                    None => topics.push(
+                        AlterTopic::default()
+                            .with_topic_id(c.topic_id)
+                            .with_partitions(vec![data]),
+                    ),
+                }
+            }
+            AlterPartitionRequest::default()
+                .with_broker_id(BrokerId(broker))
+                .with_broker_epoch(broker_epoch)
+                .with_topics(topics)
+        };
+        let resp = self
+            .call_shaped("AlterPartition", build, |r| {
+                r.error_code == codes::NOT_CONTROLLER
+            })
+            .await?;
+        if resp.error_code != codes::NONE {
+            return Err(ApiError::new(
+                resp.error_code,
+                "The controller refused the AlterPartition request.",
+            ));
+        }
+        Ok(changes
+            .iter()
+            .map(|c| {
+                let answer = resp
+                    .topics
+                    .iter()
+                    .filter(|t| t.topic_id == c.topic_id)
+                    .flat_map(|t| t.partitions.iter())
+                    .find(|p| p.partition_index == c.partition);
+                match answer {
+                    None => Err((
+                        codes::UNKNOWN_SERVER_ERROR,
+                        "The controller did not answer for this partition.".to_string(),
+                    )),
+                    Some(p) if p.error_code != codes::NONE => {
+                        Err((p.error_code, "Refused by the controller.".to_string()))
+                    }
+                    Some(p) => Ok(PartitionImage {
+                        replicas: Vec::new(),
+                        isr: p.isr.iter().map(|b| b.0).collect(),
+                        leader: p.leader_id.0,
+                        leader_epoch: p.leader_epoch,
+                        partition_epoch: p.partition_epoch,
+                    }),
+                }
+            })
+            .collect())
     }
 }

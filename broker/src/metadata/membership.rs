@@ -7,42 +7,53 @@ use super::image::MetadataImage;
 use super::records::MetadataRecord;
 use std::collections::BTreeMap;
 
-/// The record that gives a partition a new leader (or none, -1), bumping its epochs so
-/// clients and replicas see the change.
-fn new_leader(
+/// The record that gives a partition a new leader (or none, -1) and ISR; the leader epoch
+/// is bumped when the leader changes (so clients and replicas see it), the partition epoch
+/// on every change.
+fn changed(
     topic_id: uuid::Uuid,
     partition: i32,
     p: &super::image::PartitionImage,
     leader: i32,
+    isr: Vec<i32>,
 ) -> MetadataRecord {
     MetadataRecord::Partition {
         topic_id,
         partition,
         replicas: p.replicas.clone(),
-        isr: p.isr.clone(),
+        isr,
         leader,
-        leader_epoch: p.leader_epoch + 1,
+        leader_epoch: p.leader_epoch + i32::from(leader != p.leader),
         partition_epoch: p.partition_epoch + 1,
     }
 }
 
-/// Records that take every leadership of `broker` away: each partition it leads gets
-/// another live in-sync replica as leader, or none (-1) when there is no other, with the
-/// leader epoch bumped so clients and replicas see the change.
-pub fn leaders_moved_off(image: &MetadataImage, broker: i32) -> Vec<MetadataRecord> {
+/// Records that take `broker` out of every ISR and every leadership (it is being fenced,
+/// shut down or replaced by a new incarnation, whose log may be behind): a partition it
+/// leads gets another live in-sync replica as leader, or none (-1) when there is none.
+/// The last member of an ISR stays in it, as in Kafka: it holds the data, and the
+/// partition waits for it (unless unclean election is allowed).
+pub fn leaves(image: &MetadataImage, broker: i32) -> Vec<MetadataRecord> {
     let mut out = Vec::new();
     for t in image.topics.values() {
         for (index, p) in &t.partitions {
-            if p.leader != broker {
+            if p.leader != broker && !p.isr.contains(&broker) {
                 continue;
             }
-            let next = p
-                .isr
-                .iter()
-                .copied()
-                .find(|r| *r != broker && image.brokers.get(r).is_some_and(|b| !b.fenced))
-                .unwrap_or(-1);
-            out.push(new_leader(t.id, *index, p, next));
+            let rest: Vec<i32> = p.isr.iter().copied().filter(|r| *r != broker).collect();
+            let leader = if p.leader == broker {
+                rest.iter()
+                    .copied()
+                    .find(|r| image.brokers.get(r).is_some_and(|b| !b.fenced))
+                    .unwrap_or(-1)
+            } else {
+                p.leader
+            };
+            let isr = if rest.is_empty() { p.isr.clone() } else { rest };
+            if leader == p.leader && isr == p.isr {
+                continue;
+            }
+            out.push(changed(t.id, *index, p, leader, isr));
         }
     }
     out
@@ -57,19 +68,19 @@ pub fn leaders_restored_to(image: &MetadataImage, broker: i32) -> Vec<MetadataRe
             if p.leader != -1 || !p.isr.contains(&broker) {
                 continue;
             }
-            out.push(new_leader(t.id, *index, p, broker));
+            out.push(changed(t.id, *index, p, broker, p.isr.clone()));
         }
     }
     out
 }
 
-/// Fences `broker`: the fence record and its leaderships moved away.
+/// Fences `broker`: the fence record, and it leaves every ISR and leadership.
 pub fn fence(image: &MetadataImage, broker: i32) -> Vec<MetadataRecord> {
     let mut out = vec![MetadataRecord::BrokerFenced {
         id: broker,
         fenced: true,
     }];
-    out.extend(leaders_moved_off(image, broker));
+    out.extend(leaves(image, broker));
     out
 }
 
@@ -149,7 +160,7 @@ mod tests {
     }
 
     #[test]
-    fn fencing_leaves_single_replica_partitions_leaderless_and_moves_others_to_the_isr() {
+    fn fencing_takes_the_broker_out_of_isrs_and_moves_its_leaderships_to_live_isr_members() {
         let mut image = image_with(
             &[(1, false), (2, false), (3, true)],
             &[
@@ -163,8 +174,23 @@ mod tests {
             image.apply(&r);
         }
         assert!(image.brokers[&1].fenced);
-        // Broker 3 is fenced too, so partition 1 skips it; partition 2 was not led by 1.
+        // Broker 3 is fenced too, so partition 1 skips it; partition 2 was not led by 1,
+        // so only its ISR changes and its leader epoch stays.
         assert_eq!(leaders(&image), vec![(-1, 4), (2, 4), (2, 3), (-1, 4)]);
+        let isrs: Vec<(Vec<i32>, i32)> = image.topics["t"]
+            .partitions
+            .values()
+            .map(|p| (p.isr.clone(), p.partition_epoch))
+            .collect();
+        // 1 leaves every ISR but one where it is the last member: that one keeps it.
+        assert_eq!(
+            isrs,
+            vec![(vec![1], 6), (vec![3, 2], 6), (vec![2], 6), (vec![3], 6)]
+        );
+        assert!(
+            leaves(&image, 1).is_empty(),
+            "fencing again changes nothing"
+        );
     }
 
     #[test]

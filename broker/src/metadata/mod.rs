@@ -5,6 +5,7 @@
 
 mod forward;
 pub mod image;
+pub mod isr;
 pub mod membership;
 pub mod observer;
 pub mod quorum;
@@ -15,6 +16,9 @@ use crate::protocol::codes;
 pub use image::{MetadataImage, PartitionImage, TopicImage};
 use quorum::{ProposeError, Quorum, QuorumConfig, QuorumStatus};
 pub use records::{ConfigResource, MetadataRecord};
+
+/// One partition's answer to an ISR change: its state after it, or the refusing code and why.
+pub type IsrOutcome = Result<PartitionImage, (i16, String)>;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -329,8 +333,9 @@ impl Controller {
             port,
             incarnation_id: Some(incarnation_id),
         }];
-        // A new incarnation starts fenced: whatever the old one led moves away now.
-        records.extend(membership::leaders_moved_off(&image, id));
+        // A new incarnation starts fenced and its log may be behind: the old one's
+        // leaderships and ISR places go now; its leaders add it back once it catches up.
+        records.extend(membership::leaves(&image, id));
         self.commit(records).await?;
         self.membership()
             .last_heartbeat_ms
@@ -390,6 +395,53 @@ impl Controller {
             fenced,
             should_shut_down: want_shut_down && fenced,
         })
+    }
+
+    /// AlterPartition: ISR changes from the leader `broker` (at `broker_epoch`), each
+    /// checked and committed as Kafka's controller does ([`isr::check`]); one outcome per
+    /// change, in order. A stale broker epoch refuses the whole request.
+    pub async fn alter_partition(
+        &self,
+        broker: i32,
+        broker_epoch: i64,
+        changes: &[isr::IsrChange],
+    ) -> Result<Vec<IsrOutcome>, ApiError> {
+        if !self.is_active() {
+            return self
+                .forward
+                .alter_partition(broker, broker_epoch, changes)
+                .await;
+        }
+        let _guard = self.changes.lock().await;
+        if !self.is_active() {
+            return Err(self.not_active());
+        }
+        let image = self.image();
+        match image.brokers.get(&broker) {
+            Some(b) if b.epoch == broker_epoch => {}
+            other => {
+                return Err(ApiError::new(
+                    codes::STALE_BROKER_EPOCH,
+                    format!(
+                        "Broker {broker} has epoch {:?}, not {broker_epoch}.",
+                        other.map(|b| b.epoch)
+                    ),
+                ))
+            }
+        }
+        let (outcomes, records) = isr::alter_partition(&image, broker, changes);
+        for (c, o) in changes.iter().zip(&outcomes) {
+            match o {
+                Ok(p) => {
+                    tracing::info!(broker, topic_id = %c.topic_id, partition = c.partition, isr = ?p.isr, partition_epoch = p.partition_epoch, "ISR change")
+                }
+                Err((code, why)) => {
+                    tracing::info!(broker, topic_id = %c.topic_id, partition = c.partition, code, %why, "ISR change refused")
+                }
+            }
+        }
+        self.commit(records).await?;
+        Ok(outcomes)
     }
 
     /// Fences brokers whose session expired; the active controller calls it periodically.

@@ -121,7 +121,13 @@ async fn fetch_from<H: AsRef<ReplicaManager> + Send + Sync + 'static>(
         }
         let c = conn.as_mut().expect("connected above");
         let version = c.version_for::<FetchRequest>().unwrap_or(12).clamp(12, 16);
-        let req = fetch_request(replicas.node_id(), &partitions, config, version);
+        let req = fetch_request(
+            replicas.node_id(),
+            replicas.broker_epoch(),
+            &partitions,
+            config,
+            version,
+        );
         let resp = tokio::select! {
             r = c.send_versioned(req, version) => r,
             _ = stop.changed() => return,
@@ -202,6 +208,7 @@ fn apply_answer(
 
 fn fetch_request(
     node_id: i32,
+    broker_epoch: i64,
     partitions: &[Arc<Partition>],
     config: FetcherConfig,
     version: i16,
@@ -244,7 +251,11 @@ fn fetch_request(
         .with_max_bytes(config.response_max_bytes)
         .with_topics(topics);
     if version >= 15 {
-        req = req.with_replica_state(ReplicaState::default().with_replica_id(BrokerId(node_id)));
+        req = req.with_replica_state(
+            ReplicaState::default()
+                .with_replica_id(BrokerId(node_id))
+                .with_replica_epoch(broker_epoch),
+        );
     } else {
         req = req.with_replica_id(BrokerId(node_id));
     }

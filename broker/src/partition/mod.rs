@@ -10,10 +10,12 @@ use crate::config::{BrokerConfig, LogConfig};
 use crate::log::batch::{validate_batches, BatchError};
 use crate::log::cleaner::Throttle;
 use crate::log::{AppendInfo, Log, LogError, ReadPlan};
-use crate::metadata::MetadataImage;
+use crate::metadata::isr::IsrChange;
+use crate::metadata::{IsrOutcome, MetadataImage};
 use crate::protocol::codes;
 use crate::txn::producer_state::{ProducerStateError, SequenceCheck};
 use bytes::Bytes;
+use state::IsrProposal;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -71,6 +73,15 @@ pub struct FetchedPartition {
     pub records: Bytes,
     pub high_watermark: i64,
     pub log_start_offset: i64,
+}
+
+/// What a follower's fetch changed on its leader.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FollowerProgress {
+    /// The high watermark moved: waiting consumers may see more.
+    pub high_watermark_moved: bool,
+    /// The follower, outside the ISR, has caught up: an expansion is due.
+    pub may_join_isr: bool,
 }
 
 pub struct Partition {
@@ -255,20 +266,100 @@ impl Partition {
             .is_none_or(|s| s.high_watermark_settled())
     }
 
-    /// The leader records a follower's fetch at `fetch_offset` (its log end offset) and
-    /// moves the high watermark if the ISR now all has more.
-    pub fn on_follower_fetch(&self, follower: i32, fetch_offset: i64, now_ms: i64) -> bool {
+    /// The leader records a follower's fetch at `fetch_offset` (its log end offset, with
+    /// the follower's broker epoch) and moves the high watermark if the ISR now all has
+    /// more.
+    pub fn on_follower_fetch(
+        &self,
+        follower: i32,
+        broker_epoch: i64,
+        fetch_offset: i64,
+        now_ms: i64,
+    ) -> FollowerProgress {
         let leo = self.log_end_offset();
-        let moved = self
-            .replication
-            .lock()
-            .expect("replication lock")
-            .as_mut()
-            .and_then(|s| s.on_follower_fetch(follower, fetch_offset, leo, now_ms));
+        let mut repl = self.replication.lock().expect("replication lock");
+        let Some(s) = repl.as_mut() else {
+            return FollowerProgress::default();
+        };
+        s.note_follower_epoch(follower, broker_epoch);
+        let moved = s.on_follower_fetch(follower, fetch_offset, leo, now_ms);
+        let may_join_isr = s.may_join(follower);
+        drop(repl);
         if let Some(hw) = moved {
             self.set_high_watermark(hw);
         }
-        moved.is_some()
+        FollowerProgress {
+            high_watermark_moved: moved.is_some(),
+            may_join_isr,
+        }
+    }
+
+    /// On the leader: the ISR change to send the controller now. A change sent before and
+    /// not answered is sent again (its outcome is unknown, so it stays pending and the
+    /// high watermark keeps counting both ISRs); otherwise a new one, if a follower fell
+    /// behind for replica.lag.time.max.ms or caught up, which becomes the pending one.
+    pub fn isr_change_due(
+        &self,
+        own_broker_epoch: i64,
+        now_ms: i64,
+        lag_max_ms: i64,
+    ) -> Option<(IsrProposal, IsrChange)> {
+        let leo = self.log_end_offset();
+        let mut repl = self.replication.lock().expect("replication lock");
+        let s = repl.as_mut()?;
+        let proposal = match &s.pending {
+            Some(p) => p.clone(),
+            None => {
+                let p = s.isr_proposal(leo, now_ms, lag_max_ms)?;
+                s.pending = Some(p.clone());
+                p
+            }
+        };
+        let change = IsrChange {
+            topic_id: self.topic_id,
+            partition: self.index,
+            leader_epoch: proposal.leader_epoch,
+            partition_epoch: proposal.partition_epoch,
+            new_isr: s.with_epochs(&proposal.new_isr, own_broker_epoch),
+        };
+        Some((proposal, change))
+    }
+
+    /// The controller's answer to the ISR change `sent`. Committed: the ISR is the new one.
+    /// Refused as invalid (a member not eligible, the partition gone): the change is
+    /// dropped, and the next is built from what is known. Any other answer (stale epochs,
+    /// a controller that is not active, no answer) leaves it pending: a newer image or
+    /// the next try settles it, and until then the high watermark waits for both ISRs.
+    pub fn on_isr_answer(&self, sent: &IsrProposal, outcome: &IsrOutcome) {
+        let leo = self.log_end_offset();
+        let mut repl = self.replication.lock().expect("replication lock");
+        let Some(s) = repl.as_mut() else { return };
+        if s.pending.as_ref() != Some(sent) {
+            return;
+        }
+        match outcome {
+            Ok(p) => {
+                s.on_isr_committed(p.isr.clone(), p.partition_epoch, leo);
+                *self.isr.write().expect("isr lock") = s.isr.clone();
+                tracing::info!(topic = %self.topic, partition = self.index, isr = ?s.isr, partition_epoch = s.partition_epoch, "ISR changed");
+            }
+            Err((code, why)) => {
+                tracing::info!(topic = %self.topic, partition = self.index, proposed = ?sent.new_isr, code, %why, "ISR change not committed");
+                if matches!(
+                    *code,
+                    codes::INELIGIBLE_REPLICA
+                        | codes::INVALID_REQUEST
+                        | codes::UNKNOWN_TOPIC_ID
+                        | codes::UNKNOWN_TOPIC_OR_PARTITION
+                ) {
+                    s.on_isr_refused();
+                    s.advance_high_watermark(leo);
+                }
+            }
+        }
+        let hw = s.high_watermark;
+        drop(repl);
+        self.set_high_watermark(hw);
     }
 
     /// On the leader: (ISR size, replica count, the largest follower lag in offsets), for
@@ -401,6 +492,11 @@ impl Partition {
             let hw = repl
                 .as_mut()
                 .and_then(|s| s.advance_high_watermark(leo).or(Some(s.high_watermark)));
+            // The leader's committed ISR may be newer than this image (an AlterPartition
+            // answer arrives before the image that carries it).
+            if let Some(s) = repl.as_ref() {
+                *self.isr.write().expect("isr lock") = s.isr.clone();
+            }
             drop(repl);
             if let Some(hw) = hw {
                 self.high_watermark.store(hw, Ordering::Release);
@@ -597,6 +693,11 @@ pub struct ReplicaManager {
     checkpointed_hw: HashMap<(String, i32), i64>,
     /// What the last checkpoint wrote per log dir, so an unchanged one is not rewritten.
     last_checkpoint: Mutex<HashMap<PathBuf, Vec<u8>>>,
+    /// This broker's epoch (its registration's offset; -1 before it registered): followers
+    /// send it with their fetches, leaders with their ISR changes.
+    broker_epoch: AtomicI64,
+    /// Wakes the ISR task when a follower caught up and may join an ISR.
+    isr_wake: tokio::sync::Notify,
 }
 
 impl ReplicaManager {
@@ -625,6 +726,8 @@ impl ReplicaManager {
                 .flat_map(|d| read_hw_checkpoint(d))
                 .collect(),
             last_checkpoint: Mutex::new(HashMap::new()),
+            broker_epoch: AtomicI64::new(-1),
+            isr_wake: tokio::sync::Notify::new(),
             log_dirs,
         }
     }
@@ -734,6 +837,41 @@ impl ReplicaManager {
 
     pub fn node_id(&self) -> i32 {
         self.node_id
+    }
+
+    pub fn broker_epoch(&self) -> i64 {
+        self.broker_epoch.load(Ordering::Acquire)
+    }
+
+    pub fn set_broker_epoch(&self, epoch: i64) {
+        self.broker_epoch.store(epoch, Ordering::Release);
+    }
+
+    /// Asks the ISR task to look now (a follower may join an ISR).
+    pub fn wake_isr(&self) {
+        self.isr_wake.notify_one();
+    }
+
+    /// Resolves when [`Self::wake_isr`] was called (at once if it was since the last wait).
+    pub async fn isr_woken(&self) {
+        self.isr_wake.notified().await
+    }
+
+    /// The ISR changes due on the partitions this broker leads (see
+    /// [`Partition::isr_change_due`]).
+    pub fn isr_changes_due(
+        &self,
+        lag_max_ms: i64,
+    ) -> Vec<(Arc<Partition>, IsrProposal, IsrChange)> {
+        let (epoch, now) = (self.broker_epoch(), self.clock.now_ms());
+        self.all()
+            .into_iter()
+            .filter(|p| p.leader() == self.node_id)
+            .filter_map(|p| {
+                let (proposal, change) = p.isr_change_due(epoch, now, lag_max_ms)?;
+                Some((p, proposal, change))
+            })
+            .collect()
     }
 
     /// A receiver that changes whenever any partition is appended to.
@@ -1212,9 +1350,9 @@ mod tests {
         rm.append(&p, &make_batch(4, 10, Compression::None), -1)
             .unwrap();
         assert_eq!((p.log_end_offset(), p.high_watermark()), (4, 0));
-        p.on_follower_fetch(2, 0, rm.now_ms());
+        p.on_follower_fetch(2, -1, 0, rm.now_ms());
         assert_eq!(p.high_watermark(), 0, "the follower has nothing yet");
-        p.on_follower_fetch(2, 4, rm.now_ms());
+        p.on_follower_fetch(2, -1, 4, rm.now_ms());
         assert_eq!(p.high_watermark(), 4);
         rm.append(&p, &make_batch(2, 10, Compression::None), -1)
             .unwrap();

@@ -15,6 +15,9 @@ pub struct FollowerState {
     /// The leader's log end offset and the time at the follower's previous fetch.
     pub leader_end_at_last_fetch: i64,
     pub last_fetch_ms: i64,
+    /// The broker epoch the follower's fetches carry (KIP-903; -1 until one does): sent
+    /// with an ISR change so the controller refuses a member that has restarted since.
+    pub broker_epoch: i64,
 }
 
 /// An ISR change the leader asks the controller for (AlterPartition).
@@ -73,6 +76,7 @@ impl LeaderState {
                         last_caught_up_ms: if in_isr { now_ms } else { 0 },
                         leader_end_at_last_fetch: -1,
                         last_fetch_ms: 0,
+                        broker_epoch: -1,
                     },
                 )
             })
@@ -124,6 +128,38 @@ impl LeaderState {
         f.leader_end_at_last_fetch = leader_end;
         f.last_fetch_ms = now_ms;
         self.advance_high_watermark(leader_end)
+    }
+
+    /// Records the broker epoch a follower's fetch carried.
+    pub fn note_follower_epoch(&mut self, follower: i32, broker_epoch: i64) {
+        if let Some(f) = self.followers.get_mut(&follower) {
+            f.broker_epoch = broker_epoch;
+        }
+    }
+
+    /// Whether `follower`, outside the ISR, now has what it needs to join it: then the
+    /// shell asks for the expansion at once instead of at the next periodic check.
+    pub fn may_join(&self, follower: i32) -> bool {
+        !self.maximal_isr().contains(&follower)
+            && self.followers.get(&follower).is_some_and(|f| {
+                f.log_end_offset >= self.high_watermark
+                    && f.log_end_offset >= self.epoch_start_offset
+            })
+    }
+
+    /// The members of `isr` with the broker epoch each was last seen at (this leader's
+    /// own is `own_epoch`; -1 for a follower not heard from in this leadership).
+    pub fn with_epochs(&self, isr: &[i32], own_epoch: i64) -> Vec<(i32, i64)> {
+        isr.iter()
+            .map(|r| {
+                let epoch = if *r == self.node_id {
+                    own_epoch
+                } else {
+                    self.followers.get(r).map_or(-1, |f| f.broker_epoch)
+                };
+                (*r, epoch)
+            })
+            .collect()
     }
 
     /// Moves the high watermark to the smallest log end offset of the maximal ISR (the
@@ -335,6 +371,26 @@ mod tests {
             Some(20),
             "refused: the ISR is the leader"
         );
+    }
+
+    #[test]
+    fn a_follower_may_join_once_at_the_high_watermark_and_the_epoch_start() {
+        let mut s = LeaderState::new(1, 2, 0, vec![1, 2, 3], vec![1, 2], 50, 40, 0);
+        s.on_follower_fetch(2, 50, 50, 1);
+        assert_eq!(s.high_watermark, 50);
+        assert!(!s.may_join(2), "already in the ISR");
+        s.on_follower_fetch(3, 45, 50, 1);
+        assert!(!s.may_join(3), "below the high watermark");
+        s.on_follower_fetch(3, 50, 50, 2);
+        assert!(s.may_join(3));
+        s.note_follower_epoch(3, 77);
+        let grow = s.isr_proposal(50, 2, LAG).unwrap();
+        assert_eq!(
+            s.with_epochs(&grow.new_isr, 11),
+            vec![(1, 11), (2, -1), (3, 77)]
+        );
+        s.pending = Some(grow);
+        assert!(!s.may_join(3), "its expansion is pending");
     }
 
     #[test]

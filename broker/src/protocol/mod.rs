@@ -43,7 +43,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
 ];
 
 /// The APIs a controller listener serves: the admin requests brokers forward, broker
-/// registration, producer-id blocks, the quorum's description.
+/// registration and heartbeats, ISR changes, producer-id blocks, the quorum's description.
 pub const CONTROLLER_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 7),
@@ -55,6 +55,7 @@ pub const CONTROLLER_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::FetchSnapshot, 0, 1),
     (ApiKey::BrokerRegistration, 0, 3),
     (ApiKey::BrokerHeartbeat, 0, 1),
+    (ApiKey::AlterPartition, 2, 3),
     (ApiKey::AllocateProducerIds, 0, 0),
     (ApiKey::DescribeQuorum, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
@@ -452,6 +453,10 @@ mod tests {
                 ApiKey::BrokerHeartbeat => (
                     kafka_protocol::messages::BrokerHeartbeatRequest::VERSIONS.min,
                     kafka_protocol::messages::BrokerHeartbeatRequest::VERSIONS.max,
+                ),
+                ApiKey::AlterPartition => (
+                    kafka_protocol::messages::AlterPartitionRequest::VERSIONS.min,
+                    kafka_protocol::messages::AlterPartitionRequest::VERSIONS.max,
                 ),
                 ApiKey::AllocateProducerIds => (
                     kafka_protocol::messages::AllocateProducerIdsRequest::VERSIONS.min,

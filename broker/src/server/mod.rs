@@ -14,7 +14,7 @@ use crate::metadata::{Controller, METADATA_LOG_DIR};
 use crate::partition::ReplicaManager;
 use anyhow::Context;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -37,10 +37,10 @@ pub struct Broker {
     pub metrics: metrics::Metrics,
     pub producer_ids: crate::txn::ProducerIdManager,
     ready: AtomicBool,
-    /// This process's registration: a new incarnation per start, the epoch the controller
-    /// gave it, and whether it is fenced now.
+    /// This process's registration: a new incarnation per start and whether it is fenced
+    /// now (the epoch the controller gave it is kept by the replica manager, whose
+    /// fetches and ISR changes carry it).
     incarnation_id: uuid::Uuid,
-    broker_epoch: AtomicI64,
     fenced: AtomicBool,
     shut_down_granted: AtomicBool,
 }
@@ -88,7 +88,6 @@ impl Broker {
             producer_ids: Default::default(),
             ready: AtomicBool::new(false),
             incarnation_id: uuid::Uuid::new_v4(),
-            broker_epoch: AtomicI64::new(-1),
             fenced: AtomicBool::new(true),
             shut_down_granted: AtomicBool::new(false),
         })
@@ -154,7 +153,7 @@ impl Broker {
                 .await
             {
                 Ok(epoch) => {
-                    self.broker_epoch.store(epoch, Ordering::Release);
+                    self.replicas.set_broker_epoch(epoch);
                     self.fenced.store(true, Ordering::Release);
                     tracing::info!(broker_epoch = epoch, "registered with the controller");
                     return;
@@ -179,7 +178,7 @@ impl Broker {
             .controller
             .heartbeat(
                 self.node_id,
-                self.broker_epoch.load(Ordering::Acquire),
+                self.replicas.broker_epoch(),
                 offset,
                 false,
                 want_shut_down,
@@ -215,7 +214,7 @@ impl Broker {
     /// Controlled shutdown: asks the controller to move this broker's leaderships away
     /// and waits (bounded) until it says the broker may stop.
     async fn controlled_shutdown(&self, limit: Duration) {
-        if !self.config.roles().broker || self.broker_epoch.load(Ordering::Acquire) < 0 {
+        if !self.config.roles().broker || self.replicas.broker_epoch() < 0 {
             return;
         }
         let deadline = tokio::time::Instant::now() + limit;
@@ -392,6 +391,7 @@ pub async fn run(
                     broker.config.replica_fetcher_config(),
                     stop_rx.clone(),
                 )),
+                tokio::spawn(maintain_isrs(broker.clone(), stop_rx.clone())),
                 tokio::spawn(retention_periodically(broker.clone(), stop_rx.clone())),
             ];
             if broker.config.cleaner_enabled() {
@@ -499,6 +499,52 @@ async fn keep_membership(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
         }
         broker.heartbeat(false).await;
+    }
+}
+
+/// Keeps the ISRs of the partitions this broker leads true: every
+/// replica.lag.time.max.ms / 2 (Kafka's period for the shrink check), and at once when a
+/// follower caught up, it sends the due changes to the controller in one AlterPartition
+/// and applies the answers. A change whose outcome is not known yet is sent again soon.
+async fn maintain_isrs(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    let lag = broker.config.replica_lag_time_max_ms();
+    let period = Duration::from_millis((lag / 2).max(1) as u64);
+    let retry =
+        Duration::from_millis(broker.config.replica_fetch_backoff_ms().clamp(1, 1000) as u64);
+    let mut unsettled = false;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(if unsettled { retry } else { period }) => {}
+            _ = broker.replicas.isr_woken() => {}
+            _ = stop.changed() => return,
+        }
+        unsettled = false;
+        let epoch = broker.replicas.broker_epoch();
+        if epoch < 0 {
+            continue;
+        }
+        let due = broker.replicas.isr_changes_due(lag);
+        if due.is_empty() {
+            continue;
+        }
+        let changes: Vec<_> = due.iter().map(|(_, _, c)| c.clone()).collect();
+        match broker
+            .controller
+            .alter_partition(broker.node_id, epoch, &changes)
+            .await
+        {
+            Ok(outcomes) => {
+                for ((p, sent, _), outcome) in due.iter().zip(&outcomes) {
+                    p.on_isr_answer(sent, outcome);
+                }
+                unsettled = outcomes.iter().any(|o| o.is_err());
+            }
+            Err(e) => {
+                tracing::debug!(code = e.code, message = %e.message, "AlterPartition failed; retrying");
+                unsettled = true;
+            }
+        }
+        broker.replicas.wake_fetches();
     }
 }
 
