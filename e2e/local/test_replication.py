@@ -117,10 +117,13 @@ def test_acknowledged_records_survive_repeated_leader_kills(cluster_factory, top
 
 @pytest.mark.timeout_s(120)
 def test_acks_all_waits_for_every_in_sync_replica(cluster_factory, topic_name):
-    """With one follower stopped (SIGSTOP) and the ISR unchanged, an acks=all produce is
-    not acknowledged (the follower cannot have the batch); acks=1 is. After SIGCONT the
-    waiting produce is acknowledged."""
-    cluster = cluster_factory.start(controllers=1, brokers=3)
+    """With one follower stopped (SIGSTOP) but still in the ISR (well within
+    replica.lag.time.max.ms and its session), an acks=all produce is not acknowledged (the
+    follower cannot have the batch); acks=1 is. After SIGCONT the waiting produce is
+    acknowledged."""
+    from cluster import Timeouts
+
+    cluster = cluster_factory.start(controllers=1, brokers=3, timeouts=Timeouts(session_ms=30000, heartbeat_ms=500))
     topic = topic_name
     create_replicated_topic(cluster, topic, 1, 3, {})
     leader, replicas, _ = partition_states(cluster, topic)[0]
@@ -139,11 +142,130 @@ def test_acks_all_waits_for_every_in_sync_replica(cluster_factory, topic_name):
         metrics = gauges(cluster.nodes[leader].metrics())
         assert metrics["strom_leader_partitions"] >= 1
         assert metrics["strom_replica_max_lag"] >= 1, "the stopped follower's lag is not shown"
-        assert metrics["strom_under_replicated_partitions"] == 0, "the ISR does not shrink yet"
+        assert metrics["strom_under_replicated_partitions"] == 0, "the ISR shrank within the lag time"
     finally:
         cluster.resume(follower)
     wait_until(lambda: slow.poll(0.1) is not None and reports, CLIENT_TIMEOUT_S, "the acks=all produce acknowledged")
     assert reports[0][0] is None, f"acks=all failed after the follower resumed: {reports[0][0]}"
+
+
+def produce_acks1(bootstrap: str, topic: str, count: int, tag: str) -> dict[int, bytes]:
+    """acks=1 records to partition 0, every one acknowledged; offset -> value."""
+    records = [{"partition": 0, "value": f"{tag} {i}".encode()} for i in range(count)]
+    reports = produce_all(producer(bootstrap, acks="1"), topic, records, timeout_s=CLIENT_TIMEOUT_S)
+    errors = [err for err, _ in reports if err is not None]
+    assert not errors, f"{len(errors)} acks=1 records not acknowledged: {errors[:3]}"
+    return {msg.offset(): rec["value"] for rec, (_, msg) in zip(records, reports)}
+
+
+def assert_all_there(cluster: Cluster, topic: str, acked: dict[int, bytes]) -> None:
+    """Every acknowledged record of partition 0 is at its offset, read through the leader,
+    and every replica holds the same bytes."""
+    records = read_partition(cluster.bootstrap(running_only=True), topic, 0, timeout_s=CLIENT_TIMEOUT_S)
+    stored = {r.offset: r.value for r in records}
+    lost = {o: v for o, v in acked.items() if stored.get(o) != v}
+    assert not lost, f"{len(lost)} of {len(acked)} acknowledged records lost or changed: {sorted(lost.items())[:3]}"
+    wait_until(
+        lambda: len({replica_log_bytes(cluster, b.node_id, topic, 0) for b in cluster.brokers}) == 1,
+        CLIENT_TIMEOUT_S,
+        "identical bytes on every replica",
+    )
+
+
+@pytest.mark.timeout_s(180)
+def test_a_stopped_follower_leaves_the_isr_after_the_lag_time_and_rejoins_once_caught_up(cluster_factory, topic_name):
+    """replica.lag.time.max.ms 2 s and sessions long enough that nothing is fenced: the
+    leader itself takes a SIGSTOPped follower out of the ISR (AlterPartition to the
+    controller), so acks=all is answered again with two in sync. With both followers
+    stopped the ISR is the leader alone, below min.insync.replicas 2: acks=all is refused
+    with NOT_ENOUGH_REPLICAS while acks=1 still works. After SIGCONT both catch up and
+    rejoin, and every acknowledged record is on every replica, byte for byte."""
+    from confluent_kafka import KafkaError
+
+    from cluster import Timeouts
+
+    cluster = cluster_factory.start(
+        controllers=1,
+        brokers=3,
+        timeouts=Timeouts(session_ms=60000, heartbeat_ms=500),
+        props={"replica.lag.time.max.ms": 2000},
+    )
+    topic = topic_name
+    create_replicated_topic(cluster, topic, 1, 3, {"min.insync.replicas": "2"})
+    leader, replicas, _ = partition_states(cluster, topic)[0]
+    a, b = [r for r in replicas if r != leader]
+    via_leader = cluster.nodes[leader].bootstrap
+    acked = produce_acked(via_leader, topic, 1, 20, "all in sync")[0]
+    cluster.pause(a)
+    paused = [a]
+    try:
+        acked.update(produce_acked(via_leader, topic, 1, 20, "one stopped", **{"message.timeout.ms": 30000})[0])
+        isr = partition_states(cluster, topic, via=leader)[0][2]
+        assert sorted(isr) == sorted([leader, b]), f"ISR {isr} once {a} was stopped"
+        metrics = gauges(cluster.nodes[leader].metrics())
+        assert metrics["strom_under_replicated_partitions"] == 1
+        assert metrics["strom_under_min_isr_partitions"] == 0
+        cluster.pause(b)
+        paused.append(b)
+        # A follower with everything the leader has is in sync however long it is silent
+        # (Kafka's rule): only new data makes the stopped one fall behind.
+        acked.update(produce_acks1(via_leader, topic, 30, "leader alone"))
+        wait_until(
+            lambda: partition_states(cluster, topic, via=leader)[0][2] == [leader], 20, "the ISR shrunk to the leader"
+        )
+        refused = produce_all(producer(via_leader, acks="all", retries=0), topic, [{"partition": 0, "value": b"refused"}])
+        err = refused[0][0]
+        assert err is not None and err.code() == KafkaError.NOT_ENOUGH_REPLICAS, f"acks=all below min.insync.replicas: {err}"
+        assert gauges(cluster.nodes[leader].metrics())["strom_under_min_isr_partitions"] == 1
+        acked.update(produce_acks1(via_leader, topic, 30, "still alone"))
+    finally:
+        for r in paused:
+            cluster.resume(r)
+    wait_until(lambda: fully_replicated(cluster, topic, 1, 3), CLIENT_TIMEOUT_S, "both followers back in the ISR")
+    acked.update(produce_acked(via_leader, topic, 1, 20, "all back")[0])
+    assert gauges(cluster.nodes[leader].metrics())["strom_under_replicated_partitions"] == 0
+    assert_all_there(cluster, topic, acked)
+
+
+@pytest.mark.timeout_s(180)
+def test_a_partition_whose_only_in_sync_replica_died_waits_for_it_and_loses_nothing(cluster_factory, topic_name):
+    """Both followers are stopped until the controller fences them (their sessions expire),
+    which takes them out of the ISR: the leader alone is in sync and acks=1 writes go on.
+    Then the leader is killed with kill -9 and the followers come back. Neither is in sync,
+    so with unclean.leader.election.enable false the partition has no leader rather than a
+    leader that lacks acknowledged records. When the old leader restarts it leads again,
+    the followers catch up and rejoin, and every acknowledged record is there."""
+    cluster = cluster_factory.start(controllers=1, brokers=3)
+    topic = topic_name
+    create_replicated_topic(cluster, topic, 1, 3, {})
+    leader, replicas, _ = partition_states(cluster, topic)[0]
+    followers = [r for r in replicas if r != leader]
+    acked = produce_acked(cluster.nodes[leader].bootstrap, topic, 1, 20, "all in sync")[0]
+    for r in followers:
+        cluster.pause(r)
+    try:
+        wait_until(
+            lambda: partition_states(cluster, topic, via=leader)[0][2] == [leader],
+            20,
+            "the fenced followers out of the ISR",
+        )
+        acked.update(produce_acks1(cluster.nodes[leader].bootstrap, topic, 50, "leader alone"))
+        cluster.kill(leader)
+    finally:
+        for r in followers:
+            cluster.resume(r)
+    witness = followers[0]
+    wait_until(
+        lambda: cluster.unfenced_brokers(via=witness) == set(followers), 20, f"{leader} fenced, the followers unfenced"
+    )
+    for _ in range(3):
+        state = partition_states(cluster, topic, via=witness)[0]
+        assert state[0] == -1 and state[2] == [leader], f"an out-of-sync follower was elected: {state}"
+        time.sleep(0.5)
+    cluster.start_node(leader)
+    states = wait_until(lambda: fully_replicated(cluster, topic, 1, 3), CLIENT_TIMEOUT_S, "every replica back in sync")
+    assert states[0][0] == leader, f"led by {states[0][0]}, not by the only replica that had everything"
+    assert_all_there(cluster, topic, acked)
 
 
 def replica_log_bytes(cluster: Cluster, node_id: int, topic: str, partition: int) -> bytes:

@@ -303,6 +303,7 @@ impl Partition {
         own_broker_epoch: i64,
         now_ms: i64,
         lag_max_ms: i64,
+        eligible: &dyn Fn(i32, i64) -> bool,
     ) -> Option<(IsrProposal, IsrChange)> {
         let leo = self.log_end_offset();
         let mut repl = self.replication.lock().expect("replication lock");
@@ -310,7 +311,7 @@ impl Partition {
         let proposal = match &s.pending {
             Some(p) => p.clone(),
             None => {
-                let p = s.isr_proposal(leo, now_ms, lag_max_ms)?;
+                let p = s.isr_proposal(leo, now_ms, lag_max_ms, eligible)?;
                 s.pending = Some(p.clone());
                 p
             }
@@ -499,7 +500,9 @@ impl Partition {
             }
             drop(repl);
             if let Some(hw) = hw {
-                self.high_watermark.store(hw, Ordering::Release);
+                // Through the watch: a committed shrink may be what parked acks=all
+                // produces wait for, and this image can arrive before its answer.
+                self.set_high_watermark(hw);
             }
         }
         if was != pi.leader || epoch_before != pi.leader_epoch as i64 {
@@ -862,13 +865,14 @@ impl ReplicaManager {
     pub fn isr_changes_due(
         &self,
         lag_max_ms: i64,
+        eligible: &dyn Fn(i32, i64) -> bool,
     ) -> Vec<(Arc<Partition>, IsrProposal, IsrChange)> {
         let (epoch, now) = (self.broker_epoch(), self.clock.now_ms());
         self.all()
             .into_iter()
             .filter(|p| p.leader() == self.node_id)
             .filter_map(|p| {
-                let (proposal, change) = p.isr_change_due(epoch, now, lag_max_ms)?;
+                let (proposal, change) = p.isr_change_due(epoch, now, lag_max_ms, eligible)?;
                 Some((p, proposal, change))
             })
             .collect()

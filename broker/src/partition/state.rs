@@ -205,12 +205,16 @@ impl LeaderState {
 
     /// The ISR change to ask for now, if any and none is pending: first drop followers that
     /// fell behind (never the leader, never below the leader alone), else add followers
-    /// that caught up to the high watermark and this epoch's start.
+    /// that caught up to the high watermark and this epoch's start and that `eligible`
+    /// (given the id and the broker epoch the follower fetched with) says the controller
+    /// would accept: a fenced broker is not proposed, as Kafka's leaders do not, so a
+    /// caught-up follower that is still fenced does not draw refusal after refusal.
     pub fn isr_proposal(
         &self,
         leader_end: i64,
         now_ms: i64,
         lag_max_ms: i64,
+        eligible: &dyn Fn(i32, i64) -> bool,
     ) -> Option<IsrProposal> {
         if self.pending.is_some() {
             return None;
@@ -230,7 +234,8 @@ impl LeaderState {
                 .filter(|r| !self.isr.contains(r))
                 .filter(|r| {
                     self.followers.get(r).is_some_and(|f| {
-                        f.log_end_offset >= self.high_watermark
+                        eligible(*r, f.broker_epoch)
+                            && f.log_end_offset >= self.high_watermark
                             && f.log_end_offset >= self.epoch_start_offset
                             && now_ms - f.last_caught_up_ms <= lag_max_ms
                     })
@@ -324,18 +329,22 @@ mod tests {
         s.on_follower_fetch(3, 100, 100, 1_000);
         // 3 last caught up at 1 000: out of sync once more than LAG has passed, while the
         // leader has data it lacks.
-        assert_eq!(s.isr_proposal(100, 31_000, LAG), None, "3 has everything");
         assert_eq!(
-            s.isr_proposal(130, 31_000, LAG),
+            s.isr_proposal(100, 31_000, LAG, &|_, _| true),
+            None,
+            "3 has everything"
+        );
+        assert_eq!(
+            s.isr_proposal(130, 31_000, LAG, &|_, _| true),
             None,
             "exactly LAG is still in sync"
         );
-        let shrink = s.isr_proposal(130, 31_001, LAG).unwrap();
+        let shrink = s.isr_proposal(130, 31_001, LAG, &|_, _| true).unwrap();
         assert_eq!(shrink.new_isr, vec![1, 2]);
         assert_eq!((shrink.leader_epoch, shrink.partition_epoch), (5, 7));
         s.pending = Some(shrink);
         assert_eq!(
-            s.isr_proposal(130, 40_000, LAG),
+            s.isr_proposal(130, 40_000, LAG, &|_, _| true),
             None,
             "one change at a time"
         );
@@ -345,10 +354,12 @@ mod tests {
         assert_eq!(s.high_watermark, 130, "committed shrink lets it advance");
         // 3 comes back: fetching below the HW keeps it out; at the HW it is proposed back.
         s.on_follower_fetch(3, 120, 130, 50_000);
-        assert_eq!(s.isr_proposal(130, 50_000, LAG), None);
+        assert_eq!(s.isr_proposal(130, 50_000, LAG, &|_, _| true), None);
         s.on_follower_fetch(3, 130, 130, 50_100);
         assert_eq!(
-            s.isr_proposal(130, 50_100, LAG).unwrap().new_isr,
+            s.isr_proposal(130, 50_100, LAG, &|_, _| true)
+                .unwrap()
+                .new_isr,
             vec![1, 2, 3]
         );
     }
@@ -357,7 +368,7 @@ mod tests {
     fn a_pending_expansion_already_holds_the_high_watermark_for_the_new_member() {
         let mut s = LeaderState::new(1, 0, 0, vec![1, 2], vec![1], 10, 10, 0);
         s.on_follower_fetch(2, 10, 10, 5);
-        let grow = s.isr_proposal(10, 5, LAG).unwrap();
+        let grow = s.isr_proposal(10, 5, LAG, &|_, _| true).unwrap();
         assert_eq!(grow.new_isr, vec![1, 2]);
         s.pending = Some(grow);
         assert_eq!(
@@ -384,7 +395,12 @@ mod tests {
         s.on_follower_fetch(3, 50, 50, 2);
         assert!(s.may_join(3));
         s.note_follower_epoch(3, 77);
-        let grow = s.isr_proposal(50, 2, LAG).unwrap();
+        assert_eq!(
+            s.isr_proposal(50, 2, LAG, &|id, epoch| !(id == 3 && epoch == 77)),
+            None,
+            "a follower the controller would refuse (fenced, restarted) is not proposed"
+        );
+        let grow = s.isr_proposal(50, 2, LAG, &|_, _| true).unwrap();
         assert_eq!(
             s.with_epochs(&grow.new_isr, 11),
             vec![(1, 11), (2, -1), (3, 77)]

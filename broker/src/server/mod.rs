@@ -509,8 +509,7 @@ async fn keep_membership(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
 async fn maintain_isrs(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
     let lag = broker.config.replica_lag_time_max_ms();
     let period = Duration::from_millis((lag / 2).max(1) as u64);
-    let retry =
-        Duration::from_millis(broker.config.replica_fetch_backoff_ms().clamp(1, 1000) as u64);
+    let retry = Duration::from_millis(broker.config.replica_fetch_backoff_ms().clamp(1, 1000));
     let mut unsettled = false;
     loop {
         tokio::select! {
@@ -523,7 +522,14 @@ async fn maintain_isrs(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
         if epoch < 0 {
             continue;
         }
-        let due = broker.replicas.isr_changes_due(lag);
+        let image = broker.controller.image();
+        let eligible = |id: i32, epoch: i64| {
+            image
+                .brokers
+                .get(&id)
+                .is_some_and(|b| !b.fenced && (epoch == -1 || b.epoch == epoch))
+        };
+        let due = broker.replicas.isr_changes_due(lag, &eligible);
         if due.is_empty() {
             continue;
         }
