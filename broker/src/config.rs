@@ -120,12 +120,6 @@ fn socket_addr(v: &str) -> Result<(), String> {
         .map(|_| ())
         .map_err(|_| "must be host:port with a numeric IP address".into())
 }
-fn false_only(v: &str) -> Result<(), String> {
-    match v {
-        "false" => Ok(()),
-        _ => Err("only 'false' is supported".into()),
-    }
-}
 
 const BOOL: ConfigType = ConfigType::Boolean;
 const STR: ConfigType = ConfigType::String;
@@ -575,8 +569,33 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         name: "unclean.leader.election.enable",
         ty: BOOL,
         default: Some("false"),
-        doc: "Elect an out-of-sync replica as leader (unsupported).",
-        check: false_only,
+        doc: "Whether an out-of-sync replica may become leader when no in-sync replica is \
+              live, losing what it lacks (the default for topics that do not set it).",
+        check: any,
+    },
+    ConfigDef {
+        name: "auto.leader.rebalance.enable",
+        ty: BOOL,
+        default: Some("true"),
+        doc: "Whether the active controller hands leaderships back to their preferred (first) \
+              replica when a broker's share of moved leaderships passes \
+              leader.imbalance.per.broker.percentage.",
+        check: any,
+    },
+    ConfigDef {
+        name: "leader.imbalance.per.broker.percentage",
+        ty: INT,
+        default: Some("10"),
+        doc: "The share of a broker's preferred partitions that may be led elsewhere before \
+              the controller moves them back.",
+        check: non_negative,
+    },
+    ConfigDef {
+        name: "leader.imbalance.check.interval.seconds",
+        ty: LONG,
+        default: Some("300"),
+        doc: "How often the active controller checks for leadership imbalance.",
+        check: positive,
     },
     ConfigDef {
         name: "offsets.topic.num.partitions",
@@ -588,9 +607,19 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
     ConfigDef {
         name: "offsets.topic.replication.factor",
         ty: INT,
-        default: Some("1"),
-        doc:
-            "Replication factor of __consumer_offsets (Kafka's default is 3; Strom is single-node).",
+        default: None,
+        doc: "Replication factor of __consumer_offsets. Unset: 3 (Kafka's default) on a \
+              cluster, 1 on a node that is its cluster's only voter and broker (the \
+              zero-argument single node). With fewer live brokers than this, group \
+              coordination answers COORDINATOR_NOT_AVAILABLE until there are enough.",
+        check: positive,
+    },
+    ConfigDef {
+        name: "offsets.commit.timeout.ms",
+        ty: INT,
+        default: Some("5000"),
+        doc: "How long an offset commit waits for every in-sync replica of its \
+              __consumer_offsets partition before it is answered COORDINATOR_NOT_AVAILABLE.",
         check: positive,
     },
     // Every Kafka single-node quick-start config sets these two, so a config written
@@ -897,8 +926,9 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         "unclean.leader.election.enable",
         BOOL,
         Some("false"),
-        "Elect an out-of-sync replica as leader (unsupported).",
-        false_only,
+        "Whether an out-of-sync replica may become leader when no in-sync replica is live, \
+         losing what it lacks.",
+        any,
         Some("unclean.leader.election.enable"),
     ),
 ];
@@ -1142,7 +1172,7 @@ impl BrokerConfig {
             .or_else(|| broker_def(name).and_then(|d| d.default))
     }
 
-    fn int(&self, name: &str) -> i64 {
+    pub fn int(&self, name: &str) -> i64 {
         // Every name passed here has a numeric default in the table and was validated.
         self.get(name).and_then(|v| v.parse().ok()).unwrap_or(0)
     }
@@ -1434,6 +1464,20 @@ impl BrokerConfig {
         self.int("strom.shutdown.timeout.ms") as u64
     }
     /// Reads an integer property of the group coordinator (validated at load).
+    /// offsets.topic.replication.factor, or its default for this node (see the table).
+    pub fn offsets_topic_replication_factor(&self) -> i16 {
+        if let Some(v) = self.explicit("offsets.topic.replication.factor") {
+            return v.parse().unwrap_or(3);
+        }
+        let voters = self.voters();
+        let alone =
+            self.roles().broker && voters.len() == 1 && voters.contains_key(&self.node_id());
+        if alone {
+            1
+        } else {
+            3
+        }
+    }
     pub fn group_int(&self, name: &str) -> i64 {
         self.int(name)
     }

@@ -123,7 +123,7 @@ pub async fn produce(
 /// Waits until the high watermark of `p` reaches `end` (acks=all). `None` once it has;
 /// the error otherwise: the leadership moved, the deadline passed, or the ISR shrank below
 /// min.insync.replicas while the batch was replicated.
-async fn await_isr(
+pub(crate) async fn await_isr(
     broker: &Broker,
     p: &crate::partition::Partition,
     end: i64,

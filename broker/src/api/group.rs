@@ -60,9 +60,10 @@ impl OffsetsLog for BrokerOffsetsLog<'_> {
     fn append(&self, group_id: &str, batch: &[u8]) -> Result<(), i16> {
         let broker = self.0;
         let partitions = offsets_topic_partitions(broker)?;
+        // Only the partition's leader writes: a follower's log is its leader's copy.
         let p = broker
             .replicas
-            .get(OFFSETS_TOPIC, partition_for(group_id, partitions))
+            .leader_of(OFFSETS_TOPIC, partition_for(group_id, partitions))
             .ok_or(codes::NOT_COORDINATOR)?;
         broker
             .replicas
@@ -102,7 +103,7 @@ pub async fn ensure_offsets_topic(broker: &Broker) -> Result<i32, i16> {
     let topic = NewTopic {
         name: OFFSETS_TOPIC.to_string(),
         num_partitions: cfg.group_int("offsets.topic.num.partitions") as i32,
-        replication_factor: cfg.group_int("offsets.topic.replication.factor") as i16,
+        replication_factor: cfg.offsets_topic_replication_factor(),
         assignments: Vec::new(),
         configs,
     };
@@ -177,11 +178,9 @@ async fn coordinator_for(
         .map(|p| p.leader);
     let endpoint = leader.and_then(|l| image.brokers.get(&l));
     match endpoint {
-        // The coordinator is the partition's leader; when that is this broker its
-        // replica must be open (and its groups loaded) before it says so.
-        Some(b)
-            if b.id != broker.node_id || broker.replicas.get(OFFSETS_TOPIC, index).is_some() =>
-        {
+        // The coordinator is the partition's leader; when that is this broker it must
+        // have loaded the partition's groups before it says so.
+        Some(b) if b.id != broker.node_id || broker.groups.owns(key).is_ok() => {
             Ok((b.id, b.host.clone(), b.port as i32))
         }
         _ => Err((
@@ -274,7 +273,10 @@ pub async fn join_group(
         require_known_member_id: version >= 4,
         supports_skip_assignment: version >= 9,
     };
-    let r = broker.groups.join(&BrokerOffsetsLog(broker), input).await;
+    let r = match broker.groups.owns(&input.group_id) {
+        Err(code) => crate::group::JoinResult::error(code, &input.member_id),
+        Ok(()) => broker.groups.join(&BrokerOffsetsLog(broker), input).await,
+    };
     let members = r
         .members
         .into_iter()
@@ -336,7 +338,10 @@ pub async fn sync_group(broker: &Broker, req: SyncGroupRequest, version: i16) ->
             .map(|a| (a.member_id.to_string(), a.assignment))
             .collect(),
     };
-    let r = broker.groups.sync(&BrokerOffsetsLog(broker), input).await;
+    let r = match broker.groups.owns(&input.group_id) {
+        Err(code) => crate::group::SyncResult::error(code),
+        Ok(()) => broker.groups.sync(&BrokerOffsetsLog(broker), input).await,
+    };
     let resp = SyncGroupResponse::default()
         .with_error_code(r.error)
         .with_assignment(r.assignment);
@@ -354,9 +359,14 @@ pub fn heartbeat(broker: &Broker, req: HeartbeatRequest, version: i16) -> Heartb
     } else {
         None
     };
-    let code = broker
-        .groups
-        .heartbeat(&req.group_id, req.generation_id, &req.member_id, &instance);
+    let code = match broker.groups.owns(&req.group_id) {
+        Err(code) => code,
+        Ok(()) => {
+            broker
+                .groups
+                .heartbeat(&req.group_id, req.generation_id, &req.member_id, &instance)
+        }
+    };
     HeartbeatResponse::default().with_error_code(code)
 }
 
@@ -369,6 +379,9 @@ pub fn leave_group(broker: &Broker, req: LeaveGroupRequest, version: i16) -> Lea
     } else {
         vec![(req.member_id.to_string(), None)]
     };
+    if let Err(code) = broker.groups.owns(&req.group_id) {
+        return LeaveGroupResponse::default().with_error_code(code);
+    }
     let results = broker
         .groups
         .leave(&BrokerOffsetsLog(broker), &req.group_id, &members);
@@ -399,7 +412,32 @@ fn partition_exists(broker: &Broker, topic: &str, partition: i32) -> bool {
         .is_some_and(|t| t.partitions.contains_key(&partition))
 }
 
-pub fn offset_commit(
+/// Waits until every in-sync replica of the group's `__consumer_offsets` partition has
+/// what the coordinator just wrote (offsets.commit.timeout.ms at most), so an acknowledged
+/// commit survives the coordinator's failover. `Err` is the code to answer with, mapped
+/// as Kafka's coordinator maps a failed write.
+async fn await_commit_replicated(broker: &Broker, group_id: &str) -> Result<(), i16> {
+    let partitions = offsets_topic_partitions(broker)?;
+    let p = broker
+        .replicas
+        .leader_of(OFFSETS_TOPIC, partition_for(group_id, partitions))
+        .ok_or(codes::NOT_COORDINATOR)?;
+    let timeout = broker.config.group_int("offsets.commit.timeout.ms").max(1) as u64;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(timeout);
+    match super::data::await_isr(broker, &p, p.log_end_offset(), deadline).await {
+        None => Ok(()),
+        Some((code, message)) => {
+            tracing::debug!(group = group_id, code, %message, "an offset commit was not replicated");
+            Err(if code == codes::NOT_LEADER_OR_FOLLOWER {
+                codes::NOT_COORDINATOR
+            } else {
+                codes::COORDINATOR_NOT_AVAILABLE
+            })
+        }
+    }
+}
+
+pub async fn offset_commit(
     broker: &Broker,
     req: OffsetCommitRequest,
     version: i16,
@@ -429,8 +467,11 @@ pub fn offset_commit(
         }
         codes_by_partition.push(row);
     }
+    let owned = broker.groups.owns(&req.group_id);
     let mut results = if offsets.is_empty() {
         Vec::new()
+    } else if let Err(code) = owned {
+        vec![code; offsets.len()]
     } else {
         broker.groups.commit(
             &BrokerOffsetsLog(broker),
@@ -446,8 +487,15 @@ pub fn offset_commit(
                 offsets,
             },
         )
+    };
+    if owned.is_ok() && results.contains(&codes::NONE) {
+        if let Err(code) = await_commit_replicated(broker, &req.group_id).await {
+            for c in results.iter_mut().filter(|c| **c == codes::NONE) {
+                *c = code;
+            }
+        }
     }
-    .into_iter();
+    let mut results = results.into_iter();
     let topics = req
         .topics
         .into_iter()
@@ -510,6 +558,11 @@ pub fn offset_fetch(broker: &Broker, req: OffsetFetchRequest, version: i16) -> O
                         .map(|t| (t.name.to_string(), t.partition_indexes))
                         .collect()
                 });
+                if let Err(code) = broker.groups.owns(&g.group_id) {
+                    return OffsetFetchResponseGroup::default()
+                        .with_group_id(g.group_id)
+                        .with_error_code(code);
+                }
                 let fetched = fetch_group_offsets(broker, &g.group_id, topics);
                 OffsetFetchResponseGroup::default()
                     .with_group_id(g.group_id)
@@ -536,6 +589,33 @@ pub fn offset_fetch(broker: &Broker, req: OffsetFetchRequest, version: i16) -> O
             })
             .collect();
         return OffsetFetchResponse::default().with_groups(groups);
+    }
+    if let Err(code) = broker.groups.owns(&req.group_id) {
+        // The top-level error arrived with v2; v1 carries it per requested partition.
+        if version >= 2 {
+            return OffsetFetchResponse::default().with_error_code(code);
+        }
+        return OffsetFetchResponse::default().with_topics(
+            req.topics
+                .unwrap_or_default()
+                .into_iter()
+                .map(|t| {
+                    OffsetFetchResponseTopic::default()
+                        .with_name(t.name)
+                        .with_partitions(
+                            t.partition_indexes
+                                .into_iter()
+                                .map(|p| {
+                                    OffsetFetchResponsePartition::default()
+                                        .with_partition_index(p)
+                                        .with_committed_offset(-1)
+                                        .with_error_code(code)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect(),
+        );
     }
     let topics = req.topics.map(|ts| {
         ts.into_iter()
@@ -618,6 +698,9 @@ pub fn describe_groups(
             if id.is_empty() {
                 return g.with_error_code(codes::INVALID_GROUP_ID);
             }
+            if let Err(code) = broker.groups.owns(&id) {
+                return g.with_error_code(code);
+            }
             let Some(summary) = broker.groups.describe(&id) else {
                 g = g.with_group_state(s("Dead"));
                 if version >= 6 {
@@ -655,8 +738,27 @@ pub fn describe_groups(
 }
 
 pub fn delete_groups(broker: &Broker, req: DeleteGroupsRequest) -> DeleteGroupsResponse {
-    let ids: Vec<String> = req.groups_names.iter().map(|g| g.to_string()).collect();
-    let results = broker.groups.delete_groups(&BrokerOffsetsLog(broker), &ids);
+    let (ids, refused): (Vec<String>, Vec<String>) = req
+        .groups_names
+        .iter()
+        .map(|g| g.to_string())
+        .partition(|g| broker.groups.owns(g).is_ok());
+    let mut codes_of: BTreeMap<String, i16> = refused
+        .into_iter()
+        .map(|g| (g, codes::NOT_COORDINATOR))
+        .collect();
+    let deleted = broker.groups.delete_groups(&BrokerOffsetsLog(broker), &ids);
+    codes_of.extend(ids.into_iter().zip(deleted));
+    let results: Vec<i16> = req
+        .groups_names
+        .iter()
+        .map(|g| {
+            codes_of
+                .get(g.as_str())
+                .copied()
+                .unwrap_or(codes::UNKNOWN_SERVER_ERROR)
+        })
+        .collect();
     DeleteGroupsResponse::default().with_results(
         req.groups_names
             .into_iter()
@@ -671,6 +773,9 @@ pub fn delete_groups(broker: &Broker, req: DeleteGroupsRequest) -> DeleteGroupsR
 }
 
 pub fn offset_delete(broker: &Broker, req: OffsetDeleteRequest) -> OffsetDeleteResponse {
+    if let Err(code) = broker.groups.owns(&req.group_id) {
+        return OffsetDeleteResponse::default().with_error_code(code);
+    }
     // Whether each requested partition exists, decided once so results line up.
     let exists: Vec<Vec<bool>> = req
         .topics

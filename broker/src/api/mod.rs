@@ -93,7 +93,7 @@ pub async fn handle(
         RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(group::heartbeat(broker, r, v)),
         RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(group::leave_group(broker, r, v)),
         RequestKind::OffsetCommit(r) => {
-            ResponseKind::OffsetCommit(group::offset_commit(broker, r, v))
+            ResponseKind::OffsetCommit(group::offset_commit(broker, r, v).await)
         }
         RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(group::offset_fetch(broker, r, v)),
         RequestKind::ListGroups(r) => ResponseKind::ListGroups(group::list_groups(broker, r, v)),
@@ -140,7 +140,5 @@ fn msg(s: impl Into<String>) -> Option<StrBytes> {
 
 /// Publishes a changed image to the replica manager (open new logs, delete removed ones).
 fn publish(broker: &Broker, image: &MetadataImage) {
-    if let Err(e) = broker.replicas.apply_image(image) {
-        tracing::error!(cause = %e, "applying the metadata image to local partitions failed");
-    }
+    broker.apply_image(image);
 }

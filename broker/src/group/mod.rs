@@ -3,9 +3,10 @@
 //! them here: it parks JoinGroup and SyncGroup requests on channels until the state machine
 //! answers them, writes the records it asks for, and replays them at start-up.
 //!
-//! Strom is a single node, so this broker coordinates every group; the partition of
-//! `__consumer_offsets` that holds a group is still Kafka's `abs(hash(group.id)) % partitions`
-//! so that tooling reading the topic agrees on where a group lives.
+//! A group lives in Kafka's partition `abs(hash(group.id)) % partitions` of
+//! `__consumer_offsets`, and its coordinator is that partition's leader: a broker holds the
+//! groups of the partitions it leads, loads them when it becomes leader and drops them
+//! when it stops ([`GroupCoordinator::follow_leadership`]).
 
 pub mod records;
 pub mod state;
@@ -26,7 +27,7 @@ pub use state::{
 };
 use state::{Coordinator, Effects, Reply, Token};
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::oneshot;
 
@@ -66,6 +67,10 @@ pub struct GroupCoordinator {
     clock: Arc<dyn Clock>,
     /// Set at shutdown: requests that would wait are answered at once instead.
     closed: AtomicBool,
+    /// The partitions of `__consumer_offsets` whose groups this coordinator holds, with the
+    /// leader epoch it loaded them at; and the topic's partition count.
+    owned: Mutex<HashMap<i32, i32>>,
+    partitions: AtomicI32,
 }
 
 impl GroupCoordinator {
@@ -78,6 +83,8 @@ impl GroupCoordinator {
             }),
             clock,
             closed: AtomicBool::new(false),
+            owned: Mutex::new(HashMap::new()),
+            partitions: AtomicI32::new(0),
         }
     }
 
@@ -87,47 +94,77 @@ impl GroupCoordinator {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Replays the local partitions of `__consumer_offsets` (at start-up, before the
-    /// listener opens, so no request sees a half-loaded coordinator).
-    pub fn load(&self, replicas: &ReplicaManager, partitions: i32) -> anyhow::Result<usize> {
+    /// Makes the groups this coordinator holds follow the leadership of the
+    /// `__consumer_offsets` partitions in `image`, as Kafka's coordinators do: a partition
+    /// this broker leads (at a leader epoch it has not loaded yet) has its groups replayed
+    /// from its log; one it no longer leads has its groups dropped, their parked requests
+    /// answered NOT_COORDINATOR. Called at start-up before the listener opens, and after
+    /// every applied image.
+    pub fn follow_leadership(
+        &self,
+        replicas: &ReplicaManager,
+        image: &crate::metadata::MetadataImage,
+    ) -> anyhow::Result<()> {
+        let Some(topic) = image.topics.get(OFFSETS_TOPIC) else {
+            return Ok(());
+        };
+        let partitions = topic.partitions.len() as i32;
+        self.partitions.store(partitions, Ordering::Release);
         let now = self.clock.now_ms();
         let mut inner = self.lock();
-        let mut loaded = 0;
-        for index in 0..partitions {
-            let Some(p) = replicas.get(OFFSETS_TOPIC, index) else {
+        let mut owned = self.owned.lock().unwrap_or_else(|e| e.into_inner());
+        let mut fx = Effects::default();
+        for (index, pi) in &topic.partitions {
+            let local = replicas
+                .get(OFFSETS_TOPIC, *index)
+                .filter(|_| pi.leader == replicas.node_id());
+            let loaded_at = owned.get(index).copied();
+            if local.is_some() && loaded_at == Some(pi.leader_epoch) {
                 continue;
-            };
-            let mut offset = p.log_start_offset();
-            while offset < p.high_watermark() {
-                let fetched = p.read(offset, 1 << 20, true)?;
-                if fetched.records.is_empty() {
-                    break;
-                }
-                let mut buf = fetched.records.clone();
-                while !buf.is_empty() {
-                    let set = RecordBatchDecoder::decode(&mut buf).map_err(|e| {
-                        anyhow::anyhow!("{OFFSETS_TOPIC}-{index} batch is unreadable: {e}")
-                    })?;
-                    for r in set.records {
-                        offset = offset.max(r.offset + 1);
-                        let Some(key) = r.key else { continue };
-                        match GroupRecord::decode(&key, r.value.as_deref()) {
-                            Ok(rec) => {
-                                inner.machine.load(now, rec);
-                                loaded += 1;
-                            }
-                            Err(e) => tracing::warn!(
-                                partition = index,
-                                offset = r.offset,
-                                cause = %e,
-                                "skipping a record of __consumer_offsets that is not a group record"
-                            ),
-                        }
-                    }
-                }
+            }
+            if loaded_at.is_some() {
+                let index = *index;
+                let dropped = inner
+                    .machine
+                    .unload(|g| partition_for(g, partitions) == index, &mut fx);
+                owned.remove(&index);
+                tracing::info!(
+                    partition = index,
+                    groups = dropped,
+                    "no longer coordinating the groups of {OFFSETS_TOPIC}-{index}"
+                );
+            }
+            if let Some(p) = local {
+                let records = replay(&mut inner.machine, &p, now)?;
+                owned.insert(*index, pi.leader_epoch);
+                tracing::info!(
+                    partition = index,
+                    records,
+                    leader_epoch = pi.leader_epoch,
+                    "coordinating the groups of {OFFSETS_TOPIC}-{index}"
+                );
             }
         }
-        Ok(loaded)
+        drop(owned);
+        for (token, reply) in fx.replies {
+            if let Some(tx) = inner.waiters.remove(&token) {
+                let _ = tx.send(reply);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether this broker coordinates `group_id` now: it leads the group's partition of
+    /// `__consumer_offsets` and has loaded it. `Err` is NOT_COORDINATOR, for the client to
+    /// look the coordinator up again.
+    pub fn owns(&self, group_id: &str) -> Result<(), i16> {
+        let partitions = self.partitions.load(Ordering::Acquire);
+        let owned = self.owned.lock().unwrap_or_else(|e| e.into_inner());
+        if partitions > 0 && owned.contains_key(&partition_for(group_id, partitions)) {
+            Ok(())
+        } else {
+            Err(codes::NOT_COORDINATOR)
+        }
     }
 
     /// Applies effects: persists records (while the lock is held, so records reach the log
@@ -310,6 +347,48 @@ impl GroupCoordinator {
             let _ = tx.send(Reply::Join(JoinResult::error(codes::NOT_COORDINATOR, "")));
         }
     }
+}
+
+/// Replays one partition of `__consumer_offsets` into `machine`, to its log end (a new
+/// leader's records past the high watermark are its own and will be committed); returns
+/// how many group records it read.
+fn replay(
+    machine: &mut Coordinator,
+    p: &crate::partition::Partition,
+    now_ms: i64,
+) -> anyhow::Result<usize> {
+    let mut loaded = 0;
+    let mut offset = p.log_start_offset();
+    let end = p.log_end_offset();
+    while offset < end {
+        let fetched = p.read_for_follower(offset, 1 << 20, true)?;
+        if fetched.records.is_empty() {
+            break;
+        }
+        let mut buf = fetched.records.clone();
+        while !buf.is_empty() {
+            let set = RecordBatchDecoder::decode(&mut buf).map_err(|e| {
+                anyhow::anyhow!("{OFFSETS_TOPIC}-{} batch is unreadable: {e}", p.index)
+            })?;
+            for r in set.records {
+                offset = offset.max(r.offset + 1);
+                let Some(key) = r.key else { continue };
+                match GroupRecord::decode(&key, r.value.as_deref()) {
+                    Ok(rec) => {
+                        machine.load(now_ms, rec);
+                        loaded += 1;
+                    }
+                    Err(e) => tracing::warn!(
+                        partition = p.index,
+                        offset = r.offset,
+                        cause = %e,
+                        "skipping a record of __consumer_offsets that is not a group record"
+                    ),
+                }
+            }
+        }
+    }
+    Ok(loaded)
 }
 
 /// Writes records as one batch per group (each group's records go to its partition).

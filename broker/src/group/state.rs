@@ -541,6 +541,32 @@ impl Coordinator {
         }
     }
 
+    /// Drops the groups `belongs` picks (their `__consumer_offsets` partition moved to
+    /// another coordinator): parked JoinGroup and SyncGroup requests of their members are
+    /// answered NOT_COORDINATOR, so the clients find the new coordinator. Returns how many
+    /// groups were dropped.
+    pub fn unload(&mut self, belongs: impl Fn(&str) -> bool, fx: &mut Effects) -> usize {
+        let gone: Vec<String> = self.groups.keys().filter(|g| belongs(g)).cloned().collect();
+        for id in &gone {
+            let Some(g) = self.groups.remove(id) else {
+                continue;
+            };
+            for m in g.members.values() {
+                if let Some(t) = m.awaiting_join {
+                    fx.replies.push((
+                        t,
+                        Reply::Join(JoinResult::error(codes::NOT_COORDINATOR, &m.id)),
+                    ));
+                }
+                if let Some(t) = m.awaiting_sync {
+                    fx.replies
+                        .push((t, Reply::Sync(SyncResult::error(codes::NOT_COORDINATOR))));
+                }
+            }
+        }
+        gone.len()
+    }
+
     // --- JoinGroup ------------------------------------------------------------------------
 
     pub fn join(&mut self, now_ms: i64, req: JoinRequest, fx: &mut Effects) {

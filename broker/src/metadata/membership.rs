@@ -74,6 +74,79 @@ pub fn leaders_restored_to(image: &MetadataImage, broker: i32) -> Vec<MetadataRe
     out
 }
 
+/// Unclean leader elections: a leaderless partition none of whose in-sync replicas is
+/// live gets its first live replica as leader when `unclean_allowed` says its topic has
+/// unclean.leader.election.enable. That replica may lack acknowledged records, which are
+/// then lost: the ISR becomes the new leader alone, and the other replicas (the old ISR
+/// members too, when they return) truncate to its log.
+pub fn unclean_elections(
+    image: &MetadataImage,
+    unclean_allowed: &dyn Fn(&str) -> bool,
+) -> Vec<MetadataRecord> {
+    let live = |r: &i32| image.brokers.get(r).is_some_and(|b| !b.fenced);
+    let mut out = Vec::new();
+    for t in image.topics.values() {
+        let mut allowed = None;
+        for (index, p) in &t.partitions {
+            if p.leader != -1 || p.isr.iter().any(live) {
+                continue;
+            }
+            let Some(next) = p.replicas.iter().copied().find(live) else {
+                continue;
+            };
+            if !*allowed.get_or_insert_with(|| unclean_allowed(&t.name)) {
+                break;
+            }
+            out.push(changed(t.id, *index, p, next, vec![next]));
+        }
+    }
+    out
+}
+
+/// Preferred-leader elections (Kafka's auto.leader.rebalance.enable): a broker whose
+/// share of non-preferred leaderships (partitions whose first replica, the preferred
+/// leader, is another broker) exceeds `imbalance_percent` of the partitions it prefers to
+/// lead hands each of them back to its preferred leader, where that replica is live and
+/// in sync. Only in-sync replicas lead, so no committed record is lost by the move.
+pub fn preferred_elections(image: &MetadataImage, imbalance_percent: i64) -> Vec<MetadataRecord> {
+    let live = |r: i32| image.brokers.get(&r).is_some_and(|b| !b.fenced);
+    // Per preferred broker: (partitions it prefers, of those led by someone else).
+    let mut share: BTreeMap<i32, (i64, i64)> = BTreeMap::new();
+    for t in image.topics.values() {
+        for p in t.partitions.values() {
+            let Some(&preferred) = p.replicas.first() else {
+                continue;
+            };
+            let e = share.entry(preferred).or_default();
+            e.0 += 1;
+            if p.leader != preferred {
+                e.1 += 1;
+            }
+        }
+    }
+    let imbalanced = |b: i32| {
+        share
+            .get(&b)
+            .is_some_and(|(total, off)| *off * 100 > imbalance_percent * *total)
+    };
+    let mut out = Vec::new();
+    for t in image.topics.values() {
+        for (index, p) in &t.partitions {
+            let Some(&preferred) = p.replicas.first() else {
+                continue;
+            };
+            if p.leader != preferred
+                && p.isr.contains(&preferred)
+                && live(preferred)
+                && imbalanced(preferred)
+            {
+                out.push(changed(t.id, *index, p, preferred, p.isr.clone()));
+            }
+        }
+    }
+    out
+}
+
 /// Fences `broker`: the fence record, and it leaves every ISR and leadership.
 pub fn fence(image: &MetadataImage, broker: i32) -> Vec<MetadataRecord> {
     let mut out = vec![MetadataRecord::BrokerFenced {
@@ -204,6 +277,76 @@ mod tests {
         }
         assert!(!image.brokers[&1].fenced);
         assert_eq!(leaders(&image), vec![(1, 4), (2, 3), (-1, 3)]);
+    }
+
+    #[test]
+    fn an_unclean_election_picks_a_live_out_of_sync_replica_only_where_allowed() {
+        let mut image = image_with(
+            &[(1, true), (2, false), (3, false)],
+            &[(-1, vec![1, 2, 3]), (-1, vec![1]), (2, vec![2, 3])],
+        );
+        // Partition 0's ISR is the dead broker 1 alone; 2 and 3 are live but out of sync.
+        let isr_of_1 = MetadataRecord::Partition {
+            topic_id: Uuid::from_u128(7),
+            partition: 0,
+            replicas: vec![1, 2, 3],
+            isr: vec![1],
+            leader: -1,
+            leader_epoch: 3,
+            partition_epoch: 5,
+        };
+        image.apply(&isr_of_1);
+        assert!(unclean_elections(&image, &|_| false).is_empty());
+        for r in unclean_elections(&image, &|t| t == "t") {
+            image.apply(&r);
+        }
+        let p = &image.topics["t"].partitions;
+        assert_eq!(
+            (p[&0].leader, p[&0].isr.clone(), p[&0].leader_epoch),
+            (2, vec![2], 4)
+        );
+        // Partition 1 has no live replica; partition 2 has a leader: both untouched.
+        assert_eq!(p[&1].leader, -1);
+        assert_eq!(p[&2].leader_epoch, 3);
+        assert!(unclean_elections(&image, &|_| true).is_empty());
+    }
+
+    #[test]
+    fn leadership_goes_back_to_live_in_sync_preferred_replicas_past_the_imbalance() {
+        // Broker 1 prefers partitions 0..4; 2 leads two of them (50 % imbalance). 3 is
+        // fenced, so partition 4 (preferring 3) stays where it is; partition 2 has 1
+        // outside its ISR, so it stays too.
+        let mut image = image_with(
+            &[(1, false), (2, false), (3, true)],
+            &[
+                (2, vec![1, 2]),
+                (2, vec![1, 2]),
+                (1, vec![1, 2]),
+                (1, vec![1, 2]),
+                (2, vec![3, 2]),
+            ],
+        );
+        image.apply(&MetadataRecord::Partition {
+            topic_id: Uuid::from_u128(7),
+            partition: 1,
+            replicas: vec![1, 2],
+            isr: vec![2],
+            leader: 2,
+            leader_epoch: 3,
+            partition_epoch: 5,
+        });
+        assert!(
+            preferred_elections(&image, 50).is_empty(),
+            "exactly at the threshold"
+        );
+        for r in preferred_elections(&image, 10) {
+            image.apply(&r);
+        }
+        assert_eq!(
+            leaders(&image),
+            vec![(1, 4), (2, 3), (1, 3), (1, 3), (2, 3)]
+        );
+        assert!(preferred_elections(&image, 10).is_empty());
     }
 
     #[test]

@@ -119,6 +119,8 @@ pub struct Controller {
 struct MembershipState {
     term: u64,
     last_heartbeat_ms: BTreeMap<i32, i64>,
+    /// When the next preferred-leader check is due (0: one interval from now).
+    next_rebalance_ms: i64,
 }
 
 /// The answer to a broker heartbeat.
@@ -278,6 +280,7 @@ impl Controller {
         if m.term != term {
             m.term = term;
             m.last_heartbeat_ms = self.image().brokers.keys().map(|id| (*id, now)).collect();
+            m.next_rebalance_ms = 0;
         }
         m
     }
@@ -468,6 +471,66 @@ impl Controller {
                 return;
             }
         }
+        // Leaderless partitions whose topic allows it get an out-of-sync leader; checked
+        // here, every tick, so it follows fencing, unfencing and config changes alike.
+        let image = self.image();
+        let default = self.broker_config.get("unclean.leader.election.enable") == Some("true");
+        let allowed = |topic: &str| {
+            image
+                .topic_configs
+                .get(topic)
+                .and_then(|c| c.get("unclean.leader.election.enable"))
+                .map_or(default, |v| v == "true")
+        };
+        let elections = membership::unclean_elections(&image, &allowed);
+        if !elections.is_empty() {
+            tracing::warn!(
+                partitions = elections.len(),
+                "unclean leader election: out-of-sync replicas lead, and what they lack is lost"
+            );
+            if let Err(e) = self.commit(elections).await {
+                tracing::warn!(code = e.code, message = %e.message, "unclean leader election failed");
+            }
+        }
+        if self.rebalance_due() {
+            let image = self.image();
+            let percent = self
+                .broker_config
+                .int("leader.imbalance.per.broker.percentage");
+            let moves = membership::preferred_elections(&image, percent);
+            if !moves.is_empty() {
+                tracing::info!(
+                    partitions = moves.len(),
+                    "moving leaderships back to their preferred replicas"
+                );
+                if let Err(e) = self.commit(moves).await {
+                    tracing::warn!(code = e.code, message = %e.message, "preferred leader election failed");
+                }
+            }
+        }
+    }
+
+    /// Whether a preferred-leader check is due now (auto.leader.rebalance.enable, every
+    /// leader.imbalance.check.interval.seconds, the first one interval after this
+    /// controller became active).
+    fn rebalance_due(&self) -> bool {
+        if self.broker_config.get("auto.leader.rebalance.enable") != Some("true") {
+            return false;
+        }
+        let interval = self
+            .broker_config
+            .int("leader.imbalance.check.interval.seconds")
+            .saturating_mul(1000);
+        let now = self.clock.now_ms();
+        let mut m = self.membership();
+        if m.next_rebalance_ms == 0 {
+            m.next_rebalance_ms = now.saturating_add(interval);
+        }
+        if now < m.next_rebalance_ms {
+            return false;
+        }
+        m.next_rebalance_ms = now.saturating_add(interval);
+        true
     }
 
     /// Validates and (unless `validate_only`) creates topics; one result per topic, in order.

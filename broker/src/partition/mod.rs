@@ -331,16 +331,24 @@ impl Partition {
     /// dropped, and the next is built from what is known. Any other answer (stale epochs,
     /// a controller that is not active, no answer) leaves it pending: a newer image or
     /// the next try settles it, and until then the high watermark waits for both ISRs.
-    pub fn on_isr_answer(&self, sent: &IsrProposal, outcome: &IsrOutcome) {
+    /// Returns the ISR sizes before and after when the change was committed.
+    pub fn on_isr_answer(
+        &self,
+        sent: &IsrProposal,
+        outcome: &IsrOutcome,
+    ) -> Option<(usize, usize)> {
         let leo = self.log_end_offset();
         let mut repl = self.replication.lock().expect("replication lock");
-        let Some(s) = repl.as_mut() else { return };
+        let s = repl.as_mut()?;
         if s.pending.as_ref() != Some(sent) {
-            return;
+            return None;
         }
+        let before = s.isr.len();
+        let mut sizes = None;
         match outcome {
             Ok(p) => {
                 s.on_isr_committed(p.isr.clone(), p.partition_epoch, leo);
+                sizes = Some((before, s.isr.len()));
                 *self.isr.write().expect("isr lock") = s.isr.clone();
                 tracing::info!(topic = %self.topic, partition = self.index, isr = ?s.isr, partition_epoch = s.partition_epoch, "ISR changed");
             }
@@ -361,6 +369,7 @@ impl Partition {
         let hw = s.high_watermark;
         drop(repl);
         self.set_high_watermark(hw);
+        sizes
     }
 
     /// On the leader: (ISR size, replica count, the largest follower lag in offsets), for

@@ -23,6 +23,8 @@ pub struct Metrics {
     pub bytes_out: Counter,
     pub connections: Gauge,
     pub retention_deleted_segments: Counter,
+    pub isr_shrinks: Counter,
+    pub isr_expands: Counter,
     cleaner_bytes: Counter,
     last_clean_time: Family<Labels, Gauge>,
     dirty_ratio: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
@@ -78,6 +80,18 @@ impl Metrics {
             registry.register(name, help, g.clone());
         }
         let retention_deleted_segments = Counter::default();
+        let isr_shrinks = Counter::default();
+        let isr_expands = Counter::default();
+        registry.register(
+            "isr_shrinks",
+            "ISR shrinks the controller committed for partitions this broker leads",
+            isr_shrinks.clone(),
+        );
+        registry.register(
+            "isr_expands",
+            "ISR expansions the controller committed for partitions this broker leads",
+            isr_expands.clone(),
+        );
         let cleaner_bytes = Counter::default();
         let last_clean_time = Family::<Labels, Gauge>::default();
         let dirty_ratio = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
@@ -164,6 +178,8 @@ impl Metrics {
             bytes_out,
             connections,
             retention_deleted_segments,
+            isr_shrinks,
+            isr_expands,
             cleaner_bytes,
             last_clean_time,
             dirty_ratio,

@@ -126,13 +126,20 @@ impl Broker {
         // Opening partitions (recovering their logs) blocks; nothing else runs yet.
         self.replicas.apply_image(&image)?;
         self.replicas.remove_strays(&image);
-        if let Some(t) = image.topics.get(crate::group::OFFSETS_TOPIC) {
-            let loaded = self
-                .groups
-                .load(&self.replicas, t.partitions.len() as i32)?;
-            tracing::info!(records = loaded, "loaded consumer groups");
-        }
+        self.groups.follow_leadership(&self.replicas, &image)?;
         Ok(())
+    }
+
+    /// Makes this broker match a metadata image: its partitions (opened, reconfigured,
+    /// led or followed, deleted), then the consumer groups of the `__consumer_offsets`
+    /// partitions it leads. Blocking (it may open logs and replay groups).
+    pub fn apply_image(&self, image: &crate::metadata::MetadataImage) {
+        if let Err(e) = self.replicas.apply_image(image) {
+            tracing::error!(cause = %e, "applying the metadata image to local partitions failed");
+        }
+        if let Err(e) = self.groups.follow_leadership(&self.replicas, image) {
+            tracing::error!(cause = %e, "loading consumer groups failed");
+        }
     }
 
     /// Registers this broker with the active controller (retrying until it answers): a
@@ -541,7 +548,11 @@ async fn maintain_isrs(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
         {
             Ok(outcomes) => {
                 for ((p, sent, _), outcome) in due.iter().zip(&outcomes) {
-                    p.on_isr_answer(sent, outcome);
+                    match p.on_isr_answer(sent, outcome) {
+                        Some((before, after)) if after < before => broker.metrics.isr_shrinks.inc(),
+                        Some((before, after)) if after > before => broker.metrics.isr_expands.inc(),
+                        _ => 0,
+                    };
                 }
                 unsettled = outcomes.iter().any(|o| o.is_err());
             }
@@ -572,10 +583,7 @@ async fn publish_images(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
                 }
                 let image = images.borrow_and_update().clone();
                 let b = broker.clone();
-                let applied = tokio::task::spawn_blocking(move || b.replicas.apply_image(&image)).await;
-                if let Ok(Err(e)) = applied {
-                    tracing::error!(cause = %e, "applying the metadata image to local partitions failed");
-                }
+                let _ = tokio::task::spawn_blocking(move || b.apply_image(&image)).await;
             }
             _ = stop.changed() => return,
         }
