@@ -744,3 +744,36 @@ def decode_fetch_response_v4(body: bytes) -> dict[tuple[str, int], FetchPartitio
         for index, resp in partitions:
             out[(name, index)] = resp
     return out
+
+
+# --- OffsetForLeaderEpoch v2 (test_replication.py) ----------------------------------------
+
+API_OFFSET_FOR_LEADER_EPOCH = 23
+
+
+def offset_for_leader_epoch_request_v2(
+    topic: str, partitions: list[tuple[int, int, int]], correlation_id: int
+) -> bytes:
+    """A framed OffsetForLeaderEpoch v2 request for (partition, current_leader_epoch,
+    leader_epoch)s of one topic."""
+    items = [int32(p) + int32(current) + int32(epoch) for p, current, epoch in partitions]
+    body = array([string(topic) + array(items)])
+    return frame(request_header_v1(API_OFFSET_FOR_LEADER_EPOCH, 2, correlation_id) + body)
+
+
+def decode_offset_for_leader_epoch_response_v2(body: bytes) -> dict[tuple[str, int], tuple[int, int, int]]:
+    """(topic, partition) -> (error code, leader epoch, end offset)."""
+    r = Reader(body)
+    r.int32()  # throttle time
+    out = {}
+    for topic, parts in r.array(lambda r: (r.string(), r.array(lambda r: (r.int16(), r.int32(), r.int32(), r.int64())))) or []:
+        for code, partition, epoch, end in parts or []:
+            out[(topic, partition)] = (code, epoch, end)
+    return out
+
+
+def offset_for_leader_epoch(host: str, port: int, topic: str, partitions: list[tuple[int, int, int]], timeout_s: float = 5.0):
+    """One OffsetForLeaderEpoch v2 round trip on a fresh connection."""
+    with Connection(host, port, timeout_s) as conn:
+        body = conn.request(offset_for_leader_epoch_request_v2(topic, partitions, 7), 7)
+    return decode_offset_for_leader_epoch_response_v2(body)

@@ -18,8 +18,8 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{
     AllocateProducerIdsRequest, AllocateProducerIdsResponse, DeleteRecordsRequest,
     DeleteRecordsResponse, FetchRequest, FetchResponse, InitProducerIdRequest,
-    InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse, ProduceRequest,
-    ProduceResponse, ProducerId,
+    InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse, OffsetForLeaderEpochRequest,
+    OffsetForLeaderEpochResponse, ProduceRequest, ProduceResponse, ProducerId,
 };
 use std::time::Duration;
 
@@ -366,6 +366,49 @@ fn read_error_code(broker: &Broker, p: &crate::partition::Partition, e: &LogErro
 
 /// ListOffsets: earliest (-2), latest (-1), max timestamp (-3), earliest local (-4, the
 /// same as earliest without tiered storage), or the first offset at a timestamp.
+/// OffsetForLeaderEpoch (KIP-101, KIP-320): where each asked-for leader epoch ends in
+/// this leader's log — the start of the next epoch, or the log end for the latest — so a
+/// consumer (or replica) can check after a leader change that its position is still on
+/// the leader's history. An epoch older than the log's first gives -1/-1, as in Kafka.
+pub fn offset_for_leader_epoch(
+    broker: &Broker,
+    req: OffsetForLeaderEpochRequest,
+) -> OffsetForLeaderEpochResponse {
+    use kafka_protocol::messages::offset_for_leader_epoch_response::{
+        EpochEndOffset as Answer, OffsetForLeaderTopicResult,
+    };
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let out = Answer::default()
+                        .with_partition(p.partition)
+                        .with_leader_epoch(-1)
+                        .with_end_offset(-1);
+                    match broker.replicas.leader_of(&t.topic, p.partition) {
+                        None => out.with_error_code(not_hosted_code(broker, &t.topic, p.partition)),
+                        Some(part) => match leader_epoch_error(&part, p.current_leader_epoch) {
+                            Some(code) => out.with_error_code(code),
+                            None => {
+                                let (epoch, end) = part.end_offset_for_epoch(p.leader_epoch);
+                                out.with_leader_epoch(epoch).with_end_offset(end)
+                            }
+                        },
+                    }
+                })
+                .collect();
+            OffsetForLeaderTopicResult::default()
+                .with_topic(t.topic)
+                .with_partitions(partitions)
+        })
+        .collect();
+    OffsetForLeaderEpochResponse::default().with_topics(topics)
+}
+
 pub fn list_offsets(broker: &Broker, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
     let topics = req
         .topics

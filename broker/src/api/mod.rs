@@ -59,6 +59,9 @@ pub async fn handle(
             ResponseKind::BrokerHeartbeat(quorum::broker_heartbeat(broker, r).await)
         }
         RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(data::list_offsets(broker, r, v)),
+        RequestKind::OffsetForLeaderEpoch(r) => {
+            ResponseKind::OffsetForLeaderEpoch(data::offset_for_leader_epoch(broker, r))
+        }
         RequestKind::DeleteRecords(r) => {
             ResponseKind::DeleteRecords(data::delete_records(broker, r))
         }

@@ -17,6 +17,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 11),
     (ApiKey::Fetch, 4, 16),
     (ApiKey::ListOffsets, 1, 8),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
     (ApiKey::Metadata, 0, 12),
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 7),
@@ -352,6 +353,10 @@ mod tests {
                 ApiKey::ListOffsets => (
                     ListOffsetsRequest::VERSIONS.min,
                     ListOffsetsRequest::VERSIONS.max,
+                ),
+                ApiKey::OffsetForLeaderEpoch => (
+                    kafka_protocol::messages::OffsetForLeaderEpochRequest::VERSIONS.min,
+                    kafka_protocol::messages::OffsetForLeaderEpochRequest::VERSIONS.max,
                 ),
                 ApiKey::Metadata => (MetadataRequest::VERSIONS.min, MetadataRequest::VERSIONS.max),
                 ApiKey::ApiVersions => (
