@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import ConfigResource, NewTopic
+from confluent_kafka.admin import ConfigResource, NewPartitions, NewTopic
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 import kafka_wire as w
@@ -714,3 +714,61 @@ def test_a_voter_and_a_broker_behind_the_snapshot_catch_up_from_it(cluster_facto
     )
     cluster.kill(leader)
     create_topic_via(cluster, 22, f"{topic_name}-after", 1)
+
+
+@pytest.mark.timeout_s(120)
+def test_broker_only_nodes_forward_every_topic_change_to_the_controller(cluster_factory, topic_name):
+    """In split mode a broker holds no voter, so every metadata change an admin client
+    sends it is forwarded to the active controller: CreatePartitions, IncrementalAlterConfigs
+    (SET and DELETE), AlterConfigs and DeleteTopics, each asked of one broker only
+    (confluent-kafka's AdminClient bootstrapped with it), and each visible on the other."""
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry
+
+    cluster = cluster_factory.start(controllers=1, brokers=2)
+    topic = topic_name
+    create_topic_via(cluster, 21, topic, 1)
+    client = admin(cluster.nodes[21].bootstrap)
+    other = cluster.nodes[22]
+
+    client.create_partitions([NewPartitions(topic, 3)], request_timeout=10)[topic].result(timeout=15)
+    wait_topic_led(cluster, topic, 3)
+
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+
+    def configs_seen_by(node) -> dict[str, str]:
+        got = admin(node.bootstrap).describe_configs([resource], request_timeout=10)[resource].result(timeout=15)
+        return {k: v.value for k, v in got.items() if not v.is_default}
+
+    incremental = ConfigResource(
+        ConfigResource.Type.TOPIC,
+        topic,
+        incremental_configs=[
+            ConfigEntry("retention.ms", "3600000", incremental_operation=AlterConfigOpType.SET),
+            ConfigEntry("cleanup.policy", "compact", incremental_operation=AlterConfigOpType.SET),
+        ],
+    )
+    client.incremental_alter_configs([incremental], request_timeout=10)[incremental].result(timeout=15)
+    wait_until(
+        lambda: (c := configs_seen_by(other)).get("retention.ms") == "3600000" and c.get("cleanup.policy") == "compact",
+        CLIENT_TIMEOUT_S,
+        "the incremental change seen by the other broker",
+    )
+    removal = ConfigResource(
+        ConfigResource.Type.TOPIC,
+        topic,
+        incremental_configs=[ConfigEntry("cleanup.policy", "", incremental_operation=AlterConfigOpType.DELETE)],
+    )
+    client.incremental_alter_configs([removal], request_timeout=10)[removal].result(timeout=15)
+    wait_until(lambda: "cleanup.policy" not in configs_seen_by(other), CLIENT_TIMEOUT_S, "the DELETE seen by the other broker")
+
+    # AlterConfigs replaces the whole set of overrides (Kafka's semantics).
+    replace = ConfigResource(ConfigResource.Type.TOPIC, topic, set_config={"segment.ms": "7200000"})
+    client.alter_configs([replace], request_timeout=10)[replace].result(timeout=15)
+    wait_until(lambda: configs_seen_by(other) == {"segment.ms": "7200000"}, CLIENT_TIMEOUT_S, "the replaced overrides")
+
+    client.delete_topics([topic], request_timeout=10)[topic].result(timeout=15)
+    wait_until(
+        lambda: all(topic not in cluster.metadata(via=b).topics for b in cluster.brokers),
+        CLIENT_TIMEOUT_S,
+        "the topic gone from every broker",
+    )

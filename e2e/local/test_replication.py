@@ -172,6 +172,30 @@ def assert_all_there(cluster: Cluster, topic: str, acked: dict[int, bytes]) -> N
     )
 
 
+def strand_the_leader_and_kill_it(cluster: Cluster, topic: str) -> tuple[int, list[int], dict[int, bytes], dict[int, bytes]]:
+    """Partition 0 of an RF 3 topic: writes 20 acks=all records, stops both followers
+    until the controller fences them (the ISR is then the leader alone), writes 50 acks=1
+    records only the leader has, kills the leader with kill -9 and resumes the followers.
+    Returns (leader, followers, the records every replica has, those only the leader had)."""
+    leader, replicas, _ = partition_states(cluster, topic)[0]
+    followers = [r for r in replicas if r != leader]
+    everywhere = produce_acked(cluster.nodes[leader].bootstrap, topic, 1, 20, "all in sync")[0]
+    for r in followers:
+        cluster.pause(r)
+    try:
+        wait_until(
+            lambda: partition_states(cluster, topic, via=leader)[0][2] == [leader],
+            20,
+            "the fenced followers out of the ISR",
+        )
+        alone = produce_acks1(cluster.nodes[leader].bootstrap, topic, 50, "only on the old leader")
+        cluster.kill(leader)
+    finally:
+        for r in followers:
+            cluster.resume(r)
+    return leader, followers, everywhere, alone
+
+
 @pytest.mark.timeout_s(180)
 def test_a_stopped_follower_leaves_the_isr_after_the_lag_time_and_rejoins_once_caught_up(cluster_factory, topic_name):
     """replica.lag.time.max.ms 2 s and sessions long enough that nothing is fenced: the
@@ -241,22 +265,8 @@ def test_a_partition_whose_only_in_sync_replica_died_waits_for_it_and_loses_noth
     cluster = cluster_factory.start(controllers=1, brokers=3)
     topic = topic_name
     create_replicated_topic(cluster, topic, 1, 3, {})
-    leader, replicas, _ = partition_states(cluster, topic)[0]
-    followers = [r for r in replicas if r != leader]
-    acked = produce_acked(cluster.nodes[leader].bootstrap, topic, 1, 20, "all in sync")[0]
-    for r in followers:
-        cluster.pause(r)
-    try:
-        wait_until(
-            lambda: partition_states(cluster, topic, via=leader)[0][2] == [leader],
-            20,
-            "the fenced followers out of the ISR",
-        )
-        acked.update(produce_acks1(cluster.nodes[leader].bootstrap, topic, 50, "leader alone"))
-        cluster.kill(leader)
-    finally:
-        for r in followers:
-            cluster.resume(r)
+    leader, followers, acked, alone = strand_the_leader_and_kill_it(cluster, topic)
+    acked.update(alone)
     witness = followers[0]
     wait_until(
         lambda: cluster.unfenced_brokers(via=witness) == set(followers), 20, f"{leader} fenced, the followers unfenced"
@@ -282,22 +292,7 @@ def test_an_unclean_election_brings_the_partition_back_losing_what_only_the_dead
     cluster = cluster_factory.start(controllers=1, brokers=3)
     topic = topic_name
     create_replicated_topic(cluster, topic, 1, 3, {"unclean.leader.election.enable": "true"})
-    leader, replicas, _ = partition_states(cluster, topic)[0]
-    followers = [r for r in replicas if r != leader]
-    kept = produce_acked(cluster.nodes[leader].bootstrap, topic, 1, 20, "replicated")[0]
-    for r in followers:
-        cluster.pause(r)
-    try:
-        wait_until(
-            lambda: partition_states(cluster, topic, via=leader)[0][2] == [leader],
-            20,
-            "the fenced followers out of the ISR",
-        )
-        lost = produce_acks1(cluster.nodes[leader].bootstrap, topic, 50, "only on the old leader")
-        cluster.kill(leader)
-    finally:
-        for r in followers:
-            cluster.resume(r)
+    leader, followers, kept, lost = strand_the_leader_and_kill_it(cluster, topic)
     witness = followers[0]
     new_leader, _, isr = wait_until(
         lambda: (s := partition_states(cluster, topic, via=witness)[0])[0] in followers and s,
