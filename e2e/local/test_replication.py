@@ -451,6 +451,49 @@ def test_a_leader_cut_off_from_the_controller_acknowledges_nothing_and_loses_not
     assert [r.offset for r in records] == list(range(len(records))), "offsets not dense"
 
 
+@pytest.mark.timeout_s(120)
+def test_elect_leaders_moves_leadership_back_on_request(cluster_factory, topic_name):
+    """With auto.leader.rebalance.enable=false a restarted broker stays a follower; an
+    ElectLeaders request (confluent-kafka's AdminClient.elect_leaders, what
+    kafka-leader-election.sh sends) of type PREFERRED, sent to a broker-only node and
+    forwarded to the controller, hands the partition back to its preferred replica. Asking
+    again is ELECTION_NOT_NEEDED, and an UNCLEAN election of a led partition too."""
+    from confluent_kafka import ElectionType, KafkaError, TopicPartition
+
+    cluster = cluster_factory.start(controllers=1, brokers=3, props={"auto.leader.rebalance.enable": "false"})
+    topic = topic_name
+    create_replicated_topic(cluster, topic, 1, 3, {})
+    preferred = partition_states(cluster, topic)[0][0]
+    cluster.kill(preferred)
+    witness = next(b.node_id for b in cluster.brokers if b.node_id != preferred)
+    wait_until(
+        lambda: partition_states(cluster, topic, via=witness)[0][0] not in (-1, preferred),
+        CLIENT_TIMEOUT_S,
+        "leadership moved off the killed broker",
+    )
+    cluster.start_node(preferred)
+    wait_until(lambda: fully_replicated(cluster, topic, 1, 3), CLIENT_TIMEOUT_S, "the restarted broker back in the ISR")
+    time.sleep(1.5)
+    assert partition_states(cluster, topic)[0][0] != preferred, "leadership moved back with auto rebalance off"
+
+    client = admin(cluster.nodes[witness].bootstrap)
+    tp = TopicPartition(topic, 0)
+
+    def elect(kind):
+        # (confluent-kafka 2.16 cannot parse keyword options to elect_leaders.)
+        result = client.elect_leaders(kind, [tp]).result(timeout=20)
+        [(_, err)] = list(result.items())
+        return err
+
+    assert elect(ElectionType.PREFERRED) is None
+    wait_until(lambda: partition_states(cluster, topic)[0][0] == preferred, CLIENT_TIMEOUT_S, "the preferred replica leading")
+    again = elect(ElectionType.PREFERRED)
+    assert again is not None and again.code() == KafkaError.ELECTION_NOT_NEEDED, again
+    unclean = elect(ElectionType.UNCLEAN)
+    assert unclean is not None and unclean.code() == KafkaError.ELECTION_NOT_NEEDED, unclean
+    produce_acked(cluster.bootstrap(), topic, 1, 20, "after the election")
+
+
 def coordinator_partition(group: str, partitions: int = 50) -> int:
     """Kafka's __consumer_offsets partition of a group: abs(String.hashCode) % partitions."""
     h = 0

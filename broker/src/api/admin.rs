@@ -640,6 +640,69 @@ pub fn describe_quorum(
         .with_partitions(vec![partition])])
 }
 
+/// ElectLeaders (kafka-leader-election.sh): preferred (type 0, the only one before v1) or
+/// unclean (type 1) elections, decided by the active controller.
+pub async fn elect_leaders(
+    broker: &Broker,
+    req: kafka_protocol::messages::ElectLeadersRequest,
+    version: i16,
+) -> kafka_protocol::messages::ElectLeadersResponse {
+    use crate::metadata::membership::ElectionType;
+    use kafka_protocol::messages::elect_leaders_response::{
+        PartitionResult, ReplicaElectionResult,
+    };
+    use kafka_protocol::messages::ElectLeadersResponse;
+    let kind = match if version >= 1 { req.election_type } else { 0 } {
+        0 => ElectionType::Preferred,
+        1 => ElectionType::Unclean,
+        other => {
+            let resp = ElectLeadersResponse::default();
+            return if version >= 1 {
+                resp.with_error_code(codes::INVALID_REQUEST)
+            } else {
+                tracing::debug!(other, "an ElectLeaders v0 request with an election type");
+                resp
+            };
+        }
+    };
+    let asked = req.topic_partitions.map(|topics| {
+        topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| (t.topic.0.to_string(), *p)))
+            .collect::<Vec<_>>()
+    });
+    let outcomes = match broker.controller.elect_leaders(kind, asked.clone()).await {
+        Ok(o) => o,
+        Err(e) if version >= 1 => return ElectLeadersResponse::default().with_error_code(e.code),
+        // v0 has no top-level error: every asked-for partition carries it instead.
+        Err(e) => asked
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(t, p)| (t, p, Err((e.code, e.message.clone()))))
+            .collect(),
+    };
+    let mut results: Vec<ReplicaElectionResult> = Vec::new();
+    for (topic, partition, outcome) in outcomes {
+        let (code, message) = match outcome {
+            Ok(()) => (codes::NONE, None),
+            Err((code, message)) => (code, Some(message)),
+        };
+        let result = PartitionResult::default()
+            .with_partition_id(partition)
+            .with_error_code(code)
+            .with_error_message(message.map(StrBytes::from_string));
+        match results.iter_mut().find(|r| r.topic.0.as_str() == topic) {
+            Some(r) => r.partition_result.push(result),
+            None => results.push(
+                ReplicaElectionResult::default()
+                    .with_topic(TopicName(StrBytes::from_string(topic)))
+                    .with_partition_result(vec![result]),
+            ),
+        }
+    }
+    ElectLeadersResponse::default().with_replica_election_results(results)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,12 +1,13 @@
 //! Forwarding metadata changes to the active controller: a node that is not the Raft
 //! leader sends the change as the Kafka request for it (CreateTopics, DeleteTopics,
 //! CreatePartitions, IncrementalAlterConfigs/AlterConfigs, AllocateProducerIds,
-//! BrokerRegistration, BrokerHeartbeat, AlterPartition) to the active controller's controller listener, and turns the
+//! BrokerRegistration, BrokerHeartbeat, AlterPartition, ElectLeaders) to the active controller's controller listener, and turns the
 //! answer back into the controller's result type. It tries the leader this node knows of
 //! first, then every other voter, until the quorum's request deadline; a controller that
 //! is not active answers NOT_CONTROLLER, and the next one is tried.
 
 use super::isr::IsrChange;
+use super::membership::{ElectionOutcome, ElectionType};
 use super::quorum::QuorumStatus;
 use super::{AlterOp, ApiError, IsrOutcome, NewTopic, PartitionImage};
 use crate::protocol::codes;
@@ -23,13 +24,14 @@ use kafka_protocol::messages::create_partitions_request::{
 use kafka_protocol::messages::create_topics_request::{
     CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig,
 };
+use kafka_protocol::messages::elect_leaders_request::TopicPartitions as ElectTopic;
 use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
 use kafka_protocol::messages::{
     AllocateProducerIdsRequest, AlterConfigsRequest, AlterPartitionRequest, BrokerHeartbeatRequest,
     BrokerId, BrokerRegistrationRequest, CreatePartitionsRequest, CreateTopicsRequest,
-    DeleteTopicsRequest, IncrementalAlterConfigsRequest, TopicName,
+    DeleteTopicsRequest, ElectLeadersRequest, IncrementalAlterConfigsRequest, TopicName,
 };
 use kafka_protocol::protocol::{Request, StrBytes};
 use std::collections::BTreeMap;
@@ -571,6 +573,67 @@ impl ControllerClient {
                         partition_epoch: p.partition_epoch,
                     }),
                 }
+            })
+            .collect())
+    }
+
+    /// ElectLeaders: one outcome per partition the controller answered for.
+    pub async fn elect_leaders(
+        &self,
+        kind: ElectionType,
+        asked: Option<&[(String, i32)]>,
+    ) -> Result<Vec<(String, i32, ElectionOutcome)>, ApiError> {
+        let topics = asked.map(|list| {
+            let mut topics: Vec<ElectTopic> = Vec::new();
+            for (topic, partition) in list {
+                match topics
+                    .iter_mut()
+                    .find(|t| t.topic.0.as_str() == topic.as_str())
+                {
+                    Some(t) => t.partitions.push(*partition),
+                    None => topics.push(
+                        ElectTopic::default()
+                            .with_topic(TopicName(str_bytes(topic)))
+                            .with_partitions(vec![*partition]),
+                    ),
+                }
+            }
+            topics
+        });
+        let req = ElectLeadersRequest::default()
+            .with_election_type(match kind {
+                ElectionType::Preferred => 0,
+                ElectionType::Unclean => 1,
+            })
+            .with_topic_partitions(topics)
+            .with_timeout_ms(self.timeout.as_millis() as i32);
+        let resp = self
+            .call("ElectLeaders", req, |r| {
+                r.error_code == codes::NOT_CONTROLLER
+            })
+            .await?;
+        if resp.error_code != codes::NONE {
+            return Err(ApiError::new(
+                resp.error_code,
+                "The controller refused the ElectLeaders request.",
+            ));
+        }
+        Ok(resp
+            .replica_election_results
+            .into_iter()
+            .flat_map(|t| {
+                let topic = t.topic.0.to_string();
+                t.partition_result.into_iter().map(move |p| {
+                    let outcome = if p.error_code == codes::NONE {
+                        Ok(())
+                    } else {
+                        Err((
+                            p.error_code,
+                            p.error_message.map(|m| m.to_string()).unwrap_or_default(),
+                        ))
+                    };
+                    (topic.clone(), p.partition_id, outcome)
+                })
             })
             .collect())
     }

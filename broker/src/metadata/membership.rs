@@ -147,6 +147,101 @@ pub fn preferred_elections(image: &MetadataImage, imbalance_percent: i64) -> Vec
     out
 }
 
+/// Which leader an ElectLeaders request asks for (Kafka's election types).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElectionType {
+    /// The preferred (first) replica, if it is live and in sync.
+    Preferred,
+    /// A live in-sync replica for a leaderless partition, or else any live replica.
+    Unclean,
+}
+
+/// One partition's outcome of an ElectLeaders request: `Ok` when a leader was elected,
+/// else Kafka's code and why.
+pub type ElectionOutcome = Result<(), (i16, String)>;
+
+/// ElectLeaders on the active controller: for each asked-for partition (every partition
+/// when `asked` is `None`), the outcome Kafka's controller gives and the records of the
+/// elections that happen. For every partition, ELECTION_NOT_NEEDED results are left out,
+/// as Kafka does.
+pub fn elect_leaders(
+    image: &MetadataImage,
+    kind: ElectionType,
+    asked: Option<&[(String, i32)]>,
+) -> (Vec<(String, i32, ElectionOutcome)>, Vec<MetadataRecord>) {
+    use crate::protocol::codes;
+    let live = |r: &i32| image.brokers.get(r).is_some_and(|b| !b.fenced);
+    let wanted: Vec<(String, i32)> = match asked {
+        Some(list) => list.to_vec(),
+        None => image
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.keys().map(|p| (t.name.clone(), *p)))
+            .collect(),
+    };
+    let mut outcomes = Vec::new();
+    let mut records = Vec::new();
+    for (topic, index) in wanted {
+        let found = image
+            .topics
+            .get(&topic)
+            .and_then(|t| t.partitions.get(&index).map(|p| (t.id, p)));
+        let Some((topic_id, p)) = found else {
+            outcomes.push((
+                topic,
+                index,
+                Err((
+                    codes::UNKNOWN_TOPIC_OR_PARTITION,
+                    "No such topic partition.".to_string(),
+                )),
+            ));
+            continue;
+        };
+        let outcome = match kind {
+            ElectionType::Preferred => {
+                let preferred = p.replicas.first().copied().unwrap_or(-1);
+                if p.leader == preferred {
+                    Err((
+                        codes::ELECTION_NOT_NEEDED,
+                        "The preferred replica leads already.".to_string(),
+                    ))
+                } else if !p.isr.contains(&preferred) || !live(&preferred) {
+                    Err((
+                        codes::PREFERRED_LEADER_NOT_AVAILABLE,
+                        format!("The preferred replica {preferred} is not live and in sync."),
+                    ))
+                } else {
+                    records.push(changed(topic_id, index, p, preferred, p.isr.clone()));
+                    Ok(())
+                }
+            }
+            ElectionType::Unclean if p.leader != -1 => Err((
+                codes::ELECTION_NOT_NEEDED,
+                "The partition has a leader.".to_string(),
+            )),
+            ElectionType::Unclean => {
+                if let Some(r) = p.isr.iter().copied().find(|r| live(r)) {
+                    records.push(changed(topic_id, index, p, r, p.isr.clone()));
+                    Ok(())
+                } else if let Some(r) = p.replicas.iter().copied().find(|r| live(r)) {
+                    records.push(changed(topic_id, index, p, r, vec![r]));
+                    Ok(())
+                } else {
+                    Err((
+                        codes::ELIGIBLE_LEADERS_NOT_AVAILABLE,
+                        "No replica of the partition is live.".to_string(),
+                    ))
+                }
+            }
+        };
+        let not_needed = matches!(&outcome, Err((c, _)) if *c == codes::ELECTION_NOT_NEEDED);
+        if asked.is_some() || !not_needed {
+            outcomes.push((topic, index, outcome));
+        }
+    }
+    (outcomes, records)
+}
+
 /// Fences `broker`: the fence record, and it leaves every ISR and leadership.
 pub fn fence(image: &MetadataImage, broker: i32) -> Vec<MetadataRecord> {
     let mut out = vec![MetadataRecord::BrokerFenced {
@@ -347,6 +442,54 @@ mod tests {
             vec![(1, 4), (2, 3), (1, 3), (1, 3), (2, 3)]
         );
         assert!(preferred_elections(&image, 10).is_empty());
+    }
+
+    #[test]
+    fn elect_leaders_answers_as_kafkas_controller() {
+        use crate::protocol::codes;
+        let mut image = image_with(
+            &[(1, false), (2, false), (3, true)],
+            &[
+                (2, vec![1, 2]),
+                (1, vec![1, 2]),
+                (2, vec![3, 2]),
+                (-1, vec![1, 3]),
+            ],
+        );
+        // Partition 3: leaderless with only 3 (fenced) in sync.
+        image.apply(&MetadataRecord::Partition {
+            topic_id: Uuid::from_u128(7),
+            partition: 3,
+            replicas: vec![1, 3],
+            isr: vec![3],
+            leader: -1,
+            leader_epoch: 3,
+            partition_epoch: 5,
+        });
+        let all: Vec<(String, i32)> = (0..5).map(|p| ("t".to_string(), p)).collect();
+        let code = |o: &ElectionOutcome| o.as_ref().err().map_or(codes::NONE, |(c, _)| *c);
+        let (out, records) = elect_leaders(&image, ElectionType::Preferred, Some(&all));
+        let got: Vec<i16> = out.iter().map(|(_, _, o)| code(o)).collect();
+        assert_eq!(
+            got,
+            vec![
+                codes::NONE,
+                codes::ELECTION_NOT_NEEDED,
+                codes::PREFERRED_LEADER_NOT_AVAILABLE,
+                codes::PREFERRED_LEADER_NOT_AVAILABLE,
+                codes::UNKNOWN_TOPIC_OR_PARTITION
+            ]
+        );
+        assert_eq!(records.len(), 1);
+        let (out, records) = elect_leaders(&image, ElectionType::Unclean, None);
+        // Only partition 3 needs one: 1 is live though out of sync, so it leads alone.
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].1, code(&out[0].2)), (3, codes::NONE));
+        for r in &records {
+            image.apply(r);
+        }
+        let p3 = &image.topics["t"].partitions[&3];
+        assert_eq!((p3.leader, p3.isr.clone()), (1, vec![1]));
     }
 
     #[test]

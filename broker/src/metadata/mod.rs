@@ -447,6 +447,33 @@ impl Controller {
         Ok(outcomes)
     }
 
+    /// ElectLeaders: preferred or unclean elections for the asked-for partitions (every
+    /// partition for `None`); one outcome per partition (see [`membership::elect_leaders`]).
+    pub async fn elect_leaders(
+        &self,
+        kind: membership::ElectionType,
+        asked: Option<Vec<(String, i32)>>,
+    ) -> Result<Vec<(String, i32, membership::ElectionOutcome)>, ApiError> {
+        if !self.is_active() {
+            return self.forward.elect_leaders(kind, asked.as_deref()).await;
+        }
+        let _guard = self.changes.lock().await;
+        if !self.is_active() {
+            return Err(self.not_active());
+        }
+        let image = self.image();
+        let (outcomes, records) = membership::elect_leaders(&image, kind, asked.as_deref());
+        if !records.is_empty() {
+            tracing::info!(
+                partitions = records.len(),
+                ?kind,
+                "electing leaders as asked"
+            );
+        }
+        self.commit(records).await?;
+        Ok(outcomes)
+    }
+
     /// Fences brokers whose session expired; the active controller calls it periodically.
     pub async fn expire_sessions(&self) {
         if !self.is_active() {

@@ -27,6 +27,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::ElectLeaders, 0, 2),
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::FindCoordinator, 0, 6),
     (ApiKey::JoinGroup, 2, 9),
@@ -52,6 +53,7 @@ pub const CONTROLLER_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::ElectLeaders, 0, 2),
     (ApiKey::Fetch, 12, 16),
     (ApiKey::FetchSnapshot, 0, 1),
     (ApiKey::BrokerRegistration, 0, 3),
@@ -353,6 +355,10 @@ mod tests {
                 ApiKey::ListOffsets => (
                     ListOffsetsRequest::VERSIONS.min,
                     ListOffsetsRequest::VERSIONS.max,
+                ),
+                ApiKey::ElectLeaders => (
+                    kafka_protocol::messages::ElectLeadersRequest::VERSIONS.min,
+                    kafka_protocol::messages::ElectLeadersRequest::VERSIONS.max,
                 ),
                 ApiKey::OffsetForLeaderEpoch => (
                     kafka_protocol::messages::OffsetForLeaderEpochRequest::VERSIONS.min,
