@@ -249,8 +249,10 @@ def test_a_stopped_follower_leaves_the_isr_after_the_lag_time_and_rejoins_once_c
     acked.update(produce_acked(via_leader, topic, 1, 20, "all back")[0])
     metrics = gauges(cluster.nodes[leader].metrics())
     assert metrics["strom_under_replicated_partitions"] == 0
-    # Two shrinks (one per stopped follower); both may rejoin in one expansion.
-    assert metrics["strom_isr_shrinks_total"] >= 2 and metrics["strom_isr_expands_total"] >= 1, metrics
+    # The counters count changes this leader's AlterPartition answers settled; one whose
+    # image arrived first is settled by the image and not counted, so only at least one
+    # of each is certain (two shrinks happened; both followers may rejoin in one).
+    assert metrics["strom_isr_shrinks_total"] >= 1 and metrics["strom_isr_expands_total"] >= 1, metrics
     assert_all_there(cluster, topic, acked)
 
 
