@@ -149,7 +149,7 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         name: "listeners",
         ty: STR,
         default: Some("PLAINTEXT://127.0.0.1:9092"),
-        doc: "The listeners, NAME://host:port separated by commas; each name's protocol comes from listener.security.protocol.map.",
+        doc: "The listeners, NAME://host:port separated by commas; each name's protocol comes from listener.security.protocol.map. A broker serves every listener not named in controller.listener.names, and clients are told the addresses of the listener they connected to.",
         check: listeners,
     },
     ConfigDef {
@@ -1229,6 +1229,22 @@ impl BrokerConfig {
             .expect("validated at load")
     }
 
+    /// The listener brokers reach each other on: `inter.broker.listener.name`, else the
+    /// first broker listener.
+    pub fn inter_broker_listener_name(&self) -> String {
+        self.explicit("inter.broker.listener.name")
+            .map(str::to_owned)
+            .unwrap_or_else(|| self.listener().name)
+    }
+
+    /// Every broker listener at the address it is published with.
+    pub fn advertised_broker_listeners(&self) -> Vec<Listener> {
+        self.broker_listeners()
+            .iter()
+            .map(|l| self.advertised(l))
+            .collect()
+    }
+
     /// The address published for a broker listener: its `advertised.listeners` entry of
     /// the same name, else where it listens.
     pub fn advertised(&self, listener: &Listener) -> Listener {
@@ -1440,6 +1456,7 @@ impl BrokerConfig {
     }
     pub fn replica_fetcher_config(&self) -> crate::partition::fetcher::FetcherConfig {
         crate::partition::fetcher::FetcherConfig {
+            listener: self.inter_broker_listener_name().into(),
             max_bytes_per_partition: self.replica_fetch_max_bytes(),
             response_max_bytes: self
                 .replica_fetch_response_max_bytes()

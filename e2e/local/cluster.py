@@ -45,12 +45,15 @@ from typing import Callable, Iterable, TypeVar
 
 import kafka_wire as w
 from broker_process import LIVE_BROKERS, READY_TIMEOUT_S, Broker, BrokerStartError
-from link_proxy import BOTH, LinkNetwork
+from link_proxy import BOTH, LinkNetwork, LinkProxy
 
 CONTROLLER_HOST_BASE = 11
 BROKER_HOST_BASE = 21
 PLAINTEXT = "PLAINTEXT"
 CONTROLLER = "CONTROLLER"
+# The second broker listener of a cluster made with replication_listener=True: brokers
+# replicate over it (inter.broker.listener.name), clients use PLAINTEXT.
+REPLICATION = "REPLICATION"
 DEFAULT_RACKS = ("rack-a", "rack-b", "rack-c")
 # Node ports are picked below Linux's ephemeral range (32768+ by default), so no outgoing
 # connection (of a node, a proxy or a client) can take a stopped node's port before it
@@ -127,10 +130,20 @@ class Node(Broker):
     """One cluster node: a Broker process with a node id, roles, a rack and a
     server.properties file holding its whole configuration."""
 
-    def __init__(self, workdir: Path, node_id: int, roles: tuple[str, ...], host: str, rack: str | None):
+    def __init__(
+        self,
+        workdir: Path,
+        node_id: int,
+        roles: tuple[str, ...],
+        host: str,
+        rack: str | None,
+        replication_listener: bool = False,
+    ):
         listeners = {}
         if "broker" in roles:
             listeners[PLAINTEXT] = pick_port(host)
+            if replication_listener:
+                listeners[REPLICATION] = pick_port(host)
         if "controller" in roles:
             listeners[CONTROLLER] = pick_port(host)
         kind = "combined" if len(roles) == 2 else roles[0]
@@ -208,7 +221,12 @@ class Cluster:
         props: dict[str, object] | None = None,
         node_props: dict[int, dict[str, object]] | None = None,
         proxied: bool = True,
+        replication_listener: bool = False,
     ):
+        """replication_listener: brokers also listen on REPLICATION, advertised through
+        one proxy in front of each broker's REPLICATION listener (every follower's
+        connections to that broker cross it), and replicate over it; clients keep
+        PLAINTEXT, which no proxy carries. `cut_replication` blackholes those proxies."""
         if controllers + combined < 1:
             raise ValueError("a cluster needs at least one voter")
         self.dir = Path(tempfile.mkdtemp(prefix="cluster-", dir=base_dir))
@@ -232,9 +250,18 @@ class Cluster:
                 broker_index += 1
             workdir = self.dir / f"node-{node_id}"
             workdir.mkdir()
-            self.nodes[node_id] = Node(workdir, node_id, roles, f"127.0.0.{node_id}", rack)
+            self.nodes[node_id] = Node(
+                workdir, node_id, roles, f"127.0.0.{node_id}", rack, replication_listener and "broker" in roles
+            )
 
         voters = [n for n in self.nodes.values() if n.is_controller]
+        # Into each broker's REPLICATION listener: one proxy shared by every follower (a
+        # broker advertises one address per listener, so links cannot be told apart).
+        self.replication_proxies: dict[int, LinkProxy] = {
+            n.node_id: LinkProxy(f"replication-into-{n.node_id}", n.address(REPLICATION))
+            for n in self.nodes.values()
+            if REPLICATION in n.listeners
+        }
         if proxied:
             for src in self.nodes.values():
                 for dst in voters:
@@ -260,6 +287,13 @@ class Cluster:
         }
         if node.is_broker:
             p["inter.broker.listener.name"] = PLAINTEXT
+        if node.node_id in self.replication_proxies:
+            p["listener.security.protocol.map"] += f",{REPLICATION}:PLAINTEXT"
+            p["inter.broker.listener.name"] = REPLICATION
+            proxy = self.replication_proxies[node.node_id]
+            p["advertised.listeners"] = (
+                f"{PLAINTEXT}://{node.host}:{node.listeners[PLAINTEXT]},{REPLICATION}://{proxy.addr}"
+            )
         p["controller.quorum.voters"] = ",".join(f"{v.node_id}@{self._voter_address(node, v)}" for v in voters)
         if node.rack is not None:
             p["broker.rack"] = node.rack
@@ -393,6 +427,8 @@ class Cluster:
                     LIVE_BROKERS.remove(node)
         finally:
             self.links.close()
+            for proxy in self.replication_proxies.values():
+                proxy.close()
             self._forget_admins()
             if self in LIVE_CLUSTERS:
                 LIVE_CLUSTERS.remove(self)
@@ -417,6 +453,17 @@ class Cluster:
         an RST when reset). Client connections to brokers are never cut."""
         self._need_proxies()
         self.links.cut(self.node(a).node_id, None if b is None else self.node(b).node_id, direction, drop, reset)
+
+    def cut_replication(self, ref: NodeRef, drop: bool = True) -> None:
+        """Blackholes every follower's connections into a broker's REPLICATION listener
+        (both directions; drop also ends the open ones). Its clients and its links to the
+        controllers stay up."""
+        self.replication_proxies[self.node(ref).node_id].cut(drop=drop)
+
+    def heal_replication(self, ref: NodeRef | None = None) -> None:
+        for node_id, proxy in self.replication_proxies.items():
+            if ref is None or self.node(ref).node_id == node_id:
+                proxy.heal()
 
     def isolate(self, ref: NodeRef, drop: bool = True) -> None:
         """Cuts every link of a node both ways and drops its open connections."""

@@ -249,10 +249,8 @@ def test_a_stopped_follower_leaves_the_isr_after_the_lag_time_and_rejoins_once_c
     acked.update(produce_acked(via_leader, topic, 1, 20, "all back")[0])
     metrics = gauges(cluster.nodes[leader].metrics())
     assert metrics["strom_under_replicated_partitions"] == 0
-    # The counters count changes this leader's AlterPartition answers settled; one whose
-    # image arrived first is settled by the image and not counted, so only at least one
-    # of each is certain (two shrinks happened; both followers may rejoin in one).
-    assert metrics["strom_isr_shrinks_total"] >= 1 and metrics["strom_isr_expands_total"] >= 1, metrics
+    # Two shrinks happened (one per stopped follower); both may rejoin in one change.
+    assert metrics["strom_isr_shrinks_total"] == 2 and metrics["strom_isr_expands_total"] >= 1, metrics
     assert_all_there(cluster, topic, acked)
 
 
@@ -451,6 +449,68 @@ def test_a_leader_cut_off_from_the_controller_acknowledges_nothing_and_loses_not
     assert_all_there(cluster, topic, acked)
     records = read_partition(cluster.bootstrap(), topic, 0, timeout_s=CLIENT_TIMEOUT_S)
     assert [r.offset for r in records] == list(range(len(records))), "offsets not dense"
+
+
+@pytest.mark.timeout_s(180)
+def test_a_leader_whose_followers_cannot_reach_it_shrinks_its_isr_and_refuses_acks_all_below_min_isr(
+    cluster_factory, topic_name
+):
+    """Brokers with two listeners: clients on PLAINTEXT, replication on REPLICATION
+    (inter.broker.listener.name), each advertised at its own address — Metadata answers
+    with the addresses of the listener it was asked on. Then the links into the leader's
+    REPLICATION listener are cut while its clients and its controller link stay up: the
+    followers stop fetching, and once they fall behind for replica.lag.time.max.ms the
+    leader takes them out of the ISR through the controller (no election: the leader
+    lives). acks=all is refused with NOT_ENOUGH_REPLICAS below min.insync.replicas 2,
+    acks=1 goes on; after healing the followers catch up over REPLICATION and rejoin,
+    with nothing acknowledged lost and byte-identical replicas."""
+    from confluent_kafka import KafkaError
+
+    import kafka_wire as w
+    from cluster import REPLICATION, Timeouts
+
+    cluster = cluster_factory.start(
+        controllers=1,
+        brokers=3,
+        replication_listener=True,
+        timeouts=Timeouts(session_ms=60000, heartbeat_ms=500),
+        props={"replica.lag.time.max.ms": 2000},
+    )
+    topic = topic_name
+    create_replicated_topic(cluster, topic, 1, 3, {"min.insync.replicas": "2"})
+    leader, replicas, _ = partition_states(cluster, topic)[0]
+    plaintext = {b.node_id: (b.host, b.port) for b in cluster.brokers}
+    replication = {b.node_id: tuple(cluster.replication_proxies[b.node_id].address) for b in cluster.brokers}
+    md = cluster.metadata(via=leader)
+    assert {b[0]: (b[1], b[2]) for b in md.brokers} == plaintext, f"PLAINTEXT clients told {md.brokers}"
+    host, port = cluster.nodes[leader].address(REPLICATION)
+    md = w.metadata(host, port, [topic], timeout_s=5.0)
+    assert {b[0]: (b[1], b[2]) for b in md.brokers} == replication, f"REPLICATION clients told {md.brokers}"
+    via_leader = cluster.nodes[leader].bootstrap
+    acked = produce_acked(via_leader, topic, 1, 20, "all in sync")[0]
+    proxy = cluster.replication_proxies[leader]
+    assert proxy.accepted >= 2, f"the followers should replicate through {proxy}"
+
+    cluster.cut_replication(leader)
+    try:
+        # Followers that have everything stay in sync however long they are silent:
+        # new data makes them fall behind.
+        acked.update(produce_acks1(via_leader, topic, 30, "followers cut off"))
+        wait_until(
+            lambda: partition_states(cluster, topic, via=leader)[0][2] == [leader],
+            20,
+            "the leader alone in the ISR",
+        )
+        assert partition_states(cluster, topic)[0][0] == leader, "the leader lives: no election"
+        refused = produce_all(producer(via_leader, acks="all", retries=0), topic, [{"partition": 0, "value": b"refused"}])
+        err = refused[0][0]
+        assert err is not None and err.code() == KafkaError.NOT_ENOUGH_REPLICAS, f"acks=all below min.insync.replicas: {err}"
+        acked.update(produce_acks1(via_leader, topic, 30, "still cut off"))
+    finally:
+        cluster.heal_replication(leader)
+    wait_until(lambda: fully_replicated(cluster, topic, 1, 3), CLIENT_TIMEOUT_S, "both followers back in the ISR")
+    acked.update(produce_acked(via_leader, topic, 1, 20, "healed")[0])
+    assert_all_there(cluster, topic, acked)
 
 
 @pytest.mark.timeout_s(120)

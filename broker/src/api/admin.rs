@@ -4,7 +4,10 @@
 use super::group::BrokerOffsetsLog;
 use super::{msg, publish};
 use crate::group::OFFSETS_TOPIC;
-use crate::metadata::{validate_topic_name, ApiError, MetadataImage, NewTopic, TopicImage};
+use crate::metadata::image::BrokerRegistration;
+use crate::metadata::{
+    validate_topic_name, ApiError, Endpoint, MetadataImage, NewTopic, TopicImage,
+};
 use crate::protocol::codes;
 use crate::server::Broker;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
@@ -36,33 +39,61 @@ fn topic_name(s: &str) -> TopicName {
     TopicName(str_bytes(s))
 }
 
-fn brokers(image: &MetadataImage) -> Vec<MetadataResponseBroker> {
-    // Fenced brokers are not offered to clients.
+/// The live brokers at their addresses on `listener`. Fenced brokers are not offered to
+/// clients, and a broker without that listener is left out (as Kafka does).
+fn live_endpoints<'a>(
+    image: &'a MetadataImage,
+    listener: &'a str,
+) -> impl Iterator<Item = (&'a BrokerRegistration, &'a Endpoint)> + 'a {
     image
         .live_brokers()
-        .map(|b| {
+        .filter_map(move |b| Some((b, b.endpoint(listener)?)))
+}
+
+fn brokers(image: &MetadataImage, listener: &str) -> Vec<MetadataResponseBroker> {
+    live_endpoints(image, listener)
+        .map(|(b, e)| {
             MetadataResponseBroker::default()
                 .with_node_id(BrokerId(b.id))
-                .with_host(str_bytes(&b.host))
-                .with_port(b.port as i32)
+                .with_host(str_bytes(&e.host))
+                .with_port(e.port as i32)
                 .with_rack(b.rack.as_deref().map(str_bytes))
         })
         .collect()
 }
 
-fn topic_metadata(t: &TopicImage, version: i16) -> MetadataResponseTopic {
+fn topic_metadata(
+    image: &MetadataImage,
+    listener: &str,
+    t: &TopicImage,
+    version: i16,
+) -> MetadataResponseTopic {
     let partitions = t
         .partitions
         .iter()
         .map(|(index, p)| {
-            MetadataResponsePartition::default()
-                .with_error_code(if p.leader < 0 {
-                    codes::LEADER_NOT_AVAILABLE
+            // A leader the client cannot reach on its listener is no leader to it: Kafka
+            // names the missing listener from v6 (a misconfigured advertised.listeners).
+            let reachable = image
+                .brokers
+                .get(&p.leader)
+                .is_some_and(|b| b.endpoint(listener).is_some());
+            let (code, leader) = if p.leader < 0 {
+                (codes::LEADER_NOT_AVAILABLE, p.leader)
+            } else if !reachable && image.brokers.contains_key(&p.leader) {
+                let code = if version >= 6 {
+                    codes::LISTENER_NOT_FOUND
                 } else {
-                    codes::NONE
-                })
+                    codes::LEADER_NOT_AVAILABLE
+                };
+                (code, -1)
+            } else {
+                (codes::NONE, p.leader)
+            };
+            MetadataResponsePartition::default()
+                .with_error_code(code)
                 .with_partition_index(*index)
-                .with_leader_id(BrokerId(p.leader))
+                .with_leader_id(BrokerId(leader))
                 .with_leader_epoch(if version >= 7 { p.leader_epoch } else { -1 })
                 .with_replica_nodes(p.replicas.iter().copied().map(BrokerId).collect())
                 .with_isr_nodes(p.isr.iter().copied().map(BrokerId).collect())
@@ -106,7 +137,12 @@ fn default_topic(name: &str) -> NewTopic {
     }
 }
 
-pub async fn metadata(broker: &Broker, req: MetadataRequest, version: i16) -> MetadataResponse {
+pub async fn metadata(
+    broker: &Broker,
+    listener: &str,
+    req: MetadataRequest,
+    version: i16,
+) -> MetadataResponse {
     let mut image = broker.controller.image();
     // v0 asks for every topic with an empty list; v1+ with null.
     let all = match &req.topics {
@@ -120,7 +156,7 @@ pub async fn metadata(broker: &Broker, req: MetadataRequest, version: i16) -> Me
         topics = image
             .topics
             .values()
-            .map(|t| topic_metadata(t, version))
+            .map(|t| topic_metadata(&image, listener, t, version))
             .collect();
     } else {
         let requested = req.topics.unwrap_or_default();
@@ -171,7 +207,7 @@ pub async fn metadata(broker: &Broker, req: MetadataRequest, version: i16) -> Me
                 None => image.topic_by_id(&t.topic_id),
             };
             topics.push(match found {
-                Some(ti) => topic_metadata(ti, version),
+                Some(ti) => topic_metadata(&image, listener, ti, version),
                 None => {
                     let code = match &t.name {
                         Some(n) if validate_topic_name(&n.0).is_err() => {
@@ -195,7 +231,7 @@ pub async fn metadata(broker: &Broker, req: MetadataRequest, version: i16) -> Me
         }
     }
     let mut resp = MetadataResponse::default()
-        .with_brokers(brokers(&image))
+        .with_brokers(brokers(&image, listener))
         .with_controller_id(BrokerId(controller_for_clients(broker)))
         .with_topics(topics);
     if version >= 2 {
@@ -497,7 +533,11 @@ pub async fn create_partitions(
     CreatePartitionsResponse::default().with_results(results)
 }
 
-pub fn describe_cluster(broker: &Broker, _req: DescribeClusterRequest) -> DescribeClusterResponse {
+pub fn describe_cluster(
+    broker: &Broker,
+    listener: &str,
+    _req: DescribeClusterRequest,
+) -> DescribeClusterResponse {
     let image = broker.controller.image();
     DescribeClusterResponse::default()
         .with_cluster_id(str_bytes(&image.cluster_id))
@@ -505,13 +545,12 @@ pub fn describe_cluster(broker: &Broker, _req: DescribeClusterRequest) -> Descri
         .with_endpoint_type(1)
         .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
         .with_brokers(
-            image
-                .live_brokers()
-                .map(|b| {
+            live_endpoints(&image, listener)
+                .map(|(b, e)| {
                     DescribeClusterBroker::default()
                         .with_broker_id(BrokerId(b.id))
-                        .with_host(str_bytes(&b.host))
-                        .with_port(b.port as i32)
+                        .with_host(str_bytes(&e.host))
+                        .with_port(e.port as i32)
                         .with_rack(b.rack.as_deref().map(str_bytes))
                 })
                 .collect(),
@@ -532,16 +571,21 @@ pub async fn broker_registration(
     {
         return resp.with_error_code(codes::INCONSISTENT_CLUSTER_ID);
     }
-    let Some(listener) = req.listeners.first() else {
-        return resp.with_error_code(codes::INVALID_REQUEST);
-    };
+    let endpoints = req
+        .listeners
+        .iter()
+        .map(|l| Endpoint {
+            name: l.name.to_string(),
+            host: l.host.to_string(),
+            port: l.port,
+        })
+        .collect();
     match broker
         .controller
         .register_broker(
             req.broker_id.0,
             req.rack.as_ref().map(|r| r.to_string()),
-            listener.host.to_string(),
-            listener.port,
+            endpoints,
             req.incarnation_id,
         )
         .await
@@ -706,6 +750,87 @@ pub async fn elect_leaders(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Brokers 1 and 2 with an EXTERNAL listener, broker 3 without; one partition led by
+    /// each.
+    fn two_listener_image() -> (MetadataImage, TopicImage) {
+        use crate::metadata::MetadataRecord;
+        let mut image = MetadataImage::default();
+        for id in 1..=3 {
+            let mut endpoints = vec![Endpoint {
+                name: "INTERNAL".into(),
+                host: format!("10.0.0.{id}"),
+                port: 9094,
+            }];
+            if id != 3 {
+                endpoints.push(Endpoint {
+                    name: "EXTERNAL".into(),
+                    host: format!("broker-{id}.example"),
+                    port: 9092,
+                });
+            }
+            image.apply(&MetadataRecord::RegisterBroker {
+                id,
+                rack: None,
+                endpoints,
+                incarnation_id: None,
+            });
+            image.apply(&MetadataRecord::BrokerFenced { id, fenced: false });
+        }
+        let topic_id = uuid::Uuid::from_u128(7);
+        image.apply(&MetadataRecord::Topic {
+            name: "t".into(),
+            topic_id,
+        });
+        for leader in 1..=3 {
+            image.apply(&MetadataRecord::Partition {
+                topic_id,
+                partition: leader - 1,
+                replicas: vec![1, 2, 3],
+                isr: vec![1, 2, 3],
+                leader,
+                leader_epoch: 0,
+                partition_epoch: 0,
+            });
+        }
+        let topic = image.topics["t"].clone();
+        (image, topic)
+    }
+
+    #[test]
+    fn metadata_names_the_addresses_of_the_listener_asked_on() {
+        let (image, topic) = two_listener_image();
+        let external: Vec<_> = brokers(&image, "EXTERNAL")
+            .iter()
+            .map(|b| (b.node_id.0, b.host.to_string(), b.port))
+            .collect();
+        assert_eq!(
+            external,
+            vec![
+                (1, "broker-1.example".into(), 9092),
+                (2, "broker-2.example".into(), 9092)
+            ]
+        );
+        assert_eq!(brokers(&image, "INTERNAL").len(), 3);
+        assert_eq!(brokers(&image, "INTERNAL")[2].host.as_str(), "10.0.0.3");
+        // A leader without the listener: LISTENER_NOT_FOUND from v6, and no leader id.
+        let leaders = |version| -> Vec<(i16, i32)> {
+            topic_metadata(&image, "EXTERNAL", &topic, version)
+                .partitions
+                .iter()
+                .map(|p| (p.error_code, p.leader_id.0))
+                .collect()
+        };
+        assert_eq!(
+            leaders(12),
+            vec![(0, 1), (0, 2), (codes::LISTENER_NOT_FOUND, -1)]
+        );
+        assert_eq!(leaders(5)[2], (codes::LEADER_NOT_AVAILABLE, -1));
+        assert!(topic_metadata(&image, "INTERNAL", &topic, 12)
+            .partitions
+            .iter()
+            .all(|p| p.error_code == 0));
+    }
 
     #[test]
     fn partition_counts_are_bounded_per_topic_and_per_request() {

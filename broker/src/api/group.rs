@@ -140,9 +140,11 @@ pub fn tick(broker: &Broker) {
     broker.groups.tick(&BrokerOffsetsLog(broker));
 }
 
-/// The coordinator of one key: (node id, host, port), or an error code and message.
+/// The coordinator of one key at its address on `listener`: (node id, host, port), or an
+/// error code and message.
 async fn coordinator_for(
     broker: &Broker,
+    listener: &str,
     key_type: i8,
     key: &str,
 ) -> Result<(i32, String, i32), (i16, String)> {
@@ -176,12 +178,12 @@ async fn coordinator_for(
         .get(OFFSETS_TOPIC)
         .and_then(|t| t.partitions.get(&index))
         .map(|p| p.leader);
-    let endpoint = leader.and_then(|l| image.brokers.get(&l));
-    match endpoint {
+    let coordinator = leader.and_then(|l| image.brokers.get(&l));
+    match coordinator.and_then(|b| Some((b, b.endpoint(listener)?))) {
         // The coordinator is the partition's leader; when that is this broker it must
         // have loaded the partition's groups before it says so.
-        Some(b) if b.id != broker.node_id || broker.groups.owns(key).is_ok() => {
-            Ok((b.id, b.host.clone(), b.port as i32))
+        Some((b, e)) if b.id != broker.node_id || broker.groups.owns(key).is_ok() => {
+            Ok((b.id, e.host.clone(), e.port as i32))
         }
         _ => Err((
             codes::COORDINATOR_NOT_AVAILABLE,
@@ -192,6 +194,7 @@ async fn coordinator_for(
 
 pub async fn find_coordinator(
     broker: &Broker,
+    listener: &str,
     req: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
@@ -200,7 +203,7 @@ pub async fn find_coordinator(
         for key in &req.coordinator_keys {
             coordinators.push({
                 let c = Coordinator::default().with_key(key.clone());
-                match coordinator_for(broker, req.key_type, key).await {
+                match coordinator_for(broker, listener, req.key_type, key).await {
                     Ok((id, host, port)) => c
                         .with_node_id(BrokerId(id))
                         .with_host(s(&host))
@@ -221,7 +224,7 @@ pub async fn find_coordinator(
         KEY_TYPE_GROUP
     };
     let resp = FindCoordinatorResponse::default();
-    match coordinator_for(broker, key_type, &req.key).await {
+    match coordinator_for(broker, listener, key_type, &req.key).await {
         Ok((id, host, port)) => resp
             .with_node_id(BrokerId(id))
             .with_host(s(&host))
@@ -880,7 +883,7 @@ mod tests {
         let peer: SocketAddr = "127.0.0.1:5555".parse().expect("address");
         let resp = crate::api::handle(
             b,
-            crate::server::ListenerKind::Broker,
+            &crate::server::ListenerKind::Broker("PLAINTEXT".into()),
             &header,
             peer,
             key,

@@ -20,17 +20,26 @@ use kafka_protocol::protocol::StrBytes;
 /// Handles one request. `None` means no response is sent (Produce with acks=0).
 pub async fn handle(
     broker: &Broker,
-    kind: ListenerKind,
+    kind: &ListenerKind,
     header: &RequestHeader,
     peer: std::net::SocketAddr,
     api_key: ApiKey,
     body: RequestKind,
 ) -> Option<ResponseKind> {
     let v = header.request_api_version;
+    // Clients are told the addresses of the listener they asked on.
+    let inter_broker;
+    let listener: &str = match kind {
+        ListenerKind::Broker(name) => name,
+        ListenerKind::Controller => {
+            inter_broker = broker.config.inter_broker_listener_name();
+            &inter_broker
+        }
+    };
     Some(match body {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions(
             codes::NONE,
-            crate::protocol::api_table(kind == ListenerKind::Controller),
+            crate::protocol::api_table(*kind == ListenerKind::Controller),
         )),
         RequestKind::BrokerRegistration(r) => {
             ResponseKind::BrokerRegistration(admin::broker_registration(broker, r).await)
@@ -41,11 +50,13 @@ pub async fn handle(
         RequestKind::DescribeQuorum(r) => {
             ResponseKind::DescribeQuorum(admin::describe_quorum(broker, r, v))
         }
-        RequestKind::Metadata(r) => ResponseKind::Metadata(admin::metadata(broker, r, v).await),
+        RequestKind::Metadata(r) => {
+            ResponseKind::Metadata(admin::metadata(broker, listener, r, v).await)
+        }
         RequestKind::Produce(r) => {
             return data::produce(broker, r, v).await.map(ResponseKind::Produce)
         }
-        RequestKind::Fetch(r) if kind == ListenerKind::Controller => {
+        RequestKind::Fetch(r) if *kind == ListenerKind::Controller => {
             ResponseKind::Fetch(quorum::metadata_fetch(broker, r, v).await)
         }
         RequestKind::Fetch(r) => ResponseKind::Fetch(data::fetch(broker, r, v).await),
@@ -78,7 +89,7 @@ pub async fn handle(
             ResponseKind::CreatePartitions(admin::create_partitions(broker, r).await)
         }
         RequestKind::DescribeCluster(r) => {
-            ResponseKind::DescribeCluster(admin::describe_cluster(broker, r))
+            ResponseKind::DescribeCluster(admin::describe_cluster(broker, listener, r))
         }
         RequestKind::DescribeConfigs(r) => {
             ResponseKind::DescribeConfigs(configs::describe_configs(broker, r, v))
@@ -90,7 +101,7 @@ pub async fn handle(
             configs::incremental_alter_configs(broker, r).await,
         ),
         RequestKind::FindCoordinator(r) => {
-            ResponseKind::FindCoordinator(group::find_coordinator(broker, r, v).await)
+            ResponseKind::FindCoordinator(group::find_coordinator(broker, listener, r, v).await)
         }
         RequestKind::JoinGroup(r) => {
             ResponseKind::JoinGroup(group::join_group(broker, header, peer, r, v).await)

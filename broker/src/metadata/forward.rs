@@ -9,6 +9,7 @@
 use super::isr::IsrChange;
 use super::membership::{ElectionOutcome, ElectionType};
 use super::quorum::QuorumStatus;
+use super::records::Endpoint;
 use super::{AlterOp, ApiError, IsrOutcome, NewTopic, PartitionImage};
 use crate::protocol::codes;
 use kafka_protocol::messages::alter_configs_request::{
@@ -436,19 +437,26 @@ impl ControllerClient {
         &self,
         id: i32,
         rack: Option<String>,
-        host: String,
-        port: u16,
+        endpoints: Vec<Endpoint>,
         incarnation_id: Uuid,
     ) -> Result<i64, ApiError> {
         let req = BrokerRegistrationRequest::default()
             .with_broker_id(BrokerId(id))
             .with_incarnation_id(incarnation_id)
             .with_rack(rack.as_deref().map(str_bytes))
-            .with_listeners(vec![RegistrationListener::default()
-                .with_name(str_bytes("PLAINTEXT"))
-                .with_host(str_bytes(&host))
-                .with_port(port)
-                .with_security_protocol(0)]);
+            .with_listeners(
+                endpoints
+                    .iter()
+                    .map(|e| {
+                        // Security protocol 0 is PLAINTEXT, the only one served yet.
+                        RegistrationListener::default()
+                            .with_name(str_bytes(&e.name))
+                            .with_host(str_bytes(&e.host))
+                            .with_port(e.port)
+                            .with_security_protocol(0)
+                    })
+                    .collect(),
+            );
         let resp = self
             .call("BrokerRegistration", req, |r| {
                 r.error_code == codes::NOT_CONTROLLER

@@ -1,7 +1,7 @@
 //! The metadata image: the state that the metadata log's records add up to. It is
 //! immutable once published; a change builds the next image.
 
-use super::records::{ConfigResource, MetadataRecord};
+use super::records::{ConfigResource, Endpoint, MetadataRecord};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use uuid::Uuid;
@@ -10,8 +10,8 @@ use uuid::Uuid;
 pub struct BrokerRegistration {
     pub id: i32,
     pub rack: Option<String>,
-    pub host: String,
-    pub port: u16,
+    /// Every listener the broker serves clients or brokers on, as advertised.
+    pub endpoints: Vec<Endpoint>,
     #[serde(default)]
     pub incarnation_id: Option<Uuid>,
     /// The metadata offset after the registration record: the broker's epoch, and how far
@@ -20,6 +20,15 @@ pub struct BrokerRegistration {
     pub epoch: i64,
     #[serde(default)]
     pub fenced: bool,
+}
+
+impl BrokerRegistration {
+    /// The broker's endpoint on the listener named `listener`: clients are answered with
+    /// the addresses of the listener they came in on, brokers reach each other on the
+    /// inter-broker listener.
+    pub fn endpoint(&self, listener: &str) -> Option<&Endpoint> {
+        self.endpoints.iter().find(|e| e.name == listener)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,8 +103,7 @@ impl MetadataImage {
             MetadataRecord::RegisterBroker {
                 id,
                 rack,
-                host,
-                port,
+                endpoints,
                 incarnation_id,
             } => {
                 self.brokers.insert(
@@ -103,8 +111,7 @@ impl MetadataImage {
                     BrokerRegistration {
                         id: *id,
                         rack: rack.clone(),
-                        host: host.clone(),
-                        port: *port,
+                        endpoints: endpoints.clone(),
                         incarnation_id: *incarnation_id,
                         // The entry being applied has index metadata_offset + 1.
                         epoch: self.metadata_offset + 1,

@@ -166,8 +166,7 @@ mod tests {
             image.apply(&MetadataRecord::RegisterBroker {
                 id,
                 rack: None,
-                host: "h".into(),
-                port: 1,
+                endpoints: crate::metadata::Endpoint::plaintext("h", 1),
                 incarnation_id: None,
             });
             image.apply(&MetadataRecord::BrokerFenced {

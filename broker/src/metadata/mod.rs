@@ -15,7 +15,7 @@ use crate::config::{validate_topic_config, BrokerConfig};
 use crate::protocol::codes;
 pub use image::{MetadataImage, PartitionImage, TopicImage};
 use quorum::{ProposeError, Quorum, QuorumConfig, QuorumStatus};
-pub use records::{ConfigResource, MetadataRecord};
+pub use records::{ConfigResource, Endpoint, MetadataRecord};
 
 /// One partition's answer to an ISR change: its state after it, or the refusing code and why.
 pub type IsrOutcome = Result<PartitionImage, (i16, String)>;
@@ -301,14 +301,19 @@ impl Controller {
         &self,
         id: i32,
         rack: Option<String>,
-        host: String,
-        port: u16,
+        endpoints: Vec<Endpoint>,
         incarnation_id: Uuid,
     ) -> Result<i64, ApiError> {
+        if endpoints.is_empty() {
+            return Err(ApiError::new(
+                codes::INVALID_REQUEST,
+                "A broker registers at least one listener.",
+            ));
+        }
         if !self.is_active() {
             return self
                 .forward
-                .register_broker(id, rack, host, port, incarnation_id)
+                .register_broker(id, rack, endpoints, incarnation_id)
                 .await;
         }
         let _guard = self.changes.lock().await;
@@ -332,8 +337,7 @@ impl Controller {
         let mut records = vec![MetadataRecord::RegisterBroker {
             id,
             rack,
-            host,
-            port,
+            endpoints,
             incarnation_id: Some(incarnation_id),
         }];
         // A new incarnation starts fenced and its log may be behind: the old one's
@@ -1058,7 +1062,12 @@ mod tests {
         assert!(c.wait_for_image(|i| !i.cluster_id.is_empty()).await);
         assert_eq!(c.image().cluster_id, "test-cluster");
         let epoch = c
-            .register_broker(1, None, "127.0.0.1".into(), 9092, Uuid::new_v4())
+            .register_broker(
+                1,
+                None,
+                Endpoint::plaintext("127.0.0.1", 9092),
+                Uuid::new_v4(),
+            )
             .await
             .unwrap();
         // Registered brokers start fenced; a caught-up heartbeat unfences it.
@@ -1107,7 +1116,7 @@ mod tests {
             async move {
                 let incarnation = Uuid::new_v4();
                 let epoch = c
-                    .register_broker(id, None, "h".into(), 1, incarnation)
+                    .register_broker(id, None, Endpoint::plaintext("h", 1), incarnation)
                     .await
                     .unwrap();
                 assert!(
@@ -1150,12 +1159,12 @@ mod tests {
 
         // Another process claiming a live id is refused; a retry of the same one is not.
         let dup = c
-            .register_broker(2, None, "h".into(), 1, Uuid::new_v4())
+            .register_broker(2, None, Endpoint::plaintext("h", 1), Uuid::new_v4())
             .await
             .unwrap_err();
         assert_eq!(dup.code, codes::DUPLICATE_BROKER_REGISTRATION);
         assert_eq!(
-            c.register_broker(2, None, "h".into(), 1, inc2)
+            c.register_broker(2, None, Endpoint::plaintext("h", 1), inc2)
                 .await
                 .unwrap(),
             e2
@@ -1191,7 +1200,7 @@ mod tests {
         // The old epoch is stale once it registers again; the new incarnation is unfenced
         // when caught up and leads its partition again.
         let e2b = c
-            .register_broker(2, None, "h".into(), 1, Uuid::new_v4())
+            .register_broker(2, None, Endpoint::plaintext("h", 1), Uuid::new_v4())
             .await
             .unwrap();
         assert!(e2b > e2);

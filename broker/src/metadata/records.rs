@@ -11,17 +11,36 @@ pub enum ConfigResource {
     Broker(i32),
 }
 
+/// One named listener of a broker, at the address it advertises.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+}
+
+#[cfg(test)]
+impl Endpoint {
+    /// One PLAINTEXT listener: what a test broker registers.
+    pub fn plaintext(host: &str, port: u16) -> Vec<Endpoint> {
+        vec![Endpoint {
+            name: "PLAINTEXT".into(),
+            host: host.into(),
+            port,
+        }]
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum MetadataRecord {
-    /// A broker's registration: its id, rack and client endpoint, and the incarnation (one
-    /// per process start) that registered. A broker starts fenced; the offset of this
-    /// record is its broker epoch.
+    /// A broker's registration: its id, rack and listeners, and the incarnation (one per
+    /// process start) that registered. A broker starts fenced; the offset of this record is
+    /// its broker epoch.
     RegisterBroker {
         id: i32,
         rack: Option<String>,
-        host: String,
-        port: u16,
+        endpoints: Vec<Endpoint>,
         #[serde(default)]
         incarnation_id: Option<Uuid>,
     },

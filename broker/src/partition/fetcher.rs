@@ -17,8 +17,10 @@ use strom_client::Connection;
 use tokio::sync::watch;
 
 /// How a follower fetches (Kafka's replica.fetch.* properties).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct FetcherConfig {
+    /// The leader's listener to fetch from (`inter.broker.listener.name`).
+    pub listener: std::sync::Arc<str>,
     pub max_bytes_per_partition: i32,
     pub response_max_bytes: i32,
     pub min_bytes: i32,
@@ -53,7 +55,7 @@ pub async fn run<H: AsRef<ReplicaManager> + Send + Sync + 'static>(
                     leader,
                     host.clone(),
                     images.clone(),
-                    config,
+                    config.clone(),
                     stop.clone(),
                 ))
             });
@@ -100,7 +102,8 @@ async fn fetch_from<H: AsRef<ReplicaManager> + Send + Sync + 'static>(
                 .borrow()
                 .brokers
                 .get(&leader)
-                .map(|b| format!("{}:{}", b.host, b.port));
+                .and_then(|b| b.endpoint(&config.listener))
+                .map(|e| format!("{}:{}", e.host, e.port));
             let Some(addr) = endpoint else {
                 backoff(&mut stop, config.backoff).await;
                 continue;
@@ -125,7 +128,7 @@ async fn fetch_from<H: AsRef<ReplicaManager> + Send + Sync + 'static>(
             replicas.node_id(),
             replicas.broker_epoch(),
             &partitions,
-            config,
+            &config,
             version,
         );
         let resp = tokio::select! {
@@ -210,7 +213,7 @@ fn fetch_request(
     node_id: i32,
     broker_epoch: i64,
     partitions: &[Arc<Partition>],
-    config: FetcherConfig,
+    config: &FetcherConfig,
     version: i16,
 ) -> FetchRequest {
     let mut topics: Vec<FetchTopic> = Vec::new();

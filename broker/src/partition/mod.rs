@@ -331,7 +331,7 @@ impl Partition {
     /// dropped, and the next is built from what is known. Any other answer (stale epochs,
     /// a controller that is not active, no answer) leaves it pending: a newer image or
     /// the next try settles it, and until then the high watermark waits for both ISRs.
-    /// Returns the ISR sizes before and after when the change was committed.
+    /// Returns the ISR sizes before and after when the answer changed the ISR.
     pub fn on_isr_answer(
         &self,
         sent: &IsrProposal,
@@ -343,12 +343,10 @@ impl Partition {
         if s.pending.as_ref() != Some(sent) {
             return None;
         }
-        let before = s.isr.len();
         let mut sizes = None;
         match outcome {
             Ok(p) => {
-                s.on_isr_committed(p.isr.clone(), p.partition_epoch, leo);
-                sizes = Some((before, s.isr.len()));
+                sizes = s.on_isr_committed(p.isr.clone(), p.partition_epoch, leo);
                 *self.isr.write().expect("isr lock") = s.isr.clone();
                 tracing::info!(topic = %self.topic, partition = self.index, isr = ?s.isr, partition_epoch = s.partition_epoch, "ISR changed");
             }
@@ -458,12 +456,15 @@ impl Partition {
 
     /// Makes this replica's role match the image: a new leader epoch with this broker as
     /// leader starts a fresh leader state; a committed ISR change settles a pending one.
+    /// Returns the ISR sizes before and after when the image changed the ISR of a
+    /// partition this broker went on leading.
     fn apply_leadership(
         &self,
         node_id: i32,
         pi: &crate::metadata::image::PartitionImage,
         now_ms: i64,
-    ) {
+    ) -> Option<(usize, usize)> {
+        let mut changed = None;
         let mut repl = self.replication.lock().expect("replication lock");
         let was = self.leader.swap(pi.leader, Ordering::AcqRel);
         let epoch_before = self
@@ -476,7 +477,7 @@ impl Partition {
             let leo = self.log_end_offset();
             match repl.as_mut() {
                 Some(s) if s.leader_epoch == pi.leader_epoch => {
-                    s.on_isr_committed(pi.isr.clone(), pi.partition_epoch, leo);
+                    changed = s.on_isr_committed(pi.isr.clone(), pi.partition_epoch, leo);
                 }
                 _ => {
                     // A single replica's log is all acknowledged; otherwise the high
@@ -518,6 +519,7 @@ impl Partition {
             // Parked acks=all produces re-check who leads.
             self.hw_watch.send_replace(self.high_watermark());
         }
+        changed
     }
 
     /// Plans a read at `offset`; see [`Log::plan_read`].
@@ -710,6 +712,27 @@ pub struct ReplicaManager {
     broker_epoch: AtomicI64,
     /// Wakes the ISR task when a follower caught up and may join an ISR.
     isr_wake: tokio::sync::Notify,
+    /// ISR changes of partitions this broker leads, as committed by the controller.
+    isr_changes: IsrChangeCounts,
+}
+
+/// How often the ISRs of a broker's led partitions shrank and expanded (Kafka's
+/// IsrShrinksPerSec / IsrExpandsPerSec as running totals).
+#[derive(Debug, Default)]
+pub struct IsrChangeCounts {
+    pub shrinks: AtomicU64,
+    pub expands: AtomicU64,
+}
+
+impl IsrChangeCounts {
+    /// Counts a change given as the ISR sizes before and after it.
+    pub fn record(&self, sizes: Option<(usize, usize)>) {
+        match sizes {
+            Some((before, after)) if after < before => self.shrinks.fetch_add(1, Ordering::Relaxed),
+            Some((before, after)) if after > before => self.expands.fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
+    }
 }
 
 impl ReplicaManager {
@@ -740,8 +763,13 @@ impl ReplicaManager {
             last_checkpoint: Mutex::new(HashMap::new()),
             broker_epoch: AtomicI64::new(-1),
             isr_wake: tokio::sync::Notify::new(),
+            isr_changes: IsrChangeCounts::default(),
             log_dirs,
         }
+    }
+
+    pub fn isr_changes(&self) -> &IsrChangeCounts {
+        &self.isr_changes
     }
 
     /// Writes each log dir's high-watermark checkpoint (atomically, only when it changed).
@@ -937,7 +965,8 @@ impl ReplicaManager {
             );
             if let Some(p) = partitions.get(&(topic.clone(), index)) {
                 p.set_config(cfg);
-                p.apply_leadership(self.node_id, pi, now);
+                self.isr_changes
+                    .record(p.apply_leadership(self.node_id, pi, now));
                 continue;
             }
             let dir = self.partition_dir(&topic, index, &partitions);

@@ -257,14 +257,25 @@ impl LeaderState {
 
     /// The controller committed a new ISR (from the AlterPartition answer or a newer
     /// image): the pending change is settled either way.
-    pub fn on_isr_committed(&mut self, isr: Vec<i32>, partition_epoch: i32, leader_end: i64) {
+    /// Returns the ISR sizes before and after when this changed the ISR (an older or the
+    /// same committed ISR changes nothing), so each change is counted once, whichever of
+    /// the answer and the image brings it first.
+    pub fn on_isr_committed(
+        &mut self,
+        isr: Vec<i32>,
+        partition_epoch: i32,
+        leader_end: i64,
+    ) -> Option<(usize, usize)> {
         if partition_epoch < self.partition_epoch {
-            return;
+            return None;
         }
+        let sizes = (partition_epoch > self.partition_epoch && isr != self.isr)
+            .then_some((self.isr.len(), isr.len()));
         self.isr = isr;
         self.partition_epoch = partition_epoch;
         self.pending = None;
         self.advance_high_watermark(leader_end);
+        sizes
     }
 
     /// The controller refused the change (a newer partition epoch exists, or a member is
@@ -350,8 +361,13 @@ mod tests {
         );
         // Until the controller commits, the high watermark still waits for 3.
         assert_eq!(s.on_follower_fetch(2, 130, 130, 31_100), None);
-        s.on_isr_committed(vec![1, 2], 8, 130);
+        assert_eq!(s.on_isr_committed(vec![1, 2], 8, 130), Some((3, 2)));
         assert_eq!(s.high_watermark, 130, "committed shrink lets it advance");
+        // The same change arriving by the other path (answer, then image) counts once; an
+        // older image changes nothing.
+        assert_eq!(s.on_isr_committed(vec![1, 2], 8, 130), None);
+        assert_eq!(s.on_isr_committed(vec![1, 2, 3], 7, 130), None);
+        assert_eq!(s.isr, vec![1, 2]);
         // 3 comes back: fetching below the HW keeps it out; at the HW it is proposed back.
         s.on_follower_fetch(3, 120, 130, 50_000);
         assert_eq!(s.isr_proposal(130, 50_000, LAG, &|_, _| true), None);

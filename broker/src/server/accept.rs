@@ -96,7 +96,7 @@ async fn accept_any(
     }
     let accepts = listeners
         .iter()
-        .map(|(l, kind)| Box::pin(async move { (l.accept().await, *kind) }));
+        .map(|(l, kind)| Box::pin(async move { (l.accept().await, kind.clone()) }));
     futures::future::select_all(accepts).await.0
 }
 

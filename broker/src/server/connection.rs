@@ -91,7 +91,7 @@ pub async fn serve(
                     // The frame's budget is held until it has been handled.
                     let held = permit.take();
                     deadline = None;
-                    let handled = handle_frame(&broker, frame, peer, kind).await;
+                    let handled = handle_frame(&broker, frame, peer, &kind).await;
                     drop(held);
                     match handled {
                         Ok(Some(resp)) => {
@@ -187,10 +187,10 @@ async fn handle_frame(
     broker: &Broker,
     frame: Bytes,
     peer: SocketAddr,
-    kind: ListenerKind,
+    kind: &ListenerKind,
 ) -> Result<Option<Bytes>, String> {
-    let table = crate::protocol::api_table(kind == ListenerKind::Controller);
-    if kind == ListenerKind::Controller
+    let table = crate::protocol::api_table(*kind == ListenerKind::Controller);
+    if *kind == ListenerKind::Controller
         && frame.len() >= 8
         && i16::from_be_bytes([frame[0], frame[1]]) == RAFT_API_KEY
     {

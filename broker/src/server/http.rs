@@ -52,7 +52,9 @@ async fn respond(mut stream: TcpStream, broker: &Broker) -> std::io::Result<()> 
             (
                 "200 OK",
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                broker.metrics.render(&partitions),
+                broker
+                    .metrics
+                    .render(&partitions, broker.replicas.isr_changes()),
             )
         }
         ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".to_string()),

@@ -249,7 +249,22 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition, after refreshing the gauges computed on demand.
-    pub fn render(&self, partitions: &[std::sync::Arc<crate::partition::Partition>]) -> String {
+    pub fn render(
+        &self,
+        partitions: &[std::sync::Arc<crate::partition::Partition>],
+        isr_changes: &crate::partition::IsrChangeCounts,
+    ) -> String {
+        // Running totals kept by the replica manager; fetch_max keeps the counters
+        // monotonic when two scrapes race.
+        for (counter, total) in [
+            (&self.isr_shrinks, &isr_changes.shrinks),
+            (&self.isr_expands, &isr_changes.expands),
+        ] {
+            counter.inner().fetch_max(
+                total.load(std::sync::atomic::Ordering::Relaxed),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
         self.partitions.set(partitions.len() as i64);
         self.log_size_bytes
             .set(partitions.iter().map(|p| p.size_bytes()).sum::<u64>() as i64);

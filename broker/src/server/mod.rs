@@ -10,7 +10,7 @@ pub mod metrics;
 
 use crate::clock::Clock;
 use crate::config::BrokerConfig;
-use crate::metadata::{Controller, METADATA_LOG_DIR};
+use crate::metadata::{Controller, Endpoint, METADATA_LOG_DIR};
 use crate::partition::ReplicaManager;
 use anyhow::Context;
 use std::path::PathBuf;
@@ -145,7 +145,16 @@ impl Broker {
     /// Registers this broker with the active controller (retrying until it answers): a
     /// new broker epoch, fenced until a heartbeat finds it caught up.
     async fn register(&self) {
-        let advertised = self.config.advertised_listener();
+        let endpoints: Vec<Endpoint> = self
+            .config
+            .advertised_broker_listeners()
+            .into_iter()
+            .map(|l| Endpoint {
+                name: l.name,
+                host: l.host,
+                port: l.port,
+            })
+            .collect();
         let mut attempts = 0u32;
         loop {
             match self
@@ -153,8 +162,7 @@ impl Broker {
                 .register_broker(
                     self.node_id,
                     self.config.rack(),
-                    advertised.host.clone(),
-                    advertised.port,
+                    endpoints.clone(),
                     self.incarnation_id,
                 )
                 .await
@@ -353,24 +361,27 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let roles = config.roles();
-    let broker_listener = roles.broker.then(|| config.listener());
-    let controller_listener = config.controller_listener().filter(|_| roles.controller);
+    let mut to_bind: Vec<(crate::config::Listener, ListenerKind)> = Vec::new();
+    if roles.broker {
+        for l in config.broker_listeners() {
+            let kind = ListenerKind::Broker(l.name.as_str().into());
+            to_bind.push((l, kind));
+        }
+    }
+    if let Some(l) = config.controller_listener().filter(|_| roles.controller) {
+        to_bind.push((l, ListenerKind::Controller));
+    }
     let http_addr = config.http_listener();
     let shutdown_timeout = Duration::from_millis(config.shutdown_timeout_ms());
     let _locks = lock::lock_log_dirs(&config.log_dirs())?;
     let broker = Arc::new(Broker::open(config, clock)?);
     let mut listeners = Vec::new();
-    for (listener, kind) in [
-        (broker_listener, ListenerKind::Broker),
-        (controller_listener, ListenerKind::Controller),
-    ] {
-        if let Some(l) = listener {
-            let addr = l.address();
-            let bound = TcpListener::bind(&addr)
-                .await
-                .with_context(|| format!("listeners: cannot listen on {addr} ({})", l.name))?;
-            listeners.push((bound, kind, addr));
-        }
+    for (l, kind) in to_bind {
+        let addr = l.address();
+        let bound = TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("listeners: cannot listen on {addr} ({})", l.name))?;
+        listeners.push((bound, kind, addr));
     }
     let http_listener = TcpListener::bind(http_addr)
         .await
@@ -472,11 +483,12 @@ pub async fn run(
     Ok(())
 }
 
-/// Which listener a connection arrived on: clients on broker listeners, peers and brokers
+/// Which listener a connection arrived on: clients and brokers on broker listeners (by
+/// name: Metadata answers with the addresses of the listener asked on), peers and brokers
 /// on the controller listener (Raft traffic and controller APIs are served only there).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListenerKind {
-    Broker,
+    Broker(Arc<str>),
     Controller,
 }
 
@@ -548,11 +560,10 @@ async fn maintain_isrs(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
         {
             Ok(outcomes) => {
                 for ((p, sent, _), outcome) in due.iter().zip(&outcomes) {
-                    match p.on_isr_answer(sent, outcome) {
-                        Some((before, after)) if after < before => broker.metrics.isr_shrinks.inc(),
-                        Some((before, after)) if after > before => broker.metrics.isr_expands.inc(),
-                        _ => 0,
-                    };
+                    broker
+                        .replicas
+                        .isr_changes()
+                        .record(p.on_isr_answer(sent, outcome));
                 }
                 unsettled = outcomes.iter().any(|o| o.is_err());
             }
