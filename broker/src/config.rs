@@ -109,6 +109,9 @@ fn process_roles(v: &str) -> Result<(), String> {
 fn listeners(v: &str) -> Result<(), String> {
     parse_listeners(v).map(|_| ())
 }
+fn host_ports(v: &str) -> Result<(), String> {
+    parse_host_ports(v).map(|_| ())
+}
 fn voters(v: &str) -> Result<(), String> {
     parse_voters(v).map(|_| ())
 }
@@ -207,6 +210,13 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         default: None,
         doc: "The controller voters as id@host:port separated by commas (their controller listeners); unset, a single broker,controller node is its own quorum.",
         check: voters,
+    },
+    ConfigDef {
+        name: "controller.quorum.bootstrap.servers",
+        ty: LIST,
+        default: None,
+        doc: "Controller addresses (host:port, separated by commas) a broker-only node asks for the voters when controller.quorum.voters is unset (KIP-853). A controller may name only its own controller listener here: it is then a quorum of one, as after kafka-storage format --standalone. A dynamic quorum of several controllers is not supported.",
+        check: host_ports,
     },
     ConfigDef {
         name: "broker.session.timeout.ms",
@@ -1048,6 +1058,22 @@ fn parse_listeners(v: &str) -> Result<Vec<Listener>, String> {
     Ok(out)
 }
 
+fn parse_host_ports(v: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (_, port) = item
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{item} must be host:port"))?;
+        port.parse::<u16>()
+            .map_err(|_| format!("{item}: the port must be a number"))?;
+        out.push(item.to_owned());
+    }
+    if out.is_empty() {
+        return Err("at least one host:port is needed".into());
+    }
+    Ok(out)
+}
+
 fn parse_voters(v: &str) -> Result<BTreeMap<i32, String>, String> {
     let mut out = BTreeMap::new();
     for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -1103,6 +1129,8 @@ pub struct Roles {
 #[derive(Debug, Clone, Default)]
 pub struct BrokerConfig {
     explicit: BTreeMap<String, String>,
+    /// The voters a broker-only node learned from controller.quorum.bootstrap.servers.
+    discovered_voters: Option<BTreeMap<i32, String>>,
 }
 
 impl BrokerConfig {
@@ -1150,12 +1178,16 @@ impl BrokerConfig {
             errors.extend(
                 BrokerConfig {
                     explicit: explicit.clone(),
+                    discovered_voters: None,
                 }
                 .cross_check(),
             );
         }
         match errors.len() {
-            0 => Ok(BrokerConfig { explicit }),
+            0 => Ok(BrokerConfig {
+                explicit,
+                discovered_voters: None,
+            }),
             1 => Err(errors.remove(0)),
             _ => Err(ConfigError::Several(errors)),
         }
@@ -1259,8 +1291,13 @@ impl BrokerConfig {
     }
 
     /// The controller voters by node id, with the address of each one's controller
-    /// listener. Unset, a combined node is the only voter (the zero-argument start).
+    /// listener: controller.quorum.voters, else what a broker-only node learned from
+    /// controller.quorum.bootstrap.servers; unset on a controller, it is the only voter
+    /// (the zero-argument start, or a standalone quorum named by the bootstrap servers).
     pub fn voters(&self) -> BTreeMap<i32, String> {
+        if let Some(found) = &self.discovered_voters {
+            return found.clone();
+        }
         match self.explicit("controller.quorum.voters") {
             Some(v) => parse_voters(v).expect("validated at load"),
             None => {
@@ -1270,6 +1307,25 @@ impl BrokerConfig {
                 BTreeMap::from([(self.node_id(), me.address())])
             }
         }
+    }
+
+    /// The controller.quorum.bootstrap.servers of a broker-only node that must learn the
+    /// voters from them (`None` when the voters are configured or known).
+    pub fn voters_to_discover(&self) -> Option<Vec<String>> {
+        if self.discovered_voters.is_some()
+            || self.roles().controller
+            || self.explicit("controller.quorum.voters").is_some()
+        {
+            return None;
+        }
+        self.explicit("controller.quorum.bootstrap.servers")
+            .map(|v| parse_host_ports(v).expect("validated at load"))
+    }
+
+    /// This configuration with the voters a bootstrap server named.
+    pub fn with_discovered_voters(mut self, voters: BTreeMap<i32, String>) -> BrokerConfig {
+        self.discovered_voters = Some(voters);
+        self
     }
 
     pub fn broker_session_timeout_ms(&self) -> i64 {
@@ -1289,6 +1345,31 @@ impl BrokerConfig {
     }
     pub fn snapshot_bytes(&self) -> u64 {
         self.int("metadata.log.max.record.bytes.between.snapshots") as u64
+    }
+
+    /// Whether controller.quorum.bootstrap.servers names exactly this controller's own
+    /// controller listener (Kafka 4's quick-start configuration): by port, with a host it
+    /// listens or advertises on, or a loopback or wildcard name.
+    fn bootstrap_names_only_me(&self, bootstrap: &str) -> bool {
+        let Ok(servers) = parse_host_ports(bootstrap) else {
+            return false;
+        };
+        let Some(me) = self.controller_listener() else {
+            return false;
+        };
+        let advertised = self.advertised(&me);
+        let [only] = servers.as_slice() else {
+            return false;
+        };
+        let Some((host, port)) = only.rsplit_once(':') else {
+            return false;
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        port.parse::<u16>().ok() == Some(me.port)
+            && (host == me.host
+                || host == advertised.host
+                || matches!(host, "localhost" | "0.0.0.0" | "::" | "::1" | "")
+                || host.starts_with("127."))
     }
 
     /// Checks the properties against each other, as Kafka's KafkaConfig validation does;
@@ -1328,6 +1409,14 @@ impl BrokerConfig {
                     ),
                 ));
             }
+            if let Some(bootstrap) = self.explicit("controller.quorum.bootstrap.servers") {
+                if !voters_set && !self.bootstrap_names_only_me(bootstrap) {
+                    errors.push(invalid(
+                        "controller.quorum.bootstrap.servers",
+                        "a dynamic quorum of several controllers (KIP-853) is not supported: name the voters in controller.quorum.voters (a controller may name only its own controller listener here, a quorum of one)".into(),
+                    ));
+                }
+            }
             let multi = voters.len() > 1;
             if (multi || !roles.broker) && self.controller_listener().is_none() {
                 errors.push(invalid(
@@ -1335,12 +1424,16 @@ impl BrokerConfig {
                     "a controller in a quorum of several voters (or a controller-only node) needs a listener named in controller.listener.names".into(),
                 ));
             }
-        } else if !voters_set {
+        } else if !voters_set
+            && self
+                .explicit("controller.quorum.bootstrap.servers")
+                .is_none()
+        {
             errors.push(invalid(
                 "controller.quorum.voters",
-                "a broker-only node must name the controller voters it follows".into(),
+                "a broker-only node must name the controller voters it follows (or controller.quorum.bootstrap.servers to ask them)".into(),
             ));
-        } else if voters.contains_key(&self.node_id()) {
+        } else if voters_set && voters.contains_key(&self.node_id()) {
             errors.push(invalid(
                 "controller.quorum.voters",
                 format!(
@@ -1379,16 +1472,13 @@ impl BrokerConfig {
         }
         if let Some(v) = self.explicit("advertised.listeners") {
             if let Ok(adv) = parse_listeners(v) {
+                // A controller listener may be advertised too (Kafka 3.9+, KIP-853); it is
+                // never offered to clients.
                 for a in adv {
                     if !listeners.iter().any(|l| l.name == a.name) {
                         errors.push(invalid(
                             "advertised.listeners",
                             format!("{} is not one of the listeners", a.name),
-                        ));
-                    } else if controller_names.contains(&a.name) {
-                        errors.push(invalid(
-                            "advertised.listeners",
-                            format!("the controller listener {} is not advertised", a.name),
                         ));
                     }
                 }
@@ -1824,6 +1914,20 @@ mod tests {
                 vec!["controller.quorum.voters=1@nowhere"],
                 "controller.quorum.voters",
             ),
+            // A dynamic quorum of several controllers (KIP-853).
+            (
+                vec![
+                    "process.roles=controller",
+                    "listeners=CONTROLLER://h:2",
+                    "controller.listener.names=CONTROLLER",
+                    "controller.quorum.bootstrap.servers=h:2,g:2",
+                ],
+                "controller.quorum.bootstrap.servers",
+            ),
+            (
+                vec!["controller.quorum.bootstrap.servers=h"],
+                "controller.quorum.bootstrap.servers",
+            ),
         ] {
             let e = load(&props).unwrap_err();
             assert!(e.to_string().contains(name), "{props:?}: {e}");
@@ -1835,6 +1939,45 @@ mod tests {
             BTreeMap::from([(1, "127.0.0.1:9092".to_string())])
         );
         assert!(alone.roles().broker && alone.roles().controller);
+    }
+
+    #[test]
+    fn bootstrap_servers_name_the_voters_to_ask_or_a_standalone_controller() {
+        let load = |props: &[&str]| {
+            BrokerConfig::load(
+                None,
+                &props.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            )
+        };
+        // Kafka 4's quick-start server.properties: a combined node whose bootstrap server
+        // is its own controller listener, advertised too.
+        let standalone = load(&[
+            "listeners=PLAINTEXT://:9092,CONTROLLER://:9093",
+            "advertised.listeners=PLAINTEXT://localhost:9092,CONTROLLER://localhost:9093",
+            "controller.listener.names=CONTROLLER",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "controller.quorum.bootstrap.servers=localhost:9093",
+        ])
+        .unwrap();
+        assert_eq!(standalone.voters().keys().copied().collect::<Vec<_>>(), [1]);
+        assert_eq!(standalone.voters_to_discover(), None);
+        // A broker-only node learns its voters from the bootstrap servers.
+        let broker = load(&[
+            "process.roles=broker",
+            "node.id=7",
+            "controller.quorum.bootstrap.servers=c1:9093, c2:9093",
+            "controller.listener.names=CONTROLLER",
+        ])
+        .unwrap();
+        assert_eq!(
+            broker.voters_to_discover(),
+            Some(vec!["c1:9093".to_string(), "c2:9093".to_string()])
+        );
+        let found = BTreeMap::from([(1, "c1:9093".to_string()), (2, "c2:9093".to_string())]);
+        let broker = broker.with_discovered_voters(found.clone());
+        assert_eq!(broker.voters(), found);
+        assert_eq!(broker.voters_to_discover(), None);
+        assert_eq!(broker.offsets_topic_replication_factor(), 3);
     }
 
     #[test]

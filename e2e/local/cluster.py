@@ -222,8 +222,12 @@ class Cluster:
         node_props: dict[int, dict[str, object]] | None = None,
         proxied: bool = True,
         replication_listener: bool = False,
+        brokers_bootstrap: bool = False,
     ):
-        """replication_listener: brokers also listen on REPLICATION, advertised through
+        """brokers_bootstrap: broker-only nodes get controller.quorum.bootstrap.servers
+        (every voter) instead of controller.quorum.voters and learn the voters from a
+        controller (KIP-853's DescribeQuorum v2); needs proxied=False, since a controller
+        names the voters as it reaches them. replication_listener: brokers also listen on REPLICATION, advertised through
         one proxy in front of each broker's REPLICATION listener (every follower's
         connections to that broker cross it), and replicate over it; clients keep
         PLAINTEXT, which no proxy carries. `cut_replication` blackholes those proxies."""
@@ -232,6 +236,9 @@ class Cluster:
         self.dir = Path(tempfile.mkdtemp(prefix="cluster-", dir=base_dir))
         self.timeouts = timeouts
         self.proxied = proxied
+        if brokers_bootstrap and proxied:
+            raise ValueError("brokers_bootstrap needs proxied=False")
+        self.brokers_bootstrap = brokers_bootstrap
         self.links = LinkNetwork()
         self.nodes: dict[int, Node] = {}
         racks = list(racks) if racks else []
@@ -294,7 +301,10 @@ class Cluster:
             p["advertised.listeners"] = (
                 f"{PLAINTEXT}://{node.host}:{node.listeners[PLAINTEXT]},{REPLICATION}://{proxy.addr}"
             )
-        p["controller.quorum.voters"] = ",".join(f"{v.node_id}@{self._voter_address(node, v)}" for v in voters)
+        if self.brokers_bootstrap and not node.is_controller:
+            p["controller.quorum.bootstrap.servers"] = ",".join(self._voter_address(node, v) for v in voters)
+        else:
+            p["controller.quorum.voters"] = ",".join(f"{v.node_id}@{self._voter_address(node, v)}" for v in voters)
         if node.rack is not None:
             p["broker.rack"] = node.rack
         p["log.dirs"] = node.base_properties["log.dirs"]

@@ -543,6 +543,29 @@ def test_three_combined_nodes_form_a_cluster(cluster_factory, topic_name):
     assert_partitions_hold(cluster.nodes[13].bootstrap, topic_name, produced)
 
 
+@pytest.mark.timeout_s(150)
+def test_brokers_given_only_bootstrap_servers_learn_the_voters_and_follow_a_new_controller(cluster_factory, topic_name):
+    """Broker-only nodes configured as Kafka 4 configures them — controller.quorum.bootstrap.servers,
+    no controller.quorum.voters — ask a controller for the voter set (DescribeQuorum v2,
+    KIP-853), register, serve and forward topic creation; after kill -9 of the active
+    controller they find the new one among the voters they learned."""
+    timeouts = Timeouts(session_ms=3000, heartbeat_ms=500, election_ms=1000, fetch_ms=1000)
+    cluster = cluster_factory.start(controllers=3, brokers=2, timeouts=timeouts, proxied=False, brokers_bootstrap=True)
+    assert all("controller.quorum.voters" not in b.properties for b in cluster.brokers)
+    assert cluster.unfenced_brokers() == {21, 22}
+    create_topic_via(cluster, 21, f"{topic_name}-before", 4)
+    produced = produce_everywhere(cluster.bootstrap(), f"{topic_name}-before", 4, 5, "before")
+    old = cluster.active_controller().leader_id
+    cluster.kill(old)
+    cluster.active_controller(timeout_s=15, exclude=[old])
+    create_topic_via(cluster, 22, f"{topic_name}-after", 2)
+    assert_partitions_hold(cluster.bootstrap(), f"{topic_name}-before", produced)
+    # A broker restarted while a voter is down learns the voters from the others.
+    cluster.restart(21)
+    assert wait_topic_led(cluster, f"{topic_name}-after", 2)
+    assert 21 in cluster.wait_brokers({21, 22})
+
+
 @pytest.mark.timeout_s(90)
 def test_one_combined_node_with_a_controller_listener(cluster_factory, topic_name):
     """A 1-node `broker,controller` cluster with an explicit CONTROLLER listener and voter

@@ -60,3 +60,51 @@ def test_config_file_with_overrides_on_top(broker_factory, topic_name):
     assert configs["num.partitions"].value == "5"
     assert ConfigSource(configs["num.partitions"].source) == ConfigSource.STATIC_BROKER_CONFIG
     assert configs["listeners"].value == f"PLAINTEXT://{broker.bootstrap}"
+
+
+def test_a_kafka_4_style_standalone_node_and_a_broker_that_bootstraps_from_it(broker_factory, topic_name):
+    """Kafka 4's quick-start server.properties names no voters: a combined node whose
+    controller.quorum.bootstrap.servers is its own controller listener (advertised too)
+    is a quorum of one, as after `kafka-storage format --standalone`. A broker-only node
+    given only that bootstrap server learns the voter from it, registers and serves."""
+    from broker_process import free_port
+    from support import produce_all, producer, read_partition
+
+    node = broker_factory.create()
+    cport = free_port()
+    node.overrides.update(
+        {
+            "listeners": f"PLAINTEXT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{cport}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{node.port},CONTROLLER://localhost:{cport}",
+            "controller.listener.names": "CONTROLLER",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "controller.quorum.bootstrap.servers": f"localhost:{cport}",
+        }
+    )
+    node.start()
+    follower = broker_factory.create(
+        {
+            "process.roles": "broker",
+            "node.id": "2",
+            "controller.listener.names": "CONTROLLER",
+            "controller.quorum.bootstrap.servers": f"127.0.0.1:{cport}",
+        }
+    )
+    follower.start()
+    futures = admin(follower.bootstrap).create_topics(
+        [NewTopic(topic_name, num_partitions=2, replication_factor=2)], request_timeout=CLIENT_TIMEOUT_S
+    )
+    futures[topic_name].result(timeout=CLIENT_TIMEOUT_S)
+    md = wait_for_topic(node.bootstrap, topic_name)
+    assert all(sorted(p.replicas) == [1, 2] for p in md.partitions.values()), md
+    reports = produce_all(
+        producer(follower.bootstrap, acks="all"),
+        topic_name,
+        [{"partition": p, "value": f"v{p}".encode()} for p in range(2)],
+    )
+    assert all(err is None for err, _ in reports), reports
+    for p in range(2):
+        assert [r.value for r in read_partition(node.bootstrap, topic_name, p)] == [f"v{p}".encode()]
+    # The broker goes first: its controlled shutdown needs the controller.
+    assert follower.stop() == 0

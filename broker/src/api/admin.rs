@@ -679,9 +679,47 @@ pub fn describe_quorum(
         .with_leader_epoch(status.term as i32)
         .with_high_watermark(status.commit_index as i64)
         .with_current_voters(voters);
-    DescribeQuorumResponse::default().with_topics(vec![TopicData::default()
+    let resp = DescribeQuorumResponse::default().with_topics(vec![TopicData::default()
         .with_topic_name(topic_name(METADATA_TOPIC))
-        .with_partitions(vec![partition])])
+        .with_partitions(vec![partition])]);
+    if version >= 2 {
+        resp.with_nodes(voter_nodes(broker))
+    } else {
+        resp
+    }
+}
+
+/// Every voter's controller endpoint (DescribeQuorum v2, KIP-853), from any voter and
+/// whether or not it leads: this is how a broker given only
+/// controller.quorum.bootstrap.servers learns the voters.
+fn voter_nodes(broker: &Broker) -> Vec<kafka_protocol::messages::describe_quorum_response::Node> {
+    use kafka_protocol::messages::describe_quorum_response::{Listener, Node};
+    let Some(quorum) = broker.controller.quorum() else {
+        return Vec::new();
+    };
+    let name = broker
+        .config
+        .controller_listener_names()
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| "CONTROLLER".into());
+    quorum
+        .config()
+        .voters
+        .iter()
+        .filter_map(|(id, addr)| {
+            let (host, port) = addr.rsplit_once(':')?;
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            Some(
+                Node::default()
+                    .with_node_id(BrokerId(*id))
+                    .with_listeners(vec![Listener::default()
+                        .with_name(str_bytes(&name))
+                        .with_host(str_bytes(host))
+                        .with_port(port.parse().ok()?)]),
+            )
+        })
+        .collect()
 }
 
 /// ElectLeaders (kafka-leader-election.sh): preferred (type 0, the only one before v1) or

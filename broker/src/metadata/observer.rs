@@ -279,3 +279,72 @@ async fn fetch_snapshot(
         }
     }
 }
+
+/// Asks the controllers at `bootstrap` (controller.quorum.bootstrap.servers) for the voter
+/// set, as DescribeQuorum v2 names it (KIP-853), trying each address in turn until one
+/// answers with its voters: id -> the address of each one's controller listener. Retries
+/// every `backoff` for as long as no controller answers, as a broker waits for its quorum.
+pub async fn discover_voters(
+    bootstrap: &[String],
+    timeout: Duration,
+    backoff: Duration,
+) -> BTreeMap<i32, String> {
+    use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+    use kafka_protocol::messages::DescribeQuorumRequest;
+    let request = DescribeQuorumRequest::default().with_topics(vec![TopicData::default()
+        .with_topic_name(TopicName(StrBytes::from_static_str(METADATA_TOPIC)))
+        .with_partitions(vec![PartitionData::default().with_partition_index(0)])]);
+    let mut rounds = 0u32;
+    loop {
+        for addr in bootstrap {
+            let answer = async {
+                let mut c =
+                    Connection::connect_with_timeout(addr, "strom-voter-discovery", timeout)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                c.set_timeout(timeout);
+                let version = c
+                    .version_for::<DescribeQuorumRequest>()
+                    .map_err(|e| e.to_string())?;
+                if version < 2 {
+                    return Err(format!(
+                        "DescribeQuorum v{version} names no voter endpoints"
+                    ));
+                }
+                c.send_versioned(request.clone(), version)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            .await;
+            match answer {
+                Ok(resp) => {
+                    let voters: BTreeMap<i32, String> = resp
+                        .nodes
+                        .iter()
+                        .filter_map(|n| {
+                            let l = n.listeners.first()?;
+                            let host = l.host.as_str();
+                            let addr = if host.contains(':') {
+                                format!("[{host}]:{}", l.port)
+                            } else {
+                                format!("{host}:{}", l.port)
+                            };
+                            Some((n.node_id.0, addr))
+                        })
+                        .collect();
+                    if !voters.is_empty() {
+                        tracing::info!(%addr, ?voters, "learned the controller voters");
+                        return voters;
+                    }
+                }
+                Err(e) => {
+                    if rounds.is_multiple_of(20) {
+                        tracing::warn!(%addr, cause = %e, "asking a bootstrap controller for the voters failed; retrying");
+                    }
+                }
+            }
+        }
+        rounds += 1;
+        tokio::time::sleep(backoff).await;
+    }
+}

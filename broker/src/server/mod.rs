@@ -360,6 +360,17 @@ pub async fn run(
     clock: Arc<dyn Clock>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    tokio::pin!(shutdown);
+    let mut config = config;
+    if let Some(bootstrap) = config.voters_to_discover() {
+        let timeout = Duration::from_millis(config.quorum_request_timeout_ms());
+        tokio::select! {
+            voters = crate::metadata::observer::discover_voters(&bootstrap, timeout, Duration::from_secs(1)) => {
+                config = config.with_discovered_voters(voters);
+            }
+            _ = &mut shutdown => return Ok(()),
+        }
+    }
     let roles = config.roles();
     let mut to_bind: Vec<(crate::config::Listener, ListenerKind)> = Vec::new();
     if roles.broker {
