@@ -515,9 +515,9 @@ def describe_quorum_request(
 ) -> bytes:
     """A framed DescribeQuorum request for one partition of the metadata log. Every
     version is flexible: header v2; compact arrays and strings; tagged fields at the end
-    of every struct. The request is the same in v0 and v1 (v1 only adds response fields)."""
-    if version not in (0, 1):
-        raise ValueError("only DescribeQuorum v0 and v1 are encoded here")
+    of every struct. The request is the same in v0, v1 and v2 (they add response fields)."""
+    if version not in (0, 1, 2):
+        raise ValueError("only DescribeQuorum v0 to v2 are encoded here")
     partitions = compact_array([int32(partition) + EMPTY_TAGGED_FIELDS])
     topics = compact_array([compact_string(topic) + partitions + EMPTY_TAGGED_FIELDS])
     body = topics + EMPTY_TAGGED_FIELDS
@@ -547,19 +547,24 @@ class QuorumPartition:
 class DescribeQuorumResponse:
     error_code: int
     partitions: dict[tuple[str, int], QuorumPartition]
+    # v2 (KIP-853): node id -> [(listener name, host, port)]
+    nodes: dict[int, list[tuple[str, str, int]]] = field(default_factory=dict)
 
     def metadata_partition(self) -> QuorumPartition | None:
         return self.partitions.get((CLUSTER_METADATA_TOPIC, 0))
 
 
 def decode_describe_quorum_response(body: bytes, version: int = 1) -> DescribeQuorumResponse:
-    """Decodes a DescribeQuorum v0/v1 response body, starting with the tagged fields of the
+    """Decodes a DescribeQuorum v0-v2 response body, starting with the tagged fields of the
     flexible response header (v1) that `Connection.recv_response` leaves in the body."""
     r = Reader(body)
     r.tagged_fields()  # response header v1
 
     def replica(r: Reader) -> ReplicaState:
-        state = ReplicaState(r.int32(), r.int64())
+        replica_id = r.int32()
+        if version >= 2:
+            r._take(16)  # ReplicaDirectoryId
+        state = ReplicaState(replica_id, r.int64())
         if version >= 1:
             state.last_fetch_timestamp = r.int64()
             state.last_caught_up_timestamp = r.int64()
@@ -567,9 +572,12 @@ def decode_describe_quorum_response(body: bytes, version: int = 1) -> DescribeQu
         return state
 
     def partition(r: Reader) -> QuorumPartition:
+        index, code = r.int32(), r.int16()
+        if version >= 2:
+            r.compact_nullable_string()  # ErrorMessage
         p = QuorumPartition(
-            partition=r.int32(),
-            error_code=r.int16(),
+            partition=index,
+            error_code=code,
             leader_id=r.int32(),
             leader_epoch=r.int32(),
             high_watermark=r.int64(),
@@ -580,14 +588,30 @@ def decode_describe_quorum_response(body: bytes, version: int = 1) -> DescribeQu
         return p
 
     error_code = r.int16()
+    if version >= 2:
+        r.compact_nullable_string()  # ErrorMessage
     out: dict[tuple[str, int], QuorumPartition] = {}
     for _ in range((r.unsigned_varint() or 1) - 1):
         name = r.compact_string()
         for p in r.compact_array(partition) or []:
             out[(name, p.partition)] = p
         r.tagged_fields()
+    nodes: dict[int, list[tuple[str, str, int]]] = {}
+    if version >= 2:
+
+        def listener(r: Reader) -> tuple[str, str, int]:
+            item = (r.compact_string(), r.compact_string(), r._unpack(">H", 2))
+            r.tagged_fields()
+            return item
+
+        def node(r: Reader) -> None:
+            node_id = r.int32()
+            nodes[node_id] = r.compact_array(listener) or []
+            r.tagged_fields()
+
+        r.compact_array(node)
     r.tagged_fields()
-    return DescribeQuorumResponse(error_code, out)
+    return DescribeQuorumResponse(error_code, out, nodes)
 
 
 def describe_quorum(host: str, port: int, version: int = 1, timeout_s: float = 2.0) -> DescribeQuorumResponse:

@@ -548,17 +548,30 @@ def test_brokers_given_only_bootstrap_servers_learn_the_voters_and_follow_a_new_
     """Broker-only nodes configured as Kafka 4 configures them — controller.quorum.bootstrap.servers,
     no controller.quorum.voters — ask a controller for the voter set (DescribeQuorum v2,
     KIP-853), register, serve and forward topic creation; after kill -9 of the active
-    controller they find the new one among the voters they learned."""
+    controller they find the new one among the voters they learned. DescribeQuorum sent
+    to a broker is answered by the active controller (as Kafka's brokers forward it, for
+    `kafka-metadata-quorum --bootstrap-server`), v2 naming every voter's endpoint."""
     timeouts = Timeouts(session_ms=3000, heartbeat_ms=500, election_ms=1000, fetch_ms=1000)
     cluster = cluster_factory.start(controllers=3, brokers=2, timeouts=timeouts, proxied=False, brokers_bootstrap=True)
     assert all("controller.quorum.voters" not in b.properties for b in cluster.brokers)
-    assert cluster.unfenced_brokers() == {21, 22}
+    cluster.wait_brokers({21, 22})
     create_topic_via(cluster, 21, f"{topic_name}-before", 4)
     produced = produce_everywhere(cluster.bootstrap(), f"{topic_name}-before", 4, 5, "before")
     old = cluster.active_controller().leader_id
+    broker = cluster.nodes[22]
+    answer = w.describe_quorum(broker.host, broker.port, version=2).metadata_partition()
+    assert answer is not None and answer.error_code == 0 and answer.leader_id == old, answer
+    assert sorted(v.replica_id for v in answer.voters) == [11, 12, 13]
+    assert {o.replica_id for o in answer.observers} >= {21, 22}, answer.observers
+    nodes = w.describe_quorum(broker.host, broker.port, version=2).nodes
+    assert {i: n for i, n in nodes.items()} == {
+        c.node_id: [("CONTROLLER", *c.controller_address)] for c in cluster.controllers
+    }, nodes
     cluster.kill(old)
-    cluster.active_controller(timeout_s=15, exclude=[old])
+    new = cluster.active_controller(timeout_s=15, exclude=[old])
     create_topic_via(cluster, 22, f"{topic_name}-after", 2)
+    answer = w.describe_quorum(broker.host, broker.port, version=1).metadata_partition()
+    assert answer is not None and answer.leader_id == new.leader_id, answer
     assert_partitions_hold(cluster.bootstrap(), f"{topic_name}-before", produced)
     # A broker restarted while a voter is down learns the voters from the others.
     cluster.restart(21)

@@ -601,11 +601,46 @@ const METADATA_TOPIC: &str = "__cluster_metadata";
 /// DescribeQuorum: the leader, its epoch and high watermark, and each voter's progress as
 /// the leader sees it. A voter that is not the leader answers NOT_LEADER_OR_FOLLOWER with
 /// the leader it knows of, so tools can go there.
-pub fn describe_quorum(
+/// On a broker listener the request goes to the active controller, as Kafka's brokers
+/// forward it (`kafka-metadata-quorum --bootstrap-server`); on the controller listener
+/// each voter answers for itself.
+pub async fn describe_quorum(
     broker: &Broker,
-    _req: DescribeQuorumRequest,
+    req: DescribeQuorumRequest,
     version: i16,
+    forward: bool,
 ) -> DescribeQuorumResponse {
+    let leads = broker.controller.quorum().is_some() && broker.controller.status().is_leader;
+    if forward && !leads {
+        match broker.controller.describe_quorum_of_active(req).await {
+            Ok(mut resp) => {
+                // The controller answered at the version it negotiated with this node;
+                // fields the client's version lacks must be empty to encode.
+                if version < 2 {
+                    resp.nodes.clear();
+                    resp.error_message = None;
+                    for p in resp.topics.iter_mut().flat_map(|t| &mut t.partitions) {
+                        p.error_message = None;
+                        for r in p.current_voters.iter_mut().chain(&mut p.observers) {
+                            r.replica_directory_id = Default::default();
+                            if version < 1 {
+                                r.last_fetch_timestamp = -1;
+                                r.last_caught_up_timestamp = -1;
+                            }
+                        }
+                    }
+                }
+                return resp;
+            }
+            Err(e) => {
+                tracing::debug!(code = e.code, message = %e.message, "DescribeQuorum could not reach the active controller")
+            }
+        }
+    }
+    describe_own_quorum(broker, version)
+}
+
+fn describe_own_quorum(broker: &Broker, version: i16) -> DescribeQuorumResponse {
     use kafka_protocol::messages::describe_quorum_response::{
         PartitionData, ReplicaState, TopicData,
     };
@@ -710,14 +745,12 @@ fn voter_nodes(broker: &Broker) -> Vec<kafka_protocol::messages::describe_quorum
         .filter_map(|(id, addr)| {
             let (host, port) = addr.rsplit_once(':')?;
             let host = host.trim_start_matches('[').trim_end_matches(']');
-            Some(
-                Node::default()
-                    .with_node_id(BrokerId(*id))
-                    .with_listeners(vec![Listener::default()
+            Some(Node::default().with_node_id(BrokerId(*id)).with_listeners(
+                vec![Listener::default()
                         .with_name(str_bytes(&name))
                         .with_host(str_bytes(host))
-                        .with_port(port.parse().ok()?)]),
-            )
+                        .with_port(port.parse().ok()?)],
+            ))
         })
         .collect()
 }

@@ -48,7 +48,8 @@ pub async fn handle(
             ResponseKind::AllocateProducerIds(data::allocate_producer_ids(broker, r).await)
         }
         RequestKind::DescribeQuorum(r) => {
-            ResponseKind::DescribeQuorum(admin::describe_quorum(broker, r, v))
+            let forward = matches!(kind, ListenerKind::Broker(_));
+            ResponseKind::DescribeQuorum(admin::describe_quorum(broker, r, v, forward).await)
         }
         RequestKind::Metadata(r) => {
             ResponseKind::Metadata(admin::metadata(broker, listener, r, v).await)

@@ -32,7 +32,8 @@ use kafka_protocol::messages::incremental_alter_configs_request::{
 use kafka_protocol::messages::{
     AllocateProducerIdsRequest, AlterConfigsRequest, AlterPartitionRequest, BrokerHeartbeatRequest,
     BrokerId, BrokerRegistrationRequest, CreatePartitionsRequest, CreateTopicsRequest,
-    DeleteTopicsRequest, ElectLeadersRequest, IncrementalAlterConfigsRequest, TopicName,
+    DeleteTopicsRequest, DescribeQuorumRequest, DescribeQuorumResponse, ElectLeadersRequest,
+    IncrementalAlterConfigsRequest, TopicName,
 };
 use kafka_protocol::protocol::{Request, StrBytes};
 use std::collections::BTreeMap;
@@ -586,6 +587,21 @@ impl ControllerClient {
     }
 
     /// ElectLeaders: one outcome per partition the controller answered for.
+    /// DescribeQuorum, answered by the active controller (a voter that does not lead
+    /// answers NOT_LEADER_OR_FOLLOWER, so the next one is tried).
+    pub async fn describe_quorum(
+        &self,
+        req: DescribeQuorumRequest,
+    ) -> Result<DescribeQuorumResponse, ApiError> {
+        self.call("DescribeQuorum", req, |r| {
+            r.topics
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .any(|p| p.error_code == codes::NOT_LEADER_OR_FOLLOWER)
+        })
+        .await
+    }
+
     pub async fn elect_leaders(
         &self,
         kind: ElectionType,

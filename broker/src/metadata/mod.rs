@@ -451,6 +451,14 @@ impl Controller {
         Ok(outcomes)
     }
 
+    /// DescribeQuorum asked of the active controller, wherever it is.
+    pub async fn describe_quorum_of_active(
+        &self,
+        req: kafka_protocol::messages::DescribeQuorumRequest,
+    ) -> Result<kafka_protocol::messages::DescribeQuorumResponse, ApiError> {
+        self.forward.describe_quorum(req).await
+    }
+
     /// ElectLeaders: preferred or unclean elections for the asked-for partitions (every
     /// partition for `None`); one outcome per partition (see [`membership::elect_leaders`]).
     pub async fn elect_leaders(
