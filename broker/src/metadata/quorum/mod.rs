@@ -333,8 +333,10 @@ struct Core<T> {
     node: RawNode<RaftStore>,
     store: RaftStore,
     image: MetadataImage,
-    /// Proposals of this leader waiting for their entry to be applied, by proposal id.
-    pending: BTreeMap<u64, T>,
+    /// Proposals of this leader waiting for their entry to be applied, by proposal id,
+    /// with the term they were proposed in: ids start again at 1 in every process, so an
+    /// entry of another leader under the same id (its term tells) is not theirs.
+    pending: BTreeMap<u64, (u64, T)>,
     next_proposal: u64,
     bytes_since_snapshot: u64,
     snapshot_bytes: u64,
@@ -429,7 +431,7 @@ impl<T> Core<T> {
 
     /// Answers every waiting proposal: the core is stopping.
     fn stop(&mut self, out: &mut impl Effects<T>) {
-        for (_, token) in std::mem::take(&mut self.pending) {
+        for (_, (_, token)) in std::mem::take(&mut self.pending) {
             out.answer(token, Err(ProposeError::Stopped));
         }
     }
@@ -458,7 +460,7 @@ impl<T> Core<T> {
         match self.node.propose(id.to_be_bytes().to_vec(), data) {
             Ok(()) => {
                 if let Some(token) = token {
-                    self.pending.insert(id, token);
+                    self.pending.insert(id, (self.node.raft.term, token));
                 }
             }
             Err(e) => {
@@ -537,7 +539,12 @@ impl<T> Core<T> {
             self.bytes_since_snapshot += self.image.apply_entry(e.index, &e.data) as u64;
             if e.context.len() == 8 {
                 let id = u64::from_be_bytes(e.context[..8].try_into().expect("8 bytes"));
-                if let Some(token) = self.pending.remove(&id) {
+                if self
+                    .pending
+                    .get(&id)
+                    .is_some_and(|(term, _)| *term == e.term)
+                {
+                    let (_, token) = self.pending.remove(&id).expect("just seen");
                     done.push((token, e.index as i64));
                 }
             }
@@ -565,7 +572,7 @@ impl<T> Core<T> {
         let is_leader = raft.state == StateRole::Leader;
         if !is_leader && !self.pending.is_empty() {
             let leader = (raft.leader_id != 0).then(|| node_id(raft.leader_id));
-            for (_, token) in std::mem::take(&mut self.pending) {
+            for (_, (_, token)) in std::mem::take(&mut self.pending) {
                 out.answer(token, Err(ProposeError::NotLeader { leader }));
             }
         }
