@@ -9,6 +9,8 @@
 //! change of many records (a topic with its partitions) commits atomically. Raft ids are
 //! Kafka node ids plus one, because raft-rs reserves id 0.
 
+#[cfg(test)]
+mod sim;
 pub mod store;
 pub mod transport;
 
@@ -317,7 +319,8 @@ impl Driver {
 
 /// Where a [`Core`]'s effects go, in the order they happen.
 trait Effects<T> {
-    /// Messages that may leave now: whatever they depend on is persisted.
+    /// Messages that may leave now (a follower's only once what they promise is persisted;
+    /// a leader's appends before its own write).
     fn send(&mut self, messages: Vec<Message>);
     /// Committed entries were applied to `image` (no entries: a snapshot was installed).
     fn applied(&mut self, entries: &[Entry], image: &MetadataImage);
