@@ -9,13 +9,15 @@
 //! change of many records (a topic with its partitions) commits atomically. Raft ids are
 //! Kafka node ids plus one, because raft-rs reserves id 0.
 
+#[cfg(test)]
+mod sim;
 pub mod store;
 pub mod transport;
 
 use super::image::MetadataImage;
 use super::records::MetadataRecord;
 use crate::clock::Clock;
-use raft::eraftpb::{Message, MessageType, Snapshot};
+use raft::eraftpb::{Entry, Message, MessageType, Snapshot};
 use raft::{Config as RaftConfig, RawNode, SnapshotStatus, StateRole};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -118,39 +120,10 @@ impl Quorum {
     ) -> anyhow::Result<Arc<Quorum>> {
         let voters: Vec<u64> = config.voters.keys().map(|id| raft_id(*id)).collect();
         let store = RaftStore::open(dir, &voters, clean, clock.now_ms())?;
-        let snapshot = store.snapshot_now();
-        let mut image = if snapshot.data.is_empty() {
-            MetadataImage::default()
-        } else {
-            MetadataImage::from_checkpoint(&snapshot.data)?
-        };
-        let applied = snapshot.get_metadata().index;
-        image.metadata_offset = applied as i64;
         let tick_ms = (config.election_timeout_ms / 10).max(5);
-        let raft_config = RaftConfig {
-            id: raft_id(config.node_id),
-            election_tick: 10,
-            heartbeat_tick: 2,
-            // Randomised in [1, 1.5) election timeouts, so a new leader is in place well
-            // within twice the timeout after the old one dies.
-            min_election_tick: 10,
-            max_election_tick: 15,
-            applied,
-            max_size_per_msg: 1024 * 1024,
-            max_inflight_msgs: 256,
-            // A leader that cannot reach a majority steps down, and a partitioned voter
-            // that comes back does not disrupt the quorum with a higher term.
-            check_quorum: true,
-            pre_vote: true,
-            ..Default::default()
-        };
-        raft_config.validate()?;
-        let logger = slog::Logger::root(TracingDrain, slog::o!());
-        let mut node = RawNode::new(&raft_config, store.clone(), &logger)?;
-        if voters == [raft_id(config.node_id)] {
-            // A quorum of one needs no election timeout to find out it is alone.
-            node.campaign()?;
-        }
+        // Randomised in [1, 1.5) election timeouts, so a new leader is in place well within
+        // twice the timeout after the old one dies.
+        let core = Core::new(&config, store.clone(), cluster_id_hint, 10..15)?;
         let (input_tx, input_rx) = mpsc::channel();
         let transport = transport::Transport::start(
             config.node_id,
@@ -159,23 +132,14 @@ impl Quorum {
             |to, ok| Input::SnapshotSent { to, ok },
         );
         let (status_tx, status_rx) = watch::channel(QuorumStatus::default());
-        let (image_tx, image_rx) = watch::channel(Arc::new(image.clone()));
+        let (image_tx, image_rx) = watch::channel(Arc::new(core.image.clone()));
         let driver = Driver {
-            node,
-            store: store.clone(),
+            core,
             inputs: input_rx,
             transport,
-            image,
             image_tx,
             status_tx,
-            pending: HashMap::new(),
-            next_proposal: 1,
-            bytes_since_snapshot: 0,
-            snapshot_bytes: config.snapshot_bytes.max(1),
             tick: Duration::from_millis(tick_ms),
-            last_contact: HashMap::new(),
-            cluster_id_hint,
-            cluster_id_proposed: false,
             clock,
         };
         let handle = std::thread::Builder::new()
@@ -265,60 +229,67 @@ impl Quorum {
     }
 }
 
+/// How a proposal is answered by the driver thread.
+type Answer = oneshot::Sender<Result<i64, ProposeError>>;
+
+/// The thread shell around a [`Core`]: inputs from a channel, ticks from the wall clock,
+/// effects out to the transport and the broker's watchers.
 struct Driver {
-    node: RawNode<RaftStore>,
-    store: RaftStore,
+    core: Core<Answer>,
     inputs: mpsc::Receiver<Input>,
     transport: transport::Transport,
-    image: MetadataImage,
     image_tx: watch::Sender<Arc<MetadataImage>>,
     status_tx: watch::Sender<QuorumStatus>,
-    /// Proposals of this leader waiting for their entry to be applied, by proposal id.
-    pending: HashMap<u64, oneshot::Sender<Result<i64, ProposeError>>>,
-    next_proposal: u64,
-    bytes_since_snapshot: u64,
-    snapshot_bytes: u64,
     tick: Duration,
-    last_contact: HashMap<u64, i64>,
-    cluster_id_hint: Option<String>,
-    cluster_id_proposed: bool,
     clock: Arc<dyn Clock>,
+}
+
+/// Where the driver thread's [`Core`] puts its effects.
+struct Outlets<'a> {
+    transport: &'a transport::Transport,
+    image_tx: &'a watch::Sender<Arc<MetadataImage>>,
+}
+
+impl Effects<Answer> for Outlets<'_> {
+    fn send(&mut self, messages: Vec<Message>) {
+        self.transport.send_all(messages);
+    }
+
+    fn applied(&mut self, _entries: &[Entry], image: &MetadataImage) {
+        let _ = self.image_tx.send(Arc::new(image.clone()));
+    }
+
+    fn answer(&mut self, done: Answer, result: Result<i64, ProposeError>) {
+        let _ = done.send(result);
+    }
 }
 
 impl Driver {
     fn run(mut self) {
         let mut last_tick = Instant::now();
         loop {
-            // Work raft-rs has pending (a proposal made by the driver itself) goes first.
-            let wait = if self.node.has_ready() {
+            let mut out = Outlets {
+                transport: &self.transport,
+                image_tx: &self.image_tx,
+            };
+            // Work raft-rs has pending (a proposal made by the core itself) goes first.
+            let wait = if self.core.has_ready() {
                 Duration::ZERO
             } else {
                 self.tick.saturating_sub(last_tick.elapsed())
             };
             match self.inputs.recv_timeout(wait) {
-                Ok(Input::Message(m)) => {
-                    self.last_contact.insert(m.from, self.clock.now_ms());
-                    if let Err(e) = self.node.step(*m) {
-                        tracing::debug!(cause = %e, "raft message ignored");
-                    }
-                }
-                Ok(Input::Propose { records, done }) => self.propose(records, Some(done)),
-                Ok(Input::SnapshotSent { to, ok }) => {
-                    let status = if ok {
-                        SnapshotStatus::Finish
-                    } else {
-                        SnapshotStatus::Failure
-                    };
-                    self.node.report_snapshot(to, status);
-                }
+                Ok(Input::Message(m)) => self.core.step(*m, self.clock.now_ms()),
+                Ok(Input::Propose { records, done }) => self.core.propose(records, done, &mut out),
+                Ok(Input::SnapshotSent { to, ok }) => self.core.report_snapshot(to, ok),
                 Ok(Input::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
             if last_tick.elapsed() >= self.tick {
-                self.node.tick();
+                self.core.tick();
                 last_tick = Instant::now();
             }
-            if let Err(e) = self.on_ready() {
+            if let Err(e) = self.core.ready(self.clock.now_ms(), &mut out) {
                 // A voter that cannot persist must not vote or acknowledge: it stops here,
                 // and the node reports itself failed.
                 tracing::error!(cause = %e, "persisting Raft state failed; this controller stops");
@@ -326,24 +297,163 @@ impl Driver {
                     .send_modify(|s| s.failed = Some(e.to_string()));
                 break;
             }
-            self.after_ready();
+            let status = self.core.status(self.clock.now_ms());
+            self.status_tx.send_if_modified(|s| {
+                // Contact times change constantly; publish only what a waiter acts on.
+                let changed = s.leader_id != status.leader_id
+                    || s.term != status.term
+                    || s.is_leader != status.is_leader
+                    || s.commit_index != status.commit_index
+                    || s.applied_index != status.applied_index
+                    || s.last_index != status.last_index;
+                *s = status;
+                changed
+            });
         }
-        for (_, done) in self.pending.drain() {
-            let _ = done.send(Err(ProposeError::Stopped));
+        self.core.stop(&mut Outlets {
+            transport: &self.transport,
+            image_tx: &self.image_tx,
+        });
+    }
+}
+
+/// Where a [`Core`]'s effects go, in the order they happen.
+trait Effects<T> {
+    /// Messages that may leave now (a follower's only once what they promise is persisted;
+    /// a leader's appends before its own write).
+    fn send(&mut self, messages: Vec<Message>);
+    /// Committed entries were applied to `image` (no entries: a snapshot was installed).
+    fn applied(&mut self, entries: &[Entry], image: &MetadataImage);
+    /// A proposal is finished: its offset once applied, or why not.
+    fn answer(&mut self, token: T, result: Result<i64, ProposeError>);
+}
+
+/// One voter's Raft logic without threads, sockets or clocks (sans-io): it takes inputs
+/// (a peer's message, a tick, a proposal with its token `T`, a snapshot-sent report),
+/// and [`Core::ready`] persists what raft-rs asks for and hands the effects out. The
+/// driver thread runs it for real, the simulation in `sim.rs` under a seeded network.
+struct Core<T> {
+    node: RawNode<RaftStore>,
+    store: RaftStore,
+    image: MetadataImage,
+    /// Proposals of this leader waiting for their entry to be applied, by proposal id,
+    /// with the term they were proposed in: ids start again at 1 in every process, so an
+    /// entry of another leader under the same id (its term tells) is not theirs.
+    pending: BTreeMap<u64, (u64, T)>,
+    next_proposal: u64,
+    bytes_since_snapshot: u64,
+    snapshot_bytes: u64,
+    last_contact: HashMap<u64, i64>,
+    cluster_id_hint: Option<String>,
+    cluster_id_proposed: bool,
+}
+
+impl<T> Core<T> {
+    /// Starts the voter `config.node_id` from what `store` holds. raft-rs draws each
+    /// election timeout, in ticks, from `election_ticks`.
+    fn new(
+        config: &QuorumConfig,
+        store: RaftStore,
+        cluster_id_hint: Option<String>,
+        election_ticks: std::ops::Range<usize>,
+    ) -> anyhow::Result<Core<T>> {
+        let voters: Vec<u64> = config.voters.keys().map(|id| raft_id(*id)).collect();
+        let snapshot = store.snapshot_now();
+        let mut image = if snapshot.data.is_empty() {
+            MetadataImage::default()
+        } else {
+            MetadataImage::from_checkpoint(&snapshot.data)?
+        };
+        let applied = snapshot.get_metadata().index;
+        image.metadata_offset = applied as i64;
+        let raft_config = RaftConfig {
+            id: raft_id(config.node_id),
+            election_tick: 10,
+            heartbeat_tick: 2,
+            min_election_tick: election_ticks.start,
+            max_election_tick: election_ticks.end,
+            applied,
+            max_size_per_msg: 1024 * 1024,
+            max_inflight_msgs: 256,
+            // A leader that cannot reach a majority steps down, and a partitioned voter
+            // that comes back does not disrupt the quorum with a higher term.
+            check_quorum: true,
+            pre_vote: true,
+            ..Default::default()
+        };
+        raft_config.validate()?;
+        let logger = slog::Logger::root(TracingDrain, slog::o!());
+        let mut node = RawNode::new(&raft_config, store.clone(), &logger)?;
+        if voters == [raft_id(config.node_id)] {
+            // A quorum of one needs no election timeout to find out it is alone.
+            node.campaign()?;
+        }
+        Ok(Core {
+            node,
+            store,
+            image,
+            pending: BTreeMap::new(),
+            next_proposal: 1,
+            bytes_since_snapshot: 0,
+            snapshot_bytes: config.snapshot_bytes.max(1),
+            last_contact: HashMap::new(),
+            cluster_id_hint,
+            cluster_id_proposed: false,
+        })
+    }
+
+    fn has_ready(&self) -> bool {
+        self.node.has_ready()
+    }
+
+    fn tick(&mut self) {
+        self.node.tick();
+    }
+
+    fn step(&mut self, m: Message, now: i64) {
+        self.last_contact.insert(m.from, now);
+        if let Err(e) = self.node.step(m) {
+            tracing::debug!(cause = %e, "raft message ignored");
         }
     }
 
-    fn propose(
+    /// Whether the snapshot message to `to` left (raft-rs waits for this to go on).
+    fn report_snapshot(&mut self, to: u64, ok: bool) {
+        let status = if ok {
+            SnapshotStatus::Finish
+        } else {
+            SnapshotStatus::Failure
+        };
+        self.node.report_snapshot(to, status);
+    }
+
+    /// Proposes one metadata change, answered through `out` once applied (or refused).
+    fn propose(&mut self, records: Vec<MetadataRecord>, token: T, out: &mut impl Effects<T>) {
+        self.propose_as(records, Some(token), out);
+    }
+
+    /// Answers every waiting proposal: the core is stopping.
+    fn stop(&mut self, out: &mut impl Effects<T>) {
+        for (_, (_, token)) in std::mem::take(&mut self.pending) {
+            out.answer(token, Err(ProposeError::Stopped));
+        }
+    }
+
+    fn propose_as(
         &mut self,
         records: Vec<MetadataRecord>,
-        done: Option<oneshot::Sender<Result<i64, ProposeError>>>,
+        token: Option<T>,
+        out: &mut impl Effects<T>,
     ) {
         if self.node.raft.state != StateRole::Leader {
-            if let Some(done) = done {
+            if let Some(token) = token {
                 let leader = self.node.raft.leader_id;
-                let _ = done.send(Err(ProposeError::NotLeader {
-                    leader: (leader != 0).then(|| node_id(leader)),
-                }));
+                out.answer(
+                    token,
+                    Err(ProposeError::NotLeader {
+                        leader: (leader != 0).then(|| node_id(leader)),
+                    }),
+                );
             }
             return;
         }
@@ -352,54 +462,62 @@ impl Driver {
         let data = serde_json::to_vec(&records).expect("metadata records serialize");
         match self.node.propose(id.to_be_bytes().to_vec(), data) {
             Ok(()) => {
-                if let Some(done) = done {
-                    self.pending.insert(id, done);
+                if let Some(token) = token {
+                    self.pending.insert(id, (self.node.raft.term, token));
                 }
             }
             Err(e) => {
-                if let Some(done) = done {
-                    let _ = done.send(Err(ProposeError::Refused(e.to_string())));
+                if let Some(token) = token {
+                    out.answer(token, Err(ProposeError::Refused(e.to_string())));
                 }
             }
         }
     }
 
-    fn on_ready(&mut self) -> Result<(), store::StoreError> {
+    /// Handles raft-rs's `Ready`, then what follows from the new state (answers to a
+    /// deposed leader's proposals, the cluster id). A persisting failure is returned
+    /// before anything that depends on it leaves.
+    fn ready(&mut self, now: i64, out: &mut impl Effects<T>) -> Result<(), store::StoreError> {
+        self.on_ready(now, out)?;
+        self.after_ready(out);
+        Ok(())
+    }
+
+    fn on_ready(&mut self, now: i64, out: &mut impl Effects<T>) -> Result<(), store::StoreError> {
         if !self.node.has_ready() {
             return Ok(());
         }
-        let now = self.clock.now_ms();
         let mut ready = self.node.ready();
         // A leader may send before persisting (Raft's parallel write, §10.2.1 of the
         // thesis); a follower's answers are in persisted_messages, sent after the fsync.
-        self.transport.send_all(ready.take_messages());
+        send(out, ready.take_messages());
         if !ready.snapshot().is_empty() {
             let snapshot = ready.snapshot().clone();
             self.store.apply_snapshot(&snapshot, now)?;
-            self.install_snapshot(&snapshot);
+            self.install_snapshot(&snapshot, out);
         }
         let committed = ready.take_committed_entries();
-        self.apply(committed);
+        self.apply(committed, out);
         if !ready.entries().is_empty() {
             self.store.append(ready.entries(), now)?;
         }
         if let Some(hs) = ready.hs() {
             self.store.set_hard_state(hs)?;
         }
-        self.transport.send_all(ready.take_persisted_messages());
+        send(out, ready.take_persisted_messages());
         let mut light = self.node.advance(ready);
         if let Some(commit) = light.commit_index() {
             self.store.set_commit(commit);
         }
-        self.transport.send_all(light.take_messages());
+        send(out, light.take_messages());
         let committed = light.take_committed_entries();
-        self.apply(committed);
+        self.apply(committed, out);
         self.node.advance_apply();
         self.maybe_snapshot(now)?;
         Ok(())
     }
 
-    fn install_snapshot(&mut self, snapshot: &Snapshot) {
+    fn install_snapshot(&mut self, snapshot: &Snapshot, out: &mut impl Effects<T>) {
         match MetadataImage::from_checkpoint(&snapshot.data) {
             Ok(mut image) => {
                 image.metadata_offset = snapshot.get_metadata().index as i64;
@@ -409,29 +527,34 @@ impl Driver {
                 );
                 self.image = image;
                 self.bytes_since_snapshot = 0;
-                let _ = self.image_tx.send(Arc::new(self.image.clone()));
+                out.applied(&[], &self.image);
             }
             Err(e) => tracing::error!(cause = %e, "a snapshot from the leader is unreadable"),
         }
     }
 
-    fn apply(&mut self, entries: Vec<raft::eraftpb::Entry>) {
+    fn apply(&mut self, entries: Vec<Entry>, out: &mut impl Effects<T>) {
         if entries.is_empty() {
             return;
         }
         let mut done = Vec::new();
-        for e in entries {
+        for e in &entries {
             self.bytes_since_snapshot += self.image.apply_entry(e.index, &e.data) as u64;
             if e.context.len() == 8 {
                 let id = u64::from_be_bytes(e.context[..8].try_into().expect("8 bytes"));
-                if let Some(tx) = self.pending.remove(&id) {
-                    done.push((tx, e.index as i64));
+                if self
+                    .pending
+                    .get(&id)
+                    .is_some_and(|(term, _)| *term == e.term)
+                {
+                    let (_, token) = self.pending.remove(&id).expect("just seen");
+                    done.push((token, e.index as i64));
                 }
             }
         }
-        let _ = self.image_tx.send(Arc::new(self.image.clone()));
-        for (tx, offset) in done {
-            let _ = tx.send(Ok(offset));
+        out.applied(&entries, &self.image);
+        for (token, offset) in done {
+            out.answer(token, Ok(offset));
         }
     }
 
@@ -447,13 +570,13 @@ impl Driver {
         Ok(())
     }
 
-    fn after_ready(&mut self) {
+    fn after_ready(&mut self, out: &mut impl Effects<T>) {
         let raft = &self.node.raft;
         let is_leader = raft.state == StateRole::Leader;
         if !is_leader && !self.pending.is_empty() {
             let leader = (raft.leader_id != 0).then(|| node_id(raft.leader_id));
-            for (_, done) in self.pending.drain() {
-                let _ = done.send(Err(ProposeError::NotLeader { leader }));
+            for (_, (_, token)) in std::mem::take(&mut self.pending) {
+                out.answer(token, Err(ProposeError::NotLeader { leader }));
             }
         }
         // The first leader of a new cluster names it; later ones find the name applied.
@@ -467,15 +590,19 @@ impl Driver {
                 .clone()
                 .unwrap_or_else(|| super::base64_url(uuid::Uuid::new_v4().as_bytes()));
             self.cluster_id_proposed = true;
-            self.propose(vec![MetadataRecord::ClusterId { cluster_id }], None);
+            self.propose_as(vec![MetadataRecord::ClusterId { cluster_id }], None, out);
         }
         if !is_leader {
             self.cluster_id_proposed = false;
         }
+    }
+
+    /// The quorum as this voter sees it now.
+    fn status(&self, now: i64) -> QuorumStatus {
         let raft = &self.node.raft;
+        let is_leader = raft.state == StateRole::Leader;
         let voters = if is_leader {
             let me = raft.id;
-            let now = self.clock.now_ms();
             raft.prs()
                 .iter()
                 .map(|(id, pr)| VoterState {
@@ -493,7 +620,7 @@ impl Driver {
         };
         let mut voters = voters;
         voters.sort_by_key(|v| v.node_id);
-        let status = QuorumStatus {
+        QuorumStatus {
             leader_id: (raft.leader_id != 0).then(|| node_id(raft.leader_id)),
             term: raft.term,
             is_leader,
@@ -502,18 +629,14 @@ impl Driver {
             last_index: raft.raft_log.last_index(),
             voters,
             failed: None,
-        };
-        self.status_tx.send_if_modified(|s| {
-            // Contact times change constantly; publish only what a waiter acts on.
-            let changed = s.leader_id != status.leader_id
-                || s.term != status.term
-                || s.is_leader != status.is_leader
-                || s.commit_index != status.commit_index
-                || s.applied_index != status.applied_index
-                || s.last_index != status.last_index;
-            *s = status;
-            changed
-        });
+        }
+    }
+}
+
+/// Hands messages out, if there are any.
+fn send<T>(out: &mut impl Effects<T>, messages: Vec<Message>) {
+    if !messages.is_empty() {
+        out.send(messages);
     }
 }
 
