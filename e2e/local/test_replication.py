@@ -511,6 +511,10 @@ def test_a_leader_whose_followers_cannot_reach_it_shrinks_its_isr_and_refuses_ac
     wait_until(lambda: fully_replicated(cluster, topic, 1, 3), CLIENT_TIMEOUT_S, "both followers back in the ISR")
     acked.update(produce_acked(via_leader, topic, 1, 20, "healed")[0])
     assert_all_there(cluster, topic, acked)
+    for follower in (r for r in replicas if r != leader):
+        fetched = gauges(cluster.nodes[follower].metrics())["strom_replica_fetched_bytes_total"]
+        assert fetched >= len(b"".join(acked.values())), f"broker {follower} replicated {fetched} bytes"
+    assert gauges(cluster.nodes[leader].metrics())["strom_replica_fetched_bytes_total"] == 0
 
 
 @pytest.mark.timeout_s(120)

@@ -162,9 +162,17 @@ async fn fetch_from<H: AsRef<ReplicaManager> + Send + Sync + 'static>(
                     // The image moved the leadership while the fetch was out.
                     continue;
                 }
-                if let Err(e) = apply_answer(p, pd, now) {
-                    refused = true;
-                    tracing::debug!(leader, topic = %p.topic, partition = p.index, cause = %e, "a replicated partition could not take its leader's answer");
+                match apply_answer(p, pd, now) {
+                    Ok(bytes) => {
+                        replicas
+                            .replication_counts()
+                            .fetched_bytes
+                            .fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        refused = true;
+                        tracing::debug!(leader, topic = %p.topic, partition = p.index, cause = %e, "a replicated partition could not take its leader's answer");
+                    }
                 }
             }
         }
@@ -175,12 +183,13 @@ async fn fetch_from<H: AsRef<ReplicaManager> + Send + Sync + 'static>(
     }
 }
 
-/// Applies one partition's fetch answer to the follower's replica.
+/// Applies one partition's fetch answer to the follower's replica; returns the record
+/// bytes appended.
 fn apply_answer(
     p: &Partition,
     pd: kafka_protocol::messages::fetch_response::PartitionData,
     now_ms: i64,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<usize> {
     match pd.error_code {
         codes::NONE => {}
         codes::OFFSET_OUT_OF_RANGE if p.log_end_offset() < pd.log_start_offset => {
@@ -188,7 +197,7 @@ fn apply_answer(
             // while this replica was away): start again at its log start.
             tracing::info!(topic = %p.topic, partition = p.index, from = p.log_end_offset(), to = pd.log_start_offset, "replica behind its leader's log start starts again there");
             p.reset_to(pd.log_start_offset, now_ms)?;
-            return Ok(());
+            return Ok(0);
         }
         code => anyhow::bail!("the leader answered error code {code}"),
     }
@@ -198,7 +207,7 @@ fn apply_answer(
         let before = p.log_end_offset();
         let leo = p.truncate_to(to, now_ms)?;
         tracing::info!(topic = %p.topic, partition = p.index, from = before, to = leo, epoch = pd.diverging_epoch.epoch, "replica truncated where its log diverges from its leader's");
-        return Ok(());
+        return Ok(0);
     }
     let records = pd.records.unwrap_or_default();
     if !records.is_empty() {
@@ -206,7 +215,7 @@ fn apply_answer(
     }
     p.set_follower_high_watermark(pd.high_watermark);
     p.follow_log_start(pd.log_start_offset, now_ms)?;
-    Ok(())
+    Ok(records.len())
 }
 
 fn fetch_request(

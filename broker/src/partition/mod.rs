@@ -712,20 +712,22 @@ pub struct ReplicaManager {
     broker_epoch: AtomicI64,
     /// Wakes the ISR task when a follower caught up and may join an ISR.
     isr_wake: tokio::sync::Notify,
-    /// ISR changes of partitions this broker leads, as committed by the controller.
-    isr_changes: IsrChangeCounts,
+    /// ISR changes of partitions this broker leads and bytes its fetchers replicated.
+    replication_counts: ReplicationCounts,
 }
 
-/// How often the ISRs of a broker's led partitions shrank and expanded (Kafka's
-/// IsrShrinksPerSec / IsrExpandsPerSec as running totals).
+/// Running totals of replication: how often the ISRs of a broker's led partitions shrank
+/// and expanded as the controller committed them (Kafka's IsrShrinksPerSec /
+/// IsrExpandsPerSec), and the record bytes its fetchers appended (FetcherStats BytesPerSec).
 #[derive(Debug, Default)]
-pub struct IsrChangeCounts {
+pub struct ReplicationCounts {
     pub shrinks: AtomicU64,
     pub expands: AtomicU64,
+    pub fetched_bytes: AtomicU64,
 }
 
-impl IsrChangeCounts {
-    /// Counts a change given as the ISR sizes before and after it.
+impl ReplicationCounts {
+    /// Counts an ISR change given as the ISR sizes before and after it.
     pub fn record(&self, sizes: Option<(usize, usize)>) {
         match sizes {
             Some((before, after)) if after < before => self.shrinks.fetch_add(1, Ordering::Relaxed),
@@ -763,13 +765,13 @@ impl ReplicaManager {
             last_checkpoint: Mutex::new(HashMap::new()),
             broker_epoch: AtomicI64::new(-1),
             isr_wake: tokio::sync::Notify::new(),
-            isr_changes: IsrChangeCounts::default(),
+            replication_counts: ReplicationCounts::default(),
             log_dirs,
         }
     }
 
-    pub fn isr_changes(&self) -> &IsrChangeCounts {
-        &self.isr_changes
+    pub fn replication_counts(&self) -> &ReplicationCounts {
+        &self.replication_counts
     }
 
     /// Writes each log dir's high-watermark checkpoint (atomically, only when it changed).
@@ -965,7 +967,7 @@ impl ReplicaManager {
             );
             if let Some(p) = partitions.get(&(topic.clone(), index)) {
                 p.set_config(cfg);
-                self.isr_changes
+                self.replication_counts
                     .record(p.apply_leadership(self.node_id, pi, now));
                 continue;
             }

@@ -54,7 +54,7 @@ async fn respond(mut stream: TcpStream, broker: &Broker) -> std::io::Result<()> 
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
                 broker
                     .metrics
-                    .render(&partitions, broker.replicas.isr_changes()),
+                    .render(&partitions, broker.replicas.replication_counts()),
             )
         }
         ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".to_string()),

@@ -25,6 +25,7 @@ pub struct Metrics {
     pub retention_deleted_segments: Counter,
     pub isr_shrinks: Counter,
     pub isr_expands: Counter,
+    replica_fetched_bytes: Counter,
     cleaner_bytes: Counter,
     last_clean_time: Family<Labels, Gauge>,
     dirty_ratio: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
@@ -91,6 +92,12 @@ impl Metrics {
             "isr_expands",
             "ISR expansions the controller committed for partitions this broker leads",
             isr_expands.clone(),
+        );
+        let replica_fetched_bytes = Counter::default();
+        registry.register(
+            "replica_fetched_bytes",
+            "Record bytes this broker's replica fetchers appended as a follower",
+            replica_fetched_bytes.clone(),
         );
         let cleaner_bytes = Counter::default();
         let last_clean_time = Family::<Labels, Gauge>::default();
@@ -180,6 +187,7 @@ impl Metrics {
             retention_deleted_segments,
             isr_shrinks,
             isr_expands,
+            replica_fetched_bytes,
             cleaner_bytes,
             last_clean_time,
             dirty_ratio,
@@ -252,13 +260,14 @@ impl Metrics {
     pub fn render(
         &self,
         partitions: &[std::sync::Arc<crate::partition::Partition>],
-        isr_changes: &crate::partition::IsrChangeCounts,
+        counts: &crate::partition::ReplicationCounts,
     ) -> String {
         // Running totals kept by the replica manager; fetch_max keeps the counters
         // monotonic when two scrapes race.
         for (counter, total) in [
-            (&self.isr_shrinks, &isr_changes.shrinks),
-            (&self.isr_expands, &isr_changes.expands),
+            (&self.isr_shrinks, &counts.shrinks),
+            (&self.isr_expands, &counts.expands),
+            (&self.replica_fetched_bytes, &counts.fetched_bytes),
         ] {
             counter.inner().fetch_max(
                 total.load(std::sync::atomic::Ordering::Relaxed),

@@ -573,7 +573,7 @@ async fn maintain_isrs(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
                 for ((p, sent, _), outcome) in due.iter().zip(&outcomes) {
                     broker
                         .replicas
-                        .isr_changes()
+                        .replication_counts()
                         .record(p.on_isr_answer(sent, outcome));
                 }
                 unsettled = outcomes.iter().any(|o| o.is_err());
