@@ -9,6 +9,8 @@ pub mod config;
 pub mod group;
 pub mod log;
 pub mod metadata;
+pub mod metrics;
+pub mod node;
 pub mod partition;
 pub mod protocol;
 pub mod server;

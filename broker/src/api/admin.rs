@@ -8,8 +8,8 @@ use crate::metadata::image::BrokerRegistration;
 use crate::metadata::{
     validate_topic_name, ApiError, Endpoint, MetadataImage, NewTopic, TopicImage,
 };
+use crate::node::Broker;
 use crate::protocol::codes;
-use crate::server::Broker;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,

@@ -5,8 +5,8 @@
 use super::{msg, publish};
 use crate::config::{ConfigDef, BROKER_CONFIGS, TOPIC_CONFIGS};
 use crate::metadata::{AlterOp, ApiError};
+use crate::node::Broker;
 use crate::protocol::codes;
-use crate::server::Broker;
 use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,

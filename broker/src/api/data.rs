@@ -2,8 +2,8 @@
 
 use super::msg;
 use crate::log::LogError;
+use crate::node::Broker;
 use crate::protocol::codes;
-use crate::server::Broker;
 use bytes::Bytes;
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,

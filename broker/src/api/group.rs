@@ -9,8 +9,8 @@ use crate::group::{
     partition_for, CommitOffset, CommitRequest, JoinRequest, OffsetsLog, SyncRequest, OFFSETS_TOPIC,
 };
 use crate::metadata::NewTopic;
+use crate::node::Broker;
 use crate::protocol::codes;
-use crate::server::Broker;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -883,7 +883,7 @@ mod tests {
         let peer: SocketAddr = "127.0.0.1:5555".parse().expect("address");
         let resp = crate::api::handle(
             b,
-            &crate::server::ListenerKind::Broker("PLAINTEXT".into()),
+            &crate::protocol::ListenerKind::Broker("PLAINTEXT".into()),
             &header,
             peer,
             key,

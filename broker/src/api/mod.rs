@@ -9,8 +9,9 @@ pub mod group;
 mod quorum;
 
 use crate::metadata::MetadataImage;
+use crate::node::Broker;
 use crate::protocol::codes;
-use crate::server::{Broker, ListenerKind};
+use crate::protocol::ListenerKind;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsResponse, RequestHeader, RequestKind, ResponseKind,
@@ -58,17 +59,17 @@ pub async fn handle(
             return data::produce(broker, r, v).await.map(ResponseKind::Produce)
         }
         RequestKind::Fetch(r) if *kind == ListenerKind::Controller => {
-            ResponseKind::Fetch(quorum::metadata_fetch(broker, r, v).await)
+            ResponseKind::Fetch(quorum::metadata_fetch(&broker.controller, r, v).await)
         }
         RequestKind::Fetch(r) => ResponseKind::Fetch(data::fetch(broker, r, v).await),
         RequestKind::FetchSnapshot(r) => {
-            ResponseKind::FetchSnapshot(quorum::fetch_snapshot(broker, r))
+            ResponseKind::FetchSnapshot(quorum::fetch_snapshot(&broker.controller, r))
         }
         RequestKind::AlterPartition(r) => {
-            ResponseKind::AlterPartition(quorum::alter_partition(broker, r, v).await)
+            ResponseKind::AlterPartition(quorum::alter_partition(&broker.controller, r, v).await)
         }
         RequestKind::BrokerHeartbeat(r) => {
-            ResponseKind::BrokerHeartbeat(quorum::broker_heartbeat(broker, r).await)
+            ResponseKind::BrokerHeartbeat(quorum::broker_heartbeat(&broker.controller, r).await)
         }
         RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(data::list_offsets(broker, r, v)),
         RequestKind::OffsetForLeaderEpoch(r) => {
@@ -159,4 +160,99 @@ fn msg(s: impl Into<String>) -> Option<StrBytes> {
 /// Publishes a changed image to the replica manager (open new logs, delete removed ones).
 fn publish(broker: &Broker, image: &MetadataImage) {
     broker.apply_image(image);
+}
+
+#[cfg(test)]
+mod tests {
+    //! Dispatch against the version tables: every API either table advertises has a
+    //! handler that answers a request (default fields) at its lowest and highest version,
+    //! with a response that encodes in that version.
+
+    use super::*;
+    use crate::protocol::{encode_response, CONTROLLER_APIS, SUPPORTED_APIS};
+    use kafka_protocol::messages::*;
+
+    /// A request of every advertised kind with default fields. An API added to a table
+    /// must be added here too (the test says so), next to its handler in [`handle`].
+    fn default_request(key: ApiKey) -> RequestKind {
+        match key {
+            // acks=0 is answered with nothing, by design.
+            ApiKey::Produce => RequestKind::Produce(ProduceRequest::default().with_acks(1)),
+            ApiKey::Fetch => RequestKind::Fetch(FetchRequest::default()),
+            ApiKey::ListOffsets => RequestKind::ListOffsets(Default::default()),
+            ApiKey::OffsetForLeaderEpoch => RequestKind::OffsetForLeaderEpoch(Default::default()),
+            ApiKey::Metadata => RequestKind::Metadata(MetadataRequest::default()),
+            ApiKey::ApiVersions => RequestKind::ApiVersions(Default::default()),
+            ApiKey::CreateTopics => RequestKind::CreateTopics(Default::default()),
+            ApiKey::DeleteTopics => RequestKind::DeleteTopics(Default::default()),
+            ApiKey::DeleteRecords => RequestKind::DeleteRecords(Default::default()),
+            ApiKey::DescribeConfigs => RequestKind::DescribeConfigs(Default::default()),
+            ApiKey::AlterConfigs => RequestKind::AlterConfigs(Default::default()),
+            ApiKey::CreatePartitions => RequestKind::CreatePartitions(Default::default()),
+            ApiKey::IncrementalAlterConfigs => {
+                RequestKind::IncrementalAlterConfigs(Default::default())
+            }
+            ApiKey::ElectLeaders => RequestKind::ElectLeaders(Default::default()),
+            ApiKey::DescribeCluster => RequestKind::DescribeCluster(Default::default()),
+            ApiKey::FindCoordinator => RequestKind::FindCoordinator(Default::default()),
+            ApiKey::JoinGroup => RequestKind::JoinGroup(Default::default()),
+            ApiKey::SyncGroup => RequestKind::SyncGroup(Default::default()),
+            ApiKey::Heartbeat => RequestKind::Heartbeat(Default::default()),
+            ApiKey::LeaveGroup => RequestKind::LeaveGroup(Default::default()),
+            ApiKey::OffsetCommit => RequestKind::OffsetCommit(Default::default()),
+            ApiKey::OffsetFetch => RequestKind::OffsetFetch(Default::default()),
+            ApiKey::ListGroups => RequestKind::ListGroups(Default::default()),
+            ApiKey::DescribeGroups => RequestKind::DescribeGroups(Default::default()),
+            ApiKey::DeleteGroups => RequestKind::DeleteGroups(Default::default()),
+            ApiKey::OffsetDelete => RequestKind::OffsetDelete(Default::default()),
+            ApiKey::InitProducerId => RequestKind::InitProducerId(Default::default()),
+            ApiKey::DescribeQuorum => RequestKind::DescribeQuorum(Default::default()),
+            ApiKey::FetchSnapshot => RequestKind::FetchSnapshot(Default::default()),
+            ApiKey::BrokerRegistration => RequestKind::BrokerRegistration(Default::default()),
+            ApiKey::BrokerHeartbeat => RequestKind::BrokerHeartbeat(Default::default()),
+            ApiKey::AlterPartition => RequestKind::AlterPartition(Default::default()),
+            ApiKey::AllocateProducerIds => RequestKind::AllocateProducerIds(Default::default()),
+            other => panic!(
+                "{other:?} is advertised: add a default request here and a handler in api::handle"
+            ),
+        }
+    }
+
+    #[tokio::test]
+    async fn every_advertised_api_is_handled_at_its_lowest_and_highest_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::config::BrokerConfig::load(
+            None,
+            &[
+                format!("log.dirs={}", dir.path().display()),
+                "offsets.topic.num.partitions=1".into(),
+            ],
+        )
+        .unwrap();
+        let broker = Broker::open(config, std::sync::Arc::new(crate::clock::SystemClock)).unwrap();
+        broker.start_serving().await.unwrap();
+        let peer: std::net::SocketAddr = "127.0.0.1:5555".parse().unwrap();
+        for (table, kind) in [
+            (SUPPORTED_APIS, ListenerKind::Broker("PLAINTEXT".into())),
+            (CONTROLLER_APIS, ListenerKind::Controller),
+        ] {
+            for &(key, min, max) in table {
+                for v in [min, max] {
+                    let header = RequestHeader::default().with_request_api_version(v);
+                    let answer = tokio::time::timeout(
+                        std::time::Duration::from_secs(20),
+                        handle(&broker, &kind, &header, peer, key, default_request(key)),
+                    )
+                    .await
+                    .unwrap_or_else(|_| panic!("{key:?} v{v} on {kind:?}: no answer in 20 s"));
+                    let Some(resp) = answer else {
+                        panic!("{key:?} v{v} on {kind:?}: no handler answered");
+                    };
+                    if let Err(e) = encode_response(key, v, 1, &resp) {
+                        panic!("{key:?} v{v} on {kind:?}: the response does not encode: {e}");
+                    }
+                }
+            }
+        }
+    }
 }

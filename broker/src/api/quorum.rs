@@ -1,10 +1,11 @@
 //! Controller-listener APIs of the metadata quorum: Fetch and FetchSnapshot of
 //! `__cluster_metadata` for observers (broker-only nodes), BrokerHeartbeat, and
-//! AlterPartition (a leader's ISR changes).
+//! AlterPartition (a leader's ISR changes). They need this node's controller only: the
+//! quorum's side of a node, served without the broker's state.
 
 use crate::metadata::observer::{METADATA_TOPIC, METADATA_TOPIC_ID};
+use crate::metadata::Controller;
 use crate::protocol::codes;
-use crate::server::Broker;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::alter_partition_response::{
     PartitionData as AlterPartitionData, TopicData as AlterTopic,
@@ -31,7 +32,11 @@ fn metadata_topic() -> TopicName {
 /// Fetch of `__cluster_metadata` from an observer: committed entries only (up to the
 /// high watermark this voter knows), long-polled up to max_wait_ms; an offset below the
 /// log start answers OFFSET_OUT_OF_RANGE with the snapshot to fetch instead.
-pub async fn metadata_fetch(broker: &Broker, req: FetchRequest, version: i16) -> FetchResponse {
+pub async fn metadata_fetch(
+    controller: &Controller,
+    req: FetchRequest,
+    version: i16,
+) -> FetchResponse {
     let wants_metadata = req.topics.iter().any(|t| {
         t.topic.0.as_str() == METADATA_TOPIC || (version >= 13 && t.topic_id == METADATA_TOPIC_ID)
     });
@@ -50,8 +55,7 @@ pub async fn metadata_fetch(broker: &Broker, req: FetchRequest, version: i16) ->
         .with_last_stable_offset(-1)
         .with_log_start_offset(-1)
         .with_preferred_read_replica(BrokerId(-1));
-    let (Some(quorum), true, Some(offset)) = (broker.controller.quorum(), wants_metadata, offset)
-    else {
+    let (Some(quorum), true, Some(offset)) = (controller.quorum(), wants_metadata, offset) else {
         return FetchResponse::default().with_responses(vec![topic.with_partitions(vec![
             empty.with_error_code(codes::UNKNOWN_TOPIC_OR_PARTITION)
         ])]);
@@ -62,7 +66,7 @@ pub async fn metadata_fetch(broker: &Broker, req: FetchRequest, version: i16) ->
         req.replica_id.0
     };
     if replica >= 0 {
-        quorum.observed(replica, offset, broker.replicas.now_ms());
+        quorum.observed(replica, offset, controller.now_ms());
     }
     let deadline = tokio::time::Instant::now()
         + Duration::from_millis(req.max_wait_ms.clamp(0, 10_000) as u64);
@@ -131,7 +135,7 @@ pub async fn metadata_fetch(broker: &Broker, req: FetchRequest, version: i16) ->
 
 /// FetchSnapshot of `__cluster_metadata`: the bytes of this voter's newest snapshot from
 /// `position`, at most max_bytes at a time.
-pub fn fetch_snapshot(broker: &Broker, req: FetchSnapshotRequest) -> FetchSnapshotResponse {
+pub fn fetch_snapshot(controller: &Controller, req: FetchSnapshotRequest) -> FetchSnapshotResponse {
     let asked = req
         .topics
         .iter()
@@ -139,7 +143,7 @@ pub fn fetch_snapshot(broker: &Broker, req: FetchSnapshotRequest) -> FetchSnapsh
         .flat_map(|t| &t.partitions)
         .find(|p| p.partition == 0);
     let mut out = PartitionSnapshot::default().with_index(0);
-    match (broker.controller.quorum(), asked) {
+    match (controller.quorum(), asked) {
         (Some(quorum), Some(p)) => {
             let snapshot = quorum.store().snapshot_now();
             let meta = snapshot.get_metadata();
@@ -176,11 +180,10 @@ pub fn fetch_snapshot(broker: &Broker, req: FetchSnapshotRequest) -> FetchSnapsh
 /// BrokerHeartbeat: keeps a broker's session and carries fencing, unfencing and
 /// controlled shutdown.
 pub async fn broker_heartbeat(
-    broker: &Broker,
+    controller: &Controller,
     req: BrokerHeartbeatRequest,
 ) -> BrokerHeartbeatResponse {
-    match broker
-        .controller
+    match controller
         .heartbeat(
             req.broker_id.0,
             req.broker_epoch,
@@ -203,7 +206,7 @@ pub async fn broker_heartbeat(
 /// AlterPartition (controller listener): the ISR changes a partition leader asks for.
 /// v2 carries member ids only, v3 their broker epochs too (KIP-903).
 pub async fn alter_partition(
-    broker: &Broker,
+    controller: &Controller,
     req: AlterPartitionRequest,
     version: i16,
 ) -> AlterPartitionResponse {
@@ -227,8 +230,7 @@ pub async fn alter_partition(
             });
         }
     }
-    let outcomes = match broker
-        .controller
+    let outcomes = match controller
         .alter_partition(req.broker_id.0, req.broker_epoch, &changes)
         .await
     {

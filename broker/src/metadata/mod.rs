@@ -451,6 +451,11 @@ impl Controller {
         Ok(outcomes)
     }
 
+    /// The time on this node's clock (the controller's decisions are made against it).
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
     /// DescribeQuorum asked of the active controller, wherever it is.
     pub async fn describe_quorum_of_active(
         &self,

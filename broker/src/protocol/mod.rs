@@ -9,6 +9,15 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeade
 use kafka_protocol::protocol::Decodable;
 use kafka_protocol::protocol::Encodable;
 
+/// Which listener a connection arrived on: clients and brokers on broker listeners (by
+/// name: Metadata answers with the addresses of the listener asked on), peers and brokers
+/// on the controller listener (Raft traffic and controller APIs are served only there).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenerKind {
+    Broker(std::sync::Arc<str>),
+    Controller,
+}
+
 /// Every API the broker implements, with the versions it accepts. ApiVersions is built from
 /// this table and dispatch refuses anything outside it, so nothing unimplemented is ever
 /// advertised. Floors follow Kafka 4.x (KIP-896); ceilings cover current librdkafka,
