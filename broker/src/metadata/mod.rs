@@ -1073,6 +1073,7 @@ mod tests {
         )
         .unwrap();
         assert!(c.wait_for_image(|i| !i.cluster_id.is_empty()).await);
+        wait_until_active(&c).await;
         assert_eq!(c.image().cluster_id, "test-cluster");
         let epoch = c
             .register_broker(
@@ -1088,6 +1089,18 @@ mod tests {
         let reply = c.heartbeat(1, epoch, offset, false, false).await.unwrap();
         assert!(!reply.fenced && reply.caught_up);
         c
+    }
+
+    /// A restarted voter publishes the image it replayed (the cluster id included) before
+    /// the status that says it leads: wait for both, as a broker's registration retries.
+    async fn wait_until_active(c: &Controller) {
+        let mut status = c.status.clone();
+        let became = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            status.wait_for(|s| s.is_leader),
+        )
+        .await;
+        assert!(matches!(became, Ok(Ok(_))), "the lone voter never led");
     }
 
     fn new_topic(name: &str, partitions: i32, rf: i16) -> NewTopic {
@@ -1124,6 +1137,7 @@ mod tests {
         let config = BrokerConfig::load(None, &["broker.session.timeout.ms=3000".into()]).unwrap();
         let c = Controller::start(dir.path(), None, config, true, clock.clone()).unwrap();
         assert!(c.wait_for_image(|i| !i.cluster_id.is_empty()).await);
+        wait_until_active(&c).await;
         let join = |id: i32| {
             let c = &c;
             async move {
