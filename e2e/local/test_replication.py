@@ -368,9 +368,10 @@ def test_leadership_returns_to_the_preferred_replica_once_it_is_back_in_sync(clu
 
 
 @pytest.mark.timeout_s(240)
-def test_a_leader_cut_off_from_the_controller_acknowledges_nothing_and_loses_nothing(cluster_factory, topic_name):
-    """A network partition: the leader's links to the controller quorum are cut (clients
-    still reach it). Its session expires, the controller fences it and makes an in-sync
+def test_a_leader_cut_off_from_the_controller_and_its_followers_acknowledges_nothing_and_loses_nothing(cluster_factory, topic_name):
+    """A network partition: the leader's links to the controller quorum and every
+    follower's link into its replication listener are cut (clients still reach it on
+    PLAINTEXT). Its session expires, the controller fences it and makes an in-sync
     follower leader, and the followers fetch from the new leader. The cut-off leader still
     believes it leads, but it can neither shrink the ISR (that takes the controller) nor
     advance its high watermark (its followers left), so an acks=all write sent to it is
@@ -380,7 +381,7 @@ def test_a_leader_cut_off_from_the_controller_acknowledges_nothing_and_loses_not
     byte-identical."""
     import threading
 
-    cluster = cluster_factory.start(controllers=1, brokers=3)
+    cluster = cluster_factory.start(controllers=1, brokers=3, replication_listener=True)
     topic = topic_name
     create_replicated_topic(cluster, topic, 1, 3, {"min.insync.replicas": "2"})
     leader = partition_states(cluster, topic)[0][0]
@@ -420,6 +421,7 @@ def test_a_leader_cut_off_from_the_controller_acknowledges_nothing_and_loses_not
     try:
         wait_until(lambda: len(acked) >= 100, CLIENT_TIMEOUT_S, "the producer under way")
         cluster.cut(leader, drop=True)
+        cluster.cut_replication(leader)
         try:
             witness = next(b.node_id for b in cluster.brokers if b.node_id != leader)
             wait_until(
@@ -440,6 +442,7 @@ def test_a_leader_cut_off_from_the_controller_acknowledges_nothing_and_loses_not
                     failures.append(("one offset acknowledged twice", offset))
         finally:
             cluster.heal(leader)
+            cluster.heal_replication(leader)
         wait_until(lambda: fully_replicated(cluster, topic, 1, 3), CLIENT_TIMEOUT_S, "the old leader back in the ISR")
         time.sleep(1)
     finally:
