@@ -533,17 +533,75 @@ pub async fn create_partitions(
     CreatePartitionsResponse::default().with_results(results)
 }
 
+/// DescribeCluster's endpoint types (KIP-919): which kind of listener the client wants.
+const ENDPOINT_BROKER: i8 = 1;
+const ENDPOINT_CONTROLLER: i8 = 2;
+
+/// DescribeCluster. On a broker listener: the live brokers at their addresses on that
+/// listener and the active controller (if it is also a broker). On the controller listener
+/// (KIP-919, `kafka-metadata-quorum --bootstrap-controller`): the controllers (the voters
+/// at the controller endpoints this node knows them by, as DescribeQuorum v2 lists them)
+/// and the quorum leader, which the Java admin client then sends its quorum requests to.
+/// A request for the other endpoint type is refused MISMATCHED_ENDPOINT_TYPE (an unknown
+/// one UNSUPPORTED_ENDPOINT_TYPE), as Kafka answers; v0 requests mean brokers.
 pub fn describe_cluster(
     broker: &Broker,
     listener: &str,
-    _req: DescribeClusterRequest,
+    controller: bool,
+    req: DescribeClusterRequest,
+    version: i16,
 ) -> DescribeClusterResponse {
     let image = broker.controller.image();
-    DescribeClusterResponse::default()
-        .with_cluster_id(str_bytes(&image.cluster_id))
-        .with_controller_id(BrokerId(controller_for_clients(broker)))
-        .with_endpoint_type(1)
-        .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+    let ours = if controller {
+        ENDPOINT_CONTROLLER
+    } else {
+        ENDPOINT_BROKER
+    };
+    let mut resp = DescribeClusterResponse::default()
+        .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
+    if version >= 1 {
+        resp = resp.with_endpoint_type(ours);
+    }
+    if req.endpoint_type != ours {
+        let (code, message) = match req.endpoint_type {
+            ENDPOINT_BROKER | ENDPOINT_CONTROLLER => (
+                codes::MISMATCHED_ENDPOINT_TYPE,
+                format!(
+                    "The request was sent to an endpoint of type {}, but it asked for type {}.",
+                    endpoint_type_name(ours),
+                    endpoint_type_name(req.endpoint_type)
+                ),
+            ),
+            other => (
+                codes::UNSUPPORTED_ENDPOINT_TYPE,
+                format!("Unsupported endpoint type {other}."),
+            ),
+        };
+        return resp
+            .with_error_code(code)
+            .with_error_message(Some(str_bytes(&message)));
+    }
+    let resp = resp.with_cluster_id(str_bytes(&image.cluster_id));
+    if controller {
+        let leader = broker
+            .controller
+            .quorum()
+            .and_then(|_| broker.controller.active_controller());
+        return resp
+            .with_controller_id(BrokerId(leader.unwrap_or(-1)))
+            .with_brokers(
+                voter_endpoints(broker)
+                    .into_iter()
+                    .map(|(id, _, host, port)| {
+                        DescribeClusterBroker::default()
+                            .with_broker_id(BrokerId(id))
+                            .with_host(str_bytes(&host))
+                            .with_port(port)
+                    })
+                    .collect(),
+            );
+    }
+    resp.with_controller_id(BrokerId(controller_for_clients(broker)))
         .with_brokers(
             live_endpoints(&image, listener)
                 .map(|(b, e)| {
@@ -555,6 +613,14 @@ pub fn describe_cluster(
                 })
                 .collect(),
         )
+}
+
+fn endpoint_type_name(t: i8) -> &'static str {
+    match t {
+        ENDPOINT_BROKER => "BROKER",
+        ENDPOINT_CONTROLLER => "CONTROLLER",
+        _ => "UNKNOWN",
+    }
 }
 
 /// BrokerRegistration (controller listener): a broker joins the cluster with its endpoint
@@ -729,6 +795,23 @@ fn describe_own_quorum(broker: &Broker, version: i16) -> DescribeQuorumResponse 
 /// controller.quorum.bootstrap.servers learns the voters.
 fn voter_nodes(broker: &Broker) -> Vec<kafka_protocol::messages::describe_quorum_response::Node> {
     use kafka_protocol::messages::describe_quorum_response::{Listener, Node};
+    voter_endpoints(broker)
+        .into_iter()
+        .map(|(id, name, host, port)| {
+            Node::default()
+                .with_node_id(BrokerId(id))
+                .with_listeners(vec![Listener::default()
+                    .with_name(str_bytes(&name))
+                    .with_host(str_bytes(&host))
+                    .with_port(port as u16)])
+        })
+        .collect()
+}
+
+/// Each voter as (id, controller listener name, host, port), at the address this node
+/// reaches it by (controller.quorum.voters; its own controller listener for itself).
+/// Empty on a node that is not a voter.
+fn voter_endpoints(broker: &Broker) -> Vec<(i32, String, String, i32)> {
     let Some(quorum) = broker.controller.quorum() else {
         return Vec::new();
     };
@@ -745,12 +828,8 @@ fn voter_nodes(broker: &Broker) -> Vec<kafka_protocol::messages::describe_quorum
         .filter_map(|(id, addr)| {
             let (host, port) = addr.rsplit_once(':')?;
             let host = host.trim_start_matches('[').trim_end_matches(']');
-            Some(Node::default().with_node_id(BrokerId(*id)).with_listeners(
-                vec![Listener::default()
-                        .with_name(str_bytes(&name))
-                        .with_host(str_bytes(host))
-                        .with_port(port.parse().ok()?)],
-            ))
+            let port: u16 = port.parse().ok()?;
+            Some((*id, name.clone(), host.to_owned(), i32::from(port)))
         })
         .collect()
 }

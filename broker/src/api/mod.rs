@@ -90,9 +90,13 @@ pub async fn handle(
         RequestKind::CreatePartitions(r) => {
             ResponseKind::CreatePartitions(admin::create_partitions(broker, r).await)
         }
-        RequestKind::DescribeCluster(r) => {
-            ResponseKind::DescribeCluster(admin::describe_cluster(broker, listener, r))
-        }
+        RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(admin::describe_cluster(
+            broker,
+            listener,
+            *kind == ListenerKind::Controller,
+            r,
+            v,
+        )),
         RequestKind::DescribeConfigs(r) => {
             ResponseKind::DescribeConfigs(configs::describe_configs(broker, r, v))
         }

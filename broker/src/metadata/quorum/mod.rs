@@ -343,7 +343,8 @@ struct Core<T> {
     next_proposal: u64,
     bytes_since_snapshot: u64,
     snapshot_bytes: u64,
-    last_contact: HashMap<u64, i64>,
+    /// Each peer's last message to this voter: (wall-clock ms, the message's term).
+    last_contact: HashMap<u64, (i64, u64)>,
     cluster_id_hint: Option<String>,
     cluster_id_proposed: bool,
 }
@@ -411,7 +412,7 @@ impl<T> Core<T> {
     }
 
     fn step(&mut self, m: Message, now: i64) {
-        self.last_contact.insert(m.from, now);
+        self.last_contact.insert(m.from, (now, m.term));
         if let Err(e) = self.node.step(m) {
             tracing::debug!(cause = %e, "raft message ignored");
         }
@@ -603,16 +604,27 @@ impl<T> Core<T> {
         let is_leader = raft.state == StateRole::Leader;
         let voters = if is_leader {
             let me = raft.id;
+            // As a Kafka leader reports its followers: only what it heard in its own term.
+            // A voter silent since this leader was elected (say, the old leader, dead) has
+            // an unknown log end offset and no fetch time, not its last message to this
+            // node under an earlier leader, nor raft-rs's reset match index.
             raft.prs()
                 .iter()
-                .map(|(id, pr)| VoterState {
-                    node_id: node_id(*id),
-                    log_end_offset: pr.matched as i64,
-                    last_contact_ms: if *id == me {
-                        now
-                    } else {
-                        self.last_contact.get(id).copied().unwrap_or(-1)
-                    },
+                .map(|(id, pr)| {
+                    let heard = match self.last_contact.get(id) {
+                        _ if *id == me => Some(now),
+                        Some(&(at, term)) if term == raft.term => Some(at),
+                        _ => None,
+                    };
+                    VoterState {
+                        node_id: node_id(*id),
+                        log_end_offset: if heard.is_some() {
+                            pr.matched as i64
+                        } else {
+                            -1
+                        },
+                        last_contact_ms: heard.unwrap_or(-1),
+                    }
                 })
                 .collect::<Vec<_>>()
         } else {

@@ -732,3 +732,58 @@ fn a_seed_replays_the_same_trace() {
         "the trace digest sees what happens"
     );
 }
+
+#[test]
+fn a_new_leader_reports_only_voters_heard_in_its_term() {
+    // What DescribeQuorum (and so kafka-metadata-quorum) shows for each voter: after the
+    // leader dies, its successor has heard nothing from it, so it reports an unknown log
+    // end offset and no contact, not the dead leader's last heartbeat of the old term.
+    let mut sim = Sim::new(0);
+    let settle = |sim: &mut Sim, what: &str, done: &dyn Fn(&mut Sim) -> bool| {
+        for _ in 0..2_000 {
+            sim.round(false);
+            if done(sim) {
+                return;
+            }
+        }
+        panic!("{what}: not after 2000 rounds");
+    };
+    let caught_up = |sim: &mut Sim| {
+        let Some(l) = sim.leader() else { return false };
+        let now = sim.clock.now_ms();
+        let status = sim.core(l).status(now);
+        status.commit_index > 0
+            && status
+                .voters
+                .iter()
+                .filter(|v| sim.up(v.node_id as usize))
+                .all(|v| v.log_end_offset == status.commit_index as i64 && v.last_contact_ms > 0)
+    };
+    settle(&mut sim, "a leader with every voter caught up", &caught_up);
+    let old = sim.leader().expect("a leader");
+    sim.crash(old, true);
+    settle(
+        &mut sim,
+        "a new leader with the live voters caught up",
+        &|sim| sim.leader().is_some_and(|l| l != old) && caught_up(sim),
+    );
+    let new = sim.leader().expect("a leader");
+    let now = sim.clock.now_ms();
+    let status = sim.core(new).status(now);
+    let dead = status
+        .voters
+        .iter()
+        .find(|v| v.node_id == old as i32)
+        .expect("the old leader is a voter");
+    assert_eq!(
+        (dead.log_end_offset, dead.last_contact_ms),
+        (-1, -1),
+        "{status:?}"
+    );
+    let me = status
+        .voters
+        .iter()
+        .find(|v| v.node_id == new as i32)
+        .expect("the leader is a voter");
+    assert_eq!(me.last_contact_ms, now);
+}
