@@ -9,11 +9,12 @@ pub mod batch;
 pub mod cleaner;
 pub mod codec;
 pub mod epochs;
+pub mod producer_state;
 pub mod segment;
 pub mod verify;
 
 use crate::config::LogConfig;
-use crate::txn::producer_state::ProducerStateTable;
+use crate::log::producer_state::ProducerStateTable;
 use batch::{BatchHeader, HEADER_LEN};
 use bytes::Bytes;
 use epochs::LeaderEpochCache;
@@ -1463,7 +1464,7 @@ mod tests {
 
     #[test]
     fn producer_state_is_rebuilt_from_headers_after_a_crash_and_across_segments() {
-        use crate::txn::producer_state::SequenceCheck;
+        use crate::log::producer_state::SequenceCheck;
         use batch::tests::make_idempotent_batch;
         let dir = tempfile::tempdir().unwrap();
         let cfg = config(&[("segment.bytes", "300")]);
@@ -1587,8 +1588,8 @@ mod tests {
         std::fs::write(&path, &data).unwrap();
     }
 
-    fn dup(offset: i64) -> crate::txn::producer_state::SequenceCheck {
-        crate::txn::producer_state::SequenceCheck::Duplicate {
+    fn dup(offset: i64) -> crate::log::producer_state::SequenceCheck {
+        crate::log::producer_state::SequenceCheck::Duplicate {
             base_offset: offset,
             last_offset: offset,
         }
@@ -1729,7 +1730,7 @@ mod tests {
         assert_eq!(snapshot_offsets(dir.path()), vec![active]);
         assert_eq!(
             log.producers().check(&retry_of(1, 0, 5)),
-            Ok(crate::txn::producer_state::SequenceCheck::Append)
+            Ok(crate::log::producer_state::SequenceCheck::Append)
         );
         assert_eq!(log.producers().check(&retry_of(1, 0, 4)), Ok(dup(kept)));
     }

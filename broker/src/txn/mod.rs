@@ -1,8 +1,7 @@
-//! The idempotent producer: producer ids handed out by InitProducerId and the per-partition
-//! producer state that drops retried batches and refuses gaps. Transactions (a coordinator,
-//! control batches, the last stable offset) are not built; this module is where they go.
-
-pub mod producer_state;
+//! The idempotent producer's ids, handed out by InitProducerId from blocks the controller
+//! records (the per-partition producer state that drops retried batches lives with the
+//! log, in `log::producer_state`). Transactions (a coordinator, control batches, the last
+//! stable offset) are not built; this module is where they go.
 
 use crate::metadata::{ApiError, Controller};
 
