@@ -834,6 +834,176 @@ fn voter_endpoints(broker: &Broker) -> Vec<(i32, String, String, i32)> {
         .collect()
 }
 
+/// AlterPartitionReassignments (kafka-reassign-partitions.sh --execute, KIP-455): decided
+/// by the active controller, to which any other node forwards the request whole.
+pub async fn alter_partition_reassignments(
+    broker: &Broker,
+    req: kafka_protocol::messages::AlterPartitionReassignmentsRequest,
+) -> kafka_protocol::messages::AlterPartitionReassignmentsResponse {
+    use kafka_protocol::messages::alter_partition_reassignments_response::{
+        ReassignablePartitionResponse, ReassignableTopicResponse,
+    };
+    use kafka_protocol::messages::AlterPartitionReassignmentsResponse;
+    let controller = &broker.controller;
+    if !controller.is_active() {
+        return match controller
+            .forward_to_active("AlterPartitionReassignments", req, |r| {
+                r.error_code == codes::NOT_CONTROLLER
+            })
+            .await
+        {
+            Ok(resp) => resp,
+            Err(e) => AlterPartitionReassignmentsResponse::default()
+                .with_error_code(e.code)
+                .with_error_message(Some(str_bytes(&e.message))),
+        };
+    }
+    let changes: Vec<(String, i32, Option<Vec<i32>>)> = req
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| {
+                (
+                    t.name.0.to_string(),
+                    p.partition_index,
+                    p.replicas.as_ref().map(|r| r.iter().map(|b| b.0).collect()),
+                )
+            })
+        })
+        .collect();
+    let outcomes = match controller.alter_reassignments(&changes).await {
+        Ok(o) => o,
+        Err(e) => {
+            return AlterPartitionReassignmentsResponse::default()
+                .with_error_code(e.code)
+                .with_error_message(Some(str_bytes(&e.message)))
+        }
+    };
+    let mut outcomes = outcomes.into_iter();
+    let responses = req
+        .topics
+        .iter()
+        .map(|t| {
+            ReassignableTopicResponse::default()
+                .with_name(t.name.clone())
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            let r = ReassignablePartitionResponse::default()
+                                .with_partition_index(p.partition_index);
+                            match outcomes.next() {
+                                Some(Err(e)) => r
+                                    .with_error_code(e.code)
+                                    .with_error_message(Some(str_bytes(&e.message))),
+                                _ => r,
+                            }
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    publish(broker, &broker.controller.image());
+    AlterPartitionReassignmentsResponse::default().with_responses(responses)
+}
+
+/// DescribeLogDirs (kafka-log-dirs.sh, and kafka-reassign-partitions.sh before a move):
+/// this broker's log dirs with the size of each partition it holds there (all of them for
+/// a null topic list). Sizes of the dirs themselves are not measured (-1, as Kafka
+/// answers when it cannot tell).
+pub fn describe_log_dirs(
+    broker: &Broker,
+    req: kafka_protocol::messages::DescribeLogDirsRequest,
+) -> kafka_protocol::messages::DescribeLogDirsResponse {
+    use kafka_protocol::messages::describe_log_dirs_response::{
+        DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
+    };
+    let wanted = |topic: &str, partition: i32| match &req.topics {
+        None => true,
+        Some(ts) => ts
+            .iter()
+            .any(|t| t.topic.0.as_str() == topic && t.partitions.contains(&partition)),
+    };
+    let partitions = broker.replicas.all();
+    let results = broker
+        .config
+        .log_dirs()
+        .into_iter()
+        .map(|dir| {
+            let mut topics: BTreeMap<&str, Vec<DescribeLogDirsPartition>> = BTreeMap::new();
+            for p in partitions
+                .iter()
+                .filter(|p| p.dir().parent() == Some(dir.as_path()) && wanted(&p.topic, p.index))
+            {
+                topics.entry(&p.topic).or_default().push(
+                    DescribeLogDirsPartition::default()
+                        .with_partition_index(p.index)
+                        .with_partition_size(p.size_bytes() as i64)
+                        .with_offset_lag(0),
+                );
+            }
+            DescribeLogDirsResult::default()
+                .with_log_dir(str_bytes(&dir.display().to_string()))
+                .with_total_bytes(-1)
+                .with_usable_bytes(-1)
+                .with_topics(
+                    topics
+                        .into_iter()
+                        .map(|(t, ps)| {
+                            DescribeLogDirsTopic::default()
+                                .with_name(topic_name(t))
+                                .with_partitions(ps)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    kafka_protocol::messages::DescribeLogDirsResponse::default().with_results(results)
+}
+
+/// ListPartitionReassignments (kafka-reassign-partitions.sh --list / --verify): the
+/// reassignments in progress, from this node's image, for the asked partitions (or all).
+pub fn list_partition_reassignments(
+    broker: &Broker,
+    req: kafka_protocol::messages::ListPartitionReassignmentsRequest,
+) -> kafka_protocol::messages::ListPartitionReassignmentsResponse {
+    use kafka_protocol::messages::list_partition_reassignments_response::{
+        OngoingPartitionReassignment, OngoingTopicReassignment,
+    };
+    let image = broker.controller.image();
+    let ids = |v: &[i32]| v.iter().copied().map(BrokerId).collect::<Vec<_>>();
+    let wanted = |topic: &str, partition: i32| match &req.topics {
+        None => true,
+        Some(ts) => ts
+            .iter()
+            .any(|t| t.name.0.as_str() == topic && t.partition_indexes.contains(&partition)),
+    };
+    let topics = image
+        .topics
+        .values()
+        .filter_map(|t| {
+            let partitions: Vec<_> = t
+                .partitions
+                .iter()
+                .filter(|(i, p)| p.reassigning() && wanted(&t.name, **i))
+                .map(|(i, p)| {
+                    OngoingPartitionReassignment::default()
+                        .with_partition_index(*i)
+                        .with_replicas(ids(&p.replicas))
+                        .with_adding_replicas(ids(&p.adding))
+                        .with_removing_replicas(ids(&p.removing))
+                })
+                .collect();
+            (!partitions.is_empty()).then(|| {
+                OngoingTopicReassignment::default()
+                    .with_name(topic_name(&t.name))
+                    .with_partitions(partitions)
+            })
+        })
+        .collect();
+    kafka_protocol::messages::ListPartitionReassignmentsResponse::default().with_topics(topics)
+}
+
 /// ElectLeaders (kafka-leader-election.sh): preferred (type 0, the only one before v1) or
 /// unclean (type 1) elections, decided by the active controller.
 pub async fn elect_leaders(

@@ -84,6 +84,15 @@ pub async fn handle(
         RequestKind::DeleteTopics(r) => {
             ResponseKind::DeleteTopics(admin::delete_topics(broker, r, v).await)
         }
+        RequestKind::AlterPartitionReassignments(r) => ResponseKind::AlterPartitionReassignments(
+            admin::alter_partition_reassignments(broker, r).await,
+        ),
+        RequestKind::DescribeLogDirs(r) => {
+            ResponseKind::DescribeLogDirs(admin::describe_log_dirs(broker, r))
+        }
+        RequestKind::ListPartitionReassignments(r) => {
+            ResponseKind::ListPartitionReassignments(admin::list_partition_reassignments(broker, r))
+        }
         RequestKind::ElectLeaders(r) => {
             ResponseKind::ElectLeaders(admin::elect_leaders(broker, r, v).await)
         }
@@ -197,6 +206,13 @@ mod tests {
                 RequestKind::IncrementalAlterConfigs(Default::default())
             }
             ApiKey::ElectLeaders => RequestKind::ElectLeaders(Default::default()),
+            ApiKey::AlterPartitionReassignments => {
+                RequestKind::AlterPartitionReassignments(Default::default())
+            }
+            ApiKey::DescribeLogDirs => RequestKind::DescribeLogDirs(Default::default()),
+            ApiKey::ListPartitionReassignments => {
+                RequestKind::ListPartitionReassignments(Default::default())
+            }
             ApiKey::DescribeCluster => RequestKind::DescribeCluster(Default::default()),
             ApiKey::FindCoordinator => RequestKind::FindCoordinator(Default::default()),
             ApiKey::JoinGroup => RequestKind::JoinGroup(Default::default()),

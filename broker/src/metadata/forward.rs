@@ -132,6 +132,20 @@ impl ControllerClient {
             .await
     }
 
+    /// A request sent on whole to the active controller (retried elsewhere while
+    /// `not_controller` says it went to the wrong one).
+    pub async fn forward<R>(
+        &self,
+        what: &str,
+        req: R,
+        not_controller: impl Fn(&R::Response) -> bool,
+    ) -> Result<R::Response, ApiError>
+    where
+        R: Request + Clone,
+    {
+        self.call(what, req, not_controller).await
+    }
+
     /// As [`Self::call`], with the request built by `build` for the version the
     /// controller it goes to supports (fields differ between versions).
     async fn call_shaped<R>(
@@ -580,6 +594,7 @@ impl ControllerClient {
                         leader: p.leader_id.0,
                         leader_epoch: p.leader_epoch,
                         partition_epoch: p.partition_epoch,
+                        ..Default::default()
                     }),
                 }
             })

@@ -31,13 +31,44 @@ impl BrokerRegistration {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionImage {
+    /// Every replica; during a reassignment the target ones first, then those leaving.
     pub replicas: Vec<i32>,
     pub isr: Vec<i32>,
     pub leader: i32,
     pub leader_epoch: i32,
     pub partition_epoch: i32,
+    /// A reassignment in progress: replicas being added, and those to drop once the added
+    /// ones are in sync (both empty when none is).
+    #[serde(default)]
+    pub adding: Vec<i32>,
+    #[serde(default)]
+    pub removing: Vec<i32>,
+}
+
+impl PartitionImage {
+    pub fn reassigning(&self) -> bool {
+        !self.adding.is_empty() || !self.removing.is_empty()
+    }
+
+    /// The replicas a reassignment ends with (all of them when none is in progress).
+    pub fn target_replicas(&self) -> Vec<i32> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.removing.contains(r))
+            .collect()
+    }
+
+    /// The replicas before the reassignment in progress began.
+    pub fn original_replicas(&self) -> Vec<i32> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.adding.contains(r))
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,6 +180,12 @@ impl MetadataImage {
                     .get(topic_id)
                     .and_then(|n| self.topics.get_mut(n))
                 {
+                    // A reassignment in progress outlives the partition's other changes.
+                    let (adding, removing) = t
+                        .partitions
+                        .get(partition)
+                        .map(|p| (p.adding.clone(), p.removing.clone()))
+                        .unwrap_or_default();
                     t.partitions.insert(
                         *partition,
                         PartitionImage {
@@ -157,8 +194,26 @@ impl MetadataImage {
                             leader: *leader,
                             leader_epoch: *leader_epoch,
                             partition_epoch: *partition_epoch,
+                            adding,
+                            removing,
                         },
                     );
+                }
+            }
+            MetadataRecord::Reassignment {
+                topic_id,
+                partition,
+                adding,
+                removing,
+            } => {
+                if let Some(p) = self
+                    .topic_names
+                    .get(topic_id)
+                    .and_then(|n| self.topics.get_mut(n))
+                    .and_then(|t| t.partitions.get_mut(partition))
+                {
+                    p.adding = adding.clone();
+                    p.removing = removing.clone();
                 }
             }
             MetadataRecord::Config {

@@ -9,6 +9,7 @@ pub mod isr;
 pub mod membership;
 pub mod observer;
 pub mod quorum;
+pub mod reassign;
 pub mod records;
 
 use crate::config::{validate_topic_config, BrokerConfig};
@@ -456,6 +457,53 @@ impl Controller {
         self.clock.now_ms()
     }
 
+    /// AlterPartitionReassignments on the active controller: one outcome per change, in
+    /// order (a later change to the same partition is planned on top of an earlier one);
+    /// the accepted ones commit together. Any other node answers NOT_CONTROLLER (its
+    /// handler forwards the request whole).
+    pub async fn alter_reassignments(
+        &self,
+        changes: &[(String, i32, Option<Vec<i32>>)],
+    ) -> Result<Vec<Result<(), ApiError>>, ApiError> {
+        if !self.is_active() {
+            return Err(self.not_active());
+        }
+        let _guard = self.changes.lock().await;
+        if !self.is_active() {
+            return Err(self.not_active());
+        }
+        let mut image = (*self.image()).clone();
+        let mut records = Vec::new();
+        let mut outcomes = Vec::with_capacity(changes.len());
+        for (topic, partition, target) in changes {
+            match reassign::plan(&image, topic, *partition, target.as_deref()) {
+                Ok(planned) => {
+                    for r in &planned {
+                        image.apply(r);
+                    }
+                    records.extend(planned);
+                    outcomes.push(Ok(()));
+                }
+                Err(e) => outcomes.push(Err(e)),
+            }
+        }
+        self.commit(records).await?;
+        Ok(outcomes)
+    }
+
+    /// Forwards a whole request to the active controller and returns its answer.
+    pub async fn forward_to_active<R>(
+        &self,
+        what: &str,
+        req: R,
+        not_controller: impl Fn(&R::Response) -> bool,
+    ) -> Result<R::Response, ApiError>
+    where
+        R: kafka_protocol::protocol::Request + Clone,
+    {
+        self.forward.forward(what, req, not_controller).await
+    }
+
     /// DescribeQuorum asked of the active controller, wherever it is.
     pub async fn describe_quorum_of_active(
         &self,
@@ -527,6 +575,17 @@ impl Controller {
                 .map_or(default, |v| v == "true")
         };
         let elections = membership::unclean_elections(&image, &allowed);
+        // Reassignments whose new replicas have caught up end here, like elections.
+        let done = reassign::completions(&image);
+        if !done.is_empty() {
+            tracing::info!(
+                partitions = done.len() / 2,
+                "partition reassignments complete"
+            );
+            if let Err(e) = self.commit(done).await {
+                tracing::warn!(code = e.code, message = %e.message, "completing reassignments failed");
+            }
+        }
         if !elections.is_empty() {
             tracing::warn!(
                 partitions = elections.len(),

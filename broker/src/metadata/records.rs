@@ -59,6 +59,15 @@ pub enum MetadataRecord {
         leader_epoch: i32,
         partition_epoch: i32,
     },
+    /// A partition reassignment (KIP-455) began or changed (replicas being added, and
+    /// replicas to drop once those are in sync), or ended (both empty). The replica set
+    /// itself changes with Partition records.
+    Reassignment {
+        topic_id: Uuid,
+        partition: i32,
+        adding: Vec<i32>,
+        removing: Vec<i32>,
+    },
     /// A config override was set (`Some`) or removed (`None`).
     Config {
         resource: ConfigResource,

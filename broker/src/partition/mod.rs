@@ -522,6 +522,15 @@ impl Partition {
         changed
     }
 
+    /// This broker no longer holds the partition (deleted, or moved away by a
+    /// reassignment): it leads nothing, and acks=all produces parked on it are woken to
+    /// answer NOT_LEADER_OR_FOLLOWER at once instead of at their timeout.
+    fn retire(&self) {
+        self.leader.store(-1, Ordering::Release);
+        *self.replication.lock().expect("replication lock") = None;
+        self.hw_watch.send_replace(self.high_watermark());
+    }
+
     /// Plans a read at `offset`; see [`Log::plan_read`].
     pub fn plan_read(&self, offset: i64) -> Result<Option<ReadPlan>, LogError> {
         self.log.lock().expect("log lock").plan_read(offset)
@@ -677,7 +686,7 @@ impl Partition {
         self.log.lock().expect("log lock").close(now_ms)
     }
 
-    fn dir(&self) -> PathBuf {
+    pub fn dir(&self) -> PathBuf {
         self.log.lock().expect("log lock").dir().to_owned()
     }
 }
@@ -956,6 +965,7 @@ impl ReplicaManager {
             .collect();
         for key in gone {
             if let Some(p) = partitions.remove(&key) {
+                p.retire();
                 remove_partition_dir(&p.dir());
             }
         }

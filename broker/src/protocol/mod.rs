@@ -37,6 +37,8 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::ElectLeaders, 0, 2),
+    (ApiKey::AlterPartitionReassignments, 0, 0),
+    (ApiKey::ListPartitionReassignments, 0, 0),
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::FindCoordinator, 0, 6),
     (ApiKey::JoinGroup, 2, 9),
@@ -51,6 +53,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::InitProducerId, 0, 5),
     (ApiKey::DescribeQuorum, 0, 2),
+    (ApiKey::DescribeLogDirs, 1, 4),
 ];
 
 /// The APIs a controller listener serves: the admin requests brokers forward, broker
@@ -63,6 +66,8 @@ pub const CONTROLLER_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::ElectLeaders, 0, 2),
+    (ApiKey::AlterPartitionReassignments, 0, 0),
+    (ApiKey::ListPartitionReassignments, 0, 0),
     (ApiKey::Fetch, 12, 16),
     (ApiKey::FetchSnapshot, 0, 1),
     (ApiKey::BrokerRegistration, 0, 3),
@@ -481,6 +486,18 @@ mod tests {
                 ApiKey::AllocateProducerIds => (
                     kafka_protocol::messages::AllocateProducerIdsRequest::VERSIONS.min,
                     kafka_protocol::messages::AllocateProducerIdsRequest::VERSIONS.max,
+                ),
+                ApiKey::AlterPartitionReassignments => (
+                    kafka_protocol::messages::AlterPartitionReassignmentsRequest::VERSIONS.min,
+                    kafka_protocol::messages::AlterPartitionReassignmentsRequest::VERSIONS.max,
+                ),
+                ApiKey::DescribeLogDirs => (
+                    kafka_protocol::messages::DescribeLogDirsRequest::VERSIONS.min,
+                    kafka_protocol::messages::DescribeLogDirsRequest::VERSIONS.max,
+                ),
+                ApiKey::ListPartitionReassignments => (
+                    kafka_protocol::messages::ListPartitionReassignmentsRequest::VERSIONS.min,
+                    kafka_protocol::messages::ListPartitionReassignmentsRequest::VERSIONS.max,
                 ),
                 other => panic!("{other:?} has no version check"),
             };
