@@ -135,3 +135,73 @@ def test_a_bad_reassignment_is_refused_with_kafkas_error(cluster_factory, topic_
     assert proc.returncode != 0, proc.stdout
     assert "99" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
     assert partition_states(cluster, topic_name)[0] == before
+
+
+def start_move_to_a_stopped_broker(cluster: Cluster, topic: str, tool, tmp_path) -> tuple[list[int], list[int], int]:
+    """Partition 0 of an RF 3 topic with 100 acknowledged records is moved onto the spare
+    broker, which is SIGSTOPped first so the move cannot complete. Returns (the replicas
+    before, the target, the spare), once Metadata shows the spare added."""
+    create_replicated_topic(cluster, topic, 1, 3, {"min.insync.replicas": "2"})
+    leader, replicas, _ = partition_states(cluster, topic)[0]
+    spare = next(b.node_id for b in cluster.brokers if b.node_id not in replicas)
+    reports = produce_all(producer(cluster.bootstrap(), acks="all"), topic, [{"partition": 0, "value": f"v{i}".encode()} for i in range(100)])
+    assert all(err is None for err, _ in reports)
+    target = [spare] + [r for r in replicas if r != leader]
+    cluster.pause(spare)
+    plan = tmp_path / "move.json"
+    plan.write_text(json.dumps({"version": 1, "partitions": [{"topic": topic, "partition": 0, "replicas": target}]}))
+    tool("--reassignment-json-file", str(plan), "--execute")
+    running = [n for n in cluster.brokers if n.node_id != spare]
+    wait_until(
+        lambda: partition_states(cluster, topic, via=running[0])[0][1] == target + [leader],
+        30,
+        "the spare added to the replicas, the leaving leader listed last",
+    )
+    listed = tool("--list")
+    assert f"{topic}-0" in listed, listed
+    return replicas, target, spare
+
+
+@pytest.mark.timeout_s(150)
+def test_a_reassignment_cancelled_half_way_reverts(cluster_factory, topic_name, tool_classpath, command_config, tmp_path):  # noqa: F811
+    """A move whose new replica cannot catch up (SIGSTOPped) is cancelled with
+    `--cancel`: the partition is back on its replicas and ISR from before, nothing is in
+    progress, the records are all there, and the would-be replica drops what it had."""
+    cluster = cluster_factory.start(controllers=1, brokers=4)
+    tool = lambda *args: reassign(tool_classpath, command_config, cluster.bootstrap(nodes=[b for b in cluster.brokers if not b.paused]), *args)  # noqa: E731
+    before, _, spare = start_move_to_a_stopped_broker(cluster, topic_name, tool, tmp_path)
+    try:
+        tool("--reassignment-json-file", str(tmp_path / "move.json"), "--cancel", "--preserve-throttles")
+        wait_until(
+            lambda: (s := partition_states(cluster, topic_name, via=before[0])[0])[1] == before and sorted(s[2]) == sorted(before),
+            30,
+            f"partition 0 back on {before}",
+        )
+        assert "No partition reassignments found" in tool("--list")
+    finally:
+        cluster.resume(spare)
+    gone = cluster.nodes[spare].data_dir / f"{topic_name}-0"
+    wait_until(lambda: not gone.exists(), 30, f"broker {spare} dropping the copy it began")
+    values = [r.value for r in read_partition(cluster.bootstrap(), topic_name, 0, timeout_s=30)]
+    assert values == [f"v{i}".encode() for i in range(100)]
+
+
+@pytest.mark.timeout_s(180)
+def test_a_reassignment_survives_the_active_controller_being_killed(cluster_factory, topic_name, tool_classpath, command_config, tmp_path):  # noqa: F811
+    """Mid-move (the new replica SIGSTOPped), the active controller is killed with
+    kill -9: the move is state in the metadata log, so once the new replica resumes the
+    new active controller completes it."""
+    cluster = cluster_factory.start(controllers=3, brokers=4)
+    tool = lambda *args: reassign(tool_classpath, command_config, cluster.bootstrap(nodes=[b for b in cluster.brokers if not b.paused]), *args)  # noqa: E731
+    _, target, spare = start_move_to_a_stopped_broker(cluster, topic_name, tool, tmp_path)
+    old = cluster.active_controller().leader_id
+    cluster.kill(old)
+    cluster.active_controller(timeout_s=20, exclude=[old])
+    cluster.resume(spare)
+    wait_until(
+        lambda: (s := partition_states(cluster, topic_name)[0])[1] == target and sorted(s[2]) == sorted(target),
+        60,
+        f"the move to {target} completed by the new active controller",
+    )
+    values = [r.value for r in read_partition(cluster.bootstrap(), topic_name, 0, timeout_s=30)]
+    assert values == [f"v{i}".encode() for i in range(100)]

@@ -45,6 +45,9 @@ pub struct PartitionImage {
     pub adding: Vec<i32>,
     #[serde(default)]
     pub removing: Vec<i32>,
+    /// The replicas before the reassignment in progress, in their order.
+    #[serde(default)]
+    pub original: Vec<i32>,
 }
 
 impl PartitionImage {
@@ -61,8 +64,12 @@ impl PartitionImage {
             .collect()
     }
 
-    /// The replicas before the reassignment in progress began.
+    /// The replicas before the reassignment in progress began (all of them, in order,
+    /// when none is).
     pub fn original_replicas(&self) -> Vec<i32> {
+        if self.reassigning() && !self.original.is_empty() {
+            return self.original.clone();
+        }
         self.replicas
             .iter()
             .copied()
@@ -181,10 +188,10 @@ impl MetadataImage {
                     .and_then(|n| self.topics.get_mut(n))
                 {
                     // A reassignment in progress outlives the partition's other changes.
-                    let (adding, removing) = t
+                    let (adding, removing, original) = t
                         .partitions
                         .get(partition)
-                        .map(|p| (p.adding.clone(), p.removing.clone()))
+                        .map(|p| (p.adding.clone(), p.removing.clone(), p.original.clone()))
                         .unwrap_or_default();
                     t.partitions.insert(
                         *partition,
@@ -196,6 +203,7 @@ impl MetadataImage {
                             partition_epoch: *partition_epoch,
                             adding,
                             removing,
+                            original,
                         },
                     );
                 }
@@ -205,6 +213,7 @@ impl MetadataImage {
                 partition,
                 adding,
                 removing,
+                original,
             } => {
                 if let Some(p) = self
                     .topic_names
@@ -214,6 +223,7 @@ impl MetadataImage {
                 {
                     p.adding = adding.clone();
                     p.removing = removing.clone();
+                    p.original = original.clone();
                 }
             }
             MetadataRecord::Config {

@@ -71,6 +71,7 @@ pub fn plan(
         partition,
         adding,
         removing,
+        original,
     });
     Ok(records)
 }
@@ -103,6 +104,7 @@ fn change(
             partition,
             adding: Vec::new(),
             removing: Vec::new(),
+            original: Vec::new(),
         },
     ]
 }
@@ -265,13 +267,17 @@ mod tests {
     #[test]
     fn cancelling_reverts_and_a_changed_target_is_honoured() {
         let mut img = image(vec![1, 2, 3], vec![1, 2, 3], 2);
-        reassign(&mut img, Some(&[1, 2, 4]));
+        reassign(&mut img, Some(&[4, 2, 3]));
         // A new target mid-flight: measured against the replicas before the move.
-        let p = reassign(&mut img, Some(&[1, 2, 5]));
-        assert_eq!(p.replicas, vec![1, 2, 5, 3]);
-        assert_eq!((p.adding.clone(), p.removing.clone()), (vec![5], vec![3]));
+        let p = reassign(&mut img, Some(&[5, 2, 3]));
+        assert_eq!(p.replicas, vec![5, 2, 3, 1]);
+        assert_eq!((p.adding.clone(), p.removing.clone()), (vec![5], vec![1]));
         let p = reassign(&mut img, None);
-        assert_eq!(p.replicas, vec![1, 2, 3]);
+        assert_eq!(
+            p.replicas,
+            vec![1, 2, 3],
+            "the order before the move, preferred leader first"
+        );
         assert_eq!(p.isr, vec![1, 2, 3]);
         assert!(!p.reassigning());
         let e = plan(&img, "t", 0, None).unwrap_err();

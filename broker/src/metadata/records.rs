@@ -67,6 +67,10 @@ pub enum MetadataRecord {
         partition: i32,
         adding: Vec<i32>,
         removing: Vec<i32>,
+        /// The replicas before the move, in their order (a cancel restores it, and with it
+        /// the preferred leader).
+        #[serde(default)]
+        original: Vec<i32>,
     },
     /// A config override was set (`Some`) or removed (`None`).
     Config {
