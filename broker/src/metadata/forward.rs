@@ -119,7 +119,7 @@ impl ControllerClient {
 
     /// Sends `req` to the active controller; `not_controller` says whether an answer came
     /// from a controller that is not active (so another must be tried).
-    async fn call<R>(
+    pub async fn call<R>(
         &self,
         what: &str,
         req: R,
@@ -130,20 +130,6 @@ impl ControllerClient {
     {
         self.call_shaped(what, |_| req.clone(), not_controller)
             .await
-    }
-
-    /// A request sent on whole to the active controller (retried elsewhere while
-    /// `not_controller` says it went to the wrong one).
-    pub async fn forward<R>(
-        &self,
-        what: &str,
-        req: R,
-        not_controller: impl Fn(&R::Response) -> bool,
-    ) -> Result<R::Response, ApiError>
-    where
-        R: Request + Clone,
-    {
-        self.call(what, req, not_controller).await
     }
 
     /// As [`Self::call`], with the request built by `build` for the version the

@@ -501,7 +501,7 @@ impl Controller {
     where
         R: kafka_protocol::protocol::Request + Clone,
     {
-        self.forward.forward(what, req, not_controller).await
+        self.forward.call(what, req, not_controller).await
     }
 
     /// DescribeQuorum asked of the active controller, wherever it is.

@@ -41,7 +41,6 @@ pub fn plan(
     if target == original.as_slice() && !p.reassigning() {
         return Ok(Vec::new());
     }
-    let mut records = Vec::new();
     let adding: Vec<i32> = target
         .iter()
         .copied()
@@ -54,31 +53,19 @@ pub fn plan(
         .collect();
     let mut replicas = target.to_vec();
     replicas.extend(&removing);
-    let isr: Vec<i32> = p
-        .isr
-        .iter()
-        .copied()
-        .filter(|r| replicas.contains(r))
-        .collect();
-    let leader = if replicas.contains(&p.leader) {
-        p.leader
-    } else {
-        first_live(image, &isr, &isr).unwrap_or(-1)
-    };
-    records.push(partition_record(t, partition, p, replicas, isr, leader));
-    records.push(MetadataRecord::Reassignment {
-        topic_id: t.id,
-        partition,
-        adding,
-        removing,
-        original,
-    });
-    Ok(records)
+    Ok(vec![
+        partition_on(image, t, partition, p, replicas),
+        MetadataRecord::Reassignment {
+            topic_id: t.id,
+            partition,
+            adding,
+            removing,
+            original,
+        },
+    ])
 }
 
-/// The partition ends on `replicas`: the ISR keeps its members among them, leadership
-/// stays unless its holder leaves (then the first live in-sync replica of the new set),
-/// and the reassignment is over.
+/// The partition ends on `replicas` and the reassignment is over.
 fn change(
     t: &TopicImage,
     partition: i32,
@@ -86,6 +73,28 @@ fn change(
     replicas: Vec<i32>,
     image: &MetadataImage,
 ) -> Vec<MetadataRecord> {
+    vec![
+        partition_on(image, t, partition, p, replicas),
+        MetadataRecord::Reassignment {
+            topic_id: t.id,
+            partition,
+            adding: Vec::new(),
+            removing: Vec::new(),
+            original: Vec::new(),
+        },
+    ]
+}
+
+/// The partition on `replicas`: the ISR keeps its members among them, leadership stays
+/// unless its holder leaves (then the first live in-sync replica of the new set), and the
+/// leader and partition epochs go up.
+fn partition_on(
+    image: &MetadataImage,
+    t: &TopicImage,
+    partition: i32,
+    p: &PartitionImage,
+    replicas: Vec<i32>,
+) -> MetadataRecord {
     let isr: Vec<i32> = p
         .isr
         .iter()
@@ -97,16 +106,7 @@ fn change(
     } else {
         first_live(image, &replicas, &isr).unwrap_or(-1)
     };
-    vec![
-        partition_record(t, partition, p, replicas, isr, leader),
-        MetadataRecord::Reassignment {
-            topic_id: t.id,
-            partition,
-            adding: Vec::new(),
-            removing: Vec::new(),
-            original: Vec::new(),
-        },
-    ]
+    partition_record(t, partition, p, replicas, isr, leader)
 }
 
 /// Reassignments whose added replicas have all joined the ISR, completed: the records of
