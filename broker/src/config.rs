@@ -29,6 +29,9 @@ pub struct ConfigDef {
     pub check: fn(&str) -> Result<(), String>,
 }
 
+fn replica_selector(v: &str) -> Result<(), String> {
+    crate::partition::selector::ReplicaSelector::from_class(Some(v)).map(|_| ())
+}
 fn any(_: &str) -> Result<(), String> {
     Ok(())
 }
@@ -203,6 +206,13 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         default: None,
         doc: "The rack (zone) of this broker.",
         check: any,
+    },
+    ConfigDef {
+        name: "replica.selector.class",
+        ty: STR,
+        default: None,
+        doc: "Which replica consumers read from (KIP-392): org.apache.kafka.common.replica.RackAwareReplicaSelector sends a consumer with client.rack to a replica in its rack; unset or LeaderSelector, the leader.",
+        check: replica_selector,
     },
     ConfigDef {
         name: "controller.quorum.voters",
@@ -1500,6 +1510,13 @@ impl BrokerConfig {
     }
     pub fn rack(&self) -> Option<String> {
         self.explicit("broker.rack").map(str::to_owned)
+    }
+    pub fn replica_selector(&self) -> crate::partition::selector::ReplicaSelector {
+        // Checked when the config was loaded.
+        crate::partition::selector::ReplicaSelector::from_class(
+            self.explicit("replica.selector.class"),
+        )
+        .unwrap_or_default()
     }
     pub fn auto_create_topics(&self) -> bool {
         self.get("auto.create.topics.enable") == Some("true")

@@ -26,6 +26,9 @@ pub struct Metrics {
     pub isr_shrinks: Counter,
     pub isr_expands: Counter,
     replica_fetched_bytes: Counter,
+    /// Record bytes served to consumers as leader and as follower (KIP-392).
+    consumer_fetched_as_leader: Counter,
+    consumer_fetched_as_follower: Counter,
     cleaner_bytes: Counter,
     last_clean_time: Family<Labels, Gauge>,
     dirty_ratio: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
@@ -99,6 +102,19 @@ impl Metrics {
             "Record bytes this broker's replica fetchers appended as a follower",
             replica_fetched_bytes.clone(),
         );
+        let consumer_fetched = Family::<Labels, Counter>::default();
+        registry.register(
+            "consumer_fetched_bytes",
+            "Record bytes served to consumers, by the role of this broker's replica (leader, or follower for consumers sent there by client.rack)",
+            consumer_fetched.clone(),
+        );
+        let role = |r: &str| {
+            consumer_fetched
+                .get_or_create(&vec![("replica".to_string(), r.to_string())])
+                .clone()
+        };
+        let consumer_fetched_as_leader = role("leader");
+        let consumer_fetched_as_follower = role("follower");
         let cleaner_bytes = Counter::default();
         let last_clean_time = Family::<Labels, Gauge>::default();
         let dirty_ratio = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
@@ -188,6 +204,8 @@ impl Metrics {
             isr_shrinks,
             isr_expands,
             replica_fetched_bytes,
+            consumer_fetched_as_leader,
+            consumer_fetched_as_follower,
             cleaner_bytes,
             last_clean_time,
             dirty_ratio,
@@ -208,6 +226,16 @@ impl Metrics {
     }
 
     /// A storage failure of `kind` (`corrupt_segment`, `write_failed`, ...).
+    /// Record bytes a consumer fetch read here, as leader or as follower.
+    pub fn consumer_fetched(&self, as_leader: bool, bytes: usize) {
+        let counter = if as_leader {
+            &self.consumer_fetched_as_leader
+        } else {
+            &self.consumer_fetched_as_follower
+        };
+        counter.inc_by(bytes as u64);
+    }
+
     pub fn storage_error(&self, kind: &str) {
         self.storage_errors
             .get_or_create(&vec![("kind".to_string(), kind.to_string())])

@@ -871,7 +871,10 @@ pub async fn alter_partition_reassignments(
             })
         })
         .collect();
-    let outcomes = match controller.alter_reassignments(&changes).await {
+    let outcomes = match controller
+        .alter_reassignments(&changes, req.allow_replication_factor_change)
+        .await
+    {
         Ok(o) => o,
         Err(e) => {
             return AlterPartitionReassignmentsResponse::default()
@@ -904,7 +907,9 @@ pub async fn alter_partition_reassignments(
         })
         .collect();
     publish(broker, &broker.controller.image());
-    AlterPartitionReassignmentsResponse::default().with_responses(responses)
+    AlterPartitionReassignmentsResponse::default()
+        .with_allow_replication_factor_change(req.allow_replication_factor_change)
+        .with_responses(responses)
 }
 
 /// DescribeLogDirs (kafka-log-dirs.sh, and kafka-reassign-partitions.sh before a move):

@@ -3,6 +3,7 @@
 use super::msg;
 use crate::log::LogError;
 use crate::node::Broker;
+use crate::partition::selector::{self, ReplicaSelector, ReplicaView};
 use crate::protocol::codes;
 use bytes::Bytes;
 use kafka_protocol::messages::delete_records_response::{
@@ -165,7 +166,17 @@ pub(crate) async fn await_isr(
 /// Fetch: read committed data from each partition; wait up to max_wait_ms for min_bytes.
 /// Fetch sessions (KIP-227) are not kept: every response has session id 0, which clients
 /// take as "sessions unsupported" and answer with full fetch requests.
-pub async fn fetch(broker: &Broker, req: FetchRequest, version: i16) -> FetchResponse {
+///
+/// A consumer may read from a follower (KIP-392, Fetch v11+), up to the high watermark that
+/// follower knows; the leader sends a consumer naming its rack to a replica there when
+/// `replica.selector.class` is the rack-aware selector. `listener` is the one the request
+/// came in on: a replica the consumer cannot reach on it is never offered.
+pub async fn fetch(
+    broker: &Broker,
+    listener: &str,
+    req: FetchRequest,
+    version: i16,
+) -> FetchResponse {
     let deadline = tokio::time::Instant::now()
         + Duration::from_millis(req.max_wait_ms.clamp(0, 300_000) as u64);
     let min_bytes = req.min_bytes.max(0) as usize;
@@ -180,6 +191,13 @@ pub async fn fetch(broker: &Broker, req: FetchRequest, version: i16) -> FetchRes
         )
     } else {
         (req.replica_id.0, -1)
+    };
+    let me = broker.replicas.node_id();
+    let from_follower_allowed = follower < 0 && version >= 11;
+    let selector = if follower < 0 && version >= 11 && !req.rack_id.is_empty() {
+        broker.config.replica_selector()
+    } else {
+        ReplicaSelector::Leader
     };
     let mut appends = broker.replicas.subscribe_appends();
     loop {
@@ -207,7 +225,8 @@ pub async fn fetch(broker: &Broker, req: FetchRequest, version: i16) -> FetchRes
                 }
                 let partition = name
                     .as_deref()
-                    .and_then(|n| broker.replicas.leader_of(n, fp.partition));
+                    .and_then(|n| broker.replicas.get(n, fp.partition))
+                    .filter(|p| p.leader() == me || from_follower_allowed);
                 match partition {
                     None => {
                         any_error = true;
@@ -257,7 +276,30 @@ pub async fn fetch(broker: &Broker, req: FetchRequest, version: i16) -> FetchRes
                             if progress.may_join_isr {
                                 broker.replicas.wake_isr();
                             }
-                        } else if !p.high_watermark_settled() {
+                        } else if p.leader() == me && selector != ReplicaSelector::Leader {
+                            if let Some(preferred) = preferred_read_replica(
+                                &image,
+                                &p,
+                                selector,
+                                &req.rack_id,
+                                listener,
+                                fp.fetch_offset,
+                                broker.replicas.now_ms(),
+                            ) {
+                                // The consumer is sent to `preferred` and reads nothing here.
+                                partitions.push(
+                                    pd.with_high_watermark(p.high_watermark())
+                                        .with_last_stable_offset(p.high_watermark())
+                                        .with_log_start_offset(p.log_start_offset())
+                                        .with_preferred_read_replica(
+                                            kafka_protocol::messages::BrokerId(preferred),
+                                        ),
+                                );
+                                any_error = true;
+                                continue;
+                            }
+                        }
+                        if follower < 0 && p.leader() == me && !p.high_watermark_settled() {
                             // KIP-207: a new leader's high watermark has not yet reached the
                             // old leader's; showing it would move consumers' view backwards.
                             any_error = true;
@@ -272,11 +314,29 @@ pub async fn fetch(broker: &Broker, req: FetchRequest, version: i16) -> FetchRes
                         match read {
                             Ok(read) => {
                                 total += read.records.len();
+                                if follower < 0 {
+                                    broker
+                                        .metrics
+                                        .consumer_fetched(p.leader() == me, read.records.len());
+                                }
                                 pd = pd
                                     .with_high_watermark(read.high_watermark)
                                     .with_last_stable_offset(read.high_watermark)
                                     .with_log_start_offset(read.log_start_offset)
                                     .with_records(Some(read.records));
+                            }
+                            Err(LogError::OffsetOutOfRange { .. })
+                                if p.leader() != me
+                                    && fp.current_leader_epoch < 0
+                                    && fp.fetch_offset > p.log_start_offset() =>
+                            {
+                                // A v11 consumer without KIP-320 epochs may be on a follower
+                                // by mistake (stale metadata) at an offset the follower lacks
+                                // yet: Kafka answers nothing rather than a reset.
+                                pd = pd
+                                    .with_high_watermark(p.high_watermark())
+                                    .with_last_stable_offset(p.high_watermark())
+                                    .with_log_start_offset(p.log_start_offset());
                             }
                             Err(LogError::OffsetOutOfRange { .. }) => {
                                 any_error = true;
@@ -576,4 +636,42 @@ fn not_hosted_code(broker: &Broker, topic: &str, partition: i32) -> i16 {
     } else {
         codes::UNKNOWN_TOPIC_OR_PARTITION
     }
+}
+
+/// The replica a consumer in `rack` should read `p` from instead of this leader, if the
+/// selector finds one: a registered, unfenced replica reachable on `listener` whose log
+/// holds `offset`.
+fn preferred_read_replica(
+    image: &crate::metadata::MetadataImage,
+    p: &crate::partition::Partition,
+    selector: ReplicaSelector,
+    rack: &str,
+    listener: &str,
+    offset: i64,
+    now_ms: i64,
+) -> Option<i32> {
+    let rack_of = |id: i32| image.brokers.get(&id).and_then(|b| b.rack.as_deref());
+    let leader = ReplicaView {
+        id: p.leader(),
+        rack: rack_of(p.leader()),
+        log_end_offset: p.log_end_offset(),
+        since_caught_up_ms: 0,
+    };
+    let followers: Vec<ReplicaView<'_>> = p
+        .followers_holding(offset, now_ms)
+        .into_iter()
+        .filter(|(id, _, _)| {
+            image
+                .brokers
+                .get(id)
+                .is_some_and(|b| !b.fenced && b.endpoint(listener).is_some())
+        })
+        .map(|(id, leo, since)| ReplicaView {
+            id,
+            rack: rack_of(id),
+            log_end_offset: leo,
+            since_caught_up_ms: since,
+        })
+        .collect();
+    selector::select(selector, rack, &leader, &followers)
 }

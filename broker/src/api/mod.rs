@@ -61,7 +61,7 @@ pub async fn handle(
         RequestKind::Fetch(r) if *kind == ListenerKind::Controller => {
             ResponseKind::Fetch(quorum::metadata_fetch(&broker.controller, r, v).await)
         }
-        RequestKind::Fetch(r) => ResponseKind::Fetch(data::fetch(broker, r, v).await),
+        RequestKind::Fetch(r) => ResponseKind::Fetch(data::fetch(broker, listener, r, v).await),
         RequestKind::FetchSnapshot(r) => {
             ResponseKind::FetchSnapshot(quorum::fetch_snapshot(&broker.controller, r))
         }

@@ -460,10 +460,12 @@ impl Controller {
     /// AlterPartitionReassignments on the active controller: one outcome per change, in
     /// order (a later change to the same partition is planned on top of an earlier one);
     /// the accepted ones commit together. Any other node answers NOT_CONTROLLER (its
-    /// handler forwards the request whole).
+    /// handler forwards the request whole). `allow_rf_change: false` refuses targets of
+    /// another length (AlterPartitionReassignments v1).
     pub async fn alter_reassignments(
         &self,
         changes: &[(String, i32, Option<Vec<i32>>)],
+        allow_rf_change: bool,
     ) -> Result<Vec<Result<(), ApiError>>, ApiError> {
         if !self.is_active() {
             return Err(self.not_active());
@@ -476,7 +478,13 @@ impl Controller {
         let mut records = Vec::new();
         let mut outcomes = Vec::with_capacity(changes.len());
         for (topic, partition, target) in changes {
-            match reassign::plan(&image, topic, *partition, target.as_deref()) {
+            match reassign::plan(
+                &image,
+                topic,
+                *partition,
+                target.as_deref(),
+                allow_rf_change,
+            ) {
                 Ok(planned) => {
                     for r in &planned {
                         image.apply(r);

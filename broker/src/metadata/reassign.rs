@@ -12,12 +12,15 @@ use super::ApiError;
 use crate::protocol::codes;
 
 /// The records that start, change or cancel (`target: None`) the reassignment of one
-/// partition, checked as Kafka's controller checks them.
+/// partition, checked as Kafka's controller checks them. A target of another length
+/// changes the replication factor, which AlterPartitionReassignments v1 may forbid
+/// (`allow_rf_change`, KIP-860).
 pub fn plan(
     image: &MetadataImage,
     topic: &str,
     partition: i32,
     target: Option<&[i32]>,
+    allow_rf_change: bool,
 ) -> Result<Vec<MetadataRecord>, ApiError> {
     let unknown = || {
         ApiError::new(
@@ -38,6 +41,16 @@ pub fn plan(
     };
     check_target(image, target)?;
     let original = p.original_replicas();
+    if !allow_rf_change && target.len() != original.len() {
+        return Err(ApiError::new(
+            codes::INVALID_REPLICATION_FACTOR,
+            format!(
+                "The replication factor is changed from {} to {} but allowReplicationFactorChange is false.",
+                original.len(),
+                target.len()
+            ),
+        ));
+    }
     if target == original.as_slice() && !p.reassigning() {
         return Ok(Vec::new());
     }
@@ -229,7 +242,7 @@ mod tests {
 
     /// Plans a new target (or a cancel) for t-0 and applies it.
     fn reassign(image: &mut MetadataImage, target: Option<&[i32]>) -> PartitionImage {
-        let records = plan(image, "t", 0, target).unwrap();
+        let records = plan(image, "t", 0, target, true).unwrap();
         apply(image, &records)
     }
 
@@ -280,7 +293,7 @@ mod tests {
         );
         assert_eq!(p.isr, vec![1, 2, 3]);
         assert!(!p.reassigning());
-        let e = plan(&img, "t", 0, None).unwrap_err();
+        let e = plan(&img, "t", 0, None, true).unwrap_err();
         assert_eq!(e.code, codes::NO_REASSIGNMENT_IN_PROGRESS);
     }
 
@@ -288,7 +301,7 @@ mod tests {
     fn bad_targets_get_kafkas_codes() {
         let img = image(vec![1, 2, 3], vec![1, 2, 3], 1);
         let code = |t: Option<&[i32]>, topic: &str, part: i32| {
-            plan(&img, topic, part, t).unwrap_err().code
+            plan(&img, topic, part, t, true).unwrap_err().code
         };
         assert_eq!(code(Some(&[]), "t", 0), codes::INVALID_REPLICA_ASSIGNMENT);
         assert_eq!(
@@ -305,8 +318,40 @@ mod tests {
         );
         assert_eq!(code(Some(&[1]), "t", 3), codes::UNKNOWN_TOPIC_OR_PARTITION);
         assert!(
-            plan(&img, "t", 0, Some(&[1, 2, 3])).unwrap().is_empty(),
+            plan(&img, "t", 0, Some(&[1, 2, 3]), true)
+                .unwrap()
+                .is_empty(),
             "no change"
+        );
+    }
+
+    #[test]
+    fn a_longer_or_shorter_target_changes_the_replication_factor_unless_forbidden() {
+        let mut img = image(vec![1], vec![1], 1);
+        let e = plan(&img, "t", 0, Some(&[1, 2, 3]), false).unwrap_err();
+        assert_eq!(e.code, codes::INVALID_REPLICATION_FACTOR);
+        let p = reassign(&mut img, Some(&[1, 2, 3]));
+        assert_eq!((p.adding.clone(), p.removing.clone()), (vec![2, 3], vec![]));
+        img.apply(&MetadataRecord::Partition {
+            topic_id: img.topics["t"].id,
+            partition: 0,
+            replicas: p.replicas.clone(),
+            isr: vec![1, 2, 3],
+            leader: 1,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch + 1,
+        });
+        let done = completions(&img);
+        let p = apply(&mut img, &done);
+        assert_eq!((p.replicas.clone(), p.leader), (vec![1, 2, 3], 1));
+        // Shrinking back: the dropped replicas leave at once, nothing needs to catch up.
+        let p = reassign(&mut img, Some(&[3]));
+        assert_eq!(p.replicas, vec![3, 1, 2]);
+        let done = completions(&img);
+        let p = apply(&mut img, &done);
+        assert_eq!(
+            (p.replicas.clone(), p.isr.clone(), p.leader),
+            (vec![3], vec![3], 3)
         );
     }
 }

@@ -3,6 +3,7 @@
 //! broker hosts in step with the metadata image and wakes long-polling fetches on appends.
 
 pub mod fetcher;
+pub mod selector;
 pub mod state;
 
 use crate::clock::Clock;
@@ -383,6 +384,21 @@ impl Partition {
             .max()
             .unwrap_or(0);
         Some((s.isr.len(), s.replicas.len(), lag.max(0)))
+    }
+
+    /// On the leader: the followers whose last fetch reached `offset`, as (id, log end
+    /// offset, ms since it was last caught up): those a consumer at `offset` may be sent to
+    /// (KIP-392). Empty on a follower.
+    pub fn followers_holding(&self, offset: i64, now_ms: i64) -> Vec<(i32, i64, i64)> {
+        let repl = self.replication.lock().expect("replication lock");
+        let Some(s) = repl.as_ref() else {
+            return Vec::new();
+        };
+        s.followers
+            .iter()
+            .filter(|(_, f)| f.log_end_offset >= offset)
+            .map(|(id, f)| (*id, f.log_end_offset, (now_ms - f.last_caught_up_ms).max(0)))
+            .collect()
     }
 
     /// Kafka's end offset of a leader epoch in this replica's log.
