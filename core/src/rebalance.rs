@@ -470,8 +470,11 @@ pub fn plan(
         return Err(RebalanceError::UnknownDrainBroker(id));
     }
     let rack_names: BTreeSet<Option<&str>> = sorted.iter().map(|b| b.rack.as_deref()).collect();
-    let rack_index: BTreeMap<Option<&str>, usize> =
-        rack_names.iter().enumerate().map(|(i, &r)| (r, i)).collect();
+    let rack_index: BTreeMap<Option<&str>, usize> = rack_names
+        .iter()
+        .enumerate()
+        .map(|(i, &r)| (r, i))
+        .collect();
     let state = |b: &Broker| match (b.online, goals.drain.contains(&b.id)) {
         (false, _) => BrokerState::Offline,
         (true, true) => BrokerState::Draining,
@@ -479,7 +482,10 @@ pub fn plan(
     };
     let mut cluster = Cluster {
         ids: sorted.iter().map(|b| b.id).collect(),
-        rack: sorted.iter().map(|b| rack_index[&b.rack.as_deref()]).collect(),
+        rack: sorted
+            .iter()
+            .map(|b| rack_index[&b.rack.as_deref()])
+            .collect(),
         eligible: sorted
             .iter()
             .map(|b| state(b) == BrokerState::Eligible)
@@ -939,7 +945,12 @@ mod tests {
 
     #[test]
     fn replication_factor_grows_across_racks_and_shrinks_keeping_the_leader() {
-        let b = brokers(&[(1, Some("a")), (2, Some("a")), (3, Some("b")), (4, Some("c"))]);
+        let b = brokers(&[
+            (1, Some("a")),
+            (2, Some("a")),
+            (3, Some("b")),
+            (4, Some("c")),
+        ]);
         let grow = Goals {
             replication_factors: [("t".to_owned(), 3)].into(),
             ..Goals::default()
@@ -959,7 +970,12 @@ mod tests {
 
     #[test]
     fn the_plan_does_not_depend_on_input_order() {
-        let b = brokers(&[(1, Some("a")), (2, Some("b")), (3, Some("a")), (4, Some("b"))]);
+        let b = brokers(&[
+            (1, Some("a")),
+            (2, Some("b")),
+            (3, Some("a")),
+            (4, Some("b")),
+        ]);
         let p: Vec<_> = (0..6).map(|i| part("t", i, &[1, 2])).collect();
         let goals = Goals::balance();
         let (mut rb, mut rp) = (b.clone(), p.clone());
@@ -1030,7 +1046,11 @@ mod tests {
             })
         );
         assert!(matches!(
-            plan(&b, &[part("t", 0, &[1]), part("t", 0, &[2])], &Goals::default()),
+            plan(
+                &b,
+                &[part("t", 0, &[1]), part("t", 0, &[2])],
+                &Goals::default()
+            ),
             Err(RebalanceError::DuplicatePartition { .. })
         ));
         assert_eq!(
