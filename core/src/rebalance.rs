@@ -55,9 +55,9 @@
 //! replication factor 3 put one replica of every partition in each rack, so the lone broker
 //! holds every partition and the rack of three a third each.
 //!
-//! With a single rack the plan moves exactly as few replicas as any plan reaching the bound
-//! (no broker both gains and loses replicas); with several, a move between racks may need a
-//! move inside each rack to finish it.
+//! With a single rack and nothing to repair the plan moves exactly as few replicas as any
+//! plan reaching the bound (no broker both gains and loses replicas); with several racks, a
+//! move between racks may need a move inside each rack to finish it.
 //!
 //! # Leaders
 //!
