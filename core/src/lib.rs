@@ -1,7 +1,9 @@
 //! Shared vocabulary of Strom (broker ids, racks) and the pure algorithms that the broker's
-//! controller and the operator both need, such as rack-aware replica placement.
+//! controller and the operator both need, such as rack-aware replica placement and
+//! rebalance planning.
 
 pub mod placement;
+pub mod rebalance;
 
 /// A broker's `node.id`.
 pub type BrokerId = i32;
