@@ -29,6 +29,9 @@ pub struct ConfigDef {
     pub check: fn(&str) -> Result<(), String>,
 }
 
+fn throttled_replicas(v: &str) -> Result<(), String> {
+    crate::partition::throttle::validate_throttled_replicas(v)
+}
 fn replica_selector(v: &str) -> Result<(), String> {
     crate::partition::selector::ReplicaSelector::from_class(Some(v)).map(|_| ())
 }
@@ -346,6 +349,20 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         default: Some("10485760"),
         doc: "Most record bytes in one Fetch response to a follower replica.",
         check: positive,
+    },
+    ConfigDef {
+        name: "leader.replication.throttled.rate",
+        ty: LONG,
+        default: Some("9223372036854775807"),
+        doc: "Bytes per second this broker as leader sends to followers of throttled replicas (leader.replication.throttled.replicas) that are out of the ISR; dynamic (IncrementalAlterConfigs on the broker or the cluster default).",
+        check: non_negative,
+    },
+    ConfigDef {
+        name: "follower.replication.throttled.rate",
+        ty: LONG,
+        default: Some("9223372036854775807"),
+        doc: "Bytes per second this broker as follower fetches for throttled replicas (follower.replication.throttled.replicas) while out of the ISR; dynamic (IncrementalAlterConfigs on the broker or the cluster default).",
+        check: non_negative,
     },
     ConfigDef {
         name: "replica.fetch.max.bytes",
@@ -943,6 +960,22 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         Some("log.roll.ms"),
     ),
     topic(
+        "leader.replication.throttled.replicas",
+        LIST,
+        Some(""),
+        "Replicas whose leader-side replication leader.replication.throttled.rate limits while their follower is out of the ISR: partition:broker pairs (the replicas being read from), or * for all.",
+        throttled_replicas,
+        None,
+    ),
+    topic(
+        "follower.replication.throttled.replicas",
+        LIST,
+        Some(""),
+        "Replicas whose fetching follower.replication.throttled.rate limits while they are out of the ISR: partition:broker pairs (the replicas being added), or * for all.",
+        throttled_replicas,
+        None,
+    ),
+    topic(
         "unclean.leader.election.enable",
         BOOL,
         Some("false"),
@@ -951,6 +984,13 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         any,
         Some("unclean.leader.election.enable"),
     ),
+];
+
+/// The broker properties IncrementalAlterConfigs may change at run time, per broker or
+/// as the cluster default (Kafka's dynamic broker configs that Strom applies live).
+pub const DYNAMIC_BROKER_CONFIGS: &[&str] = &[
+    "leader.replication.throttled.rate",
+    "follower.replication.throttled.rate",
 ];
 
 pub fn broker_def(name: &str) -> Option<&'static ConfigDef> {

@@ -29,6 +29,9 @@ pub struct Metrics {
     /// Record bytes served to consumers as leader and as follower (KIP-392).
     consumer_fetched_as_leader: Counter,
     consumer_fetched_as_follower: Counter,
+    /// Bytes of throttled replicas moved, sent as leader and fetched as follower.
+    throttled_as_leader: Counter,
+    throttled_as_follower: Counter,
     cleaner_bytes: Counter,
     last_clean_time: Family<Labels, Gauge>,
     dirty_ratio: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
@@ -115,6 +118,19 @@ impl Metrics {
         };
         let consumer_fetched_as_leader = role("leader");
         let consumer_fetched_as_follower = role("follower");
+        let throttled = Family::<Labels, Counter>::default();
+        registry.register(
+            "replication_throttled_bytes",
+            "Record bytes of throttled replicas (the *.replication.throttled.replicas topic configs) replicated while out of the ISR, by side: sent as leader, fetched as follower",
+            throttled.clone(),
+        );
+        let side = |r: &str| {
+            throttled
+                .get_or_create(&vec![("side".to_string(), r.to_string())])
+                .clone()
+        };
+        let throttled_as_leader = side("leader");
+        let throttled_as_follower = side("follower");
         let cleaner_bytes = Counter::default();
         let last_clean_time = Family::<Labels, Gauge>::default();
         let dirty_ratio = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
@@ -206,6 +222,8 @@ impl Metrics {
             replica_fetched_bytes,
             consumer_fetched_as_leader,
             consumer_fetched_as_follower,
+            throttled_as_leader,
+            throttled_as_follower,
             cleaner_bytes,
             last_clean_time,
             dirty_ratio,
@@ -289,6 +307,7 @@ impl Metrics {
         &self,
         partitions: &[std::sync::Arc<crate::partition::Partition>],
         counts: &crate::partition::ReplicationCounts,
+        quotas: &crate::partition::throttle::ReplicationQuotas,
     ) -> String {
         // Running totals kept by the replica manager; fetch_max keeps the counters
         // monotonic when two scrapes race.
@@ -301,6 +320,14 @@ impl Metrics {
                 total.load(std::sync::atomic::Ordering::Relaxed),
                 std::sync::atomic::Ordering::Relaxed,
             );
+        }
+        for (counter, quota) in [
+            (&self.throttled_as_leader, &quotas.leader),
+            (&self.throttled_as_follower, &quotas.follower),
+        ] {
+            counter
+                .inner()
+                .fetch_max(quota.moved(), std::sync::atomic::Ordering::Relaxed);
         }
         self.partitions.set(partitions.len() as i64);
         self.log_size_bytes

@@ -19,10 +19,11 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use std::collections::BTreeMap;
 
-pub const RESOURCE_TOPIC: i8 = 2;
-pub const RESOURCE_BROKER: i8 = 4;
+use crate::protocol::{RESOURCE_BROKER, RESOURCE_TOPIC};
 
 const SOURCE_DYNAMIC_TOPIC: i8 = 1;
+const SOURCE_DYNAMIC_BROKER: i8 = 2;
+const SOURCE_DYNAMIC_DEFAULT_BROKER: i8 = 3;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
@@ -94,39 +95,85 @@ pub fn topic_entries(
         .collect()
 }
 
-fn broker_entries(broker: &Broker, keys: Option<&[StrBytes]>, synonyms: bool) -> Vec<Entry> {
+fn broker_entries(
+    broker: &Broker,
+    image: &crate::metadata::MetadataImage,
+    keys: Option<&[StrBytes]>,
+    synonyms: bool,
+) -> Vec<Entry> {
     BROKER_CONFIGS
         .iter()
         .filter(|d| keys.is_none_or(|k| k.iter().any(|k| k.as_str() == d.name)))
         .map(|d: &ConfigDef| {
+            let dynamic = crate::config::DYNAMIC_BROKER_CONFIGS.contains(&d.name);
+            let own = image
+                .broker_configs
+                .get(&broker.node_id)
+                .and_then(|c| c.get(d.name));
+            let cluster = image.broker_default_configs.get(d.name);
             let explicit = broker.config.explicit(d.name);
-            let source = if explicit.is_some() {
-                SOURCE_STATIC_BROKER
-            } else {
-                SOURCE_DEFAULT
-            };
-            let value = broker.config.get(d.name);
-            let mut syn = Vec::new();
-            if synonyms {
-                if let Some(v) = explicit {
-                    syn.push((d.name.to_owned(), v.to_owned(), SOURCE_STATIC_BROKER));
-                }
-                if let Some(v) = d.default {
-                    syn.push((d.name.to_owned(), v.to_owned(), SOURCE_DEFAULT));
-                }
+            // Kafka's precedence: the broker's dynamic value, the cluster's dynamic
+            // default, the properties file, the default.
+            let mut layers: Vec<(String, i8)> = Vec::new();
+            if let Some(v) = own {
+                layers.push((v.clone(), SOURCE_DYNAMIC_BROKER));
             }
+            if let Some(v) = cluster {
+                layers.push((v.clone(), SOURCE_DYNAMIC_DEFAULT_BROKER));
+            }
+            if let Some(v) = explicit {
+                layers.push((v.to_owned(), SOURCE_STATIC_BROKER));
+            }
+            if let Some(v) = d.default {
+                layers.push((v.to_owned(), SOURCE_DEFAULT));
+            }
+            let (value, source) = match layers.first() {
+                Some((v, src)) => (Some(s(v)), *src),
+                None => (None, SOURCE_DEFAULT),
+            };
+            let syn = if synonyms {
+                layers
+                    .into_iter()
+                    .map(|(v, src)| (d.name.to_owned(), v, src))
+                    .collect()
+            } else {
+                Vec::new()
+            };
             Entry {
                 name: s(d.name),
-                value: value.map(s),
-                // Dynamic broker configuration is not supported: every broker config is
-                // read-only at run time.
-                read_only: true,
+                value,
+                read_only: !dynamic,
                 config_source: source,
                 is_sensitive: false,
                 synonyms: syn,
                 config_type: d.ty as i8,
                 documentation: d.doc,
             }
+        })
+        .collect()
+}
+
+/// The cluster-wide dynamic broker defaults that are set (Kafka lists only those).
+fn broker_default_entries(
+    image: &crate::metadata::MetadataImage,
+    keys: Option<&[StrBytes]>,
+) -> Vec<Entry> {
+    image
+        .broker_default_configs
+        .iter()
+        .filter(|(n, _)| keys.is_none_or(|k| k.iter().any(|k| k.as_str() == n.as_str())))
+        .filter_map(|(n, v)| {
+            let d = crate::config::broker_def(n)?;
+            Some(Entry {
+                name: s(n),
+                value: Some(s(v)),
+                read_only: false,
+                config_source: SOURCE_DYNAMIC_DEFAULT_BROKER,
+                is_sensitive: false,
+                synonyms: vec![(n.clone(), v.clone(), SOURCE_DYNAMIC_DEFAULT_BROKER)],
+                config_type: d.ty as i8,
+                documentation: d.doc,
+            })
         })
         .collect()
 }
@@ -166,10 +213,9 @@ pub fn describe_configs(
                 }
                 RESOURCE_BROKER => {
                     if r.resource_name.is_empty() {
-                        // The cluster-wide dynamic defaults: Strom has none.
-                        Ok(Vec::new())
+                        Ok(broker_default_entries(&image, keys))
                     } else if r.resource_name.as_str() == broker.node_id.to_string() {
-                        Ok(broker_entries(broker, keys, req.include_synonyms))
+                        Ok(broker_entries(broker, &image, keys, req.include_synonyms))
                     } else {
                         Err(ApiError::new(
                             codes::INVALID_REQUEST,
@@ -250,10 +296,12 @@ async fn alter_resource(
                 .alter_topic_configs(name, ops, replace_all, validate_only)
                 .await
         }
-        RESOURCE_BROKER => Err(ApiError::new(
-            codes::INVALID_REQUEST,
-            "Dynamic broker configuration is not supported; set broker properties in the config file",
-        )),
+        RESOURCE_BROKER => {
+            broker
+                .controller
+                .alter_broker_configs(name, ops, replace_all, validate_only)
+                .await
+        }
         other => Err(ApiError::new(
             codes::INVALID_REQUEST,
             format!("Unsupported resource type {other}"),

@@ -306,8 +306,25 @@ pub async fn fetch(
                             partitions.push(pd.with_error_code(codes::OFFSET_NOT_AVAILABLE));
                             continue;
                         }
+                        let throttled = follower >= 0 && p.leader_throttled_for(follower);
+                        let quota = &broker.replicas.quotas().leader;
+                        if throttled && quota.exceeded(broker.replicas.now_ms()) {
+                            // A throttled move waits for the leader's rate; the follower
+                            // hears the high watermark and asks again.
+                            partitions.push(
+                                pd.with_high_watermark(p.high_watermark())
+                                    .with_last_stable_offset(p.high_watermark())
+                                    .with_log_start_offset(p.log_start_offset()),
+                            );
+                            continue;
+                        }
                         let read = if follower >= 0 {
                             p.read_for_follower(fp.fetch_offset, limit, total == 0)
+                                .inspect(|r| {
+                                    if throttled {
+                                        quota.record(r.records.len(), broker.replicas.now_ms());
+                                    }
+                                })
                         } else {
                             p.read(fp.fetch_offset, limit, total == 0)
                         };

@@ -43,7 +43,6 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 /// Kafka's resource type code of a topic in config requests.
-const TOPIC_RESOURCE: i8 = 2;
 
 /// Attempts of one forwarded change span this many request timeouts: long enough to
 /// outlast an election, short enough to answer before a client's own request timeout.
@@ -337,9 +336,12 @@ impl ControllerClient {
         }
     }
 
-    pub async fn alter_topic_configs(
+    /// AlterConfigs (`replace_all`) or IncrementalAlterConfigs of one resource (a topic,
+    /// or a broker id or "" for the cluster's broker default) on the active controller.
+    pub async fn alter_configs(
         &self,
-        topic: &str,
+        resource_type: i8,
+        name: &str,
         ops: &[(String, AlterOp, Option<String>)],
         replace_all: bool,
         validate_only: bool,
@@ -348,8 +350,8 @@ impl ControllerClient {
             let req = AlterConfigsRequest::default()
                 .with_validate_only(validate_only)
                 .with_resources(vec![ReplaceResource::default()
-                    .with_resource_type(TOPIC_RESOURCE)
-                    .with_resource_name(str_bytes(topic))
+                    .with_resource_type(resource_type)
+                    .with_resource_name(str_bytes(name))
                     .with_configs(
                         ops.iter()
                             .map(|(k, _, v)| {
@@ -373,8 +375,8 @@ impl ControllerClient {
             let req = IncrementalAlterConfigsRequest::default()
                 .with_validate_only(validate_only)
                 .with_resources(vec![AlterConfigsResource::default()
-                    .with_resource_type(TOPIC_RESOURCE)
-                    .with_resource_name(str_bytes(topic))
+                    .with_resource_type(resource_type)
+                    .with_resource_name(str_bytes(name))
                     .with_configs(
                         ops.iter()
                             .map(|(k, op, v)| {

@@ -97,11 +97,25 @@ pub struct MetadataImage {
     /// Topic config overrides by topic name.
     pub topic_configs: BTreeMap<String, BTreeMap<String, String>>,
     pub broker_configs: BTreeMap<i32, BTreeMap<String, String>>,
+    /// Dynamic broker configs set for every broker (a broker's own override wins).
+    #[serde(default)]
+    pub broker_default_configs: BTreeMap<String, String>,
     /// The first producer id no block has claimed yet.
     pub next_producer_id: i64,
 }
 
 impl MetadataImage {
+    /// A dynamic broker config of `broker`: its own override, else the cluster default;
+    /// with whether it is the broker's own.
+    pub fn dynamic_broker_config(&self, broker: i32, name: &str) -> Option<(&str, bool)> {
+        if let Some(v) = self.broker_configs.get(&broker).and_then(|c| c.get(name)) {
+            return Some((v, true));
+        }
+        self.broker_default_configs
+            .get(name)
+            .map(|v| (v.as_str(), false))
+    }
+
     /// The image as a snapshot file's contents.
     pub fn to_checkpoint(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("the image serializes")
@@ -234,6 +248,7 @@ impl MetadataImage {
                 let map = match resource {
                     ConfigResource::Topic(t) => self.topic_configs.entry(t.clone()).or_default(),
                     ConfigResource::Broker(b) => self.broker_configs.entry(*b).or_default(),
+                    ConfigResource::BrokerDefault => &mut self.broker_default_configs,
                 };
                 match value {
                     Some(v) => {

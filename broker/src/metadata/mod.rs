@@ -964,7 +964,13 @@ impl Controller {
         if !self.is_active() {
             return self
                 .forward
-                .alter_topic_configs(topic, ops, replace_all, validate_only)
+                .alter_configs(
+                    crate::protocol::RESOURCE_TOPIC,
+                    topic,
+                    ops,
+                    replace_all,
+                    validate_only,
+                )
                 .await;
         }
         let _guard = self.changes.lock().await;
@@ -1057,6 +1063,123 @@ impl Controller {
             if !next.contains_key(k) {
                 records.push(MetadataRecord::Config {
                     resource: ConfigResource::Topic(topic.to_owned()),
+                    name: k.clone(),
+                    value: None,
+                });
+            }
+        }
+        self.commit(records).await
+    }
+
+    /// Changes dynamic broker configs of one broker (`name` its id) or the cluster-wide
+    /// default (`name` empty): only [`crate::config::DYNAMIC_BROKER_CONFIGS`] may change;
+    /// `replace_all` is AlterConfigs' semantics.
+    pub async fn alter_broker_configs(
+        &self,
+        name: &str,
+        ops: &[(String, AlterOp, Option<String>)],
+        replace_all: bool,
+        validate_only: bool,
+    ) -> Result<(), ApiError> {
+        let resource = if name.is_empty() {
+            ConfigResource::BrokerDefault
+        } else {
+            match name.parse::<i32>() {
+                Ok(id) if id >= 0 => ConfigResource::Broker(id),
+                _ => {
+                    return Err(ApiError::new(
+                        codes::INVALID_REQUEST,
+                        format!("Invalid broker name {name}: a broker resource is named by its id, or empty for the cluster default."),
+                    ))
+                }
+            }
+        };
+        if !self.is_active() {
+            return self
+                .forward
+                .alter_configs(
+                    crate::protocol::RESOURCE_BROKER,
+                    name,
+                    ops,
+                    replace_all,
+                    validate_only,
+                )
+                .await;
+        }
+        let _guard = self.changes.lock().await;
+        if !self.is_active() {
+            return Err(self.not_active());
+        }
+        let image = self.image();
+        let empty = BTreeMap::new();
+        let current = match &resource {
+            ConfigResource::Broker(id) => image.broker_configs.get(id).unwrap_or(&empty),
+            _ => &image.broker_default_configs,
+        };
+        let mut next = if replace_all {
+            BTreeMap::new()
+        } else {
+            current.clone()
+        };
+        for (key, op, value) in ops {
+            if *op == AlterOp::Delete {
+                // Removing what is not set is nothing to do, whatever the name: Kafka's
+                // tools clear every throttle they know of (kafka-reassign-partitions
+                // --verify also clears replica.alter.log.dirs.io.max.bytes.per.second).
+                next.remove(key);
+                continue;
+            }
+            let Some(def) = crate::config::broker_def(key) else {
+                return Err(ApiError::new(
+                    codes::INVALID_CONFIG,
+                    format!("Unknown broker config name: {key}"),
+                ));
+            };
+            if !crate::config::DYNAMIC_BROKER_CONFIGS.contains(&key.as_str()) {
+                return Err(ApiError::new(
+                    codes::INVALID_CONFIG,
+                    format!("Cannot update these configs dynamically: {key} (dynamic: {}); set it in the broker's properties and restart it", crate::config::DYNAMIC_BROKER_CONFIGS.join(", ")),
+                ));
+            }
+            match op {
+                AlterOp::Set => {
+                    let v = value.clone().unwrap_or_default();
+                    crate::config::validate(def, &v).map_err(|reason| {
+                        ApiError::new(
+                            codes::INVALID_CONFIG,
+                            format!("Invalid value {v} for configuration {key}: {reason}"),
+                        )
+                    })?;
+                    next.insert(key.clone(), v.trim().to_owned());
+                }
+                AlterOp::Delete => {
+                    next.remove(key);
+                }
+                AlterOp::Append | AlterOp::Subtract => {
+                    return Err(ApiError::new(
+                        codes::INVALID_CONFIG,
+                        format!("Config value append/subtract is not allowed for config key {key} which is not a list"),
+                    ))
+                }
+            }
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let mut records = Vec::new();
+        for (k, v) in &next {
+            if current.get(k) != Some(v) {
+                records.push(MetadataRecord::Config {
+                    resource: resource.clone(),
+                    name: k.clone(),
+                    value: Some(v.clone()),
+                });
+            }
+        }
+        for k in current.keys() {
+            if !next.contains_key(k) {
+                records.push(MetadataRecord::Config {
+                    resource: resource.clone(),
                     name: k.clone(),
                     value: None,
                 });

@@ -9,6 +9,8 @@ use uuid::Uuid;
 pub enum ConfigResource {
     Topic(String),
     Broker(i32),
+    /// The cluster-wide default of dynamic broker configs (Kafka's broker resource "").
+    BrokerDefault,
 }
 
 /// One named listener of a broker, at the address it advertises.

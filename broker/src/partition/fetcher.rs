@@ -16,6 +16,9 @@ use std::time::Duration;
 use strom_client::Connection;
 use tokio::sync::watch;
 
+/// How often a fetcher whose every partition is held by the follower throttle looks again.
+const THROTTLE_RECHECK: Duration = Duration::from_millis(100);
+
 /// How a follower fetches (Kafka's replica.fetch.* properties).
 #[derive(Debug, Clone)]
 pub struct FetcherConfig {
@@ -93,9 +96,22 @@ async fn fetch_from<H: AsRef<ReplicaManager> + Send + Sync + 'static>(
         if *stop.borrow() {
             return;
         }
-        let partitions = followed(replicas, leader);
-        if partitions.is_empty() {
+        let all = followed(replicas, leader);
+        if all.is_empty() {
             return;
+        }
+        // Out-of-ISR replicas listed in follower.replication.throttled.replicas wait while
+        // this broker's follower throttle is spent; in-sync ones are never held back.
+        let me = replicas.node_id();
+        let quota = &replicas.quotas().follower;
+        let held = quota.exceeded(replicas.now_ms());
+        let partitions: Vec<Arc<Partition>> = all
+            .into_iter()
+            .filter(|p| !(held && p.follower_throttled(me)))
+            .collect();
+        if partitions.is_empty() {
+            backoff(&mut stop, THROTTLE_RECHECK).await;
+            continue;
         }
         if conn.is_none() {
             let endpoint = images
@@ -162,8 +178,12 @@ async fn fetch_from<H: AsRef<ReplicaManager> + Send + Sync + 'static>(
                     // The image moved the leadership while the fetch was out.
                     continue;
                 }
+                let throttled = p.follower_throttled(me);
                 match apply_answer(p, pd, now) {
                     Ok(bytes) => {
+                        if throttled {
+                            quota.record(bytes, now);
+                        }
                         replicas
                             .replication_counts()
                             .fetched_bytes

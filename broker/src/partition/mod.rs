@@ -5,6 +5,7 @@
 pub mod fetcher;
 pub mod selector;
 pub mod state;
+pub mod throttle;
 
 use crate::clock::Clock;
 use crate::config::{BrokerConfig, LogConfig};
@@ -108,9 +109,26 @@ pub struct Partition {
     /// Set while appends fail for storage reasons (a full or failing disk), so the failure
     /// is logged at error level once when it starts and once when it ends, not per produce.
     storage_failing: std::sync::atomic::AtomicBool,
+    /// Whether this broker's replica is listed in the topic's leader / follower
+    /// throttled-replicas config ([`throttle::LEADER`], [`throttle::FOLLOWER`] bits).
+    throttled: std::sync::atomic::AtomicU8,
 }
 
 impl Partition {
+    /// Whether replication of this partition to `follower` (out of the ISR) counts
+    /// against this leader's throttle.
+    pub fn leader_throttled_for(&self, follower: i32) -> bool {
+        self.throttled.load(Ordering::Relaxed) & throttle::LEADER != 0
+            && !self.isr.read().expect("isr lock").contains(&follower)
+    }
+
+    /// Whether this follower's fetching of the partition counts against its throttle
+    /// (it is listed and out of the ISR).
+    pub fn follower_throttled(&self, me: i32) -> bool {
+        self.throttled.load(Ordering::Relaxed) & throttle::FOLLOWER != 0
+            && !self.isr.read().expect("isr lock").contains(&me)
+    }
+
     pub fn leader_epoch(&self) -> i32 {
         self.leader_epoch.load(Ordering::Acquire) as i32
     }
@@ -739,6 +757,7 @@ pub struct ReplicaManager {
     isr_wake: tokio::sync::Notify,
     /// ISR changes of partitions this broker leads and bytes its fetchers replicated.
     replication_counts: ReplicationCounts,
+    quotas: throttle::ReplicationQuotas,
 }
 
 /// Running totals of replication: how often the ISRs of a broker's led partitions shrank
@@ -791,6 +810,7 @@ impl ReplicaManager {
             broker_epoch: AtomicI64::new(-1),
             isr_wake: tokio::sync::Notify::new(),
             replication_counts: ReplicationCounts::default(),
+            quotas: Default::default(),
             log_dirs,
         }
     }
@@ -947,6 +967,30 @@ impl ReplicaManager {
         self.appends.subscribe()
     }
 
+    /// This broker's replication throttles.
+    pub fn quotas(&self) -> &throttle::ReplicationQuotas {
+        &self.quotas
+    }
+
+    /// The throttle rates of this broker: its dynamic config, else the cluster's dynamic
+    /// default, else its properties.
+    fn apply_throttle_rates(&self, image: &MetadataImage) {
+        let rate = |name: &str| {
+            image
+                .dynamic_broker_config(self.node_id, name)
+                .map(|(v, _)| v.to_owned())
+                .or_else(|| self.broker_config.get(name).map(str::to_owned))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(throttle::UNLIMITED)
+        };
+        self.quotas
+            .leader
+            .set_limit(rate("leader.replication.throttled.rate"));
+        self.quotas
+            .follower
+            .set_limit(rate("follower.replication.throttled.rate"));
+    }
+
     /// Makes the hosted partitions match `image`: opens the logs of partitions assigned to
     /// this broker, applies changed topic configs, and deletes the logs of partitions that
     /// no longer exist. Also removes stray partition directories left by an earlier run.
@@ -971,6 +1015,24 @@ impl ReplicaManager {
             }
         }
         let empty = BTreeMap::new();
+        self.apply_throttle_rates(image);
+        let me = self.node_id;
+        let throttles = |topic: &str, index: i32| {
+            let configs = image.topic_configs.get(topic);
+            let listed = |name: &str, bit: u8| {
+                let value = configs.and_then(|c| c.get(name)).map_or("", String::as_str);
+                match throttle::throttled_partitions(value, me) {
+                    None => bit,
+                    Some(ps) if ps.contains(&index) => bit,
+                    Some(_) => 0,
+                }
+            };
+            listed("leader.replication.throttled.replicas", throttle::LEADER)
+                | listed(
+                    "follower.replication.throttled.replicas",
+                    throttle::FOLLOWER,
+                )
+        };
         let mut failed: Option<anyhow::Error> = None;
         let mut partitions = self.partitions.write().expect("partitions lock");
         // Deleted topics (or moved partitions): drop and remove their data.
@@ -993,6 +1055,8 @@ impl ReplicaManager {
             );
             if let Some(p) = partitions.get(&(topic.clone(), index)) {
                 p.set_config(cfg);
+                p.throttled
+                    .store(throttles(&topic, index), Ordering::Relaxed);
                 self.replication_counts
                     .record(p.apply_leadership(self.node_id, pi, now));
                 continue;
@@ -1066,7 +1130,11 @@ impl ReplicaManager {
                 hw_watch: tokio::sync::watch::channel(hw).0,
                 caught_up: Default::default(),
                 storage_failing: Default::default(),
+                throttled: Default::default(),
             });
+            partition
+                .throttled
+                .store(throttles(&topic, index), Ordering::Relaxed);
             partition.apply_leadership(self.node_id, pi, now);
             partitions.insert((topic.clone(), index), partition);
         }
@@ -1323,6 +1391,7 @@ mod tests {
             hw_watch: tokio::sync::watch::channel(0).0,
             caught_up: Default::default(),
             storage_failing: Default::default(),
+            throttled: Default::default(),
         }
     }
 

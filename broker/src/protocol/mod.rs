@@ -4,6 +4,10 @@
 
 pub mod codes;
 
+/// Config resource types of DescribeConfigs, AlterConfigs and IncrementalAlterConfigs.
+pub const RESOURCE_TOPIC: i8 = 2;
+pub const RESOURCE_BROKER: i8 = 4;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::Decodable;

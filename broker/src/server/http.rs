@@ -52,9 +52,11 @@ async fn respond(mut stream: TcpStream, broker: &Broker) -> std::io::Result<()> 
             (
                 "200 OK",
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                broker
-                    .metrics
-                    .render(&partitions, broker.replicas.replication_counts()),
+                broker.metrics.render(
+                    &partitions,
+                    broker.replicas.replication_counts(),
+                    broker.replicas.quotas(),
+                ),
             )
         }
         ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".to_string()),
