@@ -16,9 +16,7 @@ use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
-use kafka_protocol::messages::incremental_alter_configs_request::{
-    AlterConfigsResource, AlterableConfig,
-};
+use kafka_protocol::messages::incremental_alter_configs_request::AlterConfigsResource;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::offset_commit_request::{
@@ -40,6 +38,9 @@ use tokio::sync::Mutex;
 use tracing::debug;
 
 use crate::{Connection, Error};
+
+mod moves;
+pub use moves::{BrokerInfo, ClusterView, OngoingReassignment, ReassignmentOutcome};
 
 /// `DescribeConfigs`/`IncrementalAlterConfigs` resource type of a topic.
 const RESOURCE_TOPIC: i8 = 2;
@@ -243,9 +244,9 @@ pub struct ConfigEntry {
 /// One step of an `IncrementalAlterConfigs`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ConfigOp {
-    /// Set the key on the topic.
+    /// Set the key on the resource.
     Set(String, String),
-    /// Remove the key from the topic, so its default applies again.
+    /// Remove the key from the resource, so its default applies again.
     Delete(String),
 }
 
@@ -722,19 +723,7 @@ impl Admin {
         topic: &str,
         ops: &[ConfigOp],
     ) -> Result<(), AdminError> {
-        let configs = ops
-            .iter()
-            .map(|op| match op {
-                ConfigOp::Set(key, value) => AlterableConfig::default()
-                    .with_name(StrBytes::from_string(key.clone()))
-                    .with_config_operation(0)
-                    .with_value(Some(StrBytes::from_string(value.clone()))),
-                ConfigOp::Delete(key) => AlterableConfig::default()
-                    .with_name(StrBytes::from_string(key.clone()))
-                    .with_config_operation(1)
-                    .with_value(None),
-            })
-            .collect();
+        let configs = ops.iter().map(moves::alterable).collect();
         let resp = self
             .send(Target::Any, |_| {
                 IncrementalAlterConfigsRequest::default().with_resources(vec![

@@ -1,9 +1,11 @@
 //! strom-client: a small async Kafka client over `kafka-protocol`. One [`Connection`] is one
 //! TCP connection to one broker; it negotiates versions with ApiVersions and sends typed
 //! requests at the highest version both sides support. [`admin::Admin`] builds the
-//! operator's admin calls on top: bootstrap, routing, connection reuse and retries.
+//! operator's admin calls on top: bootstrap, routing, connection reuse and retries;
+//! [`rebalance`] runs strom-core's rebalance plans with them.
 
 pub mod admin;
+pub mod rebalance;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, RequestHeader, ResponseHeader};

@@ -42,8 +42,6 @@ use strom_client::Connection;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-/// Kafka's resource type code of a topic in config requests.
-
 /// Attempts of one forwarded change span this many request timeouts: long enough to
 /// outlast an election, short enough to answer before a client's own request timeout.
 const DEADLINE_TIMEOUTS: u32 = 5;
