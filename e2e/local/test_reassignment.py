@@ -320,3 +320,73 @@ def test_a_throttled_move_is_bounded_by_its_rate_never_slows_acks_all_and_finish
         30,
         "identical bytes on every replica of the new set",
     )
+
+
+@pytest.mark.timeout_s(200)
+def test_a_move_whose_source_leader_is_killed_mid_way_completes_once_it_returns(
+    cluster_factory, topic_name, tool_classpath, command_config, tmp_path  # noqa: F811
+):
+    """A throttled move (so it is still copying) off the partition's leader: the leader is
+    killed with kill -9 mid-move. Leadership passes to an in-sync replica, the new replica
+    goes on copying from it, acks=all keeps working; the old leader restarts, the throttle
+    is lifted, and the move completes with every acknowledged record on every replica."""
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+    from support import admin
+
+    cluster = cluster_factory.start(controllers=1, brokers=4)
+    topic = topic_name
+    create_replicated_topic(cluster, topic, 1, 3, {"min.insync.replicas": "2"})
+    leader, replicas, _ = partition_states(cluster, topic)[0]
+    spare = next(b.node_id for b in cluster.brokers if b.node_id not in replicas)
+    before = produce_all(
+        producer(cluster.bootstrap(), acks="all", **{"linger.ms": 20}),
+        topic,
+        [{"partition": 0, "value": f"before {i}".encode() * 40} for i in range(4000)],
+    )
+    assert all(err is None for err, _ in before)
+    target = [spare] + [r for r in replicas if r != leader]
+    plan = tmp_path / "move.json"
+    plan.write_text(json.dumps({"version": 1, "partitions": [{"topic": topic, "partition": 0, "replicas": target}]}))
+    reassign(tool_classpath, command_config, cluster.bootstrap(), "--reassignment-json-file", str(plan), "--execute", "--throttle", "200000")
+    wait_until(lambda: replica_size(cluster, spare, topic, 0) > 0, 20, "the new replica copying")
+
+    cluster.kill(leader)
+    survivors = [b for b in cluster.brokers if b.node_id != leader]
+    wait_until(
+        lambda: (s := partition_states(cluster, topic, via=survivors[0])[0])[0] not in (-1, leader),
+        30,
+        "a new leader among the in-sync replicas",
+    )
+    during = produce_all(
+        producer(cluster.bootstrap(nodes=survivors), acks="all"),
+        topic,
+        [{"partition": 0, "value": f"during {i}".encode()} for i in range(100)],
+    )
+    assert all(err is None for err, _ in during), during[:3]
+    assert partition_states(cluster, topic, via=survivors[0])[0][1] != target, "the throttled move finished before the kill"
+    cluster.start_node(leader)
+    for b in sorted(n.node_id for n in cluster.brokers):
+        res = ConfigResource(
+            ConfigResource.Type.BROKER,
+            str(b),
+            incremental_configs=[
+                ConfigEntry(name, None, incremental_operation=AlterConfigOpType.DELETE)
+                for name in ("leader.replication.throttled.rate", "follower.replication.throttled.rate")
+            ],
+        )
+        for fut in admin(cluster.bootstrap()).incremental_alter_configs([res]).values():
+            fut.result(timeout=15)
+    wait_until(
+        lambda: (s := partition_states(cluster, topic)[0])[1] == target and sorted(s[2]) == sorted(target),
+        MOVE_DEADLINE_S,
+        f"the move to {target} completing",
+    )
+    acked = {m.offset(): m.value() for _, m in before + during}
+    stored = {r.offset: r.value for r in read_partition(cluster.bootstrap(), topic, 0, timeout_s=30)}
+    lost = {o for o, v in acked.items() if stored.get(o) != v}
+    assert not lost, f"{len(lost)} of {len(acked)} acknowledged records lost"
+    wait_until(
+        lambda: len({replica_log_bytes(cluster, r, topic, 0) for r in target}) == 1,
+        30,
+        "identical bytes on every replica of the new set",
+    )
