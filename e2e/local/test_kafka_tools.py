@@ -24,6 +24,7 @@ import re
 import shutil
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -319,3 +320,30 @@ def test_new_leader_after_kill(cluster_factory, tool):
     assert dead["Status"] == "Follower", rows
     assert (dead["LogEndOffset"], dead["LastFetchTimestamp"], dead["LastCaughtUpTimestamp"]) == ("-1", "-1", "-1"), dead
     assert int(dead["Lag"]) == int(rows[current.leader_id]["LogEndOffset"]) + 1, rows
+
+
+def test_kafka_transactions_describe_producers_lists_the_idempotent_producers(quorum_cluster, tool_classpath, command_config):
+    """`kafka-transactions describe-producers` (DescribeProducers, KIP-664) on a topic
+    written by an idempotent confluent-kafka producer: the leader lists that producer with
+    its epoch and last sequence (Strom has no transactions yet: no coordinator epoch and
+    no open transaction)."""
+    from support import create_topic, produce_all, producer
+
+    topic = f"producers-{uuid.uuid4().hex[:8]}"
+    bootstrap = quorum_cluster.bootstrap()
+    create_topic(bootstrap, topic, partitions=1, config={})
+    reports = produce_all(producer(bootstrap, acks="all", **{"enable.idempotence": True}), topic, [{"value": f"v{i}".encode()} for i in range(10)])
+    assert all(err is None for err, _ in reports)
+    cmd = ["java", *JVM_FLAGS, "-cp", tool_classpath, "org.apache.kafka.tools.TransactionsCommand",
+           "--bootstrap-server", bootstrap, "--command-config", str(command_config),
+           "describe-producers", "--topic", topic, "--partition", "0"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TOOL_TIMEOUT_S)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = [l.split() for l in proc.stdout.splitlines() if l.strip()]
+    header, rows = lines[0], lines[1:]
+    assert header[:2] == ["ProducerId", "ProducerEpoch"], proc.stdout
+    assert len(rows) == 1, proc.stdout
+    row = dict(zip(header, rows[0]))
+    assert int(row["ProducerId"]) >= 0 and row["ProducerEpoch"] == "0", row
+    assert row["LastSequence"] == "9", row
+    assert row["CurrentTransactionStartOffset"] == "None", row

@@ -692,3 +692,52 @@ fn preferred_read_replica(
         .collect();
     selector::select(selector, rack, &leader, &followers)
 }
+
+/// DescribeProducers (KIP-664, `kafka-transactions describe-producers`): the idempotent
+/// producers the leader of each asked partition keeps state for. Strom has no
+/// transactions yet, so no producer has a coordinator epoch or an open transaction (-1).
+pub fn describe_producers(
+    broker: &Broker,
+    req: kafka_protocol::messages::DescribeProducersRequest,
+) -> kafka_protocol::messages::DescribeProducersResponse {
+    use kafka_protocol::messages::describe_producers_response::{
+        PartitionResponse, ProducerState, TopicResponse,
+    };
+    let topics = req
+        .topics
+        .iter()
+        .map(|t| {
+            let partitions = t
+                .partition_indexes
+                .iter()
+                .map(|&index| {
+                    let answer = PartitionResponse::default().with_partition_index(index);
+                    match broker.replicas.leader_of(&t.name, index) {
+                        None => {
+                            let code = not_hosted_code(broker, &t.name, index);
+                            answer.with_error_code(code)
+                        }
+                        Some(p) => answer.with_active_producers(
+                            p.active_producers()
+                                .into_iter()
+                                .map(|(id, epoch, last_seq, last_ts)| {
+                                    ProducerState::default()
+                                        .with_producer_id(ProducerId(id))
+                                        .with_producer_epoch(epoch as i32)
+                                        .with_last_sequence(last_seq)
+                                        .with_last_timestamp(last_ts)
+                                        .with_coordinator_epoch(-1)
+                                        .with_current_txn_start_offset(-1)
+                                })
+                                .collect(),
+                        ),
+                    }
+                })
+                .collect();
+            TopicResponse::default()
+                .with_name(t.name.clone())
+                .with_partitions(partitions)
+        })
+        .collect();
+    kafka_protocol::messages::DescribeProducersResponse::default().with_topics(topics)
+}

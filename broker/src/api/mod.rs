@@ -90,6 +90,9 @@ pub async fn handle(
         RequestKind::DescribeLogDirs(r) => {
             ResponseKind::DescribeLogDirs(admin::describe_log_dirs(broker, r))
         }
+        RequestKind::DescribeProducers(r) => {
+            ResponseKind::DescribeProducers(data::describe_producers(broker, r))
+        }
         RequestKind::ListPartitionReassignments(r) => {
             ResponseKind::ListPartitionReassignments(admin::list_partition_reassignments(broker, r))
         }
@@ -210,6 +213,7 @@ mod tests {
                 RequestKind::AlterPartitionReassignments(Default::default())
             }
             ApiKey::DescribeLogDirs => RequestKind::DescribeLogDirs(Default::default()),
+            ApiKey::DescribeProducers => RequestKind::DescribeProducers(Default::default()),
             ApiKey::ListPartitionReassignments => {
                 RequestKind::ListPartitionReassignments(Default::default())
             }

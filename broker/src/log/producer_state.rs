@@ -101,6 +101,11 @@ impl ProducerStateTable {
         self.entries.get(&producer_id)
     }
 
+    /// Every producer with state here, by id.
+    pub fn iter(&self) -> impl Iterator<Item = (i64, &ProducerEntry)> {
+        self.entries.iter().map(|(id, e)| (*id, e))
+    }
+
     /// Checks an idempotent batch (producer id >= 0) against the producer's state.
     pub fn check(&self, h: &BatchHeader) -> Result<SequenceCheck, ProducerStateError> {
         let producer_id = h.producer_id;

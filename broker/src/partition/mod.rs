@@ -419,6 +419,22 @@ impl Partition {
             .collect()
     }
 
+    /// The idempotent producers this replica keeps state for, as (producer id, epoch,
+    /// last sequence, last append time), by producer id: DescribeProducers' answer.
+    pub fn active_producers(&self) -> Vec<(i64, i16, i32, i64)> {
+        let log = self.log.lock().expect("log lock");
+        let mut out: Vec<(i64, i16, i32, i64)> = log
+            .producers()
+            .iter()
+            .map(|(id, e)| {
+                let last_seq = e.batches.back().map_or(-1, |b| b.last_seq);
+                (id, e.epoch, last_seq, e.last_timestamp_ms)
+            })
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
     /// Kafka's end offset of a leader epoch in this replica's log.
     pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
         self.log

@@ -58,6 +58,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::InitProducerId, 0, 5),
     (ApiKey::DescribeQuorum, 0, 2),
     (ApiKey::DescribeLogDirs, 1, 4),
+    (ApiKey::DescribeProducers, 0, 0),
 ];
 
 /// The APIs a controller listener serves: the admin requests brokers forward, broker
@@ -502,6 +503,10 @@ mod tests {
                 ApiKey::ListPartitionReassignments => (
                     kafka_protocol::messages::ListPartitionReassignmentsRequest::VERSIONS.min,
                     kafka_protocol::messages::ListPartitionReassignmentsRequest::VERSIONS.max,
+                ),
+                ApiKey::DescribeProducers => (
+                    kafka_protocol::messages::DescribeProducersRequest::VERSIONS.min,
+                    kafka_protocol::messages::DescribeProducersRequest::VERSIONS.max,
                 ),
                 other => panic!("{other:?} has no version check"),
             };
