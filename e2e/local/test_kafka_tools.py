@@ -347,3 +347,59 @@ def test_kafka_transactions_describe_producers_lists_the_idempotent_producers(qu
     assert int(row["ProducerId"]) >= 0 and row["ProducerEpoch"] == "0", row
     assert row["LastSequence"] == "9", row
     assert row["CurrentTransactionStartOffset"] == "None", row
+
+
+def test_kafka_log_dirs_describes_sizes_and_space_per_broker(quorum_cluster, tool_classpath, command_config):
+    """`kafka-log-dirs --describe` (DescribeLogDirs) on a topic of three replicas: every
+    broker lists its log dir, the partition's size holds what was produced and is equal on
+    the replicas (in sync after acks=all), no offset lag and no future replica; and each
+    dir's file system total and usable bytes are those `statvfs` gives."""
+    import os
+
+    from confluent_kafka.admin import NewTopic
+
+    from support import CLIENT_TIMEOUT_S, admin, produce_all, producer
+
+    topic = f"logdirs-{uuid.uuid4().hex[:8]}"
+    bootstrap = quorum_cluster.bootstrap()
+    for f in admin(bootstrap).create_topics([NewTopic(topic, num_partitions=1, replication_factor=3)], request_timeout=CLIENT_TIMEOUT_S).values():
+        f.result(timeout=CLIENT_TIMEOUT_S)
+    reports = produce_all(producer(bootstrap, acks="all"), topic, [{"value": b"x" * 1000} for _ in range(50)])
+    assert all(err is None for err, _ in reports)
+    broker_ids = sorted(b.node_id for b in quorum_cluster.brokers)
+    cmd = ["java", *JVM_FLAGS, "-cp", tool_classpath, "org.apache.kafka.tools.LogDirsCommand",
+           "--bootstrap-server", bootstrap, "--command-config", str(command_config),
+           "--describe", "--topic-list", topic, "--broker-list", ",".join(map(str, broker_ids))]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TOOL_TIMEOUT_S)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # The JSON is the last line; the lines before it say what is being queried.
+    answer = json.loads([l for l in proc.stdout.splitlines() if l.startswith("{")][-1])
+    by_broker = {b["broker"]: b for b in answer["brokers"]}
+    assert sorted(by_broker) == broker_ids, answer
+    sizes = set()
+    for node in quorum_cluster.brokers:
+        dirs = by_broker[node.node_id]["logDirs"]
+        assert len(dirs) == 1 and dirs[0]["error"] is None, dirs
+        d = dirs[0]
+        st = os.statvfs(d["logDir"])
+        (part,) = d["partitions"]
+        assert part["partition"] == f"{topic}-0" and part["offsetLag"] == 0 and part["isFuture"] is False, part
+        assert part["size"] >= 50 * 1000, part
+        sizes.add(part["size"])
+    assert len(sizes) == 1, f"replicas in sync differ in size: {answer}"
+
+    # The tool prints no space figures; kafka-python (DescribeLogDirs v4, KIP-827) reads them.
+    from kafka import KafkaAdminClient
+
+    client = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    try:
+        answers = client.describe_log_dirs(brokers=broker_ids)
+    finally:
+        client.close()
+    assert sorted(a["broker"] for a in answers) == broker_ids, answers
+    for a in answers:
+        (d,) = a["log_dirs"]
+        st = os.statvfs(d["log_dir"])
+        assert d["total_bytes"] == st.f_blocks * st.f_frsize, d
+        # Usable space moves as the machine writes; it is a real figure, not -1.
+        assert 0 < d["usable_bytes"] <= d["total_bytes"], d

@@ -912,10 +912,24 @@ pub async fn alter_partition_reassignments(
         .with_responses(responses)
 }
 
+/// The size of the file system holding `dir` and what an unprivileged writer may still use
+/// of it (Java's FileStore total and usable space), or -1 each when statvfs fails.
+fn dir_space(dir: &std::path::Path) -> (i64, i64) {
+    match rustix::fs::statvfs(dir) {
+        Ok(st) => {
+            let bytes =
+                |blocks: u64| i64::try_from(blocks.saturating_mul(st.f_frsize)).unwrap_or(i64::MAX);
+            (bytes(st.f_blocks), bytes(st.f_bavail))
+        }
+        Err(_) => (-1, -1),
+    }
+}
+
 /// DescribeLogDirs (kafka-log-dirs.sh, and kafka-reassign-partitions.sh before a move):
 /// this broker's log dirs with the size of each partition it holds there (all of them for
-/// a null topic list). Sizes of the dirs themselves are not measured (-1, as Kafka
-/// answers when it cannot tell).
+/// a null topic list), and the total and usable bytes of the file system under each dir
+/// (-1 when it cannot be read, as Kafka answers). A replica's offset lag is Kafka's for a
+/// current (not future) replica: how far its log end trails its own high watermark, 0.
 pub fn describe_log_dirs(
     broker: &Broker,
     req: kafka_protocol::messages::DescribeLogDirsRequest,
@@ -935,6 +949,7 @@ pub fn describe_log_dirs(
         .log_dirs()
         .into_iter()
         .map(|dir| {
+            let (total_bytes, usable_bytes) = dir_space(&dir);
             let mut topics: BTreeMap<&str, Vec<DescribeLogDirsPartition>> = BTreeMap::new();
             for p in partitions
                 .iter()
@@ -949,8 +964,8 @@ pub fn describe_log_dirs(
             }
             DescribeLogDirsResult::default()
                 .with_log_dir(str_bytes(&dir.display().to_string()))
-                .with_total_bytes(-1)
-                .with_usable_bytes(-1)
+                .with_total_bytes(total_bytes)
+                .with_usable_bytes(usable_bytes)
                 .with_topics(
                     topics
                         .into_iter()
