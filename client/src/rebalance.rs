@@ -4,10 +4,80 @@
 //! and clear the throttles. `strom-admin rebalance` and the operator share it.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::pin::Pin;
 
 use strom_core::rebalance::{self, Broker, Goals, PartitionAssignment, Plan};
 
-use crate::admin::{Admin, AdminError, ConfigOp};
+use crate::admin::{
+    Admin, AdminError, ClusterView, ConfigOp, OngoingReassignment, ReassignmentOutcome,
+};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The admin calls a rebalance makes, as a trait so that the operator's reconcile tests
+/// can run the same code against an in-memory cluster; [`Admin`] is the real one.
+pub trait ClusterAdmin: Send + Sync {
+    fn describe_cluster(&self) -> BoxFuture<'_, Result<ClusterView, AdminError>>;
+    fn replica_sizes(
+        &self,
+        broker: i32,
+    ) -> BoxFuture<'_, Result<BTreeMap<(String, i32), u64>, AdminError>>;
+    fn list_partition_reassignments(
+        &self,
+    ) -> BoxFuture<'_, Result<Vec<OngoingReassignment>, AdminError>>;
+    fn alter_partition_reassignments<'a>(
+        &'a self,
+        changes: &'a [(String, i32, Option<Vec<i32>>)],
+    ) -> BoxFuture<'a, Result<Vec<ReassignmentOutcome>, AdminError>>;
+    fn alter_topic_config<'a>(
+        &'a self,
+        topic: &'a str,
+        ops: &'a [ConfigOp],
+    ) -> BoxFuture<'a, Result<(), AdminError>>;
+    fn alter_broker_config<'a>(
+        &'a self,
+        broker: Option<i32>,
+        ops: &'a [ConfigOp],
+    ) -> BoxFuture<'a, Result<(), AdminError>>;
+}
+
+impl ClusterAdmin for Admin {
+    fn describe_cluster(&self) -> BoxFuture<'_, Result<ClusterView, AdminError>> {
+        Box::pin(Admin::describe_cluster(self))
+    }
+    fn replica_sizes(
+        &self,
+        broker: i32,
+    ) -> BoxFuture<'_, Result<BTreeMap<(String, i32), u64>, AdminError>> {
+        Box::pin(Admin::replica_sizes(self, broker))
+    }
+    fn list_partition_reassignments(
+        &self,
+    ) -> BoxFuture<'_, Result<Vec<OngoingReassignment>, AdminError>> {
+        Box::pin(Admin::list_partition_reassignments(self))
+    }
+    fn alter_partition_reassignments<'a>(
+        &'a self,
+        changes: &'a [(String, i32, Option<Vec<i32>>)],
+    ) -> BoxFuture<'a, Result<Vec<ReassignmentOutcome>, AdminError>> {
+        Box::pin(Admin::alter_partition_reassignments(self, changes))
+    }
+    fn alter_topic_config<'a>(
+        &'a self,
+        topic: &'a str,
+        ops: &'a [ConfigOp],
+    ) -> BoxFuture<'a, Result<(), AdminError>> {
+        Box::pin(Admin::alter_topic_config(self, topic, ops))
+    }
+    fn alter_broker_config<'a>(
+        &'a self,
+        broker: Option<i32>,
+        ops: &'a [ConfigOp],
+    ) -> BoxFuture<'a, Result<(), AdminError>> {
+        Box::pin(Admin::alter_broker_config(self, broker, ops))
+    }
+}
 
 pub const LEADER_RATE: &str = "leader.replication.throttled.rate";
 pub const FOLLOWER_RATE: &str = "follower.replication.throttled.rate";
@@ -27,10 +97,26 @@ pub enum RebalanceError {
 /// The cluster as the planner takes it: live brokers (from Metadata) plus, as offline,
 /// any broker that holds a replica but is not live; every partition with the size of its
 /// largest replica (what a new replica copies).
-pub async fn current_state(
-    admin: &Admin,
+pub async fn current_state<A: ClusterAdmin + ?Sized>(
+    admin: &A,
 ) -> Result<(Vec<Broker>, Vec<PartitionAssignment>), AdminError> {
     let cluster = admin.describe_cluster().await?;
+    let mut sizes: BTreeMap<(String, i32), u64> = BTreeMap::new();
+    for b in &cluster.brokers {
+        for (key, size) in admin.replica_sizes(b.id).await? {
+            let entry = sizes.entry(key).or_insert(0);
+            *entry = (*entry).max(size);
+        }
+    }
+    Ok(state_of(&cluster, &sizes))
+}
+
+/// The planner's input from a Metadata view and the largest replica size of each
+/// partition: live brokers, plus as offline every broker a replica names that is not live.
+pub fn state_of(
+    cluster: &ClusterView,
+    sizes: &BTreeMap<(String, i32), u64>,
+) -> (Vec<Broker>, Vec<PartitionAssignment>) {
     let mut brokers: BTreeMap<i32, Broker> = cluster
         .brokers
         .iter()
@@ -45,13 +131,6 @@ pub async fn current_state(
             )
         })
         .collect();
-    let mut sizes: BTreeMap<(String, i32), u64> = BTreeMap::new();
-    for b in &cluster.brokers {
-        for (key, size) in admin.replica_sizes(b.id).await? {
-            let entry = sizes.entry(key).or_insert(0);
-            *entry = (*entry).max(size);
-        }
-    }
     let mut partitions = Vec::new();
     for t in &cluster.topics {
         for p in &t.partitions {
@@ -73,11 +152,11 @@ pub async fn current_state(
             });
         }
     }
-    Ok((brokers.into_values().collect(), partitions))
+    (brokers.into_values().collect(), partitions)
 }
 
 /// Plans `goals` for the cluster as it is now.
-pub async fn plan(admin: &Admin, goals: &Goals) -> Result<Plan, RebalanceError> {
+pub async fn plan<A: ClusterAdmin + ?Sized>(admin: &A, goals: &Goals) -> Result<Plan, RebalanceError> {
     let (brokers, partitions) = current_state(admin).await?;
     Ok(rebalance::plan(&brokers, &partitions, goals)?)
 }
@@ -112,8 +191,8 @@ pub fn moving_brokers(plan: &Plan) -> BTreeSet<i32> {
 
 /// Throttles the plan's moving replicas at `bytes_per_s` (`None`: no throttle) and starts
 /// every reassignment of the plan.
-pub async fn execute(
-    admin: &Admin,
+pub async fn execute<A: ClusterAdmin + ?Sized>(
+    admin: &A,
     plan: &Plan,
     bytes_per_s: Option<u64>,
 ) -> Result<(), RebalanceError> {
@@ -163,7 +242,7 @@ pub async fn execute(
 /// How many of the plan's partitions have reached their target: no reassignment of them
 /// is listed and Metadata shows the target replicas (a broker may answer one a moment
 /// before its metadata has the other, so both are asked).
-pub async fn progress(admin: &Admin, plan: &Plan) -> Result<(usize, usize), AdminError> {
+pub async fn progress<A: ClusterAdmin + ?Sized>(admin: &A, plan: &Plan) -> Result<(usize, usize), AdminError> {
     let ongoing: BTreeSet<(String, i32)> = admin
         .list_partition_reassignments()
         .await?
@@ -193,8 +272,23 @@ pub async fn progress(admin: &Admin, plan: &Plan) -> Result<(usize, usize), Admi
 }
 
 /// Removes the throttles `execute` set for the plan.
-pub async fn clear_throttles(admin: &Admin, plan: &Plan) -> Result<(), AdminError> {
-    for topic in throttled_replicas(plan).keys() {
+pub async fn clear_throttles<A: ClusterAdmin + ?Sized>(
+    admin: &A,
+    plan: &Plan,
+) -> Result<(), AdminError> {
+    let topics: Vec<String> = throttled_replicas(plan).into_keys().collect();
+    let brokers: Vec<i32> = moving_brokers(plan).into_iter().collect();
+    clear_throttles_of(admin, &topics, &brokers).await
+}
+
+/// Removes the replica throttles of `topics` and the throttle rates of `brokers`: what
+/// [`execute`] set, for a caller that kept only which topics and brokers it throttled.
+pub async fn clear_throttles_of<A: ClusterAdmin + ?Sized>(
+    admin: &A,
+    topics: &[String],
+    brokers: &[i32],
+) -> Result<(), AdminError> {
+    for topic in topics {
         admin
             .alter_topic_config(
                 topic,
@@ -205,7 +299,7 @@ pub async fn clear_throttles(admin: &Admin, plan: &Plan) -> Result<(), AdminErro
             )
             .await?;
     }
-    for b in moving_brokers(plan) {
+    for &b in brokers {
         admin
             .alter_broker_config(
                 Some(b),

@@ -32,6 +32,8 @@ pub struct BrokerInfo {
 /// Every live broker and every topic of the cluster, from one Metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterView {
+    /// The cluster id Metadata reports (`None` from a broker that has none yet).
+    pub cluster_id: Option<String>,
     pub brokers: Vec<BrokerInfo>,
     /// Sorted by name.
     pub topics: Vec<TopicInfo>,
@@ -93,7 +95,11 @@ impl Admin {
                 });
             }
             topics.sort_by(|a, b| a.name.cmp(&b.name));
-            Ok(ClusterView { brokers, topics })
+            Ok(ClusterView {
+                cluster_id: resp.cluster_id.as_ref().map(|c| c.to_string()),
+                brokers,
+                topics,
+            })
         })
         .await
     }

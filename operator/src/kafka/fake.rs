@@ -1,7 +1,9 @@
 //! An in-memory Kafka cluster for reconcile tests: topics with configs, groups with
 //! members and committed offsets, log end offsets. It answers like a broker does for the
 //! calls the controllers make (errors included) and records every mutating call, so tests
-//! assert what the controller changed in Kafka.
+//! assert what the controller changed in Kafka. For the KafkaCluster controller it also
+//! has live brokers, replica placements, reassignments (started by the controller,
+//! finished when a test says so) and broker configs.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -23,6 +25,28 @@ pub struct FakeTopic {
     pub config: BTreeMap<String, String>,
     /// Earliest and latest offset per partition.
     pub offsets: BTreeMap<i32, (i64, i64)>,
+    /// Replicas per partition where a test placed them; brokers `0..replication_factor`
+    /// otherwise.
+    pub placed: BTreeMap<i32, Vec<i32>>,
+}
+
+impl FakeTopic {
+    fn partition_info(&self, partition: i32) -> PartitionInfo {
+        let replicas = self.replicas(partition);
+        PartitionInfo {
+            partition,
+            leader: replicas.first().copied().unwrap_or(-1),
+            isr: replicas.clone(),
+            replicas,
+        }
+    }
+
+    fn replicas(&self, partition: i32) -> Vec<i32> {
+        self.placed
+            .get(&partition)
+            .cloned()
+            .unwrap_or_else(|| (0..self.replication_factor).collect())
+    }
 }
 
 /// A group in the fake cluster.
@@ -43,6 +67,14 @@ pub struct FakeState {
     pub calls: Vec<String>,
     /// When set, every call fails with this error code.
     pub fail_with: Option<ResponseError>,
+    /// Live brokers with their racks.
+    pub brokers: Vec<BrokerInfo>,
+    /// Reassignments in progress: (topic, partition) -> target replicas.
+    pub reassigning: BTreeMap<(String, i32), Vec<i32>>,
+    /// Dynamic broker configs by broker id (`None`: the cluster default).
+    pub broker_configs: BTreeMap<Option<i32>, BTreeMap<String, String>>,
+    /// Bytes each replica holds, as DescribeLogDirs would report (0 when unset).
+    pub sizes: BTreeMap<(String, i32), u64>,
 }
 
 /// The fake cluster; clones share state.
@@ -76,8 +108,61 @@ impl FakeKafka {
                     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                     .collect(),
                 offsets: (0..partitions).map(|p| (p, (0, 0))).collect(),
+                placed: BTreeMap::new(),
             },
         );
+    }
+
+    /// Adds live brokers with these ids and racks.
+    pub fn add_brokers(&self, brokers: &[(i32, Option<&str>)]) {
+        let mut state = self.state();
+        for (id, rack) in brokers {
+            state.brokers.push(BrokerInfo {
+                id: *id,
+                rack: rack.map(str::to_owned),
+            });
+        }
+        state.brokers.sort_by_key(|b| b.id);
+    }
+
+    /// Adds a topic whose partition `p` lives on `assignment[p]`.
+    pub fn add_placed_topic(&self, name: &str, assignment: &[Vec<i32>]) {
+        self.add_topic(name, assignment.len() as i32, &[]);
+        let mut state = self.state();
+        let topic = state.topics.get_mut(name).expect("just added");
+        topic.replication_factor = assignment.first().map_or(1, |r| r.len() as i32);
+        topic.placed = assignment
+            .iter()
+            .enumerate()
+            .map(|(p, r)| (p as i32, r.clone()))
+            .collect();
+    }
+
+    /// Finishes every reassignment in progress, as the controller does once the added
+    /// replicas are in sync.
+    pub fn complete_reassignments(&self) {
+        let mut state = self.state();
+        let done = std::mem::take(&mut state.reassigning);
+        for ((topic, partition), target) in done {
+            if let Some(t) = state.topics.get_mut(&topic) {
+                t.replication_factor = target.len() as i32;
+                t.placed.insert(partition, target);
+            }
+        }
+    }
+
+    /// Replica counts per broker over every topic.
+    pub fn replicas_per_broker(&self) -> BTreeMap<i32, usize> {
+        let state = self.state();
+        let mut counts: BTreeMap<i32, usize> = state.brokers.iter().map(|b| (b.id, 0)).collect();
+        for t in state.topics.values() {
+            for p in 0..t.partitions {
+                for r in t.replicas(p) {
+                    *counts.entry(r).or_insert(0) += 1;
+                }
+            }
+        }
+        counts
     }
 
     pub fn calls(&self) -> Vec<String> {
@@ -115,14 +200,7 @@ impl KafkaAdmin for FakeKafka {
                 name: topic.to_owned(),
                 topic_id: t.id.clone(),
                 is_internal: false,
-                partitions: (0..t.partitions)
-                    .map(|p| PartitionInfo {
-                        partition: p,
-                        leader: 0,
-                        replicas: (0..t.replication_factor).collect(),
-                        isr: (0..t.replication_factor).collect(),
-                    })
-                    .collect(),
+                partitions: (0..t.partitions).map(|p| t.partition_info(p)).collect(),
             }))
         }
         .boxed()
@@ -155,6 +233,7 @@ impl KafkaAdmin for FakeKafka {
                     replication_factor: topic.replication_factor.map_or(1, i32::from),
                     config: topic.configs.clone(),
                     offsets: (0..topic.partitions).map(|p| (p, (0, 0))).collect(),
+                    placed: BTreeMap::new(),
                 },
             );
             Ok(id)
@@ -244,37 +323,6 @@ impl KafkaAdmin for FakeKafka {
                 );
             }
             Ok(entries)
-        }
-        .boxed()
-    }
-
-    fn alter_topic_config<'a>(
-        &'a self,
-        topic: &'a str,
-        ops: &'a [ConfigOp],
-    ) -> BoxFuture<'a, Result<(), AdminError>> {
-        async move {
-            let mut state = self.state();
-            state.failing(ApiKey::IncrementalAlterConfigs, topic)?;
-            let t = state.topics.get_mut(topic).ok_or_else(|| {
-                kafka_error(
-                    ApiKey::IncrementalAlterConfigs,
-                    topic,
-                    ResponseError::UnknownTopicOrPartition,
-                )
-            })?;
-            for op in ops {
-                match op {
-                    ConfigOp::Set(k, v) => {
-                        t.config.insert(k.clone(), v.clone());
-                    }
-                    ConfigOp::Delete(k) => {
-                        t.config.remove(k);
-                    }
-                }
-            }
-            state.calls.push(format!("alter {topic} {ops:?}"));
-            Ok(())
         }
         .boxed()
     }
@@ -395,6 +443,194 @@ impl KafkaAdmin for FakeKafka {
             }
             state.groups.remove(group);
             state.calls.push(format!("delete group {group}"));
+            Ok(())
+        }
+        .boxed()
+    }
+}
+
+impl ClusterAdmin for FakeKafka {
+    fn describe_cluster(&self) -> BoxFuture<'_, Result<ClusterView, AdminError>> {
+        async move {
+            let state = self.state();
+            state.failing(ApiKey::Metadata, "the cluster")?;
+            Ok(ClusterView {
+                cluster_id: Some("fake-cluster-id".to_owned()),
+                brokers: state.brokers.clone(),
+                topics: state
+                    .topics
+                    .iter()
+                    .map(|(name, t)| TopicInfo {
+                        name: name.clone(),
+                        topic_id: t.id.clone(),
+                        is_internal: name.starts_with("__"),
+                        partitions: (0..t.partitions).map(|p| t.partition_info(p)).collect(),
+                    })
+                    .collect(),
+            })
+        }
+        .boxed()
+    }
+
+    fn replica_sizes(
+        &self,
+        broker: i32,
+    ) -> BoxFuture<'_, Result<BTreeMap<(String, i32), u64>, AdminError>> {
+        async move {
+            let state = self.state();
+            state.failing(ApiKey::DescribeLogDirs, "the broker")?;
+            let mut out = BTreeMap::new();
+            for (name, t) in &state.topics {
+                for p in 0..t.partitions {
+                    if t.replicas(p).contains(&broker) {
+                        let key = (name.clone(), p);
+                        let size = state.sizes.get(&key).copied().unwrap_or(0);
+                        out.insert(key, size);
+                    }
+                }
+            }
+            Ok(out)
+        }
+        .boxed()
+    }
+
+    fn list_partition_reassignments(
+        &self,
+    ) -> BoxFuture<'_, Result<Vec<OngoingReassignment>, AdminError>> {
+        async move {
+            let state = self.state();
+            state.failing(ApiKey::ListPartitionReassignments, "the cluster")?;
+            Ok(state
+                .reassigning
+                .iter()
+                .map(|((topic, partition), target)| {
+                    let current = state.topics[topic].replicas(*partition);
+                    OngoingReassignment {
+                        topic: topic.clone(),
+                        partition: *partition,
+                        replicas: target
+                            .iter()
+                            .chain(current.iter().filter(|b| !target.contains(b)))
+                            .copied()
+                            .collect(),
+                        adding: target
+                            .iter()
+                            .filter(|b| !current.contains(b))
+                            .copied()
+                            .collect(),
+                        removing: current
+                            .iter()
+                            .filter(|b| !target.contains(b))
+                            .copied()
+                            .collect(),
+                    }
+                })
+                .collect())
+        }
+        .boxed()
+    }
+
+    fn alter_partition_reassignments<'a>(
+        &'a self,
+        changes: &'a [(String, i32, Option<Vec<i32>>)],
+    ) -> BoxFuture<'a, Result<Vec<ReassignmentOutcome>, AdminError>> {
+        async move {
+            let mut state = self.state();
+            let api = ApiKey::AlterPartitionReassignments;
+            state.failing(api, "the cluster")?;
+            let mut outcomes = Vec::new();
+            for (topic, partition, target) in changes {
+                let known = state
+                    .topics
+                    .get(topic)
+                    .is_some_and(|t| *partition < t.partitions);
+                let resource = format!("{topic}-{partition}");
+                let outcome = match target {
+                    _ if !known => Err(kafka_error(
+                        api,
+                        &resource,
+                        ResponseError::UnknownTopicOrPartition,
+                    )),
+                    Some(target) => {
+                        state
+                            .reassigning
+                            .insert((topic.clone(), *partition), target.clone());
+                        state
+                            .calls
+                            .push(format!("reassign {resource} -> {target:?}"));
+                        Ok(())
+                    }
+                    None => match state.reassigning.remove(&(topic.clone(), *partition)) {
+                        Some(_) => {
+                            state.calls.push(format!("cancel {resource}"));
+                            Ok(())
+                        }
+                        None => Err(kafka_error(
+                            api,
+                            &resource,
+                            ResponseError::NoReassignmentInProgress,
+                        )),
+                    },
+                };
+                outcomes.push((topic.clone(), *partition, outcome));
+            }
+            Ok(outcomes)
+        }
+        .boxed()
+    }
+
+    fn alter_topic_config<'a>(
+        &'a self,
+        topic: &'a str,
+        ops: &'a [ConfigOp],
+    ) -> BoxFuture<'a, Result<(), AdminError>> {
+        async move {
+            let mut state = self.state();
+            state.failing(ApiKey::IncrementalAlterConfigs, topic)?;
+            let t = state.topics.get_mut(topic).ok_or_else(|| {
+                kafka_error(
+                    ApiKey::IncrementalAlterConfigs,
+                    topic,
+                    ResponseError::UnknownTopicOrPartition,
+                )
+            })?;
+            for op in ops {
+                match op {
+                    ConfigOp::Set(k, v) => {
+                        t.config.insert(k.clone(), v.clone());
+                    }
+                    ConfigOp::Delete(k) => {
+                        t.config.remove(k);
+                    }
+                }
+            }
+            state.calls.push(format!("alter {topic} {ops:?}"));
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn alter_broker_config<'a>(
+        &'a self,
+        broker: Option<i32>,
+        ops: &'a [ConfigOp],
+    ) -> BoxFuture<'a, Result<(), AdminError>> {
+        async move {
+            let mut state = self.state();
+            state.failing(ApiKey::IncrementalAlterConfigs, "the broker")?;
+            let configs = state.broker_configs.entry(broker).or_default();
+            for op in ops {
+                match op {
+                    ConfigOp::Set(k, v) => {
+                        configs.insert(k.clone(), v.clone());
+                    }
+                    ConfigOp::Delete(k) => {
+                        configs.remove(k);
+                    }
+                }
+            }
+            state.broker_configs.retain(|_, c| !c.is_empty());
+            state.calls.push(format!("alter broker {broker:?} {ops:?}"));
             Ok(())
         }
         .boxed()

@@ -1,6 +1,8 @@
-//! The Kafka side of the Topic and ConsumerGroup controllers, behind a trait: the real
-//! implementation is `strom_client::admin::Admin`, and reconcile tests use an in-memory
-//! cluster, so the Kubernetes shell is tested without a broker.
+//! The Kafka side of the controllers, behind a trait: the real implementation is
+//! `strom_client::admin::Admin`, and reconcile tests use an in-memory cluster, so the
+//! Kubernetes shell is tested without a broker. The KafkaCluster controller's calls
+//! (Metadata, log dir sizes, reassignments, throttles) are strom-client's
+//! [`ClusterAdmin`], which the rebalance code of `strom_client::rebalance` runs on.
 //!
 //! Admin clients are kept per bootstrap address and reused by every reconcile of every
 //! Topic and ConsumerGroup on that cluster.
@@ -14,12 +16,15 @@ use std::sync::{Arc, Mutex};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 pub use strom_client::admin::{
-    Admin, AdminConfig, AdminError, ConfigEntry, ConfigOp, ConfigSource, GroupInfo, MemberInfo,
-    NewTopic, OffsetSpec, PartitionInfo, TopicInfo, TopicPartition,
+    Admin, AdminConfig, AdminError, BrokerInfo, ClusterView, ConfigEntry, ConfigOp, ConfigSource,
+    GroupInfo, MemberInfo, NewTopic, OffsetSpec, OngoingReassignment, PartitionInfo,
+    ReassignmentOutcome, TopicInfo, TopicPartition,
 };
+pub use strom_client::rebalance::ClusterAdmin;
 
-/// The admin calls the controllers make; one method per Kafka API they use.
-pub trait KafkaAdmin: Send + Sync {
+/// The admin calls the controllers make; one method per Kafka API they use (the
+/// cluster-wide ones, `alter_topic_config` among them, come from [`ClusterAdmin`]).
+pub trait KafkaAdmin: ClusterAdmin {
     fn describe_topic<'a>(
         &'a self,
         topic: &'a str,
@@ -36,11 +41,6 @@ pub trait KafkaAdmin: Send + Sync {
         &'a self,
         topic: &'a str,
     ) -> BoxFuture<'a, Result<BTreeMap<String, ConfigEntry>, AdminError>>;
-    fn alter_topic_config<'a>(
-        &'a self,
-        topic: &'a str,
-        ops: &'a [ConfigOp],
-    ) -> BoxFuture<'a, Result<(), AdminError>>;
     fn list_offsets<'a>(
         &'a self,
         topic: &'a str,
@@ -89,13 +89,6 @@ impl KafkaAdmin for Admin {
         topic: &'a str,
     ) -> BoxFuture<'a, Result<BTreeMap<String, ConfigEntry>, AdminError>> {
         Admin::describe_topic_config(self, topic).boxed()
-    }
-    fn alter_topic_config<'a>(
-        &'a self,
-        topic: &'a str,
-        ops: &'a [ConfigOp],
-    ) -> BoxFuture<'a, Result<(), AdminError>> {
-        Admin::alter_topic_config(self, topic, ops).boxed()
     }
     fn list_offsets<'a>(
         &'a self,
