@@ -15,14 +15,14 @@ use crate::admin::{
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// Bytes per replica by (topic, partition).
+pub type ReplicaSizes = BTreeMap<(String, i32), u64>;
+
 /// The admin calls a rebalance makes, as a trait so that the operator's reconcile tests
 /// can run the same code against an in-memory cluster; [`Admin`] is the real one.
 pub trait ClusterAdmin: Send + Sync {
     fn describe_cluster(&self) -> BoxFuture<'_, Result<ClusterView, AdminError>>;
-    fn replica_sizes(
-        &self,
-        broker: i32,
-    ) -> BoxFuture<'_, Result<BTreeMap<(String, i32), u64>, AdminError>>;
+    fn replica_sizes(&self, broker: i32) -> BoxFuture<'_, Result<ReplicaSizes, AdminError>>;
     fn list_partition_reassignments(
         &self,
     ) -> BoxFuture<'_, Result<Vec<OngoingReassignment>, AdminError>>;
@@ -46,10 +46,7 @@ impl ClusterAdmin for Admin {
     fn describe_cluster(&self) -> BoxFuture<'_, Result<ClusterView, AdminError>> {
         Box::pin(Admin::describe_cluster(self))
     }
-    fn replica_sizes(
-        &self,
-        broker: i32,
-    ) -> BoxFuture<'_, Result<BTreeMap<(String, i32), u64>, AdminError>> {
+    fn replica_sizes(&self, broker: i32) -> BoxFuture<'_, Result<ReplicaSizes, AdminError>> {
         Box::pin(Admin::replica_sizes(self, broker))
     }
     fn list_partition_reassignments(
@@ -156,7 +153,10 @@ pub fn state_of(
 }
 
 /// Plans `goals` for the cluster as it is now.
-pub async fn plan<A: ClusterAdmin + ?Sized>(admin: &A, goals: &Goals) -> Result<Plan, RebalanceError> {
+pub async fn plan<A: ClusterAdmin + ?Sized>(
+    admin: &A,
+    goals: &Goals,
+) -> Result<Plan, RebalanceError> {
     let (brokers, partitions) = current_state(admin).await?;
     Ok(rebalance::plan(&brokers, &partitions, goals)?)
 }
@@ -242,7 +242,10 @@ pub async fn execute<A: ClusterAdmin + ?Sized>(
 /// How many of the plan's partitions have reached their target: no reassignment of them
 /// is listed and Metadata shows the target replicas (a broker may answer one a moment
 /// before its metadata has the other, so both are asked).
-pub async fn progress<A: ClusterAdmin + ?Sized>(admin: &A, plan: &Plan) -> Result<(usize, usize), AdminError> {
+pub async fn progress<A: ClusterAdmin + ?Sized>(
+    admin: &A,
+    plan: &Plan,
+) -> Result<(usize, usize), AdminError> {
     let ongoing: BTreeSet<(String, i32)> = admin
         .list_partition_reassignments()
         .await?

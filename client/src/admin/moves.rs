@@ -30,7 +30,7 @@ pub struct BrokerInfo {
 }
 
 /// Every live broker and every topic of the cluster, from one Metadata.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClusterView {
     /// The cluster id Metadata reports (`None` from a broker that has none yet).
     pub cluster_id: Option<String>,

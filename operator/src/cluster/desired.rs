@@ -194,7 +194,7 @@ pub fn cluster_selector(name: &str) -> BTreeMap<String, String> {
 /// The broker and controller default for `default.replication.factor` and
 /// `min.insync.replicas`: three replicas where there are three brokers, and acks=all
 /// writes that survive losing one of them.
-fn replication_defaults(cluster: &KafkaCluster) -> (i32, i32) {
+pub fn replication_defaults(cluster: &KafkaCluster) -> (i32, i32) {
     let config = &cluster.spec.config;
     let replication_factor = config
         .default_replication_factor
@@ -774,8 +774,10 @@ impl Builder<'_> {
                 persistent_volume_claim_retention_policy: Some(
                     StatefulSetPersistentVolumeClaimRetentionPolicy {
                         when_deleted: Some(when_deleted.to_owned()),
-                        // A broker scaled away may come back with its data.
-                        when_scaled: Some("Retain".to_owned()),
+                        // Brokers are only scaled away once drained (`operation`), so with
+                        // deleteClaim their claims go too; otherwise a broker scaled away
+                        // may come back with its data.
+                        when_scaled: Some(when_deleted.to_owned()),
                     },
                 ),
                 template,

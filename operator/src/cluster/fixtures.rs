@@ -210,6 +210,20 @@ impl ApiServerVerifier {
     /// Expects the list of cluster `dev`'s broker StatefulSets and answers with
     /// StatefulSets of these names and replica counts.
     pub async fn expect_statefulset_list(&mut self, sets: &[(&str, i32)]) {
+        let without_status: Vec<(&str, i32, Option<i32>)> =
+            sets.iter().map(|(n, r)| (*n, *r, None)).collect();
+        self.expect_statefulset_list_with(&without_status).await;
+    }
+
+    /// As `expect_statefulset_list`, with every listed StatefulSet's pods all ready.
+    pub async fn expect_ready_statefulset_list(&mut self, sets: &[(&str, i32)]) {
+        let ready: Vec<(&str, i32, Option<i32>)> =
+            sets.iter().map(|(n, r)| (*n, *r, Some(*r))).collect();
+        self.expect_statefulset_list_with(&ready).await;
+    }
+
+    /// (name, replicas, ready replicas in status).
+    async fn expect_statefulset_list_with(&mut self, sets: &[(&str, i32, Option<i32>)]) {
         let (seen, send) = self.next().await;
         assert_eq!(
             (&seen.method, seen.path.as_str()),
@@ -227,8 +241,8 @@ impl ApiServerVerifier {
         );
         let items: Vec<Value> = sets
             .iter()
-            .map(|(name, replicas)| {
-                json!({
+            .map(|(name, replicas, ready)| {
+                let mut set = json!({
                     "metadata": {"name": name, "namespace": "default"},
                     "spec": {
                         "replicas": replicas,
@@ -236,7 +250,11 @@ impl ApiServerVerifier {
                         "serviceName": "dev-headless",
                         "template": {},
                     },
-                })
+                });
+                if let Some(ready) = ready {
+                    set["status"] = json!({"replicas": replicas, "readyReplicas": ready});
+                }
+                set
             })
             .collect();
         let list = json!({"apiVersion": "apps/v1", "kind": "StatefulSetList", "metadata": {}, "items": items});

@@ -18,9 +18,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tracing::{info, instrument, warn};
 
+use super::data;
 use super::desired::{
-    cluster_selector, desired_with_layout, Defaults, Desired, DesiredError, COMPONENT_LABEL,
-    MANAGER,
+    bootstrap_address, cluster_selector, desired_with_layout, replication_defaults, Defaults,
+    Desired, DesiredError, COMPONENT_LABEL, MANAGER,
 };
 use super::layout::Layout;
 use super::status::{self, condition_status, Observed, READY};
@@ -109,16 +110,69 @@ async fn reconcile_inner(cluster: &KafkaCluster, ctx: &Context) -> Result<Action
     let mut broker_labels = cluster_selector(&name);
     broker_labels.insert(COMPONENT_LABEL.to_owned(), "broker".to_owned());
     let sets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &namespace);
-    let current: BTreeMap<String, i32> = sets
+    let listed = sets
         .list(&ListParams::default().labels(&selector(broker_labels)))
         .await
         .map_err(Error::ListStatefulSets)?
-        .items
-        .into_iter()
-        .filter_map(|set| Some((set.metadata.name?, set.spec?.replicas.unwrap_or(1))))
+        .items;
+    let current: BTreeMap<String, i32> = listed
+        .iter()
+        .filter_map(|set| {
+            let replicas = set.spec.as_ref()?.replicas.unwrap_or(1);
+            Some((set.metadata.name.clone()?, replicas))
+        })
         .collect();
-    let mut layout = Layout::of(cluster);
-    let held_scale_downs = layout.hold_scale_down(&current);
+    let ready_replicas: BTreeMap<String, i32> = listed
+        .iter()
+        .filter_map(|set| {
+            let ready = set.status.as_ref()?.ready_replicas.unwrap_or(0);
+            Some((set.metadata.name.clone()?, ready))
+        })
+        .collect();
+    let spec_layout = Layout::of(cluster);
+    let all_ready = spec_layout
+        .racks
+        .iter()
+        .all(|r| ready_replicas.get(&r.statefulset).copied().unwrap_or(0) >= r.replicas);
+
+    // Kafka is only asked once a broker is up: before that every call would wait out
+    // its timeouts.
+    let admin = ready_replicas
+        .values()
+        .any(|n| *n > 0)
+        .then(|| ctx.kafka.admin(&bootstrap_address(cluster)));
+    let moved = data::step(
+        cluster,
+        &spec_layout,
+        &current,
+        all_ready,
+        admin.as_deref(),
+        replication_defaults(cluster).0,
+        (ctx.now)(),
+    )
+    .await;
+    for (type_, reason, note) in &moved.events {
+        info!(reason, note, "event");
+        publish(
+            cluster,
+            ctx,
+            *type_,
+            reason,
+            "Rebalance",
+            note.clone(),
+        )
+        .await;
+    }
+
+    let mut layout = spec_layout.clone();
+    let mut held_scale_downs = if moved.release {
+        Vec::new()
+    } else {
+        layout.hold_scale_down(&current)
+    };
+    if let (false, Some(reason)) = (held_scale_downs.is_empty(), &moved.hold_reason) {
+        held_scale_downs.push(reason.clone());
+    }
     for note in &held_scale_downs {
         warn!(note, "scale-down held");
     }
@@ -126,6 +180,8 @@ async fn reconcile_inner(cluster: &KafkaCluster, ctx: &Context) -> Result<Action
     let desired = desired_with_layout(cluster, &layout, &ctx.defaults)?;
     let mut observed = Observed {
         held_scale_downs,
+        kafka: moved.kafka,
+        operation: moved.operation,
         ..Observed::default()
     };
     let apply_result = apply_all(&ctx.client, &namespace, &desired).await;
@@ -297,9 +353,18 @@ mod tests {
         brokers: i32,
         controllers: i32,
     ) -> Vec<Value> {
+        api.expect_statefulset_list(current).await;
+        expect_applies(api, brokers, controllers).await
+    }
+
+    /// Expects the applies of cluster `dev`'s children in order; returns the bodies.
+    async fn expect_applies(
+        api: &mut ApiServerVerifier,
+        brokers: i32,
+        controllers: i32,
+    ) -> Vec<Value> {
         let core = "/api/v1/namespaces/default";
         let apps = "/apis/apps/v1/namespaces/default/statefulsets";
-        api.expect_statefulset_list(current).await;
         let mut applied = vec![
             api.expect_apply(&format!("{core}/configmaps/dev-config"), None)
                 .await,
@@ -608,6 +673,238 @@ mod tests {
             .await
             .unwrap()
             .expect("reconcile succeeds");
+    }
+
+    fn ready_pods(brokers: i32) -> Vec<Value> {
+        let mut pods = vec![pod("dev-controller-0", true)];
+        pods.extend((0..brokers).map(|i| pod(&format!("dev-broker-0-{i}"), true)));
+        pods
+    }
+
+    /// One reconcile of `dev` whose broker StatefulSet has `now` ready brokers; returns
+    /// the status written, the broker StatefulSet applied and the events published, in order.
+    async fn reconcile_once(
+        ctx: &Arc<Context>,
+        api: &mut ApiServerVerifier,
+        spec: Value,
+        status: Option<Value>,
+        now: i32,
+        (events_before, events_after): (usize, usize),
+    ) -> (Value, Value, Vec<Value>) {
+        let reconciling = tokio::spawn(reconcile(Arc::new(cluster(spec, status)), ctx.clone()));
+        let (status, set, events) = within(async {
+            api.expect_ready_statefulset_list(&[("dev-broker-0", now)])
+                .await;
+            let mut events = Vec::new();
+            for _ in 0..events_before {
+                events.push(api.expect_event().await);
+            }
+            let applied = expect_applies(api, now, 1).await;
+            api.expect_pod_list(ready_pods(now)).await;
+            let status = api.expect_status().await;
+            for _ in 0..events_after {
+                events.push(api.expect_event().await);
+            }
+            (status, applied[5].clone(), events)
+        })
+        .await;
+        within(reconciling)
+            .await
+            .unwrap()
+            .expect("reconcile succeeds");
+        (status, set, events)
+    }
+
+    fn reasons(events: &[Value]) -> Vec<&str> {
+        events
+            .iter()
+            .map(|e| e["reason"].as_str().unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_scale_down_drains_the_broker_then_shrinks_the_statefulset() {
+        let (ctx, mut api, pool) = fixtures::context_with_kafka();
+        let kafka = &pool.kafka;
+        kafka.add_brokers(&[(0, None), (1, None), (2, None)]);
+        kafka.add_placed_topic("orders", &[vec![0, 1], vec![1, 2], vec![2, 0], vec![2, 1]]);
+        let spec = json!({"brokers": 2});
+
+        // 1: broker 2 holds replicas: the drain starts, throttled, and the set keeps 3.
+        let (status, set, events) = reconcile_once(
+            &ctx,
+            &mut api,
+            spec.clone(),
+            Some(conditions_at(true, T0)),
+            3,
+            (1, 1),
+        )
+        .await;
+        assert_eq!(reasons(&events), ["RebalanceStarted", "ScaleDownBlocked"]);
+        assert_eq!(set["spec"]["replicas"], 3, "no shrink before the drain");
+        let op = &status["operation"];
+        assert_eq!(
+            (&op["kind"], &op["phase"]),
+            (&json!("Drain"), &json!("Moving"))
+        );
+        assert_eq!(op["brokers"], json!([2]));
+        assert_eq!(op["partitionsTotal"], 3);
+        assert_eq!(
+            condition(&status, "Progressing")["reason"],
+            "ScaleDownBlocked"
+        );
+        assert_eq!(status["brokers"][2]["partitions"], 3);
+        let calls = kafka.calls();
+        assert!(
+            calls.iter().any(|c| c.starts_with("alter broker Some(2)")),
+            "{calls:?}"
+        );
+        assert!(!kafka.state().reassigning.is_empty());
+
+        // 2: the moves are still in progress: followed, still held.
+        let (status, set, _) =
+            reconcile_once(&ctx, &mut api, spec.clone(), Some(status), 3, (0, 0)).await;
+        assert_eq!(set["spec"]["replicas"], 3);
+        assert_eq!(status["operation"]["phase"], "Moving");
+
+        // 3: Kafka finished them: throttles cleared, the operation completed.
+        kafka.complete_reassignments();
+        let (status, set, events) =
+            reconcile_once(&ctx, &mut api, spec.clone(), Some(status), 3, (1, 0)).await;
+        assert_eq!(reasons(&events), ["RebalanceCompleted"]);
+        assert_eq!(set["spec"]["replicas"], 3);
+        assert_eq!(status["operation"]["phase"], "Completed");
+        assert_eq!(status["operation"]["partitionsDone"], 3);
+        assert!(
+            kafka.state().broker_configs.is_empty(),
+            "broker throttles cleared"
+        );
+        assert!(
+            kafka.state().topics["orders"].config.is_empty(),
+            "replica throttles cleared"
+        );
+        assert_eq!(kafka.replicas_per_broker()[&2], 0);
+
+        // 4: broker 2 is empty: the StatefulSet shrinks.
+        let (status, set, _) =
+            reconcile_once(&ctx, &mut api, spec.clone(), Some(status), 3, (0, 0)).await;
+        assert_eq!(set["spec"]["replicas"], 2, "released once drained");
+        assert_ne!(
+            condition(&status, "Progressing")["reason"],
+            "ScaleDownBlocked"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_drain_that_cannot_complete_is_refused_with_a_reason() {
+        let (ctx, mut api, pool) = fixtures::context_with_kafka();
+        pool.kafka.add_brokers(&[(0, None), (1, None), (2, None)]);
+        pool.kafka.add_placed_topic("orders", &[vec![0, 1, 2]]);
+        let (status, set, events) = reconcile_once(
+            &ctx,
+            &mut api,
+            json!({"brokers": 2}),
+            Some(conditions_at(true, T0)),
+            3,
+            (1, 1),
+        )
+        .await;
+        assert_eq!(reasons(&events), ["RebalanceFailed", "ScaleDownBlocked"]);
+        assert_eq!(set["spec"]["replicas"], 3);
+        assert_eq!(status["operation"]["phase"], "Blocked");
+        let progressing = condition(&status, "Progressing");
+        assert!(
+            progressing["message"].as_str().unwrap().contains(
+                "topic orders has 3 replicas per partition but only 2 brokers would remain"
+            ),
+            "{progressing}"
+        );
+        assert!(pool.kafka.state().reassigning.is_empty(), "nothing moved");
+    }
+
+    #[tokio::test]
+    async fn added_brokers_get_a_throttled_rebalance_that_ends_balanced() {
+        let (ctx, mut api, pool) = fixtures::context_with_kafka();
+        let kafka = &pool.kafka;
+        kafka.add_brokers(&[(0, None), (1, None), (2, None), (3, None)]);
+        let assignment: Vec<Vec<i32>> = (0..8).map(|p| vec![p % 3, (p + 1) % 3]).collect();
+        kafka.add_placed_topic("orders", &assignment);
+        let spec = json!({"brokers": 4, "rebalance": {"throttleBytesPerSecond": 1000}});
+        let (status, set, events) = reconcile_once(
+            &ctx,
+            &mut api,
+            spec.clone(),
+            Some(conditions_at(true, T0)),
+            4,
+            (1, 0),
+        )
+        .await;
+        assert_eq!(reasons(&events), ["RebalanceStarted"]);
+        assert_eq!(set["spec"]["replicas"], 4);
+        let op = &status["operation"];
+        assert_eq!(
+            (&op["kind"], &op["phase"], &op["brokers"]),
+            (&json!("Rebalance"), &json!("Moving"), &json!([3]))
+        );
+        assert_eq!(condition(&status, "Progressing")["reason"], "Rebalancing");
+        assert_eq!(
+            kafka.state().broker_configs[&Some(3)]["follower.replication.throttled.rate"],
+            "1000"
+        );
+        kafka.complete_reassignments();
+        let (status, _, events) =
+            reconcile_once(&ctx, &mut api, spec.clone(), Some(status), 4, (1, 0)).await;
+        assert_eq!(reasons(&events), ["RebalanceCompleted"]);
+        let counts = kafka.replicas_per_broker();
+        let (max, min) = (
+            counts.values().max().unwrap(),
+            counts.values().min().unwrap(),
+        );
+        assert!(max - min <= 1, "{counts:?}");
+        assert!(kafka.state().broker_configs.is_empty());
+        // Balanced: a later reconcile starts nothing.
+        let calls = kafka.calls().len();
+        let (status, _, _) = reconcile_once(&ctx, &mut api, spec, Some(status), 4, (0, 0)).await;
+        assert_eq!(status["operation"]["phase"], "Completed");
+        assert_eq!(kafka.calls().len(), calls, "nothing new asked of Kafka");
+        assert_eq!(status["clusterId"], "fake-cluster-id");
+        assert_eq!(status["underReplicatedPartitions"], 0);
+    }
+
+    #[tokio::test]
+    async fn a_manual_rebalance_waits_for_its_plan_id() {
+        let (ctx, mut api, pool) = fixtures::context_with_kafka();
+        let kafka = &pool.kafka;
+        kafka.add_brokers(&[(0, None), (1, None), (2, None), (3, None)]);
+        let assignment: Vec<Vec<i32>> = (0..8).map(|p| vec![p % 3, (p + 1) % 3]).collect();
+        kafka.add_placed_topic("orders", &assignment);
+        let manual = json!({"brokers": 4, "rebalance": {"mode": "Manual"}});
+        let (status, _, events) = reconcile_once(
+            &ctx,
+            &mut api,
+            manual,
+            Some(conditions_at(true, T0)),
+            4,
+            (1, 0),
+        )
+        .await;
+        assert_eq!(reasons(&events), ["RebalancePlanned"]);
+        assert_eq!(status["operation"]["phase"], "AwaitingApproval");
+        assert_eq!(
+            condition(&status, "Progressing")["reason"],
+            "RebalanceAwaitingApproval"
+        );
+        assert!(
+            kafka.state().reassigning.is_empty(),
+            "nothing moves unapproved"
+        );
+        let id = status["operation"]["planId"].as_str().unwrap().to_owned();
+        let approved = json!({"brokers": 4, "rebalance": {"mode": "Manual", "approve": id}});
+        let (status, _, events) =
+            reconcile_once(&ctx, &mut api, approved, Some(status), 4, (1, 0)).await;
+        assert_eq!(reasons(&events), ["RebalanceStarted"]);
+        assert_eq!(status["operation"]["phase"], "Moving");
+        assert!(!kafka.state().reassigning.is_empty());
     }
 
     #[tokio::test]

@@ -12,7 +12,8 @@ use kube::runtime::events::EventType;
 
 use super::desired::bootstrap_address;
 use super::layout::{Layout, Node};
-use crate::crd::{KafkaCluster, KafkaClusterStatus, NodeStatus};
+use super::operation::{replica_counts, KafkaView};
+use crate::crd::{KafkaCluster, KafkaClusterStatus, NodeStatus, OperationPhase, OperationStatus};
 
 pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
@@ -39,6 +40,10 @@ pub struct Observed {
     pub apply_error: Option<String>,
     /// Scale-downs held back until brokers are drained (`Layout::hold_scale_down`).
     pub held_scale_downs: Vec<String>,
+    /// What Kafka showed, when a broker answered.
+    pub kafka: Option<KafkaView>,
+    /// `status.operation` as the data step left it.
+    pub operation: Option<OperationStatus>,
 }
 
 /// Computes the new status.
@@ -55,11 +60,29 @@ pub fn compute(
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
 
+    let counts = observed.kafka.as_ref().map(|k| replica_counts(&k.cluster));
     let brokers: Vec<NodeStatus> = layout
         .brokers()
         .into_iter()
-        .map(|node| node_status(node, &observed.pods))
+        .map(|node| {
+            let id = node.id;
+            let mut status = node_status(node, &observed.pods);
+            if let Some(counts) = &counts {
+                let (replicas, leaders) = counts.get(&id).copied().unwrap_or_default();
+                status.partitions = Some(replicas as i32);
+                status.leaders = Some(leaders as i32);
+            }
+            status
+        })
         .collect();
+    let under_replicated = observed.kafka.as_ref().map(|k| {
+        k.cluster
+            .topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .filter(|p| p.isr.len() < p.replicas.len())
+            .count() as i32
+    });
     let controllers: Vec<NodeStatus> = layout
         .controllers
         .iter()
@@ -103,6 +126,25 @@ pub fn compute(
             "ScaleDownBlocked",
             observed.held_scale_downs.join("; "),
         )
+    } else if let Some(op) = observed
+        .operation
+        .as_ref()
+        .filter(|op| op.phase == OperationPhase::Moving)
+    {
+        (
+            true,
+            "Rebalancing",
+            format!(
+                "{:?}: {}/{} partitions moved",
+                op.kind, op.partitions_done, op.partitions_total
+            ),
+        )
+    } else if let Some(op) = observed
+        .operation
+        .as_ref()
+        .filter(|op| op.phase == OperationPhase::AwaitingApproval)
+    {
+        (true, "RebalanceAwaitingApproval", op.message.clone())
     } else if !all_ready || settling {
         (true, "NodesStarting", summary)
     } else if !outdated.is_empty() {
@@ -151,7 +193,13 @@ pub fn compute(
         brokers,
         controllers,
         bootstrap: Some(bootstrap_address(cluster)),
-        cluster_id: cluster.status.as_ref().and_then(|s| s.cluster_id.clone()),
+        cluster_id: observed
+            .kafka
+            .as_ref()
+            .and_then(|k| k.cluster.cluster_id.clone())
+            .or_else(|| cluster.status.as_ref().and_then(|s| s.cluster_id.clone())),
+        under_replicated_partitions: under_replicated,
+        operation: observed.operation.clone(),
     }
 }
 
@@ -237,6 +285,8 @@ fn node_status(node: Node, pods: &[Pod]) -> NodeStatus {
         rack: node.rack,
         pod: node.pod,
         ready,
+        partitions: None,
+        leaders: None,
     }
 }
 
@@ -366,6 +416,8 @@ mod tests {
             ],
             apply_error: None,
             held_scale_downs: Vec::new(),
+            kafka: None,
+            operation: None,
         }
     }
 

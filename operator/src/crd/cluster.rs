@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -58,7 +58,7 @@ pub const RESERVED_PROPERTIES: &[&str] = &[
     "message": "at most 1000 brokers per rack"
 }, {
     "rule": "!has(self.controllers) || !has(self.controllers.replicas) || self.controllers.replicas != 0 || !has(self.brokers) || self.brokers == 1",
-    "message": "combined mode (controllers.replicas: 0) allows only brokers: 1: several brokers need replication, which Strom does not have yet"
+    "message": "combined mode (controllers.replicas: 0) allows only brokers: 1: its one broker is the quorum's only voter and the voter set is fixed; use controllers.replicas: 1 or 3 for several brokers"
 }]))]
 pub struct KafkaClusterSpec {
     /// Number of brokers, spread as evenly as possible over the racks (earlier racks get
@@ -106,6 +106,56 @@ pub struct KafkaClusterSpec {
     /// Additions to the broker and controller pod templates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_template: Option<PodOverrides>,
+
+    /// How partitions move when brokers are added (a rebalance onto them) or removed (a
+    /// drain before the StatefulSet shrinks).
+    #[serde(default)]
+    pub rebalance: RebalanceSpec,
+}
+
+/// Moving partitions between brokers.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RebalanceSpec {
+    /// `Auto` starts a rebalance as soon as added brokers are up; `Manual` shows the plan
+    /// in `status.operation` and waits for `approve`. Drains before a scale-down always
+    /// run: the scale-down is the request.
+    #[serde(default)]
+    pub mode: RebalanceMode,
+
+    /// Replication throttle of every broker that sends or receives moving replicas
+    /// (`leader.replication.throttled.rate` and `follower.replication.throttled.rate`),
+    /// bytes per second; in-sync replication is never throttled.
+    #[serde(default = "default_throttle")]
+    #[schemars(range(min = 1))]
+    pub throttle_bytes_per_second: i64,
+
+    /// In `Manual` mode, the `status.operation.planId` to carry out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approve: Option<String>,
+}
+
+impl Default for RebalanceSpec {
+    fn default() -> Self {
+        Self {
+            mode: RebalanceMode::default(),
+            throttle_bytes_per_second: default_throttle(),
+            approve: None,
+        }
+    }
+}
+
+/// 50 MB/s: a move of 10 GB takes minutes while leaving most of a 1 Gb/s link to clients.
+fn default_throttle() -> i64 {
+    50_000_000
+}
+
+/// When a rebalance onto added brokers runs.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum RebalanceMode {
+    #[default]
+    Auto,
+    Manual,
 }
 
 fn default_brokers() -> i32 {
@@ -379,6 +429,72 @@ pub struct KafkaClusterStatus {
     /// The Kafka cluster id, once a broker has reported it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_id: Option<String>,
+
+    /// Partitions with fewer in-sync replicas than replicas, as Kafka's Metadata shows
+    /// them; absent while no broker answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub under_replicated_partitions: Option<i32>,
+
+    /// The latest data move (rebalance or drain): running, waiting for approval, or how
+    /// it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<OperationStatus>,
+}
+
+/// A rebalance or drain, as `status.operation` reports it. The moves themselves are
+/// state in Kafka (its reassignments), so an operator restarted mid-way continues from
+/// what Kafka shows plus this.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OperationStatus {
+    pub kind: OperationKind,
+    pub phase: OperationPhase,
+    /// The brokers added (Rebalance) or being emptied (Drain).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub brokers: Vec<BrokerId>,
+    /// A digest of the planned moves; in `Manual` mode, the value `spec.rebalance.approve`
+    /// takes to carry them out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_id: Option<String>,
+    /// Partitions whose replicas change, and how many of them have reached their target.
+    pub partitions_total: i32,
+    pub partitions_done: i32,
+    /// Bytes the new replicas copy, and how many of them are copied (by finished partitions).
+    pub bytes_total: i64,
+    pub bytes_moved: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<Time>,
+    /// When `partitionsDone` last grew (or the operation started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_progress: Option<Time>,
+    /// What is happening, or why it stopped.
+    pub message: String,
+    /// Topics and brokers whose throttles the operation set, cleared when it ends.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub throttled_topics: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub throttled_brokers: Vec<BrokerId>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum OperationKind {
+    /// Spreading partitions onto added brokers (and raising internal topics' replication).
+    Rebalance,
+    /// Emptying brokers before they are removed.
+    Drain,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum OperationPhase {
+    /// Manual mode: planned, not started until approved.
+    AwaitingApproval,
+    /// Reassignments in progress.
+    Moving,
+    Completed,
+    /// Refused before it started (for example a drain that would leave fewer brokers than
+    /// a topic's replication factor); `message` says why.
+    Blocked,
+    Failed,
 }
 
 /// One broker or controller as the status lists it.
@@ -394,4 +510,10 @@ pub struct NodeStatus {
     pub pod: String,
     /// Whether that pod exists and is Ready.
     pub ready: bool,
+    /// Replicas this broker holds, as Kafka's Metadata shows (brokers only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<i32>,
+    /// Partitions this broker leads now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaders: Option<i32>,
 }

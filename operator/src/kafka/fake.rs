@@ -475,7 +475,7 @@ impl ClusterAdmin for FakeKafka {
     fn replica_sizes(
         &self,
         broker: i32,
-    ) -> BoxFuture<'_, Result<BTreeMap<(String, i32), u64>, AdminError>> {
+    ) -> BoxFuture<'_, Result<strom_client::rebalance::ReplicaSizes, AdminError>> {
         async move {
             let state = self.state();
             state.failing(ApiKey::DescribeLogDirs, "the broker")?;
