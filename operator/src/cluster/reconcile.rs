@@ -153,15 +153,7 @@ async fn reconcile_inner(cluster: &KafkaCluster, ctx: &Context) -> Result<Action
     .await;
     for (type_, reason, note) in &moved.events {
         info!(reason, note, "event");
-        publish(
-            cluster,
-            ctx,
-            *type_,
-            reason,
-            "Rebalance",
-            note.clone(),
-        )
-        .await;
+        publish(cluster, ctx, *type_, reason, "Rebalance", note.clone()).await;
     }
 
     let mut layout = spec_layout.clone();

@@ -1,0 +1,489 @@
+//! The KafkaCluster controller's data moves against real `strom-broker` processes (only
+//! the Kubernetes side is left out): a three-zone cluster of one controller and three
+//! brokers grows to six — the operator's step (`cluster::data::step`, what every reconcile
+//! runs) plans with strom-core and reassigns under a throttle until the new brokers hold
+//! their share, every partition across three racks — and shrinks back to three only after
+//! the brokers it removes are drained, all under an acks=all producer whose acknowledged
+//! records must all be read back at the end.
+//!
+//! Node ids are the operator's own (`1000 × rack + ordinal`, controllers from 9000), so
+//! the brokers are those `Layout` names. The broker binary comes from `STROM_BROKER_BIN`.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{broker_bin, free_port, log_tail, receive, spawn_logged};
+use k8s_openapi::jiff::Timestamp;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientContext, TopicPartitionList};
+use strom_operator::cluster::data;
+use strom_operator::cluster::layout::Layout;
+use strom_operator::crd::{
+    KafkaCluster, KafkaClusterSpec, KafkaClusterStatus, OperationKind, OperationPhase,
+};
+use strom_operator::kafka::{Admin, AdminConfig, KafkaAdmin, NewTopic};
+
+const TOPIC: &str = "orders";
+const PARTITIONS: i32 = 12;
+const RACKS: [&str; 3] = ["zone-a", "zone-b", "zone-c"];
+/// How long one scale (plan, moves, throttles cleared) may take.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(120);
+/// Between two steps, as a reconcile's requeue would be (shortened).
+const STEP_INTERVAL: Duration = Duration::from_millis(300);
+
+/// One node process, killed (by its pid) when dropped.
+struct Node {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Node {
+    /// SIGTERM, as the kubelet stops a pod the StatefulSet scaled away: the broker shuts
+    /// down in a controlled way and deregisters.
+    fn terminate(mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(30) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Drop kills what did not stop in time.
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    controller_port: u16,
+    nodes: BTreeMap<i32, Node>,
+    ports: BTreeMap<i32, u16>,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let mut cluster = Cluster {
+            dir: tempfile::tempdir().expect("temp dir"),
+            controller_port: free_port(),
+            nodes: BTreeMap::new(),
+            ports: BTreeMap::new(),
+        };
+        let port = cluster.controller_port;
+        cluster.spawn(
+            9000,
+            &[
+                "process.roles=controller".to_owned(),
+                format!("listeners=CONTROLLER://127.0.0.1:{port}"),
+            ],
+        );
+        cluster
+    }
+
+    fn spawn(&mut self, id: i32, own: &[String]) {
+        let node_dir = self.dir.path().join(format!("node-{id}"));
+        std::fs::create_dir_all(&node_dir).expect("node dir");
+        let log = node_dir.join("broker.log");
+        let mut command = Command::new(broker_bin());
+        let mut props = vec![
+            format!("node.id={id}"),
+            "controller.listener.names=CONTROLLER".to_owned(),
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT".to_owned(),
+            format!(
+                "controller.quorum.voters=9000@127.0.0.1:{}",
+                self.controller_port
+            ),
+            format!("log.dirs={}", node_dir.join("data").display()),
+            format!("strom.http.listener=127.0.0.1:{}", free_port()),
+            "broker.session.timeout.ms=3000".to_owned(),
+            "broker.heartbeat.interval.ms=500".to_owned(),
+            "controller.quorum.election.timeout.ms=500".to_owned(),
+            "controller.quorum.fetch.timeout.ms=1000".to_owned(),
+            "offsets.topic.num.partitions=1".to_owned(),
+            "group.initial.rebalance.delay.ms=0".to_owned(),
+        ];
+        props.extend(own.iter().cloned());
+        for p in props {
+            command.arg("--override").arg(p);
+        }
+        let child = spawn_logged(&mut command, &log);
+        self.nodes.insert(id, Node { child, log });
+    }
+
+    fn start_broker(&mut self, id: i32) {
+        let port = free_port();
+        self.ports.insert(id, port);
+        let rack = RACKS[(id / 1000) as usize];
+        self.spawn(
+            id,
+            &[
+                "process.roles=broker".to_owned(),
+                format!("listeners=PLAINTEXT://127.0.0.1:{port}"),
+                format!("broker.rack={rack}"),
+                "auto.create.topics.enable=false".to_owned(),
+            ],
+        );
+    }
+
+    fn bootstrap(&self) -> String {
+        self.ports
+            .values()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn admin(&self) -> Admin {
+        Admin::new(
+            self.ports
+                .values()
+                .map(|p| format!("127.0.0.1:{p}"))
+                .collect(),
+            AdminConfig {
+                request_timeout: Duration::from_secs(10),
+                retries: 3,
+                ..AdminConfig::default()
+            },
+        )
+    }
+
+    fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|(id, n)| format!("--- node {id}\n{}", log_tail(&n.log)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Waits until Metadata lists exactly `ids` as live brokers.
+    async fn wait_brokers(&self, ids: &[i32]) {
+        let admin = self.admin();
+        let want: BTreeSet<i32> = ids.iter().copied().collect();
+        let started = Instant::now();
+        loop {
+            if let Ok(view) = admin.describe_cluster().await {
+                if view.brokers.iter().map(|b| b.id).collect::<BTreeSet<_>>() == want {
+                    return;
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "brokers {ids:?} not all live in time\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Remembers every acknowledged record: (partition, offset) -> payload.
+struct Acks(
+    Arc<Mutex<BTreeMap<(i32, i64), Vec<u8>>>>,
+    Arc<Mutex<Vec<String>>>,
+);
+
+impl ClientContext for Acks {}
+
+impl ProducerContext for Acks {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(m) => {
+                self.0.lock().unwrap().insert(
+                    (m.partition(), m.offset()),
+                    m.payload().unwrap_or_default().to_vec(),
+                );
+            }
+            Err((e, _)) => self.1.lock().unwrap().push(e.to_string()),
+        }
+    }
+}
+
+fn kafka_cluster(brokers: i32, status: Option<KafkaClusterStatus>) -> KafkaCluster {
+    let spec: KafkaClusterSpec = serde_json::from_value(serde_json::json!({
+        "brokers": brokers,
+        "racks": {"names": RACKS},
+        "rebalance": {"throttleBytesPerSecond": 20_000_000},
+    }))
+    .expect("valid spec");
+    let mut cluster = KafkaCluster::new("k", spec);
+    cluster.status = status;
+    cluster
+}
+
+/// Runs the operator's data step, as successive reconciles would, until `done` says so;
+/// returns every operation status it went through and the last outcome's release flag.
+async fn run_steps(
+    cluster: &Cluster,
+    brokers: i32,
+    current: &BTreeMap<String, i32>,
+    done: impl Fn(&data::Outcome) -> bool,
+) -> Vec<strom_operator::crd::OperationStatus> {
+    let admin = cluster.admin();
+    let desired = Layout::of(&kafka_cluster(brokers, None));
+    let mut status = KafkaClusterStatus::default();
+    let mut seen = Vec::new();
+    let started = Instant::now();
+    loop {
+        let outcome = data::step(
+            &kafka_cluster(brokers, Some(status.clone())),
+            &desired,
+            current,
+            true,
+            Some(&admin as &dyn KafkaAdmin),
+            3,
+            Timestamp::now(),
+        )
+        .await;
+        if let Some(op) = &outcome.operation {
+            if seen.last() != Some(op) {
+                seen.push(op.clone());
+            }
+        }
+        if done(&outcome) {
+            return seen;
+        }
+        status.operation = outcome.operation;
+        assert!(
+            started.elapsed() < OPERATION_TIMEOUT,
+            "the operation did not end in time: {seen:#?}\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(STEP_INTERVAL).await;
+    }
+}
+
+fn sets(per_rack: i32) -> BTreeMap<String, i32> {
+    (0..3)
+        .map(|r| (format!("k-broker-{r}"), per_rack))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_zones_grow_to_six_brokers_and_shrink_back_after_the_drain_under_acks_all_load() {
+    let mut cluster = Cluster::start();
+    for id in [0, 1000, 2000] {
+        cluster.start_broker(id);
+    }
+    cluster.wait_brokers(&[0, 1000, 2000]).await;
+    let admin = cluster.admin();
+    admin
+        .create_topic(&NewTopic {
+            name: TOPIC.into(),
+            partitions: PARTITIONS,
+            replication_factor: Some(3),
+            configs: BTreeMap::from([("min.insync.replicas".to_owned(), "2".to_owned())]),
+        })
+        .await
+        .expect("topic created");
+
+    // The producer writes all along, acks=all, into every partition.
+    let acked = Arc::new(Mutex::new(BTreeMap::new()));
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer: ThreadedProducer<Acks> = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap())
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("message.timeout.ms", "120000")
+        .set("linger.ms", "5")
+        .create_with_context(Acks(acked.clone(), errors.clone()))
+        .expect("producer");
+    let producing = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut i: u64 = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let payload = format!("record {i}");
+                let partition = (i % PARTITIONS as u64) as i32;
+                if producer
+                    .send(
+                        BaseRecord::<(), _>::to(TOPIC)
+                            .partition(partition)
+                            .payload(&payload),
+                    )
+                    .is_ok()
+                {
+                    i += 1;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            producer
+                .flush(Duration::from_secs(120))
+                .expect("every record acknowledged or failed");
+        })
+    };
+    let started = Instant::now();
+    while acked.lock().unwrap().len() < 2000 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the producer got no acks\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Scale up: the new brokers start and register; the step rebalances onto them.
+    for id in [1, 1001, 2001] {
+        cluster.start_broker(id);
+    }
+    cluster.wait_brokers(&[0, 1, 1000, 1001, 2000, 2001]).await;
+    let ops = run_steps(&cluster, 6, &sets(2), |o| {
+        o.operation
+            .as_ref()
+            .is_some_and(|op| op.phase == OperationPhase::Completed)
+    })
+    .await;
+    let first = &ops[0];
+    assert_eq!(
+        (first.kind, first.phase),
+        (OperationKind::Rebalance, OperationPhase::Moving),
+        "{ops:#?}"
+    );
+    assert_eq!(first.brokers, [1, 1001, 2001]);
+    assert!(
+        first.partitions_total > 0 && !first.throttled_brokers.is_empty(),
+        "{first:?}"
+    );
+    let view = admin.describe_cluster().await.expect("metadata");
+    let racks: BTreeMap<i32, String> = view
+        .brokers
+        .iter()
+        .map(|b| (b.id, b.rack.clone().unwrap()))
+        .collect();
+    let mut counts: BTreeMap<i32, usize> = racks.keys().map(|b| (*b, 0)).collect();
+    let topic = view
+        .topics
+        .iter()
+        .find(|t| t.name == TOPIC)
+        .expect("the topic");
+    for p in &topic.partitions {
+        let in_racks: BTreeSet<&String> = p.replicas.iter().map(|r| &racks[r]).collect();
+        assert_eq!(
+            in_racks.len(),
+            3,
+            "partition {} shares a rack: {:?}",
+            p.partition,
+            p.replicas
+        );
+        for r in &p.replicas {
+            *counts.get_mut(r).unwrap() += 1;
+        }
+    }
+    let (max, min) = (
+        counts.values().max().unwrap(),
+        counts.values().min().unwrap(),
+    );
+    assert!(
+        max - min <= 1,
+        "replicas per broker after the rebalance: {counts:?}"
+    );
+    for b in [1, 1001, 2001] {
+        assert!(counts[&b] > 0, "broker {b} got nothing: {counts:?}");
+    }
+    // Throttles are gone once the operation completed.
+    let topic_config = admin.describe_topic_config(TOPIC).await.expect("configs");
+    assert!(
+        topic_config
+            .get("follower.replication.throttled.replicas")
+            .is_none_or(|e| e.value.as_deref().unwrap_or_default().is_empty()),
+        "{topic_config:?}"
+    );
+
+    // Scale down: the StatefulSets still have two brokers per rack; the spec wants one.
+    // The step drains 1, 1001 and 2001 and only then releases them.
+    let ops = run_steps(&cluster, 3, &sets(2), |o| o.release).await;
+    let drain = ops
+        .iter()
+        .find(|op| op.kind == OperationKind::Drain)
+        .expect("a drain ran");
+    assert_eq!(drain.brokers, [1, 1001, 2001]);
+    assert_eq!(
+        ops.last().unwrap().phase,
+        OperationPhase::Completed,
+        "{ops:#?}"
+    );
+    let view = admin.describe_cluster().await.expect("metadata");
+    for p in &view
+        .topics
+        .iter()
+        .find(|t| t.name == TOPIC)
+        .unwrap()
+        .partitions
+    {
+        assert!(
+            p.replicas.iter().all(|r| [0, 1000, 2000].contains(r)),
+            "partition {} still on a removed broker: {:?}",
+            p.partition,
+            p.replicas
+        );
+    }
+    for b in [1, 1001, 2001] {
+        let held = admin.replica_sizes(b).await.expect("log dirs");
+        assert!(
+            held.is_empty(),
+            "broker {b} released while holding {held:?}"
+        );
+        // The StatefulSet shrinks now: the pod goes.
+        cluster.nodes.remove(&b).expect("running").terminate();
+        cluster.ports.remove(&b);
+    }
+    cluster.wait_brokers(&[0, 1000, 2000]).await;
+
+    stop.store(true, Ordering::Relaxed);
+    producing.join().expect("producer thread");
+    assert!(
+        errors.lock().unwrap().is_empty(),
+        "produce failures: {:?}",
+        errors.lock().unwrap()
+    );
+
+    // Every acknowledged record is there, from the three brokers that remain.
+    let acked = acked.lock().unwrap().clone();
+    println!("{} records acknowledged across the scale up and down", acked.len());
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap())
+        .set("group.id", "check")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        assignment
+            .add_partition_offset(TOPIC, p, rdkafka::Offset::Beginning)
+            .expect("partition");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let stored: BTreeMap<(i32, i64), Vec<u8>> = receive(&consumer, acked.len())
+        .into_iter()
+        .map(|r| ((r.partition, r.offset), r.payload.unwrap_or_default()))
+        .collect();
+    let lost: Vec<_> = acked
+        .iter()
+        .filter(|(k, v)| stored.get(k) != Some(v))
+        .map(|(k, _)| k)
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged records lost, first {:?}",
+        lost.len(),
+        acked.len(),
+        lost.first()
+    );
+}
