@@ -192,11 +192,11 @@ impl Cluster {
     }
 }
 
-/// Remembers every acknowledged record: (partition, offset) -> payload.
-struct Acks(
-    Arc<Mutex<BTreeMap<(i32, i64), Vec<u8>>>>,
-    Arc<Mutex<Vec<String>>>,
-);
+/// Acknowledged records: (partition, offset) -> payload.
+type Acked = Arc<Mutex<BTreeMap<(i32, i64), Vec<u8>>>>;
+
+/// Remembers every acknowledged record, and every delivery failure.
+struct Acks(Acked, Arc<Mutex<Vec<String>>>);
 
 impl ClientContext for Acks {}
 
@@ -294,7 +294,7 @@ async fn three_zones_grow_to_six_brokers_and_shrink_back_after_the_drain_under_a
         .expect("topic created");
 
     // The producer writes all along, acks=all, into every partition.
-    let acked = Arc::new(Mutex::new(BTreeMap::new()));
+    let acked: Acked = Arc::new(Mutex::new(BTreeMap::new()));
     let errors = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let producer: ThreadedProducer<Acks> = ClientConfig::new()
@@ -456,7 +456,10 @@ async fn three_zones_grow_to_six_brokers_and_shrink_back_after_the_drain_under_a
 
     // Every acknowledged record is there, from the three brokers that remain.
     let acked = acked.lock().unwrap().clone();
-    println!("{} records acknowledged across the scale up and down", acked.len());
+    println!(
+        "{} records acknowledged across the scale up and down",
+        acked.len()
+    );
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", cluster.bootstrap())
         .set("group.id", "check")
