@@ -27,10 +27,12 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::{ClientContext, TopicPartitionList};
 use strom_operator::cluster::data;
 use strom_operator::cluster::layout::Layout;
+use strom_operator::crd::TopicSpec;
 use strom_operator::crd::{
     KafkaCluster, KafkaClusterSpec, KafkaClusterStatus, OperationKind, OperationPhase,
 };
 use strom_operator::kafka::{Admin, AdminConfig, KafkaAdmin, NewTopic};
+use strom_operator::topic::sync as topic_sync;
 
 const TOPIC: &str = "orders";
 const PARTITIONS: i32 = 12;
@@ -405,6 +407,49 @@ async fn three_zones_grow_to_six_brokers_and_shrink_back_after_the_drain_under_a
             .is_none_or(|e| e.value.as_deref().unwrap_or_default().is_empty()),
         "{topic_config:?}"
     );
+
+    // A Topic's replication factor 1 -> 3 is a rack-aware reassignment, followed by
+    // successive syncs until the topic matches its spec.
+    let audit = "audit";
+    admin
+        .create_topic(&NewTopic {
+            name: audit.into(),
+            partitions: 4,
+            replication_factor: Some(1),
+            configs: BTreeMap::new(),
+        })
+        .await
+        .expect("topic created");
+    let spec: TopicSpec =
+        serde_yaml::from_str("clusterRef: {name: k}\npartitions: 4\nreplicationFactor: 3")
+            .expect("valid TopicSpec");
+    let first = topic_sync::sync(&admin as &dyn KafkaAdmin, audit, &spec)
+        .await
+        .expect("sync");
+    assert_eq!(
+        first.reassigned.map(|(f, t, _)| (f, t)),
+        Some((1, 3)),
+        "{first:?}"
+    );
+    let started = Instant::now();
+    loop {
+        let outcome = topic_sync::sync(&admin as &dyn KafkaAdmin, audit, &spec)
+            .await
+            .expect("sync");
+        assert!(outcome.problems.is_empty(), "{outcome:?}");
+        if outcome.reassigning.is_none() {
+            for p in &outcome.topic.partitions {
+                let in_racks: BTreeSet<&String> = p.replicas.iter().map(|r| &racks[r]).collect();
+                assert_eq!((p.replicas.len(), in_racks.len()), (3, 3), "{p:?}");
+            }
+            break;
+        }
+        assert!(
+            started.elapsed() < OPERATION_TIMEOUT,
+            "RF change not done: {outcome:?}"
+        );
+        tokio::time::sleep(STEP_INTERVAL).await;
+    }
 
     // Scale down: the StatefulSets still have two brokers per rack; the spec wants one.
     // The step drains 1, 1001 and 2001 and only then releases them.

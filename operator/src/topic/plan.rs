@@ -30,6 +30,12 @@ pub enum TopicAction {
         to: i32,
     },
     AlterConfig(Vec<ConfigOp>),
+    /// Give every partition `to` replicas, by a reassignment (rack-aware, strom-core's
+    /// planner), as Kafka changes a replication factor.
+    ChangeReplicationFactor {
+        from: i32,
+        to: i32,
+    },
 }
 
 /// The changes, and the differences no change can fix (reported in status).
@@ -90,10 +96,16 @@ pub fn plan(name: &str, spec: &TopicSpec, observed: &Observed) -> Plan {
         ));
     }
     if let (Some(want), Some(have)) = (spec.replication_factor, replication_factor(topic)) {
-        if want != have {
-            plan.problems.push(format!(
-                "replication factor is {have}, not {want}; changing it needs partition reassignment, which the broker does not support yet"
-            ));
+        // Every partition counts: a reassignment half done leaves them unequal.
+        if topic
+            .partitions
+            .iter()
+            .any(|p| p.replicas.len() as i32 != want)
+        {
+            plan.actions.push(TopicAction::ChangeReplicationFactor {
+                from: have,
+                to: want,
+            });
         }
     }
 
@@ -130,8 +142,8 @@ pub fn config_ops(
     ops
 }
 
-/// The replica count of the topic's partitions (the first one's: they are created
-/// equal and only reassignment, which this operator does not do yet, changes them).
+/// The replica count of the topic's partitions: the first one's (they are created equal;
+/// during a replication-factor change they differ until it is done).
 pub fn replication_factor(topic: &TopicInfo) -> Option<i32> {
     topic.partitions.first().map(|p| p.replicas.len() as i32)
 }
@@ -257,7 +269,7 @@ mod tests {
     }
 
     #[test]
-    fn a_replication_factor_change_is_reported_not_attempted() {
+    fn a_replication_factor_change_is_a_reassignment() {
         let plan = plan(
             "orders",
             &spec("clusterRef: {name: dev}\nreplicationFactor: 3"),
@@ -266,8 +278,11 @@ mod tests {
                 config: BTreeMap::new(),
             },
         );
-        assert!(plan.actions.is_empty());
-        assert!(plan.problems[0].contains("replication factor is 1, not 3"));
+        assert_eq!(
+            plan.actions,
+            [TopicAction::ChangeReplicationFactor { from: 1, to: 3 }]
+        );
+        assert!(plan.problems.is_empty());
     }
 
     #[test]

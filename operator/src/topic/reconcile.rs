@@ -209,7 +209,12 @@ async fn apply(topic: &Topic, ctx: &Context) -> Result<Action, Error> {
                 info!(reason, note, "event");
                 publish(ctx, topic, type_, reason, "Sync", note).await;
             }
-            Ok(Action::requeue(RESYNC))
+            // A replication-factor change is followed closely until it is done.
+            Ok(Action::requeue(if outcome.reassigning.is_some() {
+                REQUEUE_WAITING
+            } else {
+                RESYNC
+            }))
         }
         Err(err) => {
             let status =
@@ -343,14 +348,16 @@ fn status_without_sync(
 
 /// Status after a successful sync.
 pub fn status_after_sync(topic: &Topic, outcome: &SyncOutcome, now: Timestamp) -> TopicStatus {
-    let ready = if outcome.problems.is_empty() {
+    let ready = if !outcome.problems.is_empty() {
+        (false, "CannotApply", outcome.problems.join("; "))
+    } else if let Some(progress) = &outcome.reassigning {
+        (false, "Reassigning", progress.clone())
+    } else {
         (
             true,
             "Synced",
             "the Kafka topic matches the spec".to_owned(),
         )
-    } else {
-        (false, "CannotApply", outcome.problems.join("; "))
     };
     TopicStatus {
         observed_generation: topic.metadata.generation,
@@ -392,6 +399,15 @@ pub fn sync_events(topic: &Topic, outcome: &SyncOutcome) -> Vec<(EventType, &'st
             EventType::Normal,
             "PartitionsIncreased",
             format!("partitions of {name} increased from {from} to {to}"),
+        ));
+    }
+    if let Some((from, to, partitions)) = outcome.reassigned {
+        events.push((
+            EventType::Normal,
+            "ReplicationFactorChanging",
+            format!(
+                "replication factor of {name} {from} -> {to}: reassigning {partitions} partitions"
+            ),
         ));
     }
     if !outcome.altered.is_empty() {
@@ -568,6 +584,92 @@ mod tests {
             pool.kafka.calls().is_empty(),
             "nothing happens in Kafka before the finalizer is set"
         );
+    }
+
+    #[tokio::test]
+    async fn a_replication_factor_change_is_a_reassignment_followed_until_done() {
+        let (ctx, mut api, pool) = fixtures::context_with_kafka();
+        let kafka = &pool.kafka;
+        kafka.add_brokers(&[(0, Some("a")), (1, Some("b")), (2, Some("c"))]);
+        kafka.add_placed_topic("orders", &[vec![0], vec![1], vec![2]]);
+        kafka.state().topics.get_mut("orders").unwrap().config = std::collections::BTreeMap::from([
+            ("retention.ms".to_owned(), "3600000".to_owned()),
+            ("segment.bytes".to_owned(), "1048576".to_owned()),
+        ]);
+        let mut rf3 = spec();
+        rf3["replicationFactor"] = json!(3);
+        let run = |status: Option<Value>| {
+            let topic = topic(rf3.clone(), status);
+            tokio::spawn(reconcile(Arc::new(topic), ctx.clone()))
+        };
+
+        let reconciling = run(None);
+        let status = within(async {
+            expect_cluster(&mut api).await;
+            expect_topic_list(
+                &mut api,
+                vec![topic_object(
+                    "orders",
+                    "2024-01-01T00:00:00Z",
+                    rf3.clone(),
+                    None,
+                )],
+            )
+            .await;
+            let status = expect_status(&mut api).await;
+            let ready = condition(&status, READY);
+            assert_eq!(
+                (&ready["status"], &ready["reason"]),
+                (&json!("False"), &json!("Reassigning"))
+            );
+            assert!(
+                ready["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("replication factor 1 -> 3"),
+                "{ready}"
+            );
+            for reason in ["TopicAdopted", "ReplicationFactorChanging"] {
+                assert_eq!(api.expect_event_about("orders").await["reason"], reason);
+            }
+            status
+        })
+        .await;
+        let action = within(reconciling)
+            .await
+            .unwrap()
+            .expect("reconcile succeeds");
+        assert_eq!(action, Action::requeue(REQUEUE_WAITING), "followed closely");
+        assert_eq!(kafka.state().reassigning.len(), 3);
+
+        kafka.complete_reassignments();
+        let reconciling = run(Some(status));
+        within(async {
+            expect_cluster(&mut api).await;
+            expect_topic_list(
+                &mut api,
+                vec![topic_object(
+                    "orders",
+                    "2024-01-01T00:00:00Z",
+                    rf3.clone(),
+                    None,
+                )],
+            )
+            .await;
+            let status = expect_status(&mut api).await;
+            assert_eq!(status["replicationFactor"], 3);
+            assert_eq!(condition(&status, READY)["reason"], "Synced");
+        })
+        .await;
+        within(reconciling)
+            .await
+            .unwrap()
+            .expect("reconcile succeeds");
+        for p in 0..3 {
+            let replicas = kafka.state().topics["orders"].placed[&p].clone();
+            let distinct: std::collections::BTreeSet<_> = replicas.iter().collect();
+            assert_eq!(distinct.len(), 3, "{replicas:?}");
+        }
     }
 
     #[tokio::test]

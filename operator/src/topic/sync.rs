@@ -4,6 +4,11 @@
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::ApiKey;
 
+use std::collections::BTreeMap;
+
+use strom_client::rebalance::{self, RebalanceError};
+use strom_core::rebalance::Goals;
+
 use super::plan::{plan, Observed, TopicAction};
 use crate::crd::TopicSpec;
 use crate::kafka::{AdminError, ConfigOp, KafkaAdmin, TopicInfo};
@@ -19,6 +24,10 @@ pub struct SyncOutcome {
     pub altered: Vec<ConfigOp>,
     /// Differences no action can fix.
     pub problems: Vec<String>,
+    /// A replication-factor change in progress: what it is doing.
+    pub reassigning: Option<String>,
+    /// A replication-factor change started by this sync: (from, to, partitions moving).
+    pub reassigned: Option<(i32, i32, usize)>,
     /// The topic as Kafka describes it after the changes.
     pub topic: TopicInfo,
 }
@@ -40,6 +49,8 @@ pub async fn sync(
         grown: None,
         altered: vec![],
         problems: plan.problems,
+        reassigning: None,
+        reassigned: None,
         topic: TopicInfo {
             name: name.to_owned(),
             topic_id: String::new(),
@@ -61,6 +72,9 @@ pub async fn sync(
                 admin.alter_topic_config(name, ops).await?;
                 outcome.altered = ops.clone();
             }
+            TopicAction::ChangeReplicationFactor { from, to } => {
+                change_replication_factor(admin, name, *from, *to, &mut outcome).await?;
+            }
         }
     }
     // Described again so that status shows what Kafka has, not what was asked for. A
@@ -75,6 +89,68 @@ pub async fn sync(
             message: Some("not in metadata yet".into()),
         })?;
     Ok(outcome)
+}
+
+/// Starts the reassignment that gives every partition of `name` `to` replicas, unless
+/// one of its partitions is being reassigned already (then it is followed). Unthrottled:
+/// one topic's copies, and the controller's ISR rules keep acks=all safe meanwhile.
+async fn change_replication_factor(
+    admin: &dyn KafkaAdmin,
+    name: &str,
+    from: i32,
+    to: i32,
+    outcome: &mut SyncOutcome,
+) -> Result<(), AdminError> {
+    let moving = admin
+        .list_partition_reassignments()
+        .await?
+        .into_iter()
+        .filter(|r| r.topic == name)
+        .count();
+    if moving > 0 {
+        outcome.reassigning = Some(format!(
+            "replication factor {from} -> {to}: {moving} partitions being reassigned"
+        ));
+        return Ok(());
+    }
+    let goals = Goals {
+        replication_factors: BTreeMap::from([(name.to_owned(), to)]),
+        ..Goals::default()
+    };
+    let live = admin.describe_cluster().await?.brokers.len();
+    if to as usize > live {
+        outcome.problems.push(format!(
+            "replication factor {to} needs {to} brokers; the cluster has {live} live"
+        ));
+        return Ok(());
+    }
+    let planned = match rebalance::plan(admin, &goals).await {
+        Ok(plan) => plan,
+        Err(RebalanceError::Admin(err)) => return Err(err),
+        Err(err) => {
+            outcome
+                .problems
+                .push(format!("replication factor {from} -> {to}: {err}"));
+            return Ok(());
+        }
+    };
+    match rebalance::execute(admin, &planned, None).await {
+        Ok(()) => {
+            outcome.reassigning = Some(format!(
+                "replication factor {from} -> {to}: {} partitions being reassigned",
+                planned.changes.len()
+            ));
+            outcome.reassigned = Some((from, to, planned.changes.len()));
+            Ok(())
+        }
+        Err(RebalanceError::Admin(err)) => Err(err),
+        Err(err) => {
+            outcome
+                .problems
+                .push(format!("replication factor {from} -> {to}: {err}"));
+            Ok(())
+        }
+    }
 }
 
 /// Deletes topic `name`; a topic that is already gone counts as deleted.
