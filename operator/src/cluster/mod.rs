@@ -7,4 +7,5 @@ pub(crate) mod fixtures;
 pub mod layout;
 pub mod operation;
 pub mod reconcile;
+pub mod roll;
 pub mod status;

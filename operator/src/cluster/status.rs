@@ -10,9 +10,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::events::EventType;
 
-use super::desired::bootstrap_address;
+use super::desired::{bootstrap_address, replication_defaults};
 use super::layout::{Layout, Node};
 use super::operation::{replica_counts, KafkaView};
+use super::roll::{next_restart, PodState, RollStep};
 use crate::crd::{KafkaCluster, KafkaClusterStatus, NodeStatus, OperationPhase, OperationStatus};
 
 pub const READY: &str = "Ready";
@@ -152,8 +153,9 @@ pub fn compute(
             true,
             "RestartPending",
             format!(
-                "pods run an outdated template and are replaced once deleted: {}",
-                outdated.join(", ")
+                "pods run an outdated template and are replaced once deleted: {}; {}",
+                outdated.join(", "),
+                roll_advice(cluster, layout, observed, &outdated)
             ),
         )
     } else {
@@ -200,6 +202,50 @@ pub fn compute(
             .or_else(|| cluster.status.as_ref().and_then(|s| s.cluster_id.clone())),
         under_replicated_partitions: under_replicated,
         operation: observed.operation.clone(),
+    }
+}
+
+/// Which outdated pod is safe to delete next, by the rolling-restart rules of `roll`
+/// (each topic's `min.insync.replicas` taken as the cluster default; the active
+/// controller is not known here, so voters go in id order).
+fn roll_advice(
+    cluster: &KafkaCluster,
+    layout: &Layout,
+    observed: &Observed,
+    outdated: &[&str],
+) -> String {
+    let ready = |name: &str| {
+        observed
+            .pods
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some(name))
+            .is_some_and(is_ready)
+    };
+    let brokers = layout.brokers();
+    let nodes = layout
+        .controllers
+        .iter()
+        .map(|n| (n, true))
+        .chain(brokers.iter().map(|n| (n, false)));
+    let pods: Vec<PodState> = nodes
+        .map(|(node, controller)| PodState {
+            name: node.pod.clone(),
+            id: node.id,
+            controller,
+            ready: ready(&node.pod),
+            outdated: outdated.contains(&node.pod.as_str()),
+        })
+        .collect();
+    let min_isr = replication_defaults(cluster).1;
+    match next_restart(
+        &pods,
+        observed.kafka.as_ref().map(|k| &k.cluster),
+        &|_| min_isr,
+        None,
+    ) {
+        RollStep::Restart { pod, why } => format!("safe to delete next: {pod} ({why})"),
+        RollStep::Wait(why) => format!("no pod is safe to delete yet: {why}"),
+        RollStep::UpToDate => "every pod is up to date".to_owned(),
     }
 }
 
@@ -472,6 +518,13 @@ mod tests {
         );
         assert!(
             progressing.message.contains("k-broker-0-0"),
+            "{progressing:?}"
+        );
+        // Without Kafka's ISRs no broker restart can be called safe.
+        assert!(
+            progressing
+                .message
+                .contains("no pod is safe to delete yet: no broker answers"),
             "{progressing:?}"
         );
         // Outdated but serving: still ready.

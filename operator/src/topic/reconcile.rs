@@ -592,10 +592,11 @@ mod tests {
         let kafka = &pool.kafka;
         kafka.add_brokers(&[(0, Some("a")), (1, Some("b")), (2, Some("c"))]);
         kafka.add_placed_topic("orders", &[vec![0], vec![1], vec![2]]);
-        kafka.state().topics.get_mut("orders").unwrap().config = std::collections::BTreeMap::from([
-            ("retention.ms".to_owned(), "3600000".to_owned()),
-            ("segment.bytes".to_owned(), "1048576".to_owned()),
-        ]);
+        kafka.state().topics.get_mut("orders").unwrap().config =
+            std::collections::BTreeMap::from([
+                ("retention.ms".to_owned(), "3600000".to_owned()),
+                ("segment.bytes".to_owned(), "1048576".to_owned()),
+            ]);
         let mut rf3 = spec();
         rf3["replicationFactor"] = json!(3);
         let run = |status: Option<Value>| {
