@@ -8,12 +8,14 @@ use std::collections::BTreeMap;
 use kafka_protocol::messages::alter_partition_reassignments_request::{
     ReassignablePartition, ReassignableTopic,
 };
+use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
 use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
 use kafka_protocol::messages::{
     AlterPartitionReassignmentsRequest, ApiKey, BrokerId, DescribeLogDirsRequest,
-    IncrementalAlterConfigsRequest, ListPartitionReassignmentsRequest, MetadataRequest, TopicName,
+    DescribeQuorumRequest, IncrementalAlterConfigsRequest, ListPartitionReassignmentsRequest,
+    MetadataRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -52,7 +54,40 @@ pub struct OngoingReassignment {
 /// The outcome of one partition's change in AlterPartitionReassignments.
 pub type ReassignmentOutcome = (String, i32, Result<(), AdminError>);
 
+/// The metadata log's topic, whose Raft leader is the active controller.
+const METADATA_TOPIC: &str = "__cluster_metadata";
+
 impl Admin {
+    /// The active controller's id: the metadata quorum's leader (DescribeQuorum, which a
+    /// broker forwards to the quorum); `None` while there is no leader.
+    pub async fn active_controller(&self) -> Result<Option<i32>, AdminError> {
+        self.retrying("active_controller", || async {
+            let resp = self
+                .send(Target::Any, |_| {
+                    DescribeQuorumRequest::default().with_topics(vec![TopicData::default()
+                        .with_topic_name(TopicName(StrBytes::from_static_str(METADATA_TOPIC)))
+                        .with_partitions(vec![PartitionData::default().with_partition_index(0)])])
+                })
+                .await?;
+            let api = ApiKey::DescribeQuorum;
+            check(
+                api,
+                "the quorum",
+                resp.error_code,
+                resp.error_message.as_ref(),
+            )?;
+            let partition = resp.topics.first().and_then(|t| t.partitions.first());
+            Ok(match partition {
+                Some(p) => {
+                    check(api, "the quorum", p.error_code, p.error_message.as_ref())?;
+                    Some(p.leader_id.0).filter(|id| *id >= 0)
+                }
+                None => None,
+            })
+        })
+        .await
+    }
+
     /// The live brokers (with racks) and every topic with its partitions.
     pub async fn describe_cluster(&self) -> Result<ClusterView, AdminError> {
         self.retrying("describe_cluster", || async {

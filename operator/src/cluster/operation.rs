@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use strom_core::BrokerId;
 
 use super::layout::Layout;
-use crate::crd::{OperationPhase, OperationStatus};
+use crate::crd::{OperationKind, OperationPhase, OperationStatus};
 use crate::kafka::ClusterView;
 
 /// What Kafka showed this reconcile.
@@ -113,7 +113,16 @@ pub fn next_step(
     internal_rf: i32,
 ) -> Step {
     let removed = removed_brokers(desired, current);
-    let running = operation.is_some_and(|op| op.phase == OperationPhase::Moving);
+    let moving = |op: &OperationStatus| op.phase == OperationPhase::Moving;
+    if operation.is_some_and(|op| moving(op) && op.kind == OperationKind::Roll) {
+        // One thing at a time: data moves wait for the roll.
+        return if removed.is_empty() {
+            Step::Idle
+        } else {
+            Step::Wait("a rolling restart is in progress; the drain starts after it".into())
+        };
+    }
+    let running = operation.is_some_and(moving);
     let Some(kafka) = kafka else {
         return if removed.is_empty() && !running {
             Step::Idle
@@ -220,7 +229,7 @@ pub fn plan_id(plan: &strom_core::rebalance::Plan) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{KafkaCluster, KafkaClusterSpec, OperationKind, RacksSpec};
+    use crate::crd::{KafkaCluster, KafkaClusterSpec, RacksSpec};
     use crate::kafka::{BrokerInfo, PartitionInfo, TopicInfo};
 
     fn layout(brokers: i32, racks: &[&str]) -> Layout {
@@ -426,6 +435,29 @@ mod tests {
             next_step(&desired, &current, true, Some(&kafka), Some(&done), 3),
             Step::Idle
         );
+    }
+
+    #[test]
+    fn data_moves_wait_for_a_rolling_restart() {
+        let roll = operation(OperationKind::Roll, OperationPhase::Moving, &[0]);
+        let kafka = view(&[0, 1, 1000, 1001, 2000, 2001], &[&[0, 1000, 2000]]);
+        let six = layout(6, &["a", "b", "c"]);
+        assert_eq!(
+            next_step(&six, &sets(&[2, 2, 2]), true, Some(&kafka), Some(&roll), 3),
+            Step::Idle
+        );
+        let three = layout(3, &["a", "b", "c"]);
+        assert!(matches!(
+            next_step(
+                &three,
+                &sets(&[2, 2, 2]),
+                true,
+                Some(&kafka),
+                Some(&roll),
+                3
+            ),
+            Step::Wait(_)
+        ));
     }
 
     #[test]

@@ -8,14 +8,16 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use k8s_openapi::NamespaceResourceScope;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use strom_core::BrokerId;
 use tracing::{info, instrument, warn};
 
 use super::data;
@@ -24,8 +26,10 @@ use super::desired::{
     Desired, DesiredError, COMPONENT_LABEL, MANAGER,
 };
 use super::layout::Layout;
+use super::roll::{next_restart, RollStep};
 use super::status::{self, condition_status, Observed, READY};
-use crate::crd::KafkaCluster;
+use crate::crd::{KafkaCluster, OperationKind, OperationPhase, OperationStatus};
+use crate::kafka::KafkaAdmin;
 use crate::metrics::Metrics;
 
 /// How soon a cluster that is not ready yet is looked at again, besides watch events.
@@ -188,6 +192,11 @@ async fn reconcile_inner(cluster: &KafkaCluster, ctx: &Context) -> Result<Action
         .map_err(Error::ListPods)?
         .items;
 
+    // Only against StatefulSets as applied: without them no pod can be called outdated.
+    if apply_result.is_ok() {
+        roll(cluster, ctx, &layout, &mut observed, admin.as_deref()).await;
+    }
+
     let new_status = status::compute(cluster, &layout, &observed, (ctx.now)());
     let api: Api<KafkaCluster> = Api::namespaced(ctx.client.clone(), &namespace);
     let patch = serde_json::json!({
@@ -231,6 +240,129 @@ async fn reconcile_inner(cluster: &KafkaCluster, ctx: &Context) -> Result<Action
     } else {
         REQUEUE_NOT_READY
     }))
+}
+
+/// The rolling restart: replaces the pod `roll::next_restart` names (the StatefulSets are
+/// `OnDelete`, so deleting a pod is how it gets the new template; brokers stop with a
+/// controlled shutdown on SIGTERM) and keeps `status.operation` (kind `Roll`) current.
+/// Nothing is restarted while partitions are moving.
+async fn roll(
+    cluster: &KafkaCluster,
+    ctx: &Context,
+    layout: &Layout,
+    observed: &mut Observed,
+    admin: Option<&dyn KafkaAdmin>,
+) {
+    let now = Time((ctx.now)());
+    let pods = status::pod_states(layout, observed);
+    let outdated: Vec<BrokerId> = pods.iter().filter(|p| p.outdated).map(|p| p.id).collect();
+    let previous = observed.operation.clone();
+    let rolling = previous
+        .as_ref()
+        .filter(|op| op.kind == OperationKind::Roll && op.phase == OperationPhase::Moving);
+    if outdated.is_empty() {
+        if let Some(op) = rolling {
+            let mut op = op.clone();
+            op.phase = OperationPhase::Completed;
+            op.partitions_done = op.partitions_total;
+            op.brokers.clear();
+            op.last_progress = Some(now);
+            op.message = "every pod runs the current template".into();
+            publish(
+                cluster,
+                ctx,
+                EventType::Normal,
+                "RollCompleted",
+                "Roll",
+                op.message.clone(),
+            )
+            .await;
+            observed.operation = Some(op);
+        }
+        return;
+    }
+    if previous
+        .as_ref()
+        .is_some_and(|op| op.kind != OperationKind::Roll && op.phase == OperationPhase::Moving)
+    {
+        return;
+    }
+    // The topics' own min.insync.replicas and the active controller, asked only while
+    // something is out of date.
+    let default_min_isr = replication_defaults(cluster).1;
+    let mut min_isr: BTreeMap<String, i32> = BTreeMap::new();
+    let mut active = None;
+    if let (Some(admin), Some(kafka)) = (admin, &observed.kafka) {
+        for t in &kafka.cluster.topics {
+            if let Ok(config) = admin.describe_topic_config(&t.name).await {
+                if let Some(v) = config
+                    .get("min.insync.replicas")
+                    .and_then(|e| e.value.as_deref())
+                    .and_then(|v| v.parse().ok())
+                {
+                    min_isr.insert(t.name.clone(), v);
+                }
+            }
+        }
+        active = admin.active_controller().await.unwrap_or(None);
+    }
+    let step = next_restart(
+        &pods,
+        observed.kafka.as_ref().map(|k| &k.cluster),
+        &|t| min_isr.get(t).copied().unwrap_or(default_min_isr),
+        active,
+    );
+    let mut op = rolling.cloned().unwrap_or_else(|| OperationStatus {
+        kind: OperationKind::Roll,
+        phase: OperationPhase::Moving,
+        brokers: vec![],
+        plan_id: None,
+        partitions_total: outdated.len() as i32,
+        partitions_done: 0,
+        bytes_total: 0,
+        bytes_moved: 0,
+        started: Some(now.clone()),
+        last_progress: Some(now.clone()),
+        message: String::new(),
+        throttled_topics: vec![],
+        throttled_brokers: vec![],
+    });
+    let done = (op.partitions_total - outdated.len() as i32).max(0);
+    if done > op.partitions_done {
+        op.partitions_done = done;
+        op.last_progress = Some(now.clone());
+    }
+    op.brokers = outdated;
+    op.message = match &step {
+        RollStep::Restart { pod, why } => {
+            let pods: Api<Pod> =
+                Api::namespaced(ctx.client.clone(), &cluster.namespace().unwrap_or_default());
+            match pods.delete(pod, &DeleteParams::default()).await {
+                Ok(_) => {
+                    let note =
+                        format!("deleted pod {pod} to restart it on the current template: {why}");
+                    publish(
+                        cluster,
+                        ctx,
+                        EventType::Normal,
+                        "RollingRestart",
+                        "Roll",
+                        note.clone(),
+                    )
+                    .await;
+                    note
+                }
+                Err(err) => {
+                    warn!(cause = %err, pod, "deleting the pod failed");
+                    format!("deleting pod {pod} failed: {err}")
+                }
+            }
+        }
+        RollStep::Wait(why) => format!("waiting: {why}"),
+        RollStep::UpToDate => "every pod runs the current template".into(),
+    };
+    observed.roll = Some(step);
+    observed.operation = Some(op);
 }
 
 /// What the controller does after a failed reconcile: log it and try again later.
@@ -317,7 +449,7 @@ async fn publish(
 mod tests {
     use std::future::Future;
 
-    use http::StatusCode;
+    use http::{Method, StatusCode};
     use serde_json::{json, Value};
 
     use super::super::fixtures::{self, cluster, pod, ApiServerVerifier};
@@ -897,6 +1029,220 @@ mod tests {
         assert_eq!(reasons(&events), ["RebalanceStarted"]);
         assert_eq!(status["operation"]["phase"], "Moving");
         assert!(!kafka.state().reassigning.is_empty());
+    }
+
+    /// A pod of StatefulSet `set` at template revision `revision`.
+    fn revision_pod(
+        name: &str,
+        set: &str,
+        revision: &str,
+        ready: bool,
+        terminating: bool,
+    ) -> Value {
+        let mut p = pod(name, ready);
+        p["metadata"]["labels"]["controller-revision-hash"] = json!(revision);
+        p["metadata"]["ownerReferences"] =
+            json!([{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": set, "uid": "u"}]);
+        if terminating {
+            p["metadata"]["deletionTimestamp"] = json!(T0);
+        }
+        p
+    }
+
+    fn updated(replicas: i32) -> Option<Value> {
+        Some(
+            json!({"observedGeneration": 1, "replicas": replicas, "readyReplicas": replicas, "updateRevision": "new"}),
+        )
+    }
+
+    /// One reconcile of a 1-voter, 3-broker `dev` whose StatefulSets are at revision
+    /// `new`, with broker pods at `revisions` (`(revision, ready, terminating)`).
+    /// `delete`: the pod the reconcile must delete. Returns the status written and the
+    /// events, in order.
+    async fn roll_once(
+        ctx: &Arc<Context>,
+        api: &mut ApiServerVerifier,
+        status: Value,
+        revisions: [(&str, bool, bool); 3],
+        delete: Option<&str>,
+        (events_before, events_after): (usize, usize),
+    ) -> (Value, Vec<Value>) {
+        let spec = json!({"brokers": 3});
+        let reconciling = tokio::spawn(reconcile(
+            Arc::new(cluster(spec, Some(status))),
+            ctx.clone(),
+        ));
+        let out = within(async {
+            let core = "/api/v1/namespaces/default";
+            let apps = "/apis/apps/v1/namespaces/default/statefulsets";
+            api.expect_ready_statefulset_list(&[("dev-broker-0", 3)])
+                .await;
+            api.expect_apply(&format!("{core}/configmaps/dev-config"), None)
+                .await;
+            api.expect_apply(&format!("{core}/services/dev-headless"), None)
+                .await;
+            api.expect_apply(&format!("{core}/services/dev-bootstrap"), None)
+                .await;
+            api.expect_apply(
+                "/apis/policy/v1/namespaces/default/poddisruptionbudgets/dev",
+                None,
+            )
+            .await;
+            api.expect_apply(&format!("{apps}/dev-controller"), updated(1))
+                .await;
+            api.expect_apply(&format!("{apps}/dev-broker-0"), updated(3))
+                .await;
+            let mut pods = vec![revision_pod(
+                "dev-controller-0",
+                "dev-controller",
+                "new",
+                true,
+                false,
+            )];
+            for (i, (rev, ready, terminating)) in revisions.iter().enumerate() {
+                pods.push(revision_pod(
+                    &format!("dev-broker-0-{i}"),
+                    "dev-broker-0",
+                    rev,
+                    *ready,
+                    *terminating,
+                ));
+            }
+            api.expect_pod_list(pods).await;
+            let mut events = vec![];
+            if let Some(pod) = delete {
+                api.handle(
+                    Method::DELETE,
+                    &format!("{core}/pods/{pod}"),
+                    StatusCode::OK,
+                    |_| revision_pod(pod, "dev-broker-0", "old", true, true),
+                )
+                .await;
+            }
+            for _ in 0..events_before {
+                events.push(api.expect_event().await);
+            }
+            let status = api.expect_status().await;
+            for _ in 0..events_after {
+                events.push(api.expect_event().await);
+            }
+            (status, events)
+        });
+        let (status, events) = out.await;
+        within(reconciling)
+            .await
+            .unwrap()
+            .expect("reconcile succeeds");
+        (status, events)
+    }
+
+    #[tokio::test]
+    async fn a_roll_replaces_one_pod_at_a_time_and_waits_for_it() {
+        let (ctx, mut api, pool) = fixtures::context_with_kafka();
+        let kafka = &pool.kafka;
+        kafka.add_brokers(&[(0, None), (1, None), (2, None)]);
+        kafka.add_placed_topic("orders", &[vec![0, 1, 2], vec![1, 2, 0]]);
+        kafka.state().active_controller = Some(9000);
+
+        // Brokers 0 and 1 run the old template: 0 goes first (ISRs whole, min ISR 2 of 3).
+        let (status, events) = roll_once(
+            &ctx,
+            &mut api,
+            conditions_at(true, T0),
+            [
+                ("old", true, false),
+                ("old", true, false),
+                ("new", true, false),
+            ],
+            Some("dev-broker-0-0"),
+            (1, 0),
+        )
+        .await;
+        assert_eq!(reasons(&events), ["RollingRestart"]);
+        let op = &status["operation"];
+        assert_eq!(
+            (&op["kind"], &op["phase"], &op["brokers"]),
+            (&json!("Roll"), &json!("Moving"), &json!([0, 1]))
+        );
+        assert_eq!(
+            (&op["partitionsTotal"], &op["partitionsDone"]),
+            (&json!(2), &json!(0))
+        );
+        assert_eq!(
+            condition(&status, "Progressing")["reason"],
+            "RollingRestart"
+        );
+
+        // Its replacement is on the way: nothing else is deleted.
+        let (status, events) = roll_once(
+            &ctx,
+            &mut api,
+            status,
+            [
+                ("old", false, true),
+                ("old", true, false),
+                ("new", true, false),
+            ],
+            None,
+            (0, 1),
+        )
+        .await;
+        assert_eq!(reasons(&events), ["ClusterNotReady"]);
+        assert!(
+            status["operation"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("waiting: pod dev-broker-0-0 is not ready"),
+            "{status}"
+        );
+
+        // Back and current: broker 1 next.
+        let (status, events) = roll_once(
+            &ctx,
+            &mut api,
+            status,
+            [
+                ("new", true, false),
+                ("old", true, false),
+                ("new", true, false),
+            ],
+            Some("dev-broker-0-1"),
+            (1, 1),
+        )
+        .await;
+        // kube's recorder folds a second RollingRestart into the first one's series.
+        assert_eq!(reasons(&events), [fixtures::SERIES_UPDATE, "ClusterReady"]);
+        assert!(
+            status["operation"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("deleted pod dev-broker-0-1"),
+            "{status}"
+        );
+
+        assert_eq!(status["operation"]["partitionsDone"], 1);
+
+        // Every pod current: the roll completes.
+        let (status, events) = roll_once(
+            &ctx,
+            &mut api,
+            status,
+            [
+                ("new", true, false),
+                ("new", true, false),
+                ("new", true, false),
+            ],
+            None,
+            (1, 0),
+        )
+        .await;
+        assert_eq!(reasons(&events), ["RollCompleted"]);
+        let op = &status["operation"];
+        assert_eq!(
+            (&op["phase"], &op["partitionsDone"]),
+            (&json!("Completed"), &json!(2))
+        );
+        assert_eq!(condition(&status, "Progressing")["reason"], "UpToDate");
     }
 
     #[tokio::test]

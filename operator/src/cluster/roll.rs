@@ -1,7 +1,7 @@
 //! Which pod a rolling restart replaces next, and whether that is safe, as a pure
 //! function of the pods and the partitions' ISRs: the rules of issue 13's rolling
-//! restart. Today status reports the decision (`RestartPending` names the next pod, or
-//! what it waits for); deleting the pods is the next step of the operator.
+//! restart. Reconcile deletes the pod it names (the StatefulSets are `OnDelete`), and
+//! status reports the decision.
 
 use std::collections::BTreeSet;
 
@@ -18,6 +18,8 @@ pub struct PodState {
     pub ready: bool,
     /// Runs an older template than its StatefulSet's.
     pub outdated: bool,
+    /// Deleted and not gone yet: its replacement is on the way.
+    pub terminating: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,7 +53,7 @@ pub fn next_restart(
         return RollStep::UpToDate;
     }
     outdated.sort_by_key(|p| (!p.controller, Some(p.id) == active_controller, p.id));
-    if let Some(stuck) = outdated.iter().find(|p| !p.ready) {
+    if let Some(stuck) = outdated.iter().find(|p| !p.ready && !p.terminating) {
         return RollStep::Restart {
             pod: stuck.name.clone(),
             why: "out of date and not ready: replaced so that a fixed spec takes effect".into(),
@@ -125,6 +127,7 @@ mod tests {
             controller,
             ready,
             outdated,
+            terminating: false,
         }
     }
 
@@ -226,6 +229,17 @@ mod tests {
             Some(9000),
         );
         assert_eq!(restarts(step), "k-broker-0-0");
+    }
+
+    #[test]
+    fn a_pod_already_deleted_is_waited_for_not_deleted_again() {
+        let mut pods = cluster(&["k-broker-1-0"]);
+        pods[4].ready = false;
+        pods[4].terminating = true;
+        assert_eq!(
+            next_restart(&pods, Some(&kafka(WHOLE)), MIN2, None),
+            RollStep::Wait("pod k-broker-1-0 is not ready".into())
+        );
     }
 
     #[test]

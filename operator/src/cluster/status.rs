@@ -14,7 +14,9 @@ use super::desired::{bootstrap_address, replication_defaults};
 use super::layout::{Layout, Node};
 use super::operation::{replica_counts, KafkaView};
 use super::roll::{next_restart, PodState, RollStep};
-use crate::crd::{KafkaCluster, KafkaClusterStatus, NodeStatus, OperationPhase, OperationStatus};
+use crate::crd::{
+    KafkaCluster, KafkaClusterStatus, NodeStatus, OperationKind, OperationPhase, OperationStatus,
+};
 
 pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
@@ -43,8 +45,10 @@ pub struct Observed {
     pub held_scale_downs: Vec<String>,
     /// What Kafka showed, when a broker answered.
     pub kafka: Option<KafkaView>,
-    /// `status.operation` as the data step left it.
+    /// `status.operation` as the data step and the roll left it.
     pub operation: Option<OperationStatus>,
+    /// What the rolling restart decided this reconcile, when it ran.
+    pub roll: Option<RollStep>,
 }
 
 /// Computes the new status.
@@ -130,6 +134,12 @@ pub fn compute(
     } else if let Some(op) = observed
         .operation
         .as_ref()
+        .filter(|op| op.phase == OperationPhase::Moving && op.kind == OperationKind::Roll)
+    {
+        (true, "RollingRestart", op.message.clone())
+    } else if let Some(op) = observed
+        .operation
+        .as_ref()
         .filter(|op| op.phase == OperationPhase::Moving)
     {
         (
@@ -153,9 +163,9 @@ pub fn compute(
             true,
             "RestartPending",
             format!(
-                "pods run an outdated template and are replaced once deleted: {}; {}",
+                "pods run an outdated template: {}; {}",
                 outdated.join(", "),
-                roll_advice(cluster, layout, observed, &outdated)
+                roll_advice(cluster, layout, observed)
             ),
         )
     } else {
@@ -208,45 +218,47 @@ pub fn compute(
 /// Which outdated pod is safe to delete next, by the rolling-restart rules of `roll`
 /// (each topic's `min.insync.replicas` taken as the cluster default; the active
 /// controller is not known here, so voters go in id order).
-fn roll_advice(
-    cluster: &KafkaCluster,
-    layout: &Layout,
-    observed: &Observed,
-    outdated: &[&str],
-) -> String {
-    let ready = |name: &str| {
-        observed
-            .pods
-            .iter()
-            .find(|p| p.metadata.name.as_deref() == Some(name))
-            .is_some_and(is_ready)
-    };
-    let brokers = layout.brokers();
-    let nodes = layout
-        .controllers
-        .iter()
-        .map(|n| (n, true))
-        .chain(brokers.iter().map(|n| (n, false)));
-    let pods: Vec<PodState> = nodes
-        .map(|(node, controller)| PodState {
-            name: node.pod.clone(),
-            id: node.id,
-            controller,
-            ready: ready(&node.pod),
-            outdated: outdated.contains(&node.pod.as_str()),
-        })
-        .collect();
+fn roll_advice(cluster: &KafkaCluster, layout: &Layout, observed: &Observed) -> String {
     let min_isr = replication_defaults(cluster).1;
-    match next_restart(
-        &pods,
-        observed.kafka.as_ref().map(|k| &k.cluster),
-        &|_| min_isr,
-        None,
-    ) {
+    let step = observed.roll.clone().unwrap_or_else(|| {
+        next_restart(
+            &pod_states(layout, observed),
+            observed.kafka.as_ref().map(|k| &k.cluster),
+            &|_| min_isr,
+            None,
+        )
+    });
+    match step {
         RollStep::Restart { pod, why } => format!("safe to delete next: {pod} ({why})"),
         RollStep::Wait(why) => format!("no pod is safe to delete yet: {why}"),
         RollStep::UpToDate => "every pod is up to date".to_owned(),
     }
+}
+
+/// Every broker and controller pod of the layout as the roll sees it.
+pub fn pod_states(layout: &Layout, observed: &Observed) -> Vec<PodState> {
+    let outdated = outdated_pods(&observed.statefulsets, &observed.pods);
+    let pod = |name: &str| {
+        observed
+            .pods
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some(name))
+    };
+    let brokers = layout.brokers();
+    layout
+        .controllers
+        .iter()
+        .map(|n| (n, true))
+        .chain(brokers.iter().map(|n| (n, false)))
+        .map(|(node, controller)| PodState {
+            name: node.pod.clone(),
+            id: node.id,
+            controller,
+            ready: pod(&node.pod).is_some_and(is_ready),
+            outdated: outdated.contains(&node.pod.as_str()),
+            terminating: pod(&node.pod).is_some_and(|p| p.metadata.deletion_timestamp.is_some()),
+        })
+        .collect()
 }
 
 /// The Kubernetes events a status change deserves: the cluster becoming ready or
@@ -464,6 +476,7 @@ mod tests {
             held_scale_downs: Vec::new(),
             kafka: None,
             operation: None,
+            roll: None,
         }
     }
 

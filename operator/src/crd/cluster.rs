@@ -482,6 +482,9 @@ pub enum OperationKind {
     Rebalance,
     /// Emptying brokers before they are removed.
     Drain,
+    /// Replacing pods that run an outdated template, one at a time (`brokers` lists the
+    /// ids still to replace; `partitionsTotal` and `partitionsDone` count pods here).
+    Roll,
 }
 
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]

@@ -75,6 +75,8 @@ pub struct FakeState {
     pub broker_configs: BTreeMap<Option<i32>, BTreeMap<String, String>>,
     /// Bytes each replica holds, as DescribeLogDirs would report (0 when unset).
     pub sizes: BTreeMap<(String, i32), u64>,
+    /// The metadata quorum's leader.
+    pub active_controller: Option<i32>,
 }
 
 /// The fake cluster; clones share state.
@@ -444,6 +446,15 @@ impl KafkaAdmin for FakeKafka {
             state.groups.remove(group);
             state.calls.push(format!("delete group {group}"));
             Ok(())
+        }
+        .boxed()
+    }
+
+    fn active_controller(&self) -> BoxFuture<'_, Result<Option<i32>, AdminError>> {
+        async move {
+            let state = self.state();
+            state.failing(ApiKey::DescribeQuorum, "the quorum")?;
+            Ok(state.active_controller)
         }
         .boxed()
     }

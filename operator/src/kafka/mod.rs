@@ -59,6 +59,8 @@ pub trait KafkaAdmin: ClusterAdmin {
         offsets: &'a BTreeMap<TopicPartition, i64>,
     ) -> BoxFuture<'a, Result<(), AdminError>>;
     fn delete_group<'a>(&'a self, group: &'a str) -> BoxFuture<'a, Result<(), AdminError>>;
+    /// The metadata quorum's leader (DescribeQuorum).
+    fn active_controller(&self) -> BoxFuture<'_, Result<Option<i32>, AdminError>>;
 }
 
 impl KafkaAdmin for Admin {
@@ -119,6 +121,9 @@ impl KafkaAdmin for Admin {
     }
     fn delete_group<'a>(&'a self, group: &'a str) -> BoxFuture<'a, Result<(), AdminError>> {
         Admin::delete_group(self, group).boxed()
+    }
+    fn active_controller(&self) -> BoxFuture<'_, Result<Option<i32>, AdminError>> {
+        Admin::active_controller(self).boxed()
     }
 }
 
