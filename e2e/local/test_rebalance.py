@@ -223,8 +223,14 @@ def test_rebalance_spreads_a_topic_onto_an_added_broker_and_a_second_run_finds_n
 
     # RF 3 -> 1 and back to 3, with the data intact.
     rebalance(cluster, "--execute", "--replication-factor", f"{topic}=1", "--no-balance")
-    assert all(len(r) == 1 for _, r, _ in partition_states(cluster, topic).values())
+    wait_until(lambda: all(len(r) == 1 for _, r, _ in partition_states(cluster, topic).values()), 30, f"{topic} on one replica")
     rebalance(cluster, "--execute", "--replication-factor", f"{topic}=3", "--no-balance")
-    assert all(len(r) == 3 and len(isr) == 3 for _, r, isr in partition_states(cluster, topic).values())
+    # The move is complete when the controller has the new replicas in the ISR; the broker
+    # asked may learn it a metadata round later.
+    wait_until(
+        lambda: all(len(r) == 3 and len(isr) == 3 for _, r, isr in partition_states(cluster, topic).values()),
+        30,
+        f"{topic} on three in-sync replicas",
+    )
     got = sorted(r.value for p in range(8) for r in read_partition(cluster.bootstrap(), topic, p, timeout_s=30))
     assert got == sorted(records)
