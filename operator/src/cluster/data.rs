@@ -357,21 +357,7 @@ fn new_operation(
     brokers: &[BrokerId],
     time: &Time,
 ) -> OperationStatus {
-    OperationStatus {
-        kind,
-        phase,
-        brokers: brokers.to_vec(),
-        plan_id: None,
-        partitions_total: 0,
-        partitions_done: 0,
-        bytes_total: 0,
-        bytes_moved: 0,
-        started: Some(time.clone()),
-        last_progress: Some(time.clone()),
-        message: String::new(),
-        throttled_topics: vec![],
-        throttled_brokers: vec![],
-    }
+    OperationStatus::new(kind, phase, brokers, Some(time.clone()))
 }
 
 fn completed_empty(brokers: &[BrokerId], time: &Time) -> OperationStatus {

@@ -288,19 +288,8 @@ mod tests {
         brokers: &[BrokerId],
     ) -> OperationStatus {
         OperationStatus {
-            kind,
-            phase,
-            brokers: brokers.to_vec(),
-            plan_id: None,
             partitions_total: 1,
-            partitions_done: 0,
-            bytes_total: 0,
-            bytes_moved: 0,
-            started: None,
-            last_progress: None,
-            message: String::new(),
-            throttled_topics: vec![],
-            throttled_brokers: vec![],
+            ..OperationStatus::new(kind, phase, brokers, None)
         }
     }
 

@@ -292,40 +292,50 @@ async fn roll(
     let default_min_isr = replication_defaults(cluster).1;
     let mut min_isr: BTreeMap<String, i32> = BTreeMap::new();
     let mut active = None;
+    // A topic whose min.insync.replicas cannot be read holds back every restart but that
+    // of a stuck pod: guessing the default could let a restart break its ISR.
+    let mut unreadable = None;
     if let (Some(admin), Some(kafka)) = (admin, &observed.kafka) {
         for t in &kafka.cluster.topics {
-            if let Ok(config) = admin.describe_topic_config(&t.name).await {
-                if let Some(v) = config
-                    .get("min.insync.replicas")
-                    .and_then(|e| e.value.as_deref())
-                    .and_then(|v| v.parse().ok())
-                {
-                    min_isr.insert(t.name.clone(), v);
+            match admin.describe_topic_config(&t.name).await {
+                Ok(config) => {
+                    if let Some(v) = config
+                        .get("min.insync.replicas")
+                        .and_then(|e| e.value.as_deref())
+                        .and_then(|v| v.parse().ok())
+                    {
+                        min_isr.insert(t.name.clone(), v);
+                    }
+                }
+                Err(err) => {
+                    unreadable.get_or_insert(format!(
+                        "cannot read min.insync.replicas of topic {}: {err}",
+                        t.name
+                    ));
                 }
             }
         }
         active = admin.active_controller().await.unwrap_or(None);
     }
-    let step = next_restart(
+    let mut step = next_restart(
         &pods,
         observed.kafka.as_ref().map(|k| &k.cluster),
         &|t| min_isr.get(t).copied().unwrap_or(default_min_isr),
         active,
     );
+    if let (RollStep::Restart { pod, .. }, Some(why)) = (&step, unreadable) {
+        if pods.iter().any(|p| &p.name == pod && p.ready) {
+            step = RollStep::Wait(why);
+        }
+    }
     let mut op = rolling.cloned().unwrap_or_else(|| OperationStatus {
-        kind: OperationKind::Roll,
-        phase: OperationPhase::Moving,
-        brokers: vec![],
-        plan_id: None,
         partitions_total: outdated.len() as i32,
-        partitions_done: 0,
-        bytes_total: 0,
-        bytes_moved: 0,
-        started: Some(now.clone()),
-        last_progress: Some(now.clone()),
-        message: String::new(),
-        throttled_topics: vec![],
-        throttled_brokers: vec![],
+        ..OperationStatus::new(
+            OperationKind::Roll,
+            OperationPhase::Moving,
+            &[],
+            Some(now.clone()),
+        )
     });
     let done = (op.partitions_total - outdated.len() as i32).max(0);
     if done > op.partitions_done {

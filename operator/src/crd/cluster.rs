@@ -476,6 +476,33 @@ pub struct OperationStatus {
     pub throttled_brokers: Vec<BrokerId>,
 }
 
+impl OperationStatus {
+    /// An operation of `kind` on `brokers` that starts (and last progressed) at `now`,
+    /// with nothing counted yet.
+    pub fn new(
+        kind: OperationKind,
+        phase: OperationPhase,
+        brokers: &[BrokerId],
+        now: Option<Time>,
+    ) -> Self {
+        OperationStatus {
+            kind,
+            phase,
+            brokers: brokers.to_vec(),
+            plan_id: None,
+            partitions_total: 0,
+            partitions_done: 0,
+            bytes_total: 0,
+            bytes_moved: 0,
+            started: now.clone(),
+            last_progress: now,
+            message: String::new(),
+            throttled_topics: vec![],
+            throttled_brokers: vec![],
+        }
+    }
+}
+
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum OperationKind {
     /// Spreading partitions onto added brokers (and raising internal topics' replication).
