@@ -35,11 +35,21 @@ def broker_binary() -> Path:
     return target / "release" / "strom-broker"
 
 
+_HANDED_OUT: set = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on at host right now (any address of 127.0.0.0/8 works)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A port nothing listens on at host right now (any address of 127.0.0.0/8 works) and
+    that this process has not handed out before: the kernel may offer a probed port again,
+    and two brokers of one cluster given the same port make one fail to start."""
+    for _ in range(1000):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no free port left that this test process has not used")
 
 
 _PR_SET_PDEATHSIG = 1

@@ -5,9 +5,11 @@
 // Each test crate that includes this module uses a different part of it.
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::BaseConsumer;
@@ -37,11 +39,23 @@ pub fn broker_bin() -> PathBuf {
     binary
 }
 
+/// A loopback port nothing listens on now and that this test process has not handed out
+/// before. The kernel may offer a port again once its probe listener is dropped, and a
+/// broker given the port another broker of the same cluster was given fails to start
+/// (seen in CI: one broker's HTTP port was the next broker's Kafka listener).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..1000 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        if handed_out.insert(port) {
+            return port;
+        }
+    }
+    panic!("no loopback port left that this test process has not used")
 }
 
 /// Starts `command` with stdout and stderr appended to `log`.
