@@ -207,7 +207,9 @@ impl Broker {
                 }
                 true
             }
-            Err(e) if e.code == crate::protocol::codes::STALE_BROKER_EPOCH => {
+            // Stopping, a forgotten broker has nothing left to hand over: registering
+            // again would only delay the stop.
+            Err(e) if e.code == crate::protocol::codes::STALE_BROKER_EPOCH && !want_shut_down => {
                 tracing::warn!(message = %e.message, "the controller forgot this broker; registering again");
                 self.register().await;
                 false
@@ -225,13 +227,24 @@ impl Broker {
         if !self.config.roles().broker || self.replicas.broker_epoch() < 0 {
             return;
         }
+        tracing::info!(
+            limit_ms = limit.as_millis() as u64,
+            "controlled shutdown: asking the controller to move leaderships away"
+        );
         let deadline = tokio::time::Instant::now() + limit;
-        while tokio::time::Instant::now() < deadline {
-            if self.heartbeat(true).await && self.shut_down_granted.load(Ordering::Acquire) {
+        loop {
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if remaining.is_zero() {
+                break;
+            }
+            // One heartbeat may wait on a busy controller or a forward that retries
+            // across voters: the limit bounds the whole shutdown, not each attempt.
+            let answered = tokio::time::timeout(remaining, self.heartbeat(true)).await;
+            if answered == Ok(true) && self.shut_down_granted.load(Ordering::Acquire) {
                 tracing::info!("controlled shutdown: leaderships moved away");
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(remaining.min(Duration::from_millis(100))).await;
         }
         tracing::warn!("controlled shutdown did not complete in time; stopping anyway");
     }

@@ -498,6 +498,36 @@ def test_sigterm_is_a_controlled_shutdown(cluster_factory, topic_name):
     assert_partitions_hold(cluster.bootstrap(), topic_name, produced)
 
 
+@pytest.mark.timeout_s(120)
+def test_sigterm_with_every_controller_stalled_stops_within_the_shutdown_bound(cluster_factory, topic_name):
+    """SIGTERM of a broker while every controller is paused (SIGSTOP: their sockets
+    accept, nothing answers): the controlled shutdown gives up at its bound
+    (strom.shutdown.timeout.ms, 3 s here) instead of waiting out the forwarder's retries
+    across the voters, and the broker exits 0 with its logs closed cleanly; restarted once
+    the controllers resume, it has every record."""
+    shutdown_ms = 3000
+    cluster = cluster_factory.start(controllers=3, brokers=2, props={"strom.shutdown.timeout.ms": shutdown_ms})
+    create_topic_via(cluster, 21, topic_name, 4)
+    produced = produce_everywhere(cluster.bootstrap(), topic_name, 4, 10, "before")
+    controllers = [i for i, n in cluster.nodes.items() if not n.is_broker]
+    for c in controllers:
+        cluster.pause(c)
+    victim = 21
+    started = time.monotonic()
+    code = cluster.stop(victim, timeout_s=30)
+    stopped_in = time.monotonic() - started
+    assert code == 0, f"SIGTERM exit code {code}"
+    log = cluster.nodes[victim].log_text()
+    assert "controlled shutdown did not complete in time" in log, cluster.nodes[victim].log_tail()
+    # The bound, then closing: far below the 10 s one forwarded heartbeat may retry for.
+    assert stopped_in < 2 * shutdown_ms / 1000 + 2, f"took {stopped_in:.1f}s to stop"
+    for c in controllers:
+        cluster.resume(c)
+    cluster.start_node(victim)
+    cluster.wait_brokers({21, 22}, via=22, timeout_s=40)
+    assert_partitions_hold(cluster.bootstrap(), topic_name, produced)
+
+
 @pytest.mark.timeout_s(180)
 def test_every_node_killed_hard_then_restarted_recovers_every_topic(cluster_factory, topic_name):
     """Topics of 12, 3 and 1 partitions (one with a config) and acknowledged records on
