@@ -232,6 +232,12 @@ impl ConfigSource {
     }
 }
 
+/// A topic's config entries by name.
+pub type TopicConfig = BTreeMap<String, ConfigEntry>;
+
+/// Each topic's config, or why it could not be read.
+pub type TopicConfigs = BTreeMap<String, Result<TopicConfig, AdminError>>;
+
 /// One config entry of a topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigEntry {
@@ -659,46 +665,101 @@ impl Admin {
     }
 
     /// Every config entry of `topic`, with its source.
-    pub async fn describe_topic_config(
-        &self,
-        topic: &str,
-    ) -> Result<BTreeMap<String, ConfigEntry>, AdminError> {
-        self.retrying("describe_topic_config", || {
-            self.describe_topic_config_once(topic)
+    pub async fn describe_topic_config(&self, topic: &str) -> Result<TopicConfig, AdminError> {
+        self.retrying("describe_topic_config", || async {
+            let topics = [topic.to_owned()];
+            let mut answers = self.describe_topic_configs_once(&topics, None).await?;
+            answers.remove(topic).unwrap_or_else(|| {
+                Err(AdminError::Unexpected {
+                    api: ApiKey::DescribeConfigs,
+                    detail: format!("topic {topic} missing from the response"),
+                })
+            })
         })
         .await
     }
 
-    async fn describe_topic_config_once(
+    /// The entries named `keys` (every entry when `None`) of each of `topics`, in one
+    /// DescribeConfigs: a topic the broker could not describe gets its own error, and the
+    /// whole call is tried again while some topic's error is retriable — except
+    /// UNKNOWN_TOPIC_OR_PARTITION: a topic deleted since the caller listed it is an answer.
+    pub async fn describe_topic_configs(
         &self,
-        topic: &str,
-    ) -> Result<BTreeMap<String, ConfigEntry>, AdminError> {
+        topics: &[String],
+        keys: Option<&[&str]>,
+    ) -> Result<TopicConfigs, AdminError> {
+        if topics.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        self.retrying("describe_topic_configs", || async {
+            let mut answers = self.describe_topic_configs_once(topics, keys).await?;
+            let retriable = answers.iter().find_map(|(topic, answer)| {
+                matches!(answer, Err(err) if err.is_retriable()
+                    && err.kafka_error() != Some(ResponseError::UnknownTopicOrPartition))
+                .then(|| topic.clone())
+            });
+            if let Some(Err(err)) = retriable.and_then(|topic| answers.remove(&topic)) {
+                return Err(err);
+            }
+            Ok(answers)
+        })
+        .await
+    }
+
+    async fn describe_topic_configs_once(
+        &self,
+        topics: &[String],
+        keys: Option<&[&str]>,
+    ) -> Result<TopicConfigs, AdminError> {
+        let keys: Option<Vec<StrBytes>> = keys.map(|keys| {
+            keys.iter()
+                .map(|k| StrBytes::from_string((*k).to_owned()))
+                .collect()
+        });
         let resp = self
             .send(Target::Any, |_| {
-                DescribeConfigsRequest::default().with_resources(vec![
-                    DescribeConfigsResource::default()
-                        .with_resource_type(RESOURCE_TOPIC)
-                        .with_resource_name(StrBytes::from_string(topic.to_owned()))
-                        .with_configuration_keys(None),
-                ])
+                DescribeConfigsRequest::default().with_resources(
+                    topics
+                        .iter()
+                        .map(|topic| {
+                            DescribeConfigsResource::default()
+                                .with_resource_type(RESOURCE_TOPIC)
+                                .with_resource_name(StrBytes::from_string(topic.clone()))
+                                .with_configuration_keys(keys.clone())
+                        })
+                        .collect(),
+                )
             })
             .await?;
         let api = ApiKey::DescribeConfigs;
-        let result = answer_for(api, &resp.results, &format!("topic {topic}"), |r| {
-            r.resource_name.as_str() == topic
-        })?;
-        check(api, topic, result.error_code, result.error_message.as_ref())?;
-        Ok(result
-            .configs
+        Ok(topics
             .iter()
-            .map(|c| {
-                let entry = ConfigEntry {
-                    value: c.value.as_ref().map(|v| v.to_string()),
-                    source: ConfigSource::from_code(c.config_source),
-                    read_only: c.read_only,
-                    sensitive: c.is_sensitive,
-                };
-                (c.name.to_string(), entry)
+            .map(|topic| {
+                let answer = answer_for(api, &resp.results, &format!("topic {topic}"), |r| {
+                    r.resource_name.as_str() == topic
+                })
+                .and_then(|result| {
+                    check(
+                        api,
+                        topic.as_str(),
+                        result.error_code,
+                        result.error_message.as_ref(),
+                    )?;
+                    Ok(result
+                        .configs
+                        .iter()
+                        .map(|c| {
+                            let entry = ConfigEntry {
+                                value: c.value.as_ref().map(|v| v.to_string()),
+                                source: ConfigSource::from_code(c.config_source),
+                                read_only: c.read_only,
+                                sensitive: c.is_sensitive,
+                            };
+                            (c.name.to_string(), entry)
+                        })
+                        .collect())
+                });
+                (topic.clone(), answer)
             })
             .collect())
     }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use common::{
     broker_bin, consume, free_port, log_tail, produce, spawn_logged, CONSUME_TIMEOUT, READY_TIMEOUT,
 };
+use kafka_protocol::error::ResponseError;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::BaseProducer;
@@ -193,6 +194,26 @@ async fn topics_are_created_altered_grown_and_deleted() {
         config.get("segment.ms").map(|e| e.source),
         Some(ConfigSource::DynamicTopic),
         "a key removed from the spec returns to its default"
+    );
+
+    // Many topics in one DescribeConfigs, only the keys asked for; a missing topic is
+    // answered on its own.
+    let topics = ["orders".to_owned(), "missing".to_owned()];
+    let answers = admin
+        .describe_topic_configs(&topics, Some(&["retention.ms", "min.insync.replicas"]))
+        .await
+        .expect("batched config");
+    let orders = answers["orders"].as_ref().expect("orders' config");
+    assert_eq!(
+        orders.keys().collect::<Vec<_>>(),
+        ["min.insync.replicas", "retention.ms"]
+    );
+    assert_eq!(orders["retention.ms"].value.as_deref(), Some("7200000"));
+    let missing = answers["missing"].as_ref().expect_err("no such topic");
+    assert_eq!(
+        missing.kafka_error(),
+        Some(ResponseError::UnknownTopicOrPartition),
+        "{missing}"
     );
 
     assert!(topic_sync::delete(&admin, "orders").await.expect("delete"));

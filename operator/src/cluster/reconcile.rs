@@ -296,24 +296,35 @@ async fn roll(
     // of a stuck pod: guessing the default could let a restart break its ISR.
     let mut unreadable = None;
     if let (Some(admin), Some(kafka)) = (admin, &observed.kafka) {
-        for t in &kafka.cluster.topics {
-            match admin.describe_topic_config(&t.name).await {
-                Ok(config) => {
-                    if let Some(v) = config
-                        .get("min.insync.replicas")
-                        .and_then(|e| e.value.as_deref())
-                        .and_then(|v| v.parse().ok())
-                    {
-                        min_isr.insert(t.name.clone(), v);
+        const MIN_ISR: &str = "min.insync.replicas";
+        let topics: Vec<String> = kafka
+            .cluster
+            .topics
+            .iter()
+            .map(|t| t.name.clone())
+            .collect();
+        match admin.describe_topic_configs(&topics, &[MIN_ISR]).await {
+            Ok(answers) => {
+                for (topic, answer) in answers {
+                    match answer {
+                        Ok(config) => {
+                            if let Some(v) = config
+                                .get(MIN_ISR)
+                                .and_then(|e| e.value.as_deref())
+                                .and_then(|v| v.parse().ok())
+                            {
+                                min_isr.insert(topic, v);
+                            }
+                        }
+                        Err(err) => {
+                            unreadable.get_or_insert(format!(
+                                "cannot read {MIN_ISR} of topic {topic}: {err}"
+                            ));
+                        }
                     }
                 }
-                Err(err) => {
-                    unreadable.get_or_insert(format!(
-                        "cannot read min.insync.replicas of topic {}: {err}",
-                        t.name
-                    ));
-                }
             }
+            Err(err) => unreadable = Some(format!("cannot read {MIN_ISR} of the topics: {err}")),
         }
         active = admin.active_controller().await.unwrap_or(None);
     }
@@ -1253,6 +1264,65 @@ mod tests {
             (&json!("Completed"), &json!(2))
         );
         assert_eq!(condition(&status, "Progressing")["reason"], "UpToDate");
+    }
+
+    #[tokio::test]
+    async fn a_topic_whose_min_isr_cannot_be_read_holds_back_all_but_a_stuck_pod() {
+        let (ctx, mut api, pool) = fixtures::context_with_kafka();
+        let kafka = &pool.kafka;
+        kafka.add_brokers(&[(0, None), (1, None), (2, None)]);
+        kafka.add_placed_topic("orders", &[vec![0, 1, 2]]);
+        kafka.add_placed_topic("payments", &[vec![1, 2, 0]]);
+        kafka.state().active_controller = Some(9000);
+        kafka.state().fail_for.insert(
+            "payments".into(),
+            kafka_protocol::error::ResponseError::TopicAuthorizationFailed,
+        );
+
+        // Broker 0 is ready and out of date: safe by the default min ISR, but payments'
+        // own may be higher, so nothing is deleted and the status says why.
+        let (status, events) = roll_once(
+            &ctx,
+            &mut api,
+            conditions_at(true, T0),
+            [
+                ("old", true, false),
+                ("new", true, false),
+                ("new", true, false),
+            ],
+            None,
+            (0, 0),
+        )
+        .await;
+        assert!(events.is_empty(), "{events:?}");
+        let message = status["operation"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("cannot read min.insync.replicas of topic payments"),
+            "{status}"
+        );
+
+        // Broker 0 stuck not ready on the old template: replacing it is always allowed.
+        let (status, events) = roll_once(
+            &ctx,
+            &mut api,
+            status,
+            [
+                ("old", false, false),
+                ("new", true, false),
+                ("new", true, false),
+            ],
+            Some("dev-broker-0-0"),
+            (1, 1),
+        )
+        .await;
+        assert_eq!(reasons(&events), ["RollingRestart", "ClusterNotReady"]);
+        assert!(
+            status["operation"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("deleted pod dev-broker-0-0"),
+            "{status}"
+        );
     }
 
     #[tokio::test]

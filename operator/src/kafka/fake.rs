@@ -67,6 +67,8 @@ pub struct FakeState {
     pub calls: Vec<String>,
     /// When set, every call fails with this error code.
     pub fail_with: Option<ResponseError>,
+    /// Calls naming these resources (topics, groups) fail with the error given.
+    pub fail_for: BTreeMap<String, ResponseError>,
     /// Live brokers with their racks.
     pub brokers: Vec<BrokerInfo>,
     /// Reassignments in progress: (topic, partition) -> target replicas.
@@ -183,7 +185,10 @@ fn kafka_error(api: ApiKey, resource: &str, error: ResponseError) -> AdminError 
 
 impl FakeState {
     fn failing(&self, api: ApiKey, resource: &str) -> Result<(), AdminError> {
-        match self.fail_with {
+        match self
+            .fail_with
+            .or_else(|| self.fail_for.get(resource).copied())
+        {
             Some(error) => Err(kafka_error(api, resource, error)),
             None => Ok(()),
         }
@@ -282,6 +287,28 @@ impl KafkaAdmin for FakeKafka {
             t.partitions = count;
             state.calls.push(format!("partitions {topic} {count}"));
             Ok(())
+        }
+        .boxed()
+    }
+
+    fn describe_topic_configs<'a>(
+        &'a self,
+        topics: &'a [String],
+        keys: &'a [&'a str],
+    ) -> BoxFuture<'a, Result<TopicConfigs, AdminError>> {
+        async move {
+            if let Some(error) = self.state().fail_with {
+                return Err(kafka_error(ApiKey::DescribeConfigs, "topics", error));
+            }
+            let mut answers = BTreeMap::new();
+            for topic in topics {
+                let answer = self.describe_topic_config(topic).await.map(|mut config| {
+                    config.retain(|k, _| keys.contains(&k.as_str()));
+                    config
+                });
+                answers.insert(topic.clone(), answer);
+            }
+            Ok(answers)
         }
         .boxed()
     }

@@ -18,7 +18,7 @@ use futures::FutureExt;
 pub use strom_client::admin::{
     Admin, AdminConfig, AdminError, BrokerInfo, ClusterView, ConfigEntry, ConfigOp, ConfigSource,
     GroupInfo, MemberInfo, NewTopic, OffsetSpec, OngoingReassignment, PartitionInfo,
-    ReassignmentOutcome, TopicInfo, TopicPartition,
+    ReassignmentOutcome, TopicConfig, TopicConfigs, TopicInfo, TopicPartition,
 };
 pub use strom_client::rebalance::ClusterAdmin;
 
@@ -41,6 +41,13 @@ pub trait KafkaAdmin: ClusterAdmin {
         &'a self,
         topic: &'a str,
     ) -> BoxFuture<'a, Result<BTreeMap<String, ConfigEntry>, AdminError>>;
+    /// The entries named `keys` of many topics in one DescribeConfigs, each topic with its
+    /// own answer.
+    fn describe_topic_configs<'a>(
+        &'a self,
+        topics: &'a [String],
+        keys: &'a [&'a str],
+    ) -> BoxFuture<'a, Result<TopicConfigs, AdminError>>;
     fn list_offsets<'a>(
         &'a self,
         topic: &'a str,
@@ -91,6 +98,13 @@ impl KafkaAdmin for Admin {
         topic: &'a str,
     ) -> BoxFuture<'a, Result<BTreeMap<String, ConfigEntry>, AdminError>> {
         Admin::describe_topic_config(self, topic).boxed()
+    }
+    fn describe_topic_configs<'a>(
+        &'a self,
+        topics: &'a [String],
+        keys: &'a [&'a str],
+    ) -> BoxFuture<'a, Result<TopicConfigs, AdminError>> {
+        Admin::describe_topic_configs(self, topics, Some(keys)).boxed()
     }
     fn list_offsets<'a>(
         &'a self,
