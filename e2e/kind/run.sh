@@ -155,6 +155,8 @@ operation_is() {
     [[ "$(events_status operation.kind)" == "$1" ]] && [[ "$(events_status operation.phase)" == "$2" ]]
 }
 fully_replicated() { [[ "$(events_status underReplicatedPartitions)" == 0 ]]; }
+operation_kind_is() { [[ "$(events_status operation.kind)" == "$1" ]]; }
+pod_phase_is() { [[ "$(kz get pod "$1" -o jsonpath='{.status.phase}')" == "$2" ]]; }
 
 # Replica counts per broker within one of each other, and no partition with two replicas
 # in one rack (rack index = broker id / 1000), from the status and from kcat's metadata.
@@ -242,7 +244,7 @@ check_balanced
 step "three zones: a config change rolls every pod, one at a time"
 before="$(kz get pods -l app.kubernetes.io/instance=events -o jsonpath='{range .items[*]}{.metadata.name}={.metadata.uid}{"\n"}{end}')"
 kz patch kafkacluster events --type merge -p '{"spec":{"config":{"logRetentionMs":86400000}}}'
-wait_until 120 "the roll to start" test "$(events_status operation.kind)" = Roll
+wait_until 120 "the roll to start" operation_kind_is Roll
 wait_until 1200 "the roll to complete" operation_is Roll Completed
 wait_until 600 "3 ready brokers after the roll" ready_with_brokers 3 "0 1000 2000"
 while IFS='=' read -r pod uid; do
@@ -255,8 +257,7 @@ wait_until 300 "no under-replicated partition" fully_replicated
 
 step "three zones: every record the producer sent is there"
 kz exec kcat-load -- touch /tmp/stop
-wait_until 360 "the producer to flush and exit" \
-    test "$(kz get pod kcat-load -o jsonpath='{.status.phase}')" = Succeeded
+wait_until 360 "the producer to flush and exit" pod_phase_is kcat-load Succeeded
 batches="$(kz logs kcat-load | sed -n 's/^batches=//p')"
 [[ "$batches" -gt 0 ]] || { echo "FAIL: the producer reported no batches" >&2; kz logs kcat-load >&2; exit 1; }
 expected=$((batches * 100))
