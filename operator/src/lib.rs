@@ -10,3 +10,4 @@ pub mod metrics;
 pub mod run;
 pub mod shell;
 pub mod topic;
+pub mod watch;

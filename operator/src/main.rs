@@ -12,7 +12,7 @@ use strom_operator::cluster::desired::{Defaults, MANAGER};
 use strom_operator::cluster::reconcile::Context;
 use strom_operator::kafka::{AdminConfig, Admins};
 use strom_operator::metrics::{self, Metrics};
-use strom_operator::run::{run, LeaderElection, Stopped};
+use strom_operator::run::{json_logs, run, LeaderElection, Stopped};
 use tokio::sync::watch;
 use tracing::info;
 use tracing_subscriber::EnvFilter;
@@ -77,10 +77,10 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let filter = EnvFilter::try_new(&args.log_level).context("parsing --log-level")?;
     match args.log_format {
-        LogFormat::Json => tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init(),
+        LogFormat::Json => {
+            tracing::subscriber::set_global_default(json_logs(filter, std::io::stdout))
+                .context("installing the log subscriber")?
+        }
         LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
     }
 

@@ -1,10 +1,11 @@
 //! The operator's Prometheus metrics and the small HTTP server that serves them along
 //! with `/healthz` and `/readyz`.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
@@ -30,6 +31,19 @@ pub struct Metrics {
     reconcile_duration: Histogram,
     leader: Gauge,
     ready: AtomicBool,
+    watches: Mutex<BTreeMap<String, WatchState>>,
+    watch_failures: Family<Labels, Counter>,
+}
+
+/// Where one of the controllers' watches stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchState {
+    /// Started, its first list not complete yet.
+    Listing,
+    /// Listed, and nothing failed since.
+    Healthy,
+    /// Its last list or watch call failed, for this reason.
+    Failing(String),
 }
 
 impl Default for Metrics {
@@ -60,12 +74,20 @@ impl Metrics {
             "Whether this replica holds the leader lease (1) or not (0)",
             leader.clone(),
         );
+        let watch_failures = Family::<Labels, Counter>::default();
+        registry.register(
+            "watch_failures",
+            "Failed list or watch calls, by watch (kind, namespace and controller)",
+            watch_failures.clone(),
+        );
         Self {
             registry,
             reconciliations,
             reconcile_duration,
             leader,
             ready: AtomicBool::new(false),
+            watches: Mutex::new(BTreeMap::new()),
+            watch_failures,
         }
     }
 
@@ -90,6 +112,48 @@ impl Metrics {
     /// Marks the process ready (connected to the API server and running or standing by).
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// Records where watch `watch` stands; a watch appears with its first state.
+    pub fn set_watch(&self, watch: &str, state: WatchState) {
+        if matches!(state, WatchState::Failing(_)) {
+            self.watch_failures
+                .get_or_create(&vec![("watch".to_owned(), watch.to_owned())])
+                .inc();
+        }
+        let mut watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
+        watches.insert(watch.to_owned(), state);
+    }
+
+    /// Forgets every watch: the controllers stopped (shutdown, or leadership lost).
+    pub fn clear_watches(&self) {
+        self.watches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    /// Ready when the process is, and every watch the controllers run has listed and is
+    /// not failing; otherwise why not, one line per watch that is not healthy. A replica
+    /// standing by for the lease runs no watches and is ready.
+    pub fn readiness(&self) -> Result<(), String> {
+        if !self.ready.load(Ordering::Relaxed) {
+            return Err("starting".to_owned());
+        }
+        let watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
+        let unhealthy: Vec<String> = watches
+            .iter()
+            .filter_map(|(watch, state)| match state {
+                WatchState::Healthy => None,
+                WatchState::Listing => Some(format!("{watch}: listing")),
+                WatchState::Failing(why) => Some(format!("{watch}: failing: {why}")),
+            })
+            .collect();
+        if unhealthy.is_empty() {
+            Ok(())
+        } else {
+            Err(unhealthy.join("\n"))
+        }
     }
 
     /// The metrics in the Prometheus text format.
@@ -136,10 +200,13 @@ fn respond(req: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> 
     let (status, body) = match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => (StatusCode::OK, metrics.encode()),
         (&Method::GET, "/healthz") => (StatusCode::OK, "ok\n".to_owned()),
-        (&Method::GET, "/readyz") if metrics.ready.load(Ordering::Relaxed) => {
-            (StatusCode::OK, "ready\n".to_owned())
-        }
-        (&Method::GET, "/readyz") => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_owned()),
+        (&Method::GET, "/readyz") => match metrics.readiness() {
+            Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
+            Err(why) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready\n{why}\n"),
+            ),
+        },
         _ => (StatusCode::NOT_FOUND, "not found\n".to_owned()),
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));
@@ -184,10 +251,32 @@ mod tests {
         metrics.set_ready(true);
         metrics.set_leader(true);
         assert_eq!(get(addr, "/readyz").await.0, "HTTP/1.1 200 OK");
+
+        // Ready only while every watch has listed and none fails.
+        metrics.set_watch("Topic in *", WatchState::Listing);
+        let (status, body) = get(addr, "/readyz").await;
+        assert_eq!(status, "HTTP/1.1 503 Service Unavailable");
+        assert!(body.contains("Topic in *: listing"), "{body}");
+        metrics.set_watch("Topic in *", WatchState::Healthy);
+        assert_eq!(get(addr, "/readyz").await.0, "HTTP/1.1 200 OK");
+        metrics.set_watch("Topic in *", WatchState::Failing("403 forbidden".into()));
+        let (status, body) = get(addr, "/readyz").await;
+        assert_eq!(status, "HTTP/1.1 503 Service Unavailable");
+        assert!(
+            body.contains("Topic in *: failing: 403 forbidden"),
+            "{body}"
+        );
+        metrics.clear_watches();
+        assert_eq!(get(addr, "/readyz").await.0, "HTTP/1.1 200 OK");
         let (status, body) = get(addr, "/metrics").await;
         assert_eq!(status, "HTTP/1.1 200 OK");
         assert!(
             body.lines().any(|l| l == "strom_operator_leader 1"),
+            "{body}"
+        );
+        assert!(
+            body.lines()
+                .any(|l| l == r#"strom_operator_watch_failures_total{watch="Topic in *"} 1"#),
             "{body}"
         );
         assert_eq!(get(addr, "/nope").await.0, "HTTP/1.1 404 Not Found");

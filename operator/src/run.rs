@@ -1,5 +1,6 @@
-//! The operator process around the controllers: which namespaces are watched, leader
-//! election on a `coordination.k8s.io` Lease, and graceful shutdown.
+//! The operator process around the controllers: which namespaces are watched, the
+//! watch streams each controller runs on, leader election on a `coordination.k8s.io`
+//! Lease, and graceful shutdown.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,18 +9,20 @@ use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{watcher, Controller};
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{watcher, Controller, WatchStreamExt};
 use kube::{Api, Client, Resource};
 use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::watch;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::cluster::desired::{INSTANCE_LABEL, MANAGED_BY_LABEL, MANAGER, NAME_LABEL};
 use crate::cluster::reconcile::{error_policy, reconcile, Context};
 use crate::crd::{ClusterRef, ConsumerGroup, KafkaCluster, Topic};
 use crate::group::reconcile as group;
 use crate::topic::reconcile as topic;
+use crate::watch::{lenient, tracked, watch_name};
 
 /// How long controllers may take to finish their reconciles after shutdown is asked
 /// for; below the chart's 30 s termination grace period, leaving time to release the
@@ -132,14 +135,43 @@ pub async fn run(
     Ok(why)
 }
 
-/// One controller per watched namespace (or one over all namespaces), run together.
-async fn run_controllers(ctx: Arc<Context>, namespaces: &[String], stop: watch::Receiver<bool>) {
-    let scopes: Vec<Option<&str>> = if namespaces.is_empty() {
+/// The namespaces to watch, from `--namespace` / `STROM_WATCH_NAMESPACES`: `None` is
+/// every namespace. Blank entries are dropped, so the empty value the chart renders by
+/// default means every namespace, not the namespace named "".
+pub fn watch_scopes(namespaces: &[String]) -> Vec<Option<String>> {
+    let named: Vec<Option<String>> = namespaces
+        .iter()
+        .map(|ns| ns.trim())
+        .filter(|ns| !ns.is_empty())
+        .map(|ns| Some(ns.to_owned()))
+        .collect();
+    if named.is_empty() {
         vec![None]
     } else {
-        namespaces.iter().map(|ns| Some(ns.as_str())).collect()
-    };
-    let controllers = scopes.into_iter().flat_map(|namespace| {
+        named
+    }
+}
+
+/// The subscriber behind `--log-format json`: one JSON object per line, with the
+/// fields of the spans around the event (a reconcile's `namespace` and `object`).
+pub fn json_logs<W>(
+    filter: tracing_subscriber::EnvFilter,
+    writer: W,
+) -> impl tracing::Subscriber + Send + Sync
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .finish()
+}
+
+/// One controller per watched namespace (or one over all namespaces), run together.
+async fn run_controllers(ctx: Arc<Context>, namespaces: &[String], stop: watch::Receiver<bool>) {
+    let scopes = watch_scopes(namespaces);
+    let controllers = scopes.iter().map(Option::as_deref).flat_map(|namespace| {
         info!(
             namespace = namespace.unwrap_or("*"),
             "watching KafkaClusters, Topics and ConsumerGroups"
@@ -164,6 +196,7 @@ async fn run_controllers(ctx: Arc<Context>, namespaces: &[String], stop: watch::
             }
         }
     }
+    ctx.metrics.clear_watches();
 }
 
 fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -176,8 +209,33 @@ where
     }
 }
 
-fn owned_config() -> watcher::Config {
-    watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}"))
+/// The metadata of the objects of kind `K` the operator manages, for the cluster
+/// controller's `owns`.
+fn owned<K>(
+    ctx: &Context,
+    namespace: Option<&str>,
+) -> impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let config = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}"));
+    let watch = watch_name(&K::kind(&()), namespace, "KafkaCluster");
+    tracked(
+        // Metadata only: the reconcile reads what it needs itself.
+        watcher(
+            scoped::<PartialObjectMeta<K>>(&ctx.client, namespace),
+            config,
+        ),
+        ctx.metrics.clone(),
+        watch,
+    )
+    .touched_objects()
 }
 
 async fn cluster_controller(
@@ -185,35 +243,39 @@ async fn cluster_controller(
     namespace: Option<&str>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let client = &ctx.client;
-    let clusters: Api<KafkaCluster> = scoped(client, namespace);
-    let pods: Api<Pod> = scoped(client, namespace);
-    Controller::new(clusters, watcher::Config::default().any_semantic())
+    let (reader, writer) = reflector::store();
+    let clusters = lenient::<KafkaCluster>(
+        ctx.clone(),
+        namespace,
+        watcher::Config::default().any_semantic(),
+        "KafkaCluster",
+    )
+    .reflect(writer)
+    .applied_objects();
+    let pods = tracked(
+        watcher(
+            scoped::<Pod>(&ctx.client, namespace),
+            watcher::Config::default().labels(&format!("{NAME_LABEL}=strom")),
+        ),
+        ctx.metrics.clone(),
+        watch_name("Pod", namespace, "KafkaCluster"),
+    )
+    .touched_objects();
+    Controller::for_stream(clusters, reader)
         // Every owned kind is watched, so an object deleted or edited out of band
         // triggers a reconcile that applies it again.
-        .owns(scoped::<StatefulSet>(client, namespace), owned_config())
-        .owns(scoped::<Service>(client, namespace), owned_config())
-        .owns(scoped::<ConfigMap>(client, namespace), owned_config())
-        .owns(
-            scoped::<PodDisruptionBudget>(client, namespace),
-            owned_config(),
-        )
+        .owns_stream(owned::<StatefulSet>(&ctx, namespace))
+        .owns_stream(owned::<Service>(&ctx, namespace))
+        .owns_stream(owned::<ConfigMap>(&ctx, namespace))
+        .owns_stream(owned::<PodDisruptionBudget>(&ctx, namespace))
         // Pods belong to StatefulSets, not to the cluster; their readiness is status,
         // so they map back to their cluster through the instance label.
-        .watches(
-            pods,
-            watcher::Config::default().labels(&format!("{NAME_LABEL}=strom")),
-            pod_to_cluster,
-        )
+        .watches_stream(pods, pod_to_cluster)
         .graceful_shutdown_on(async move {
             let _ = stop.wait_for(|stop| *stop).await;
         })
         .run(reconcile, error_policy, ctx.clone())
-        .for_each(|result| async move {
-            if let Err(err) = result {
-                warn!(cause = %err, "controller error");
-            }
-        })
+        .for_each(|result| async move { log_controller_error(result) })
         .await;
 }
 
@@ -224,26 +286,30 @@ async fn topic_controller(
     namespace: Option<&str>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let topics: Api<Topic> = scoped(&ctx.client, namespace);
-    let controller = Controller::new(topics, watcher::Config::default().any_semantic());
-    let store = controller.store();
-    controller
+    let (reader, writer) = reflector::store();
+    let topics = lenient::<Topic>(
+        ctx.clone(),
+        namespace,
+        watcher::Config::default().any_semantic(),
+        "Topic",
+    )
+    .reflect(writer)
+    .applied_objects();
+    let clusters =
+        lenient::<KafkaCluster>(ctx.clone(), namespace, watcher::Config::default(), "Topic")
+            .touched_objects();
+    let store = reader.clone();
+    Controller::for_stream(topics, reader)
         // A cluster that changes (gets its bootstrap address, becomes ready) is news
         // for its Topics, which may be waiting for it.
-        .watches(
-            scoped::<KafkaCluster>(&ctx.client, namespace),
-            watcher::Config::default(),
-            move |cluster| referring(&store.state(), &cluster, |t: &Topic| &t.spec.cluster_ref),
-        )
+        .watches_stream(clusters, move |cluster| {
+            referring(&store.state(), &cluster, |t: &Topic| &t.spec.cluster_ref)
+        })
         .graceful_shutdown_on(async move {
             let _ = stop.wait_for(|stop| *stop).await;
         })
         .run(topic::reconcile, topic::error_policy, ctx.clone())
-        .for_each(|result| async move {
-            if let Err(err) = result {
-                warn!(cause = %err, "topic controller error");
-            }
-        })
+        .for_each(|result| async move { log_controller_error(result) })
         .await;
 }
 
@@ -254,29 +320,51 @@ async fn group_controller(
     namespace: Option<&str>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let groups: Api<ConsumerGroup> = scoped(&ctx.client, namespace);
-    let controller = Controller::new(groups, watcher::Config::default().any_semantic());
-    let store = controller.store();
-    controller
-        .watches(
-            scoped::<KafkaCluster>(&ctx.client, namespace),
-            watcher::Config::default(),
-            move |cluster| {
-                referring(&store.state(), &cluster, |g: &ConsumerGroup| {
-                    &g.spec.cluster_ref
-                })
-            },
-        )
+    let (reader, writer) = reflector::store();
+    let groups = lenient::<ConsumerGroup>(
+        ctx.clone(),
+        namespace,
+        watcher::Config::default().any_semantic(),
+        "ConsumerGroup",
+    )
+    .reflect(writer)
+    .applied_objects();
+    let clusters = lenient::<KafkaCluster>(
+        ctx.clone(),
+        namespace,
+        watcher::Config::default(),
+        "ConsumerGroup",
+    )
+    .touched_objects();
+    let store = reader.clone();
+    Controller::for_stream(groups, reader)
+        .watches_stream(clusters, move |cluster| {
+            referring(&store.state(), &cluster, |g: &ConsumerGroup| {
+                &g.spec.cluster_ref
+            })
+        })
         .graceful_shutdown_on(async move {
             let _ = stop.wait_for(|stop| *stop).await;
         })
         .run(group::reconcile, group::error_policy, ctx.clone())
-        .for_each(|result| async move {
-            if let Err(err) = result {
-                warn!(cause = %err, "consumer group controller error");
-            }
-        })
+        .for_each(|result| async move { log_controller_error(result) })
         .await;
+}
+
+/// Logs what a controller reports besides successful reconciles. A failed reconcile
+/// was logged by its `error_policy` already, and an object that is gone by the time
+/// its queued reconcile runs is the ordinary end of a deletion: both only at debug.
+fn log_controller_error<T, E: std::error::Error>(
+    result: Result<T, kube::runtime::controller::Error<E, watcher::Error>>,
+) {
+    use kube::runtime::controller::Error;
+    match result {
+        Ok(_) => {}
+        Err(err @ (Error::ReconcilerFailed(..) | Error::ObjectNotFound(_))) => {
+            debug!(cause = %err, "controller");
+        }
+        Err(err) => warn!(cause = %err, "controller error"),
+    }
 }
 
 /// The objects among `objects` that refer to `cluster` (same namespace and name).
@@ -308,6 +396,17 @@ fn pod_to_cluster(pod: Pod) -> Option<ObjectRef<KafkaCluster>> {
 mod tests {
     use super::*;
     use crate::cluster::fixtures;
+
+    #[test]
+    fn blank_namespaces_mean_every_namespace() {
+        // What clap makes of the chart's default `STROM_WATCH_NAMESPACES: ""`.
+        assert_eq!(watch_scopes(&["".to_owned()]), vec![None]);
+        assert_eq!(watch_scopes(&[]), vec![None]);
+        assert_eq!(
+            watch_scopes(&["a".into(), " ".into(), " b ".into()]),
+            vec![Some("a".to_owned()), Some("b".to_owned())]
+        );
+    }
 
     #[test]
     fn a_cluster_maps_to_the_topics_that_refer_to_it() {
@@ -550,5 +649,259 @@ mod election_tests {
             "replica-b",
             "the new holder keeps the lease"
         );
+    }
+}
+
+/// The controllers against a fake API server whose lists hold objects that do not parse
+/// next to ones that do: each bad object gets its InvalidSpec report, every good one is
+/// reconciled (its finalizer added), and the watches are healthy.
+#[cfg(test)]
+mod lenient_tests {
+    use std::sync::Mutex;
+
+    use http::{Method, Request, Response, StatusCode};
+    use kube::client::Body;
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::cluster::fixtures;
+
+    const STROM: &str = "/apis/strom.dev/v1alpha1/namespaces/default";
+
+    fn object(kind: &str, name: &str, spec: Value) -> Value {
+        json!({
+            "apiVersion": "strom.dev/v1alpha1", "kind": kind,
+            "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"),
+                         "generation": 1, "resourceVersion": "5",
+                         "creationTimestamp": "2024-01-01T00:00:00Z"},
+            "spec": spec,
+        })
+    }
+
+    fn list(items: Vec<Value>) -> Value {
+        json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "7"}, "items": items})
+    }
+
+    /// Serves lists from `lists` (by path; others are empty), holds watches open, and
+    /// records every write as (method, path, body). With `forbid_lists`, every list is
+    /// refused with 403 instead.
+    async fn fake_api_server(
+        mut handle: tower_test::mock::Handle<Request<Body>, Response<Body>>,
+        lists: Vec<(String, Value)>,
+        writes: Arc<Mutex<Vec<(Method, String, Value)>>>,
+        forbid_lists: bool,
+    ) {
+        let mut open_watches = Vec::new();
+        while let Some((request, send)) = handle.next_request().await {
+            let method = request.method().clone();
+            let path = request.uri().path().to_owned();
+            let watching = request
+                .uri()
+                .query()
+                .unwrap_or_default()
+                .contains("watch=true");
+            let body = request.into_body().collect_bytes().await.unwrap();
+            let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            if watching {
+                open_watches.push(send);
+                continue;
+            }
+            if forbid_lists && method == Method::GET {
+                let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                    "reason": "Forbidden", "code": 403, "message": format!("cannot list {path}")});
+                let response = Response::builder()
+                    .status(StatusCode::FORBIDDEN)
+                    .body(Body::from(serde_json::to_vec(&status).unwrap()))
+                    .unwrap();
+                send.send_response(response);
+                continue;
+            }
+            let answer = if method == Method::GET {
+                lists
+                    .iter()
+                    .find(|(p, _)| *p == path)
+                    .map(|(_, l)| l.clone())
+                    .unwrap_or_else(|| list(vec![]))
+            } else {
+                writes.lock().unwrap().push((method, path, body.clone()));
+                body
+            };
+            let response = Response::builder()
+                .status(StatusCode::OK)
+                .body(Body::from(serde_json::to_vec(&answer).unwrap()))
+                .unwrap();
+            send.send_response(response);
+        }
+    }
+
+    fn context(service: tower_test::mock::Mock<Request<Body>, Response<Body>>) -> Arc<Context> {
+        let (fixture_ctx, _unused) = fixtures::context();
+        let client = kube::Client::new(service, "default");
+        let ctx = Arc::new(Context {
+            client: client.clone(),
+            recorder: kube::runtime::events::Recorder::new(client, "strom-operator".into()),
+            defaults: fixture_ctx.defaults.clone(),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
+            now: fixture_ctx.now,
+            kafka: fixture_ctx.kafka.clone(),
+        });
+        ctx.metrics.set_ready(true);
+        ctx
+    }
+
+    // Paused time: the watches' back-off and the shutdown grace pass at once.
+    #[tokio::test(start_paused = true)]
+    async fn readiness_is_false_while_the_watches_fail() {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let ctx = context(service);
+        let writes = Arc::new(Mutex::new(Vec::new()));
+        tokio::spawn(fake_api_server(handle, vec![], writes, true));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let running = tokio::spawn(run(ctx.clone(), vec![], None, stop_rx));
+        let failing = async {
+            loop {
+                if let Err(why) = ctx.metrics.readiness() {
+                    if [
+                        "KafkaCluster",
+                        "Topic",
+                        "ConsumerGroup",
+                        "StatefulSet",
+                        "Pod",
+                    ]
+                    .iter()
+                    .all(|kind| why.contains(&format!("{kind} in * (")))
+                        && !why.contains("listing")
+                    {
+                        return why;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let why = tokio::time::timeout(Duration::from_secs(20), failing)
+            .await
+            .unwrap_or_else(|_| panic!("watches not failing: {:?}", ctx.metrics.readiness()));
+        assert!(why.contains("failing"), "{why}");
+        assert!(
+            why.contains("cannot list /apis/strom.dev/v1alpha1/topics"),
+            "{why}"
+        );
+        stop_tx.send(true).unwrap();
+        tokio::time::timeout(SHUTDOWN_GRACE * 2, running)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            ctx.metrics.readiness(),
+            Ok(()),
+            "stopped controllers watch nothing"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_object_that_does_not_parse_stops_only_itself() {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let ctx = context(service);
+        let dev = json!({"name": "dev"});
+        let lists = vec![
+            (
+                format!("{STROM}/topics"),
+                list(vec![
+                    object(
+                        "Topic",
+                        "bad",
+                        json!({"clusterRef": dev, "cleanupPolicy": "compactt"}),
+                    ),
+                    object("Topic", "good", json!({"clusterRef": dev})),
+                ]),
+            ),
+            (
+                format!("{STROM}/consumergroups"),
+                list(vec![
+                    object("ConsumerGroup", "no-cluster", json!({"groupId": "g"})),
+                    object(
+                        "ConsumerGroup",
+                        "fine",
+                        json!({"clusterRef": dev, "groupId": "f"}),
+                    ),
+                ]),
+            ),
+        ];
+        let writes = Arc::new(Mutex::new(Vec::new()));
+        tokio::spawn(fake_api_server(handle, lists, writes.clone(), false));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let running = tokio::spawn(run(ctx.clone(), vec!["default".into()], None, stop_rx));
+
+        let wanted = [
+            (Method::PATCH, format!("{STROM}/topics/bad/status")),
+            (Method::PATCH, format!("{STROM}/topics/good")),
+            (
+                Method::PATCH,
+                format!("{STROM}/consumergroups/no-cluster/status"),
+            ),
+            (Method::PATCH, format!("{STROM}/consumergroups/fine")),
+        ];
+        let all_seen = async {
+            loop {
+                let seen = writes.lock().unwrap().clone();
+                if wanted
+                    .iter()
+                    .all(|(m, p)| seen.iter().any(|(sm, sp, _)| sm == m && sp == p))
+                {
+                    return seen;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let seen = tokio::time::timeout(Duration::from_secs(20), all_seen)
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "not every object was dealt with: {:?}",
+                    writes.lock().unwrap()
+                )
+            });
+
+        let report = |path: &str| {
+            seen.iter()
+                .find(|(_, p, _)| p == path)
+                .map(|(_, _, body)| body["status"]["conditions"][0].clone())
+                .unwrap()
+        };
+        let bad = report(&format!("{STROM}/topics/bad/status"));
+        assert_eq!(bad["reason"], "InvalidSpec");
+        assert_eq!(bad["status"], "False");
+        assert!(
+            bad["message"]
+                .as_str()
+                .unwrap()
+                .contains("spec.cleanupPolicy: unknown variant `compactt`"),
+            "{bad}"
+        );
+        let no_cluster = report(&format!("{STROM}/consumergroups/no-cluster/status"));
+        assert!(
+            no_cluster["message"]
+                .as_str()
+                .unwrap()
+                .contains("clusterRef"),
+            "{no_cluster}"
+        );
+        // The good ones got their finalizers: they are being reconciled.
+        for name in ["topics/good", "consumergroups/fine"] {
+            let (_, _, patch) = seen
+                .iter()
+                .find(|(_, p, _)| *p == format!("{STROM}/{name}"))
+                .unwrap();
+            assert!(patch.to_string().contains("finalizers"), "{name}: {patch}");
+        }
+        assert_eq!(ctx.metrics.readiness(), Ok(()), "every watch listed");
+
+        stop_tx.send(true).unwrap();
+        tokio::time::timeout(SHUTDOWN_GRACE * 2, running)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
     }
 }

@@ -4,7 +4,7 @@
 use std::fmt::Debug;
 
 use k8s_openapi::NamespaceResourceScope;
-use kube::api::{Patch, PatchParams};
+use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -32,11 +32,23 @@ pub async fn cluster_access(
     namespace: &str,
     cluster: &str,
 ) -> Result<ClusterAccess, kube::Error> {
-    let api: Api<KafkaCluster> = Api::namespaced(ctx.client.clone(), namespace);
+    // Untyped: only the status's address is read, and a cluster whose spec does not
+    // parse (reported on the cluster itself) still has a usable address.
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        ctx.client.clone(),
+        namespace,
+        &ApiResource::erase::<KafkaCluster>(&()),
+    );
     Ok(match api.get_opt(cluster).await? {
         None => ClusterAccess::Missing,
-        Some(found) => match found.status.and_then(|s| s.bootstrap) {
-            Some(bootstrap) if !bootstrap.is_empty() => ClusterAccess::Bootstrap(bootstrap),
+        Some(found) => match found
+            .data
+            .pointer("/status/bootstrap")
+            .and_then(|b| b.as_str())
+        {
+            Some(bootstrap) if !bootstrap.is_empty() => {
+                ClusterAccess::Bootstrap(bootstrap.to_owned())
+            }
             _ => ClusterAccess::NotReady,
         },
     })

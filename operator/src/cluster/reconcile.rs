@@ -86,7 +86,7 @@ impl Error {
 }
 
 /// Brings one cluster's children and status in line with its spec.
-#[instrument(skip_all, fields(namespace = cluster.namespace(), name = cluster.name_any()))]
+#[instrument(skip_all, fields(namespace = cluster.namespace(), object = cluster.name_any()))]
 pub async fn reconcile(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = std::time::Instant::now();
     let result = reconcile_inner(&cluster, &ctx).await;
@@ -390,7 +390,7 @@ async fn roll(
 pub fn error_policy(cluster: Arc<KafkaCluster>, err: &Error, _ctx: Arc<Context>) -> Action {
     warn!(
         namespace = cluster.namespace(),
-        name = cluster.name_any(),
+        object = cluster.name_any(),
         cause = %err,
         "reconcile failed"
     );

@@ -67,7 +67,7 @@ impl Error {
 }
 
 /// Carries out a pending reset and refreshes one group's status.
-#[instrument(skip_all, fields(namespace = group.namespace(), name = group.name_any()))]
+#[instrument(skip_all, fields(namespace = group.namespace(), object = group.name_any()))]
 pub async fn reconcile(group: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = std::time::Instant::now();
     let result = reconcile_inner(group, &ctx).await;
@@ -98,7 +98,7 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: &Context) -> Result<Act
 
 /// What the controller does after a failed reconcile: log it and try again later.
 pub fn error_policy(group: Arc<ConsumerGroup>, err: &Error, _ctx: Arc<Context>) -> Action {
-    warn!(namespace = group.namespace(), name = group.name_any(), cause = %err, "group reconcile failed");
+    warn!(namespace = group.namespace(), object = group.name_any(), cause = %err, "group reconcile failed");
     Action::requeue(REQUEUE_ERROR)
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::ListParams;
+use kube::api::{ApiResource, DynamicObject, ListParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
@@ -24,6 +24,7 @@ use crate::cluster::status::condition;
 use crate::crd::{DeletionPolicy, Topic, TopicStatus};
 use crate::kafka::{AdminError, ConfigOp};
 use crate::shell::{apply_status, cluster_access, publish, ClusterAccess};
+use crate::watch::decode;
 
 /// The finalizer that keeps a Topic until its Kafka topic is dealt with.
 pub const FINALIZER: &str = "strom.dev/topic";
@@ -74,7 +75,7 @@ impl Error {
 }
 
 /// Brings one topic in Kafka in line with its Topic, or deals with it on deletion.
-#[instrument(skip_all, fields(namespace = topic.namespace(), name = topic.name_any()))]
+#[instrument(skip_all, fields(namespace = topic.namespace(), object = topic.name_any()))]
 pub async fn reconcile(topic: Arc<Topic>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = std::time::Instant::now();
     let result = reconcile_inner(topic, &ctx).await;
@@ -105,7 +106,7 @@ async fn reconcile_inner(topic: Arc<Topic>, ctx: &Context) -> Result<Action, Err
 
 /// What the controller does after a failed reconcile: log it and try again later.
 pub fn error_policy(topic: Arc<Topic>, err: &Error, _ctx: Arc<Context>) -> Action {
-    warn!(namespace = topic.namespace(), name = topic.name_any(), cause = %err, "topic reconcile failed");
+    warn!(namespace = topic.namespace(), object = topic.name_any(), cause = %err, "topic reconcile failed");
     Action::requeue(REQUEUE_ERROR)
 }
 
@@ -127,13 +128,19 @@ fn owner_if_other(topic: &Topic, all: &[Topic]) -> Option<String> {
 }
 
 async fn conflicting_owner(topic: &Topic, ctx: &Context) -> Result<Option<String>, Error> {
-    let api: Api<Topic> =
-        Api::namespaced(ctx.client.clone(), &topic.namespace().unwrap_or_default());
+    // Listed untyped and decoded one by one: a Topic that does not parse (reported by
+    // the watch) manages nothing and must not stop the others from syncing.
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        ctx.client.clone(),
+        &topic.namespace().unwrap_or_default(),
+        &ApiResource::erase::<Topic>(&()),
+    );
     let all = api
         .list(&ListParams::default())
         .await
         .map_err(Error::ListTopics)?;
-    Ok(owner_if_other(topic, &all.items))
+    let parsed: Vec<Topic> = all.items.iter().filter_map(|o| decode(o).ok()).collect();
+    Ok(owner_if_other(topic, &parsed))
 }
 
 async fn apply(topic: &Topic, ctx: &Context) -> Result<Action, Error> {
@@ -712,6 +719,67 @@ mod tests {
             [
                 r#"create orders partitions=3 rf=None config={"retention.ms": "3600000", "segment.bytes": "1048576"}"#
             ]
+        );
+    }
+
+    /// Log lines written where a test can read them.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+        type Writer = Captured;
+        fn make_writer(&'a self) -> Self::Writer {
+            self.clone()
+        }
+    }
+
+    #[tokio::test]
+    async fn json_logs_name_the_object_and_its_namespace() {
+        let captured = Captured::default();
+        let subscriber =
+            crate::run::json_logs(tracing_subscriber::EnvFilter::new("info"), captured.clone());
+        // A current-thread runtime: the spawned reconcile logs on this thread.
+        let _logging = tracing::subscriber::set_default(subscriber);
+        let (ctx, mut api, _pool) = fixtures::context_with_kafka();
+        let reconciling = tokio::spawn(reconcile(Arc::new(topic(spec(), None)), ctx));
+        within(async {
+            expect_cluster(&mut api).await;
+            expect_topic_list(&mut api, vec![]).await;
+            expect_status(&mut api).await;
+            api.expect_event_about("orders").await;
+        })
+        .await;
+        within(reconciling)
+            .await
+            .unwrap()
+            .expect("reconcile succeeds");
+
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.contains("TopicCreated"))
+            .unwrap_or_else(|| panic!("no event line in {text}"));
+        let parsed: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(parsed["span"]["object"], "orders", "{line}");
+        assert_eq!(parsed["span"]["namespace"], "default", "{line}");
+        assert_eq!(parsed["span"]["name"], "reconcile", "{line}");
+        // serde_json keeps the last of duplicate keys: count them in the text itself.
+        let span = &line[line.find(r#""span":"#).unwrap()..];
+        let span = &span[..span.find('}').unwrap()];
+        assert_eq!(
+            span.matches(r#""name":"#).count(),
+            1,
+            "one `name` key: {line}"
         );
     }
 
