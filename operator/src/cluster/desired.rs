@@ -663,6 +663,9 @@ impl Builder<'_> {
             liveness_probe: Some(http_probe("/healthz", 10, 6)),
             readiness_probe: Some(http_probe("/readyz", 5, 3)),
             resources: parts.resources,
+            // A broker that refuses to start says why on stderr: its last lines become the
+            // termination message, which the cluster's Degraded condition quotes.
+            termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
             security_context: Some(SecurityContext {
                 allow_privilege_escalation: Some(false),
                 read_only_root_filesystem: Some(true),

@@ -113,12 +113,7 @@ pub fn compute(
         let seen = set.status.as_ref().and_then(|s| s.observed_generation);
         seen.is_none() || seen < set.metadata.generation
     });
-    let failing: Vec<&str> = observed
-        .pods
-        .iter()
-        .filter(|pod| is_failing(pod))
-        .filter_map(|pod| pod.metadata.name.as_deref())
-        .collect();
+    let failing: Vec<String> = observed.pods.iter().filter_map(pod_failure).collect();
 
     let ready = if all_ready {
         (true, "AllNodesReady", summary.clone())
@@ -181,7 +176,7 @@ pub fn compute(
         (
             true,
             "PodsFailing",
-            format!("pods cannot start: {}", failing.join(", ")),
+            format!("pods failing: {}", failing.join(" | ")),
         )
     } else {
         (false, "Healthy", "no failures observed".to_owned())
@@ -358,21 +353,79 @@ fn is_ready(pod: &Pod) -> bool {
             .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-fn is_failing(pod: &Pod) -> bool {
-    let statuses = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref());
-    statuses.is_some_and(|cs| {
-        cs.iter().any(|c| {
-            let reason = c
-                .state
-                .as_ref()
-                .and_then(|s| s.waiting.as_ref())
-                .and_then(|w| w.reason.as_deref());
-            reason.is_some_and(|r| FAILING_REASONS.contains(&r))
-        })
-    })
+/// The longest termination message quoted in a condition; brokers write their
+/// refusal to start there (`terminationMessagePolicy: FallbackToLogsOnError`).
+const QUOTED_MESSAGE: usize = 300;
+
+/// Why `pod` is failing, in one line naming it, or `None` when it is not: a container
+/// that waits for a reason that needs help (crash loop, image, config), that has exited,
+/// or that is not ready after restarting. Each says the exit code, the reason and the
+/// termination message of its last run, and how often it restarted.
+fn pod_failure(pod: &Pod) -> Option<String> {
+    let name = pod.metadata.name.as_deref().unwrap_or("?");
+    let status = pod.status.as_ref()?;
+    let containers = status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(status.container_statuses.iter().flatten());
+    let mut failures = Vec::new();
+    for container in containers {
+        if container.ready {
+            continue;
+        }
+        let state = container.state.as_ref();
+        let waiting = state
+            .and_then(|s| s.waiting.as_ref())
+            .and_then(|w| w.reason.as_deref())
+            .filter(|r| FAILING_REASONS.contains(r));
+        let exited = state.and_then(|s| s.terminated.as_ref());
+        let last = container
+            .last_state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref());
+        let restarted = container.restart_count > 0 && last.is_some();
+        // A clean exit of an init container is its job done.
+        let exited = exited.filter(|t| t.exit_code != 0 || container.restart_count > 0);
+        if waiting.is_none() && exited.is_none() && !restarted {
+            continue;
+        }
+        let mut parts = vec![format!("container {}", container.name)];
+        if let Some(reason) = waiting {
+            parts.push(reason.to_owned());
+        }
+        if let Some(run) = exited.or(last) {
+            let mut exit = format!("exited with code {}", run.exit_code);
+            if let Some(reason) = run.reason.as_deref() {
+                exit.push_str(&format!(" ({reason})"));
+            }
+            if let Some(message) = run.message.as_deref().map(str::trim) {
+                if !message.is_empty() {
+                    let quoted: String = message.chars().take(QUOTED_MESSAGE).collect();
+                    let ellipsis = if quoted.len() < message.len() {
+                        "…"
+                    } else {
+                        ""
+                    };
+                    exit.push_str(&format!(": {quoted}{ellipsis}"));
+                }
+            }
+            parts.push(exit);
+        }
+        if container.restart_count > 0 {
+            parts.push(format!("restarted {} times", container.restart_count));
+        }
+        failures.push(parts.join(", "));
+    }
+    if failures.is_empty() && status.phase.as_deref() == Some("Failed") {
+        failures.push(
+            status
+                .reason
+                .clone()
+                .unwrap_or_else(|| "pod failed".to_owned()),
+        );
+    }
+    (!failures.is_empty()).then(|| format!("{name}: {}", failures.join("; ")))
 }
 
 /// Pods whose `controller-revision-hash` differs from their StatefulSet's update
@@ -567,6 +620,94 @@ mod tests {
         );
         assert_eq!(find(&status, READY).status, "False");
         assert!(!status.brokers[0].ready);
+    }
+
+    /// A broker pod that is not ready, with `container` as its container status.
+    fn pod_with_container(name: &str, container: serde_json::Value) -> Pod {
+        let mut pod = serde_json::to_value(pod(name, "k-broker-0", "r1", false, None)).unwrap();
+        let mut container_status = json!({"name": "broker", "image": "i", "imageID": "", "ready": false, "restartCount": 0});
+        for (key, value) in container.as_object().unwrap() {
+            container_status[key] = value.clone();
+        }
+        pod["status"]["containerStatuses"] = json!([container_status]);
+        serde_json::from_value(pod).unwrap()
+    }
+
+    fn degraded_with(failing: Pod) -> Condition {
+        let mut pods = all_pods("r1");
+        pods[1] = failing;
+        let status = compute(
+            &cluster(None),
+            &Layout::of(&cluster(None)),
+            &observed(pods),
+            at(100),
+        );
+        find(&status, DEGRADED).clone()
+    }
+
+    #[test]
+    fn a_pod_that_exits_or_restarts_degrades_the_cluster_and_says_why() {
+        let refusal = "strom-broker: refusing to start: process.roles=controller needs controller.quorum.voters";
+        // Restarting: running again, not ready, its last run exited.
+        let restarting = pod_with_container(
+            "k-broker-0-0",
+            json!({"restartCount": 2, "state": {"running": {}},
+                   "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": refusal}}}),
+        );
+        let degraded = degraded_with(restarting);
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", "PodsFailing")
+        );
+        assert_eq!(
+            degraded.message,
+            format!("pods failing: k-broker-0-0: container broker, exited with code 1 (Error): {refusal}, restarted 2 times")
+        );
+        // Exited and not restarted yet.
+        let exited = pod_with_container(
+            "k-broker-0-0",
+            json!({"state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}),
+        );
+        let degraded = degraded_with(exited);
+        assert_eq!(degraded.reason, "PodsFailing");
+        assert!(
+            degraded
+                .message
+                .contains("exited with code 137 (OOMKilled)"),
+            "{}",
+            degraded.message
+        );
+        // A long termination message is cut.
+        let long = pod_with_container(
+            "k-broker-0-0",
+            json!({"restartCount": 1, "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                   "lastState": {"terminated": {"exitCode": 2, "message": "x".repeat(5000)}}}),
+        );
+        let degraded = degraded_with(long);
+        assert!(
+            degraded
+                .message
+                .contains("CrashLoopBackOff, exited with code 2: xxx"),
+            "{}",
+            degraded.message
+        );
+        assert!(degraded.message.len() < 500, "{}", degraded.message);
+        // Restarted once long ago, ready now: healthy.
+        let mut recovered = serde_json::to_value(pod_with_container(
+            "k-broker-0-0",
+            json!({"ready": true, "restartCount": 1, "state": {"running": {}},
+                   "lastState": {"terminated": {"exitCode": 1}}}),
+        ))
+        .unwrap();
+        recovered["status"]["conditions"][0]["status"] = json!("True");
+        let degraded = degraded_with(serde_json::from_value(recovered).unwrap());
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("False", "Healthy")
+        );
+        // Starting for the first time, not ready yet: not a failure.
+        let starting = pod_with_container("k-broker-0-0", json!({"state": {"running": {}}}));
+        assert_eq!(degraded_with(starting).reason, "Healthy");
     }
 
     #[test]
