@@ -69,6 +69,8 @@ pub struct FakeState {
     pub fail_with: Option<ResponseError>,
     /// Calls naming these resources (topics, groups) fail with the error given.
     pub fail_for: BTreeMap<String, ResponseError>,
+    /// Calls of these APIs fail with the error given (whatever they name).
+    pub fail_api: Vec<(ApiKey, ResponseError)>,
     /// Live brokers with their racks.
     pub brokers: Vec<BrokerInfo>,
     /// Reassignments in progress: (topic, partition) -> target replicas.
@@ -185,9 +187,16 @@ fn kafka_error(api: ApiKey, resource: &str, error: ResponseError) -> AdminError 
 
 impl FakeState {
     fn failing(&self, api: ApiKey, resource: &str) -> Result<(), AdminError> {
+        let by_api = || {
+            self.fail_api
+                .iter()
+                .find(|(key, _)| *key == api)
+                .map(|(_, error)| *error)
+        };
         match self
             .fail_with
             .or_else(|| self.fail_for.get(resource).copied())
+            .or_else(by_api)
         {
             Some(error) => Err(kafka_error(api, resource, error)),
             None => Ok(()),

@@ -18,7 +18,7 @@ use kube::{Api, ResourceExt};
 use tracing::{info, instrument, warn};
 
 use super::plan::replication_factor;
-use super::sync::{delete, sync, SyncOutcome};
+use super::sync::{delete, sync, SyncFailed, SyncOutcome};
 use crate::cluster::reconcile::Context;
 use crate::cluster::status::condition;
 use crate::crd::{DeletionPolicy, Topic, TopicStatus};
@@ -208,7 +208,7 @@ async fn apply(topic: &Topic, ctx: &Context) -> Result<Action, Error> {
     let admin = ctx.kafka.admin(&bootstrap);
     match sync(admin.as_ref(), topic.kafka_name(), &topic.spec).await {
         Ok(outcome) => {
-            let status = status_after_sync(topic, &outcome, now);
+            let status = status_after_sync(topic, &outcome, None, now);
             apply_status(ctx, topic, &status)
                 .await
                 .map_err(Error::PatchStatus)?;
@@ -223,12 +223,24 @@ async fn apply(topic: &Topic, ctx: &Context) -> Result<Action, Error> {
                 RESYNC
             }))
         }
-        Err(err) => {
-            let status =
-                status_without_sync(topic, now, (false, &err.kind(), err.to_string()), None);
+        Err(SyncFailed {
+            error: err,
+            done,
+            described,
+        }) => {
+            // What happened before the failing step shows in status and events too.
+            let status = if described {
+                status_after_sync(topic, &done, Some(&err), now)
+            } else {
+                status_without_sync(topic, now, (false, &err.kind(), err.to_string()), None)
+            };
             apply_status(ctx, topic, &status)
                 .await
                 .map_err(Error::PatchStatus)?;
+            for (type_, reason, note) in sync_events(topic, &done) {
+                info!(reason, note, "event");
+                publish(ctx, topic, type_, reason, "Sync", note).await;
+            }
             publish(
                 ctx,
                 topic,
@@ -353,22 +365,30 @@ fn status_without_sync(
     }
 }
 
-/// Status after a successful sync.
-pub fn status_after_sync(topic: &Topic, outcome: &SyncOutcome, now: Timestamp) -> TopicStatus {
-    let ready = if !outcome.problems.is_empty() {
-        (false, "CannotApply", outcome.problems.join("; "))
+/// Status after a sync, from what Kafka has afterwards; `failed` is the step that
+/// failed, when one did (the steps before it are in `outcome`).
+pub fn status_after_sync(
+    topic: &Topic,
+    outcome: &SyncOutcome,
+    failed: Option<&AdminError>,
+    now: Timestamp,
+) -> TopicStatus {
+    let ready = if let Some(err) = failed {
+        (false, err.kind(), err.to_string())
+    } else if !outcome.problems.is_empty() {
+        (false, "CannotApply".to_owned(), outcome.problems.join("; "))
     } else if let Some(progress) = &outcome.reassigning {
-        (false, "Reassigning", progress.clone())
+        (false, "Reassigning".to_owned(), progress.clone())
     } else {
         (
             true,
-            "Synced",
+            "Synced".to_owned(),
             "the Kafka topic matches the spec".to_owned(),
         )
     };
     TopicStatus {
         observed_generation: topic.metadata.generation,
-        conditions: conditions(topic, now, ready, None),
+        conditions: conditions(topic, now, (ready.0, &ready.1, ready.2), None),
         topic_name: Some(topic.kafka_name().to_owned()),
         topic_id: Some(outcome.topic.topic_id.clone()),
         partitions: Some(outcome.topic.partitions.len() as i32),
@@ -382,16 +402,19 @@ pub fn sync_events(topic: &Topic, outcome: &SyncOutcome) -> Vec<(EventType, &'st
     let name = topic.kafka_name();
     let mut events = Vec::new();
     let known_id = topic.status.as_ref().and_then(|s| s.topic_id.as_deref());
+    // The topic is unknown (empty) when it could not be described after a failure.
+    let described = !outcome.topic.topic_id.is_empty();
     if outcome.created {
-        events.push((
-            EventType::Normal,
-            "TopicCreated",
+        let note = if described {
             format!(
                 "created Kafka topic {name} with {} partitions",
                 outcome.topic.partitions.len()
-            ),
-        ));
-    } else if known_id != Some(outcome.topic.topic_id.as_str()) {
+            )
+        } else {
+            format!("created Kafka topic {name}")
+        };
+        events.push((EventType::Normal, "TopicCreated", note));
+    } else if described && known_id != Some(outcome.topic.topic_id.as_str()) {
         events.push((
             EventType::Normal,
             "TopicAdopted",
@@ -745,13 +768,22 @@ mod tests {
 
     #[tokio::test]
     async fn json_logs_name_the_object_and_its_namespace() {
-        let captured = Captured::default();
-        let subscriber =
-            crate::run::json_logs(tracing_subscriber::EnvFilter::new("info"), captured.clone());
-        // A current-thread runtime: the spawned reconcile logs on this thread.
-        let _logging = tracing::subscriber::set_default(subscriber);
+        // Installed for the whole test process: tracing caches which log sites are
+        // enabled process-wide, so a thread-local subscriber misses lines while other
+        // tests run. Other tests' lines land here too; the one looked for is this one's.
+        static CAPTURED: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+        let captured = CAPTURED.get_or_init(|| {
+            let captured = Captured::default();
+            let subscriber =
+                crate::run::json_logs(tracing_subscriber::EnvFilter::new("info"), captured.clone());
+            tracing::subscriber::set_global_default(subscriber).expect("first subscriber");
+            captured
+        });
+        let topic_name = "logged-orders";
         let (ctx, mut api, _pool) = fixtures::context_with_kafka();
-        let reconciling = tokio::spawn(reconcile(Arc::new(topic(spec(), None)), ctx));
+        let mut spec = spec();
+        spec["topicName"] = json!(topic_name);
+        let reconciling = tokio::spawn(reconcile(Arc::new(topic(spec, None)), ctx));
         within(async {
             expect_cluster(&mut api).await;
             expect_topic_list(&mut api, vec![]).await;
@@ -767,7 +799,7 @@ mod tests {
         let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
         let line = text
             .lines()
-            .find(|l| l.contains("TopicCreated"))
+            .find(|l| l.contains("TopicCreated") && l.contains(topic_name))
             .unwrap_or_else(|| panic!("no event line in {text}"));
         let parsed: Value = serde_json::from_str(line).unwrap();
         assert_eq!(parsed["span"]["object"], "orders", "{line}");
@@ -827,6 +859,45 @@ mod tests {
         );
         assert_eq!(config.get("segment.ms"), None);
         assert_eq!(state.topics["orders"].partitions, 3);
+    }
+
+    #[tokio::test]
+    async fn a_step_that_fails_after_partitions_grew_leaves_status_and_events_true() {
+        let (ctx, mut api, pool) = fixtures::context_with_kafka();
+        pool.kafka.add_topic(
+            "orders",
+            2,
+            &[("retention.ms", "5"), ("segment.bytes", "1048576")],
+        );
+        pool.kafka.state().fail_api = vec![(
+            kafka_protocol::messages::ApiKey::IncrementalAlterConfigs,
+            ResponseError::PolicyViolation,
+        )];
+        let status = json!({"topicId": "id-orders", "partitions": 2});
+        let reconciling = tokio::spawn(reconcile(Arc::new(topic(spec(), Some(status))), ctx));
+        within(async {
+            expect_cluster(&mut api).await;
+            expect_topic_list(&mut api, vec![]).await;
+            let status = expect_status(&mut api).await;
+            // Kafka has 3 partitions now, whatever failed after that.
+            assert_eq!(status["partitions"], 3);
+            assert_eq!(status["observedGeneration"], 3);
+            let ready = condition(&status, READY);
+            assert_eq!(
+                (&ready["status"], &ready["reason"]),
+                (&json!("False"), &json!("PolicyViolation"))
+            );
+            let grown = api.expect_event_about("orders").await;
+            assert_eq!(grown["reason"], "PartitionsIncreased");
+            assert_eq!(grown["note"], "partitions of orders increased from 2 to 3");
+            let failed = api.expect_event_about("orders").await;
+            assert_eq!(failed["reason"], "KafkaError");
+            api.expect_nothing_more().await;
+        })
+        .await;
+        let result = within(reconciling).await.unwrap();
+        assert!(matches!(result, Err(Error::Kafka(_))), "{result:?}");
+        assert_eq!(pool.kafka.state().topics["orders"].partitions, 3);
     }
 
     #[tokio::test]

@@ -32,33 +32,110 @@ pub struct SyncOutcome {
     pub topic: TopicInfo,
 }
 
-/// Makes topic `name` match `spec` and describes the result.
+/// A sync that failed part-way: the steps before the failing one were done, and
+/// status and events must still tell of them.
+#[derive(Debug)]
+pub struct SyncFailed {
+    /// Why the step failed.
+    pub error: AdminError,
+    /// What was done before it; `topic` is what Kafka has afterwards when `described`.
+    pub done: SyncOutcome,
+    /// Whether the topic could be described after the failure.
+    pub described: bool,
+}
+
+impl SyncFailed {
+    fn before_anything(error: AdminError, name: &str) -> Self {
+        SyncFailed {
+            error,
+            done: SyncOutcome::nothing(name, vec![]),
+            described: false,
+        }
+    }
+}
+
+impl SyncOutcome {
+    fn nothing(name: &str, problems: Vec<String>) -> Self {
+        SyncOutcome {
+            created: false,
+            grown: None,
+            altered: vec![],
+            problems,
+            reassigning: None,
+            reassigned: None,
+            topic: TopicInfo {
+                name: name.to_owned(),
+                topic_id: String::new(),
+                is_internal: false,
+                partitions: vec![],
+            },
+        }
+    }
+}
+
+/// Makes topic `name` match `spec` and describes the result. Steps run in order and
+/// stop at the first that fails; the topic is described after a failure too.
 pub async fn sync(
     admin: &dyn KafkaAdmin,
     name: &str,
     spec: &TopicSpec,
-) -> Result<SyncOutcome, AdminError> {
-    let topic = admin.describe_topic(name).await?;
+) -> Result<SyncOutcome, SyncFailed> {
+    let failed = |error| SyncFailed::before_anything(error, name);
+    let topic = admin.describe_topic(name).await.map_err(failed)?;
     let config = match &topic {
-        Some(_) => admin.describe_topic_config(name).await?,
+        Some(_) => admin.describe_topic_config(name).await.map_err(failed)?,
         None => Default::default(),
     };
     let plan = plan(name, spec, &Observed { topic, config });
-    let mut outcome = SyncOutcome {
-        created: false,
-        grown: None,
-        altered: vec![],
-        problems: plan.problems,
-        reassigning: None,
-        reassigned: None,
-        topic: TopicInfo {
-            name: name.to_owned(),
-            topic_id: String::new(),
-            is_internal: false,
-            partitions: vec![],
-        },
+    let mut outcome = SyncOutcome::nothing(name, plan.problems);
+    let step = run(admin, name, &plan.actions, &mut outcome).await;
+    // Described again so that status shows what Kafka has, not what was asked for. A
+    // topic just created may not be in every broker's metadata yet: retriable.
+    let described = admin.describe_topic(name).await;
+    let described = match described {
+        Ok(Some(topic)) => Ok(topic),
+        Ok(None) => Err(AdminError::Kafka {
+            api: ApiKey::Metadata,
+            resource: name.to_owned(),
+            error: ResponseError::UnknownTopicOrPartition,
+            message: Some("not in metadata yet".into()),
+        }),
+        Err(err) => Err(err),
     };
-    for action in &plan.actions {
+    match (step, described) {
+        (Ok(()), Ok(topic)) => {
+            outcome.topic = topic;
+            Ok(outcome)
+        }
+        (Ok(()), Err(error)) => Err(SyncFailed {
+            error,
+            done: outcome,
+            described: false,
+        }),
+        (Err(error), Ok(topic)) => {
+            outcome.topic = topic;
+            Err(SyncFailed {
+                error,
+                done: outcome,
+                described: true,
+            })
+        }
+        (Err(error), Err(_)) => Err(SyncFailed {
+            error,
+            done: outcome,
+            described: false,
+        }),
+    }
+}
+
+/// Carries out `actions` in order, recording each in `outcome` once it is done.
+async fn run(
+    admin: &dyn KafkaAdmin,
+    name: &str,
+    actions: &[TopicAction],
+    outcome: &mut SyncOutcome,
+) -> Result<(), AdminError> {
+    for action in actions {
         match action {
             TopicAction::Create(new) => {
                 admin.create_topic(new).await?;
@@ -73,22 +150,11 @@ pub async fn sync(
                 outcome.altered = ops.clone();
             }
             TopicAction::ChangeReplicationFactor { from, to } => {
-                change_replication_factor(admin, name, *from, *to, &mut outcome).await?;
+                change_replication_factor(admin, name, *from, *to, outcome).await?;
             }
         }
     }
-    // Described again so that status shows what Kafka has, not what was asked for. A
-    // topic just created may not be in every broker's metadata yet: retriable.
-    outcome.topic = admin
-        .describe_topic(name)
-        .await?
-        .ok_or_else(|| AdminError::Kafka {
-            api: ApiKey::Metadata,
-            resource: name.to_owned(),
-            error: ResponseError::UnknownTopicOrPartition,
-            message: Some("not in metadata yet".into()),
-        })?;
-    Ok(outcome)
+    Ok(())
 }
 
 /// Starts the reassignment that gives every partition of `name` `to` replicas, unless
