@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod crd;
+pub mod events;
 pub mod group;
 pub mod kafka;
 pub mod metrics;

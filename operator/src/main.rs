@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::Client;
 use strom_operator::cluster::desired::{Defaults, MANAGER};
 use strom_operator::cluster::reconcile::Context;
+use strom_operator::events::Events;
 use strom_operator::kafka::{AdminConfig, Admins};
 use strom_operator::metrics::{self, Metrics};
 use strom_operator::run::{json_logs, run, LeaderElection, Stopped};
@@ -98,7 +99,7 @@ async fn main() -> anyhow::Result<()> {
         .identity
         .clone()
         .unwrap_or_else(|| format!("{MANAGER}-{}", std::process::id()));
-    let recorder = Recorder::new(
+    let recorder = Events::new(
         client.clone(),
         Reporter {
             controller: MANAGER.to_owned(),
@@ -107,7 +108,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let ctx = Arc::new(Context {
         client,
-        recorder,
+        recorder: Arc::new(recorder),
         defaults: Defaults {
             image: args.default_image.clone(),
         },

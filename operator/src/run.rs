@@ -739,7 +739,7 @@ mod lenient_tests {
         let client = kube::Client::new(service, "default");
         let ctx = Arc::new(Context {
             client: client.clone(),
-            recorder: kube::runtime::events::Recorder::new(client, "strom-operator".into()),
+            recorder: Arc::new(crate::events::Events::new(client, "strom-operator".into())),
             defaults: fixture_ctx.defaults.clone(),
             metrics: Arc::new(crate::metrics::Metrics::new()),
             now: fixture_ctx.now,

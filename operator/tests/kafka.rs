@@ -582,8 +582,9 @@ fn fake_api_server(bootstrap: String) -> (kube::Client, SeenRequests) {
 }
 
 fn context(client: kube::Client) -> std::sync::Arc<strom_operator::cluster::reconcile::Context> {
-    use kube::runtime::events::{Recorder, Reporter};
-    let recorder = Recorder::new(
+    use kube::runtime::events::Reporter;
+    use strom_operator::events::Events;
+    let recorder = Events::new(
         client.clone(),
         Reporter {
             controller: "strom-operator".into(),
@@ -592,7 +593,7 @@ fn context(client: kube::Client) -> std::sync::Arc<strom_operator::cluster::reco
     );
     std::sync::Arc::new(strom_operator::cluster::reconcile::Context {
         client,
-        recorder,
+        recorder: std::sync::Arc::new(recorder),
         defaults: strom_operator::cluster::desired::Defaults {
             image: "strom:test".into(),
         },

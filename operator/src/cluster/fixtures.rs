@@ -7,7 +7,7 @@ use std::sync::Arc;
 use http::{Method, Request, Response, StatusCode};
 use k8s_openapi::jiff::Timestamp;
 use kube::client::Body;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::Client;
 use serde_json::{json, Value};
 use tower_test::mock::{Handle, SendResponse};
@@ -40,7 +40,7 @@ pub fn context_with_kafka() -> (Arc<Context>, ApiServerVerifier, FakePool) {
         kafka: FakeKafka::new(),
         ..FakePool::default()
     };
-    let recorder = Recorder::new(
+    let recorder = crate::events::Events::new(
         client.clone(),
         Reporter {
             controller: "strom-operator".into(),
@@ -49,7 +49,7 @@ pub fn context_with_kafka() -> (Arc<Context>, ApiServerVerifier, FakePool) {
     );
     let ctx = Context {
         client,
-        recorder,
+        recorder: Arc::new(recorder),
         defaults: Defaults {
             image: "strom:test".into(),
         },
