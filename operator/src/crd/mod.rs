@@ -75,6 +75,8 @@ mod tests {
         let topic = default_columns(&Topic::crd());
         for (name, path) in [
             ("Partitions", ".status.partitions"),
+            // What Kafka reports: the spec's field is empty when the cluster default applies.
+            ("Replicas", ".status.replicationFactor"),
             ("Ready", r#".status.conditions[?(@.type=="Ready")].status"#),
         ] {
             assert!(
@@ -92,6 +94,38 @@ mod tests {
                 group.contains(&(name.to_owned(), path.to_owned())),
                 "{name} missing from {group:?}"
             );
+        }
+    }
+
+    #[test]
+    fn every_printer_column_reads_a_field_the_schema_has() {
+        for crd in [KafkaCluster::crd(), Topic::crd(), ConsumerGroup::crd()] {
+            let version = &crd.spec.versions[0];
+            let schema = serde_json::to_value(&version.schema).unwrap()["openAPIV3Schema"].clone();
+            // Object metadata is not part of a CRD's schema.
+            let columns = version.additional_printer_columns.iter().flatten();
+            for column in columns.filter(|c| !c.json_path.starts_with(".metadata.")) {
+                // `.status.conditions[?(@.type=="Ready")].status` walks conditions' items.
+                let mut node = &schema;
+                let path = column.json_path.replace("[?(@.type==\"Ready\")]", "[]");
+                for part in path.trim_start_matches('.').split('.') {
+                    let (field, items) = match part.strip_suffix("[]") {
+                        Some(field) => (field, true),
+                        None => (part, false),
+                    };
+                    node = &node["properties"][field];
+                    assert!(
+                        !node.is_null(),
+                        "{}: column {} reads {}, which the schema lacks",
+                        crd.spec.names.kind,
+                        column.name,
+                        column.json_path
+                    );
+                    if items {
+                        node = &node["items"];
+                    }
+                }
+            }
         }
     }
 }

@@ -26,7 +26,7 @@ pub const TYPED_TOPIC_CONFIGS: &[&str] = &["retention.ms", "retention.bytes", "c
     printcolumn = r#"{"name":"Cluster","type":"string","jsonPath":".spec.clusterRef.name"}"#,
     printcolumn = r#"{"name":"Topic","type":"string","jsonPath":".status.topicName","priority":1}"#,
     printcolumn = r#"{"name":"Partitions","type":"integer","jsonPath":".status.partitions"}"#,
-    printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".spec.replicationFactor"}"#,
+    printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".status.replicationFactor"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
