@@ -27,10 +27,13 @@ use super::desired::{
 };
 use super::layout::Layout;
 use super::roll::{next_restart, RollStep};
-use super::status::{self, condition_status, Observed, READY};
-use crate::crd::{KafkaCluster, OperationKind, OperationPhase, OperationStatus};
+use super::status::{self, condition_status, Observed, DEGRADED, PROGRESSING, READY};
+use crate::crd::{
+    KafkaCluster, KafkaClusterStatus, OperationKind, OperationPhase, OperationStatus,
+};
 use crate::kafka::KafkaAdmin;
 use crate::metrics::Metrics;
+use crate::watch::INVALID_SPEC;
 
 /// How soon a cluster that is not ready yet is looked at again, besides watch events.
 const REQUEUE_NOT_READY: Duration = Duration::from_secs(15);
@@ -102,6 +105,10 @@ pub async fn reconcile(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<
 async fn reconcile_inner(cluster: &KafkaCluster, ctx: &Context) -> Result<Action, Error> {
     let namespace = cluster.namespace().unwrap_or_default();
     let name = cluster.name_any();
+    let violations = cluster.spec.violations();
+    if !violations.is_empty() {
+        return refuse_invalid(cluster, ctx, violations).await;
+    }
     let selector = |labels: BTreeMap<String, String>| {
         labels
             .into_iter()
@@ -241,6 +248,73 @@ async fn reconcile_inner(cluster: &KafkaCluster, ctx: &Context) -> Result<Action
     } else {
         REQUEUE_NOT_READY
     }))
+}
+
+/// A spec the CRD's rules refuse got through (see `KafkaClusterSpec::violations`):
+/// nothing is applied or changed, status says why (`InvalidSpec` on every condition),
+/// and a Warning event tells once. The fix is a spec change, which reconciles again.
+async fn refuse_invalid(
+    cluster: &KafkaCluster,
+    ctx: &Context,
+    violations: Vec<String>,
+) -> Result<Action, Error> {
+    let message = format!(
+        "the spec breaks the CRD's rules, so nothing is changed: {}",
+        violations.join("; ")
+    );
+    let previous = cluster.status.clone().unwrap_or_default();
+    let generation = cluster.metadata.generation;
+    let now = (ctx.now)();
+    let was_refused = previous
+        .conditions
+        .iter()
+        .any(|c| c.type_ == DEGRADED && c.reason == INVALID_SPEC && c.message == message);
+    let conditions = [(READY, false), (PROGRESSING, false), (DEGRADED, true)]
+        .into_iter()
+        .map(|(type_, status)| {
+            status::condition(
+                &previous.conditions,
+                type_,
+                status,
+                INVALID_SPEC,
+                message.clone(),
+                generation,
+                now,
+            )
+        })
+        .collect();
+    let new_status = KafkaClusterStatus {
+        observed_generation: generation,
+        conditions,
+        ..previous
+    };
+    let api: Api<KafkaCluster> =
+        Api::namespaced(ctx.client.clone(), &cluster.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": KafkaCluster::api_version(&()),
+        "kind": KafkaCluster::kind(&()),
+        "status": new_status,
+    });
+    api.patch_status(
+        &cluster.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(Error::PatchStatus)?;
+    if !was_refused {
+        warn!(reason = INVALID_SPEC, message, "refusing the spec");
+        publish(
+            cluster,
+            ctx,
+            EventType::Warning,
+            INVALID_SPEC,
+            "Validate",
+            message,
+        )
+        .await;
+    }
+    Ok(Action::await_change())
 }
 
 /// The rolling restart: replaces the pod `roll::next_restart` names (the StatefulSets are
@@ -485,6 +559,62 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(10), future)
             .await
             .expect("the expected requests did not come in time")
+    }
+
+    #[tokio::test]
+    async fn a_spec_that_breaks_the_crd_rules_is_refused_and_nothing_is_applied() {
+        // Combined mode with three brokers: an API server that skips CEL lets it through.
+        let (ctx, mut api) = fixtures::context();
+        let spec = json!({"brokers": 3, "controllers": {"replicas": 0},
+                          "config": {"properties": {"node.id": "7"}}});
+        let reconciling = tokio::spawn(reconcile(Arc::new(cluster(spec.clone(), None)), ctx));
+        let status = within(async {
+            let status = api.expect_status().await;
+            let event = api.expect_event().await;
+            assert_eq!(
+                (&event["type"], &event["reason"]),
+                (&json!("Warning"), &json!("InvalidSpec"))
+            );
+            api.expect_nothing_more().await;
+            status
+        })
+        .await;
+        let action = within(reconciling)
+            .await
+            .unwrap()
+            .expect("refusing is no failure");
+        assert_eq!(action, Action::await_change());
+        let conditions = status["conditions"].as_array().unwrap();
+        for type_ in [READY, PROGRESSING, DEGRADED] {
+            let c = conditions.iter().find(|c| c["type"] == type_).unwrap();
+            assert_eq!(c["reason"], "InvalidSpec", "{c}");
+            let message = c["message"].as_str().unwrap();
+            assert!(
+                message.contains(
+                    "combined mode (controllers.replicas: 0) allows only brokers: 1, not 3"
+                ),
+                "{message}"
+            );
+            assert!(
+                message.contains("config.properties.node.id is set by the operator"),
+                "{message}"
+            );
+        }
+        assert_eq!(
+            conditions.iter().find(|c| c["type"] == DEGRADED).unwrap()["status"],
+            "True"
+        );
+
+        // Already refused with the same message: no second event.
+        let (ctx, mut api) = fixtures::context();
+        let refused = cluster(spec, Some(status.clone()));
+        let reconciling = tokio::spawn(reconcile(Arc::new(refused), ctx));
+        within(async {
+            api.expect_status().await;
+            api.expect_nothing_more().await;
+        })
+        .await;
+        within(reconciling).await.unwrap().unwrap();
     }
 
     fn sts_status(replicas: i32) -> Option<Value> {

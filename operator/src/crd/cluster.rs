@@ -238,6 +238,60 @@ fn default_voters() -> i32 {
     1
 }
 
+impl KafkaClusterSpec {
+    /// What is wrong with the spec by the rules of the CRD's schema and validations that
+    /// the reconciler relies on, one sentence each; empty when nothing is. An API server
+    /// that does not enforce them (an old one, validation turned off) lets such a spec
+    /// through, and acting on it would, for example, start several one-node clusters
+    /// behind one Service. Transition rules (immutability) need the old object and are
+    /// left to the API server.
+    pub fn violations(&self) -> Vec<String> {
+        let mut wrong = Vec::new();
+        if !(1..=9000).contains(&self.brokers) {
+            wrong.push(format!("brokers must be 1 to 9000, not {}", self.brokers));
+        }
+        let racks = self.racks.as_ref().map_or(1, |r| r.names.len());
+        if let Some(r) = &self.racks {
+            if r.names.is_empty() || r.names.len() > 9 {
+                wrong.push(format!(
+                    "racks.names must list 1 to 9 racks, not {}",
+                    r.names.len()
+                ));
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            for name in &r.names {
+                if !seen.insert(name) {
+                    wrong.push(format!("rack {name} is listed twice"));
+                }
+            }
+        }
+        if self.brokers as i64 > i64::from(MAX_BROKERS_PER_RACK) * racks.max(1) as i64 {
+            wrong.push(format!(
+                "at most {MAX_BROKERS_PER_RACK} brokers per rack: {} brokers over {racks} racks",
+                self.brokers
+            ));
+        }
+        if ![0, 1, 3].contains(&self.controllers.replicas) {
+            wrong.push(format!(
+                "controllers.replicas must be 0, 1 or 3, not {}",
+                self.controllers.replicas
+            ));
+        }
+        if self.controllers.combined() && self.brokers != 1 {
+            wrong.push(format!(
+                "combined mode (controllers.replicas: 0) allows only brokers: 1, not {}",
+                self.brokers
+            ));
+        }
+        for key in self.config.properties.keys() {
+            if RESERVED_PROPERTIES.contains(&key.as_str()) {
+                wrong.push(format!("config.properties.{key} is set by the operator"));
+            }
+        }
+        wrong
+    }
+}
+
 impl ControllersSpec {
     /// Whether the brokers are their own controllers (`replicas: 0`).
     pub fn combined(&self) -> bool {

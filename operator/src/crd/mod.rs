@@ -57,6 +57,8 @@ pub fn to_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_yaml::Err
 
 #[cfg(test)]
 mod tests {
+    use serde::Deserialize;
+
     use super::*;
 
     /// The columns `kubectl get topics,consumergroups` shows without `-o wide`.
@@ -127,5 +129,43 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_example_clusters_break_no_rule_and_broken_ones_are_named() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            for document in serde_yaml::Deserializer::from_str(&text) {
+                let value = serde_yaml::Value::deserialize(document).unwrap();
+                if value["kind"].as_str() != Some("KafkaCluster") {
+                    continue;
+                }
+                let cluster: KafkaCluster = serde_yaml::from_value(value).unwrap();
+                assert_eq!(
+                    cluster.spec.violations(),
+                    Vec::<String>::new(),
+                    "{}",
+                    path.display()
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked >= 2, "examples checked: {checked}");
+
+        let broken: KafkaClusterSpec = serde_json::from_value(serde_json::json!({
+            "brokers": 2001, "racks": {"names": ["a", "a"]}, "controllers": {"replicas": 2},
+        }))
+        .unwrap();
+        assert_eq!(
+            broken.violations(),
+            [
+                "rack a is listed twice",
+                "at most 1000 brokers per rack: 2001 brokers over 2 racks",
+                "controllers.replicas must be 0, 1 or 3, not 2",
+            ]
+        );
     }
 }
