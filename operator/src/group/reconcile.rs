@@ -11,7 +11,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::{Api, ResourceExt};
-use tracing::{info, instrument, warn};
+use tracing::{debug, info, instrument, warn};
 
 use super::plan::{as_list, lag};
 use super::sync::{delete, observe, reset, GroupView, ResetError};
@@ -23,11 +23,14 @@ use crate::crd::{
 };
 use crate::kafka::AdminError;
 use crate::shell::{apply_status, cluster_access, publish, ClusterAccess};
+use kafka_protocol::error::ResponseError;
 
 /// The finalizer that keeps a ConsumerGroup until its deletion policy is carried out.
 pub const FINALIZER: &str = "strom.dev/consumergroup";
 pub const READY: &str = "Ready";
 pub const OFFSET_RESET: &str = "OffsetReset";
+/// The Ready reason while a deletion waits for the group's members to leave.
+pub const DELETION_WAITING: &str = "DeletionWaiting";
 
 /// How often status is read from Kafka again.
 pub const REFRESH: Duration = Duration::from_secs(30);
@@ -51,6 +54,10 @@ pub enum Error {
     PatchStatus(#[source] kube::Error),
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    /// Not a fault: the deletion waits for the group's members to leave. An error only
+    /// because a finalizer is released on every successful cleanup.
+    #[error("{0}")]
+    DeletionWaiting(String),
 }
 
 impl Error {
@@ -62,6 +69,7 @@ impl Error {
             Error::ClusterNotReady(_) => "cluster_not_ready",
             Error::PatchStatus(_) => "patch_status",
             Error::Finalizer(_) => "finalizer",
+            Error::DeletionWaiting(_) => "deletion_waiting",
         }
     }
 }
@@ -98,6 +106,15 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: &Context) -> Result<Act
 
 /// What the controller does after a failed reconcile: log it and try again later.
 pub fn error_policy(group: Arc<ConsumerGroup>, err: &Error, _ctx: Arc<Context>) -> Action {
+    if let Error::DeletionWaiting(why) = err {
+        debug!(
+            namespace = group.namespace(),
+            object = group.name_any(),
+            why,
+            "deletion waiting"
+        );
+        return Action::requeue(REFRESH);
+    }
     warn!(namespace = group.namespace(), object = group.name_any(), cause = %err, "group reconcile failed");
     Action::requeue(REQUEUE_ERROR)
 }
@@ -315,6 +332,9 @@ async fn cleanup(group: &ConsumerGroup, ctx: &Context) -> Result<Action, Error> 
                     .await;
                     Ok(Action::await_change())
                 }
+                Err(err) if err.kafka_error() == Some(ResponseError::NonEmptyGroup) => {
+                    wait_for_members_to_leave(group, ctx, admin.as_ref()).await
+                }
                 Err(err) => {
                     publish(
                         ctx,
@@ -330,6 +350,70 @@ async fn cleanup(group: &ConsumerGroup, ctx: &Context) -> Result<Action, Error> 
             }
         }
     }
+}
+
+/// Kafka deletes a group only once its members have left: until then `kubectl delete`
+/// waits on the finalizer. Status keeps showing the group as it is (members, lag) and
+/// says why the deletion waits; a Warning event tells once.
+async fn wait_for_members_to_leave(
+    group: &ConsumerGroup,
+    ctx: &Context,
+    admin: &dyn crate::kafka::KafkaAdmin,
+) -> Result<Action, Error> {
+    let now = (ctx.now)();
+    let mut status = group.status.clone().unwrap_or_default();
+    status.observed_generation = group.metadata.generation;
+    let members = match observe(admin, group.group_id()).await {
+        Ok(view) => {
+            fill_observed(&mut status, &view);
+            let clients: std::collections::BTreeSet<&str> = view
+                .info
+                .members
+                .iter()
+                .map(|m| m.client_id.as_str())
+                .collect();
+            format!(
+                "{} active members (clients: {})",
+                view.info.members.len(),
+                clients.into_iter().collect::<Vec<_>>().join(", ")
+            )
+        }
+        Err(err) => format!("active members (not described: {err})"),
+    };
+    let message = format!(
+        "deletion waits: Kafka deletes group {} and its offsets once its {members} have left; stop the consumers, or set deletionPolicy: Retain to keep the group",
+        group.group_id()
+    );
+    let already_waiting = previous_conditions(group)
+        .iter()
+        .any(|c| c.type_ == READY && c.reason == DELETION_WAITING);
+    set_ready(
+        group,
+        &mut status,
+        now,
+        false,
+        DELETION_WAITING,
+        message.clone(),
+    );
+    apply_status(ctx, group, &status)
+        .await
+        .map_err(Error::PatchStatus)?;
+    if !already_waiting {
+        info!(
+            group = group.group_id(),
+            "deletion waits for members to leave"
+        );
+        publish(
+            ctx,
+            group,
+            EventType::Warning,
+            DELETION_WAITING,
+            "Delete",
+            message.clone(),
+        )
+        .await;
+    }
+    Err(Error::DeletionWaiting(message))
 }
 
 fn previous_conditions(group: &ConsumerGroup) -> &[Condition] {
@@ -699,19 +783,54 @@ mod tests {
         let (ctx, mut api, pool) = fixtures::context_with_kafka();
         kafka_with_group(&pool.kafka, vec![member()]);
         let reconciling = tokio::spawn(reconcile(Arc::new(deleting("Delete")), ctx.clone()));
-        within(async {
+        let waiting = within(async {
             expect_cluster(&mut api).await;
+            // Status shows the group as it is and why the deletion waits.
+            let status = expect_status(&mut api).await;
+            assert_eq!(status["memberCount"], 1);
+            assert_eq!(status["state"], "Stable");
+            assert_eq!(status["totalLag"], 7);
+            let ready = &status["conditions"][0];
+            assert_eq!(
+                (&ready["type"], &ready["status"]),
+                (&json!("Ready"), &json!("False"))
+            );
+            assert_eq!(ready["reason"], "DeletionWaiting");
+            let message = ready["message"].as_str().unwrap();
+            assert!(
+                message.contains("once its 1 active members (clients: rdkafka) have left"),
+                "{message}"
+            );
             let event = api.expect_event_about("billing").await;
             assert_eq!(
                 (&event["type"], &event["reason"]),
-                (&json!("Warning"), &json!("GroupDeleteFailed"))
+                (&json!("Warning"), &json!("DeletionWaiting"))
             );
             // No finalizer removal: the resource stays while Kafka refuses.
             api.expect_nothing_more().await;
+            status
         })
         .await;
         let result = within(reconciling).await.unwrap();
-        assert!(matches!(result, Err(Error::Kafka(_))), "{result:?}");
+        let err = result.expect_err("the finalizer stays while the deletion waits");
+        assert!(matches!(err, Error::DeletionWaiting(_)), "{err:?}");
+        assert_eq!(
+            error_policy(Arc::new(deleting("Delete")), &err, ctx.clone()),
+            Action::requeue(REFRESH)
+        );
+
+        // Still waiting: status is refreshed, no second event.
+        let mut object = serde_json::to_value(deleting("Delete")).unwrap();
+        object["status"] = waiting;
+        let still: ConsumerGroup = serde_json::from_value(object).unwrap();
+        let reconciling = tokio::spawn(reconcile(Arc::new(still), ctx.clone()));
+        within(async {
+            expect_cluster(&mut api).await;
+            expect_status(&mut api).await;
+            api.expect_nothing_more().await;
+        })
+        .await;
+        assert!(within(reconciling).await.unwrap().is_err());
 
         // Once the members are gone the group and its offsets are deleted.
         pool.kafka
