@@ -47,8 +47,8 @@ kubectl -n "$NAMESPACE" apply -f examples/kafkacluster-single.yaml
 # The Topic and ConsumerGroup examples as a user would apply them, pointed at that
 # cluster, and with the topic's replication factor fitting one broker: the Topic
 # controller creates the topic this test produces to (auto-creation stays off), the
-# ConsumerGroup resets its offsets.
-for example in examples/topic-retention.yaml examples/consumergroup.yaml; do
+# ConsumerGroup observes its group and then (the second step) resets its offsets.
+for example in examples/topic-retention.yaml examples/consumergroup.yaml examples/consumergroup-reset.yaml; do
     sed -e 's/^\(    name:\) events$/\1 single/' -e 's/^\(  replicationFactor:\) 3$/\1 1/' "$example"
     echo ---
 done | kubectl -n "$NAMESPACE" apply -f -

@@ -80,6 +80,25 @@ where
     Ok(())
 }
 
+/// Whether a finalizer patch failed only because the object changed since it was read
+/// (its `resourceVersion` test fails: 422, or 409): harmless, the next reconcile reads
+/// the newer object. Common when a Topic and its cluster are applied together.
+pub fn is_finalizer_conflict<E: std::error::Error>(
+    err: &kube::runtime::finalizer::Error<E>,
+) -> bool {
+    use kube::runtime::finalizer::Error;
+    match err {
+        Error::AddFinalizer(kube::Error::Api(status))
+        | Error::RemoveFinalizer(kube::Error::Api(status)) => {
+            status.code == 422 || status.code == 409
+        }
+        _ => false,
+    }
+}
+
+/// How soon an object whose finalizer patch conflicted is reconciled again.
+pub const REQUEUE_CONFLICT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Publishes an event about `object`; a failure is logged, never fatal: events are a
 /// courtesy to the user.
 pub async fn publish<K>(

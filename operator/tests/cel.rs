@@ -147,6 +147,26 @@ fn typed_topic_configs_are_not_free_config() {
 }
 
 #[test]
+fn a_topic_codec_the_broker_refuses_is_refused_at_admission() {
+    let with = |codec: &str| {
+        object(
+            "Topic",
+            json!({"clusterRef": {"name": "a"}, "config": {"compression.type": codec, "segment.ms": "60000"}}),
+        )
+    };
+    assert_refused(
+        &topic_schema(),
+        &with("lz4"),
+        None,
+        "only 'producer' is supported",
+    );
+    assert_eq!(
+        failures(&topic_schema(), &with("producer"), None),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
 fn racks_may_only_be_appended() {
     let racks = |names: &[&str]| {
         object(

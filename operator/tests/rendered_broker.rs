@@ -28,7 +28,10 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use strom_operator::cluster::desired::{
     desired, Defaults, Desired, BROKER_PROPERTIES, CONTROLLER_PROPERTIES,
 };
-use strom_operator::crd::KafkaCluster;
+use strom_operator::crd::{ConsumerGroup, KafkaCluster, Topic};
+use strom_operator::group::sync as group_sync;
+use strom_operator::kafka::{Admin, AdminConfig};
+use strom_operator::topic::sync as topic_sync;
 
 /// Where the pod mounts the ConfigMap and finds the binary (see `cluster::desired`).
 const CONFIG_MOUNT: &str = "/etc/strom/";
@@ -78,10 +81,20 @@ impl Drop for Node {
     }
 }
 
-/// Runs ordinal 0 of `set` the way its pod would: the container's `/bin/sh -c` script
-/// with the ConfigMap's files in a temp dir, the declared environment, and `extra`
-/// (given a fresh data directory) appended to the script's arguments.
+/// Runs ordinal 0 of `set` the way its pod would; see `start_ordinal`.
 fn start(desired: &Desired, set: &StatefulSet, extra: impl FnOnce(&Path) -> Vec<String>) -> Node {
+    start_ordinal(desired, set, 0, extra)
+}
+
+/// Runs pod `ordinal` of `set` the way it would run: the container's `/bin/sh -c`
+/// script with the ConfigMap's files in a temp dir, the declared environment, and
+/// `extra` (given a fresh data directory) appended to the script's arguments.
+fn start_ordinal(
+    desired: &Desired,
+    set: &StatefulSet,
+    ordinal: usize,
+    extra: impl FnOnce(&Path) -> Vec<String>,
+) -> Node {
     let container = container(set);
     let command = container.command.as_ref().expect("container command");
     assert_eq!(command.len(), 3, "{command:?}");
@@ -106,7 +119,7 @@ fn start(desired: &Desired, set: &StatefulSet, extra: impl FnOnce(&Path) -> Vec<
             &shell_quote(&broker_bin().display().to_string()),
         );
 
-    let pod = format!("{}-0", set.metadata.name.as_deref().expect("name"));
+    let pod = format!("{}-{ordinal}", set.metadata.name.as_deref().expect("name"));
     let mut sh = Command::new("/bin/sh");
     sh.arg("-c").arg(&script).arg("sh").env_clear();
     for var in container.env.as_ref().expect("container env") {
@@ -352,4 +365,180 @@ fn split_mode_configs_form_a_cluster_and_carry_records() {
         "{received:?}; broker log:\n{}",
         log_tail(&broker.log)
     );
+}
+
+/// An example manifest of the repository, parsed as the API server would hand it over.
+fn example<K: serde::de::DeserializeOwned>(file: &str) -> K {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_three_zone_example_runs_the_topic_and_group_examples_as_written() {
+    // examples/kafkacluster-three-zones.yaml: three controller voters (ordinals 0-2 of
+    // the controller StatefulSet) and one broker per zone StatefulSet, every script run
+    // as its pod would run it.
+    let cluster = cluster("../examples/kafkacluster-three-zones.yaml");
+    let desired = render(&cluster);
+    let controller_set = desired.controller_set.as_ref().expect("split mode");
+    assert_eq!(
+        desired.broker_sets.len(),
+        3,
+        "one broker StatefulSet per zone"
+    );
+    let data = desired.config_map.data.as_ref().unwrap();
+    let voter_ids: Vec<String> = data[CONTROLLER_PROPERTIES]
+        .lines()
+        .find_map(|l| l.strip_prefix("controller.quorum.voters="))
+        .expect("voters")
+        .split(',')
+        .map(|v| v.split('@').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(voter_ids, ["9000", "9001", "9002"]);
+    let ports: Vec<u16> = voter_ids.iter().map(|_| free_port()).collect();
+    let voters = format!(
+        "controller.quorum.voters={}",
+        voter_ids
+            .iter()
+            .zip(&ports)
+            .map(|(id, port)| format!("{id}@127.0.0.1:{port}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let mut nodes = Vec::new();
+    for (ordinal, port) in ports.iter().enumerate() {
+        let http = free_port();
+        let node = start_ordinal(&desired, controller_set, ordinal, |dir| {
+            vec![
+                format!("listeners=CONTROLLER://127.0.0.1:{port}"),
+                voters.clone(),
+                format!("log.dirs={}", dir.display()),
+                format!("strom.http.listener=127.0.0.1:{http}"),
+            ]
+        });
+        nodes.push((node, http));
+    }
+    let mut bootstrap = Vec::new();
+    for set in &desired.broker_sets {
+        let (port, http) = (free_port(), free_port());
+        let node = start(&desired, set, |dir| {
+            let mut o = loopback_overrides(port, http, dir);
+            o.push(voters.clone());
+            o
+        });
+        nodes.push((node, http));
+        bootstrap.push(format!("127.0.0.1:{port}"));
+    }
+    for (node, http) in &mut nodes {
+        wait_ready(node, &format!("127.0.0.1:{http}"));
+    }
+    let admin = Admin::new(
+        bootstrap.clone(),
+        AdminConfig {
+            request_timeout: Duration::from_secs(10),
+            retries: 5,
+            ..AdminConfig::default()
+        },
+    );
+
+    // examples/topic-retention.yaml, as written: six partitions, replication factor 3.
+    let topic: Topic = example("topic-retention.yaml");
+    let name = topic.kafka_name().to_owned();
+    let created = topic_sync::sync(&admin, &name, &topic.spec)
+        .await
+        .unwrap_or_else(|e| panic!("the Topic example: {e:?}"));
+    assert!(created.created);
+    assert_eq!(created.problems, Vec::<String>::new());
+    assert_eq!(created.topic.partitions.len(), 6);
+    for partition in &created.topic.partitions {
+        let mut racks: Vec<i32> = partition.replicas.iter().map(|id| id / 1000).collect();
+        racks.sort_unstable();
+        assert_eq!(racks, [0, 1, 2], "one replica per zone: {partition:?}");
+    }
+    let config = admin.describe_topic_config(&name).await.expect("config");
+    for (key, value) in [
+        ("retention.ms", "86400000"),
+        ("retention.bytes", "1073741824"),
+        ("segment.bytes", "104857600"),
+        ("min.insync.replicas", "2"),
+    ] {
+        assert_eq!(
+            config.get(key).and_then(|c| c.value.as_deref()),
+            Some(value),
+            "{key}"
+        );
+    }
+    // Nothing left to do the second time.
+    let again = topic_sync::sync(&admin, &name, &topic.spec)
+        .await
+        .expect("resync");
+    assert!(
+        !again.created && again.grown.is_none() && again.altered.is_empty(),
+        "{again:?}"
+    );
+
+    // Records for the group to read.
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap.join(","))
+        .set("acks", "all")
+        .create()
+        .expect("producer");
+    for i in 0..12 {
+        producer
+            .send(
+                BaseRecord::<str, _>::to(&name)
+                    .key(&format!("k{i}"))
+                    .payload("order"),
+            )
+            .map_err(|(e, _)| e)
+            .expect("enqueue");
+    }
+    producer
+        .flush(Duration::from_secs(30))
+        .expect("acknowledged");
+
+    // examples/consumergroup.yaml (step 1) only observes: a consumer of that group reads
+    // everything and commits; the group shows no lag once it has left.
+    let group: ConsumerGroup = example("consumergroup.yaml");
+    assert!(group.spec.offset_reset.is_none(), "step 1 changes nothing");
+    {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap.join(","))
+            .set("group.id", group.group_id())
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        consumer.subscribe(&[&name]).expect("subscribe");
+        receive(&consumer, 12);
+        consumer
+            .commit_consumer_state(CommitMode::Sync)
+            .expect("commit");
+    }
+    let observed = group_sync::observe(&admin, group.group_id())
+        .await
+        .expect("observe");
+    let (_, lag) = strom_operator::group::plan::lag(&observed.committed, &observed.log_end);
+    assert_eq!(lag, 0, "{observed:?}");
+
+    // examples/consumergroup-reset.yaml (step 2): back to the earliest offsets.
+    let reset: ConsumerGroup = example("consumergroup-reset.yaml");
+    assert_eq!(
+        reset.metadata.name, group.metadata.name,
+        "the same resource, step 2"
+    );
+    let wanted = reset.spec.offset_reset.as_ref().expect("a reset");
+    let done = group_sync::reset(&admin, reset.group_id(), wanted)
+        .await
+        .unwrap_or_else(|e| panic!("the reset example: {e:?}"));
+    assert_eq!(done.after.len(), 6, "{done:?}");
+    assert!(done.after.values().all(|&o| o == 0), "{done:?}");
+    let observed = group_sync::observe(&admin, group.group_id())
+        .await
+        .expect("observe");
+    let (_, lag) = strom_operator::group::plan::lag(&observed.committed, &observed.log_end);
+    assert_eq!(lag, 12, "every record is to be read again");
 }

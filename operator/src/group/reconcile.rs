@@ -22,7 +22,9 @@ use crate::crd::{
     ResetResult, TopicPartitions,
 };
 use crate::kafka::AdminError;
-use crate::shell::{apply_status, cluster_access, publish, ClusterAccess};
+use crate::shell::{
+    apply_status, cluster_access, is_finalizer_conflict, publish, ClusterAccess, REQUEUE_CONFLICT,
+};
 use kafka_protocol::error::ResponseError;
 
 /// The finalizer that keeps a ConsumerGroup until its deletion policy is carried out.
@@ -114,6 +116,12 @@ pub fn error_policy(group: Arc<ConsumerGroup>, err: &Error, _ctx: Arc<Context>) 
             "deletion waiting"
         );
         return Action::requeue(REFRESH);
+    }
+    if let Error::Finalizer(finalizer) = err {
+        if is_finalizer_conflict(finalizer) {
+            debug!(namespace = group.namespace(), object = group.name_any(), cause = %err, "changed meanwhile; again");
+            return Action::requeue(REQUEUE_CONFLICT);
+        }
     }
     warn!(namespace = group.namespace(), object = group.name_any(), cause = %err, "group reconcile failed");
     Action::requeue(REQUEUE_ERROR)

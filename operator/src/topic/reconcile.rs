@@ -15,7 +15,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::{Api, ResourceExt};
-use tracing::{info, instrument, warn};
+use tracing::{debug, info, instrument, warn};
 
 use super::plan::replication_factor;
 use super::sync::{delete, sync, SyncFailed, SyncOutcome};
@@ -23,7 +23,9 @@ use crate::cluster::reconcile::Context;
 use crate::cluster::status::condition;
 use crate::crd::{DeletionPolicy, Topic, TopicStatus};
 use crate::kafka::{AdminError, ConfigOp};
-use crate::shell::{apply_status, cluster_access, publish, ClusterAccess};
+use crate::shell::{
+    apply_status, cluster_access, is_finalizer_conflict, publish, ClusterAccess, REQUEUE_CONFLICT,
+};
 use crate::watch::decode;
 
 /// The finalizer that keeps a Topic until its Kafka topic is dealt with.
@@ -106,6 +108,12 @@ async fn reconcile_inner(topic: Arc<Topic>, ctx: &Context) -> Result<Action, Err
 
 /// What the controller does after a failed reconcile: log it and try again later.
 pub fn error_policy(topic: Arc<Topic>, err: &Error, _ctx: Arc<Context>) -> Action {
+    if let Error::Finalizer(finalizer) = err {
+        if is_finalizer_conflict(finalizer) {
+            debug!(namespace = topic.namespace(), object = topic.name_any(), cause = %err, "changed meanwhile; again");
+            return Action::requeue(REQUEUE_CONFLICT);
+        }
+    }
     warn!(namespace = topic.namespace(), object = topic.name_any(), cause = %err, "topic reconcile failed");
     Action::requeue(REQUEUE_ERROR)
 }
@@ -613,6 +621,31 @@ mod tests {
         assert!(
             pool.kafka.calls().is_empty(),
             "nothing happens in Kafka before the finalizer is set"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_finalizer_patch_that_lost_a_race_is_retried_at_once() {
+        let (ctx, mut api, _pool) = fixtures::context_with_kafka();
+        let mut object = topic_object("orders", "2024-01-01T00:00:00Z", spec(), None);
+        object["metadata"]["finalizers"] = json!(null);
+        let topic: Topic = serde_json::from_value(object).unwrap();
+        let reconciling = tokio::spawn(reconcile(Arc::new(topic.clone()), ctx.clone()));
+        within(api.handle(
+            Method::PATCH,
+            &format!("{BASE}/topics/orders"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            |_| {
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Invalid",
+                       "code": 422, "message": "the server rejected our request due to an error in our request"})
+            },
+        ))
+        .await;
+        let err = within(reconciling).await.unwrap().unwrap_err();
+        assert!(matches!(err, Error::Finalizer(_)), "{err:?}");
+        assert_eq!(
+            error_policy(Arc::new(topic), &err, ctx),
+            Action::requeue(REQUEUE_CONFLICT)
         );
     }
 
