@@ -197,6 +197,13 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         check: non_empty_list,
     },
     ConfigDef {
+        name: "strom.log.open.files.max",
+        ty: INT,
+        default: Some("0"),
+        doc: "Most segment files open at once; the least recently used are closed and opened again when next read, so a broker with many partitions fits its file-descriptor limit. 0: half the soft file-descriptor limit in force at start (raised to the hard limit first), at least 16. Kafka keeps every segment open.",
+        check: non_negative,
+    },
+    ConfigDef {
         name: "log.dir",
         ty: STR,
         default: Some("./data"),
@@ -1572,6 +1579,14 @@ impl BrokerConfig {
     }
     pub fn socket_request_max_bytes(&self) -> usize {
         self.int("socket.request.max.bytes") as usize
+    }
+    /// `strom.log.open.files.max` in force given the soft file-descriptor limit `fd_limit`.
+    pub fn open_files_max(&self, fd_limit: u64) -> usize {
+        match self.int("strom.log.open.files.max") {
+            0 => usize::try_from(fd_limit / 2).unwrap_or(usize::MAX),
+            set => set as usize,
+        }
+        .max(crate::log::files::MIN_LIMIT)
     }
     pub fn max_connections(&self) -> usize {
         self.int("max.connections") as usize

@@ -93,7 +93,10 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    strom_broker::server::raise_fd_limit();
+    let fd_limit = strom_broker::server::raise_fd_limit();
+    let open_files = config.open_files_max(fd_limit);
+    strom_broker::log::files::OpenFiles::global().set_limit(open_files);
+    tracing::info!(open_files, fd_limit, "segment files open at most");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

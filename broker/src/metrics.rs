@@ -37,6 +37,8 @@ pub struct Metrics {
     dirty_ratio: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     partitions: Gauge,
     log_size_bytes: Gauge,
+    open_segment_files: Gauge,
+    segment_file_opens: Counter,
     replication: [Gauge; 4],
     limit_closures: Family<Labels, Counter>,
     storage_errors: Family<Labels, Counter>,
@@ -68,6 +70,18 @@ impl Metrics {
         let connections = Gauge::default();
         let partitions = Gauge::default();
         let log_size_bytes = Gauge::default();
+        let open_segment_files = Gauge::default();
+        let segment_file_opens = Counter::default();
+        registry.register(
+            "log_open_segment_files",
+            "Segment files open now (at most strom.log.open.files.max)",
+            open_segment_files.clone(),
+        );
+        registry.register(
+            "log_segment_file_opens",
+            "Segment files opened; a rate that keeps up with reads means strom.log.open.files.max is below the working set",
+            segment_file_opens.clone(),
+        );
         let replication: [Gauge; 4] = Default::default();
         for (g, (name, help)) in replication.iter().zip([
             ("leader_partitions", "Partitions this broker leads"),
@@ -229,6 +243,8 @@ impl Metrics {
             dirty_ratio,
             partitions,
             log_size_bytes,
+            open_segment_files,
+            segment_file_opens,
             replication,
             limit_closures,
             storage_errors,
@@ -330,6 +346,11 @@ impl Metrics {
                 .fetch_max(quota.moved(), std::sync::atomic::Ordering::Relaxed);
         }
         self.partitions.set(partitions.len() as i64);
+        let files = crate::log::files::OpenFiles::global();
+        self.open_segment_files.set(files.open_count() as i64);
+        self.segment_file_opens
+            .inner()
+            .fetch_max(files.counts().0, std::sync::atomic::Ordering::Relaxed);
         self.log_size_bytes
             .set(partitions.iter().map(|p| p.size_bytes()).sum::<u64>() as i64);
         let (mut led, mut under, mut under_min, mut max_lag) = (0, 0, 0, 0);

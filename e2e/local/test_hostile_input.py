@@ -15,7 +15,9 @@ import time
 import pytest
 
 import kafka_wire as w
-from support import CLIENT_TIMEOUT_S, admin, create_topic, produce_all, producer, wait_for_topic
+from confluent_kafka import TopicPartition
+
+from support import CLIENT_TIMEOUT_S, admin, consumer, create_topic, produce_all, producer, wait_for_topic
 
 _correlation = itertools.count(1)
 INVALID_PARTITIONS = 37
@@ -205,6 +207,42 @@ def test_unread_fetch_responses_hold_bounded_memory(broker_factory, topic_name):
     assert_serving(b)
     s.close()
     assert_serving(b)
+
+
+@pytest.mark.timeout_s(180)
+def test_more_segments_than_file_descriptors_are_served_and_survive_kill_9(broker_factory, topic_name):
+    """300 partitions, each with a segment file, under a hard limit of 256 descriptors:
+    segment files are opened on use and at most strom.log.open.files.max (64) at once, so
+    the partitions are created, written, recovered after kill -9 and read back. A broker
+    that keeps every segment open fails with `Too many open files`."""
+    partitions = 300
+    b = broker_factory.create({"strom.log.open.files.max": 64, "max.connections": 100})
+    b.command_prefix = ["prlimit", "--nofile=256:256"]
+    b.start()
+    create_topic(b.bootstrap, topic_name, partitions=partitions)
+    wait_for_topic(b.bootstrap, topic_name, partitions)
+    prod = producer(b.bootstrap, acks="all")
+    reports = produce_all(prod, topic_name, [{"value": f"p{p}".encode(), "partition": p} for p in range(partitions)])
+    assert [err for err, _ in reports if err is not None] == []
+
+    def open_files():
+        line = next(l for l in b.metrics().splitlines() if l.startswith("strom_log_open_segment_files "))
+        return float(line.split()[1])
+
+    assert open_files() <= 64
+    b.restart(hard=True)
+    c = consumer(b.bootstrap)
+    c.assign([TopicPartition(topic_name, p, 0) for p in range(partitions)])
+    seen = {}
+    deadline = time.monotonic() + 60
+    while len(seen) < partitions and time.monotonic() < deadline:
+        msg = c.poll(0.5)
+        if msg is not None and not msg.error():
+            seen[msg.partition()] = msg.value()
+    c.close()
+    assert seen == {p: f"p{p}".encode() for p in range(partitions)}, f"{len(seen)} of {partitions} read back"
+    assert open_files() <= 64
+    assert "Too many open files" not in b.log_text()
 
 
 def test_a_short_fd_limit_is_named_in_readyz_and_the_log(broker_factory):

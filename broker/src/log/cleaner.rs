@@ -155,18 +155,30 @@ impl Log {
         if !due {
             return None;
         }
-        Some(CleanPlan {
-            dir: self.dir.clone(),
-            segments: segments
-                .iter()
-                .map(|s| SegmentSnapshot {
+        // Handles taken now, under the lock: the files stay readable while cleaning even if
+        // retention deletes the segments meanwhile.
+        let snapshots = segments
+            .iter()
+            .map(|s| {
+                Ok(SegmentSnapshot {
                     base_offset: s.base_offset,
                     next_offset: s.next_offset,
                     size: s.size,
                     max_timestamp: s.max_timestamp,
-                    file: s.file().clone(),
+                    file: s.handle()?,
                 })
-                .collect(),
+            })
+            .collect::<std::io::Result<Vec<_>>>();
+        let snapshots = match snapshots {
+            Ok(snapshots) => snapshots,
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), cause = %e, "cannot open a segment to clean; cleaning later");
+                return None;
+            }
+        };
+        Some(CleanPlan {
+            dir: self.dir.clone(),
+            segments: snapshots,
             first_dirty,
             segment_bytes: self.config.segment_bytes,
             tombstone_horizon_ms: now_ms.saturating_sub(self.config.delete_retention_ms),

@@ -9,6 +9,7 @@ pub mod batch;
 pub mod cleaner;
 pub mod codec;
 pub mod epochs;
+pub mod files;
 pub mod producer_state;
 pub mod segment;
 pub mod verify;
@@ -645,7 +646,7 @@ impl Log {
         {
             if let Some(position) = seg.locate(offset)? {
                 return Ok(Some(ReadPlan {
-                    file: seg.file().clone(),
+                    file: seg.handle()?,
                     path: seg.path(),
                     position,
                     end: seg.size,

@@ -3,10 +3,10 @@
 //! when the segment is closed, rolled or the broker shuts down cleanly.
 
 use super::batch::{BatchHeader, HEADER_LEN};
+use super::files::SegmentFile;
 use bytes::{Buf, BufMut};
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -32,7 +32,8 @@ pub struct TimeIndexEntry {
 
 pub struct Segment {
     pub base_offset: i64,
-    file: Arc<File>,
+    /// Opened when used, possibly closed between uses (see `files`).
+    file: SegmentFile,
     dir: PathBuf,
     /// Bytes of whole batches in the file; anything beyond was never acknowledged.
     pub size: u64,
@@ -54,10 +55,10 @@ pub struct Segment {
 
 impl Segment {
     /// A segment with no batches noted yet, over `file`.
-    fn empty(dir: &Path, base_offset: i64, file: File, now_ms: i64) -> Segment {
+    fn empty(dir: &Path, base_offset: i64, file: SegmentFile, now_ms: i64) -> Segment {
         Segment {
             base_offset,
-            file: Arc::new(file),
+            file,
             dir: dir.to_owned(),
             size: 0,
             next_offset: base_offset,
@@ -80,7 +81,12 @@ impl Segment {
             .read(true)
             .write(true)
             .open(&path)?;
-        Ok(Segment::empty(dir, base_offset, file, now_ms))
+        Ok(Segment::empty(
+            dir,
+            base_offset,
+            SegmentFile::open(path, file),
+            now_ms,
+        ))
     }
 
     /// Opens an existing segment. With `recover`, every batch is read and checked (CRC-32C,
@@ -100,14 +106,14 @@ impl Segment {
         now_ms: i64,
     ) -> io::Result<Segment> {
         let path = dir.join(file_name(base_offset, "log"));
-        let file = OpenOptions::new().read(true).write(true).open(&path)?;
-        let file_len = file.metadata()?.len();
+        let file = SegmentFile::lazy(path.clone());
+        let file_len = file.file_len()?;
         let mut seg = Segment::empty(dir, base_offset, file, now_ms);
         if !recover && seg.open_with_index(file_len, index_interval_bytes)? {
             seg.set_created_ms(now_ms);
             return Ok(seg);
         }
-        let mut seg = Segment::empty(dir, base_offset, seg.into_file(), now_ms);
+        let mut seg = Segment::empty(dir, base_offset, seg.file, now_ms);
         let end = seg.scan_from(0, file_len, true, index_interval_bytes)?;
         if end < file_len {
             if last {
@@ -131,10 +137,6 @@ impl Segment {
         }
         seg.set_created_ms(now_ms);
         Ok(seg)
-    }
-
-    fn into_file(self) -> File {
-        Arc::try_unwrap(self.file).unwrap_or_else(|f| f.try_clone().expect("dup a segment file"))
     }
 
     /// segment.ms counts from the first batch's timestamp, as Kafka's does after a restart.
@@ -258,11 +260,13 @@ impl Segment {
         let h = BatchHeader::parse(header).expect("a full header");
         let position = self.size;
         let total = (HEADER_LEN + rest.len()) as u64;
-        let result = write_all_at_end(
-            &self.file,
-            position,
-            &mut [IoSlice::new(header), IoSlice::new(rest)],
-        );
+        let result = self.file.handle().and_then(|file| {
+            write_all_at_end(
+                &file,
+                position,
+                &mut [IoSlice::new(header), IoSlice::new(rest)],
+            )
+        });
         if let Err(e) = result {
             let _ = self.file.set_len(position);
             return Err(e);
@@ -324,8 +328,14 @@ impl Segment {
         self.dir.join(file_name(self.base_offset, "log"))
     }
 
-    pub fn file(&self) -> &Arc<File> {
+    pub fn file(&self) -> &SegmentFile {
         &self.file
+    }
+
+    /// A handle on the `.log` file for a read carried out after the partition lock is
+    /// released: valid even if the segment is deleted or its file closed meanwhile.
+    pub fn handle(&self) -> io::Result<Arc<std::fs::File>> {
+        self.file.handle()
     }
 
     pub fn read_header_at(&self, pos: u64) -> io::Result<BatchHeader> {
@@ -371,7 +381,7 @@ impl Segment {
             })
             .collect();
         let sorted = entries.windows(2).all(|w| w[0].position < w[1].position);
-        let file_len = self.file.metadata().ok()?.len();
+        let file_len = self.file.file_len().ok()?;
         let in_file = entries
             .last()
             .is_none_or(|e| (e.position as u64) < file_len);

@@ -143,11 +143,13 @@ pub fn fd_shortfall(broker: &Broker) -> Option<String> {
         .iter()
         .map(|p| p.segment_count())
         .sum();
+    // Segment files beyond the open-files bound are closed and reopened as needed.
+    let files = segments.min(crate::log::files::OpenFiles::global().limit());
     let connections = broker.config.max_connections();
-    let room = (soft as usize).saturating_sub(segments + 64);
+    let room = (soft as usize).saturating_sub(files + 64);
     (room < connections).then(|| {
         format!(
-            "the soft file-descriptor limit {soft} leaves room for about {room} connections beside {segments} open segment files, fewer than max.connections {connections}: raise the limit (ulimit -n, LimitNOFILE)"
+            "the soft file-descriptor limit {soft} leaves room for about {room} connections beside up to {files} open segment files (strom.log.open.files.max), fewer than max.connections {connections}: raise the limit (ulimit -n, LimitNOFILE) or lower max.connections"
         )
     })
 }
