@@ -473,6 +473,46 @@ def decode_produce_response_v3(body: bytes) -> dict[tuple[str, int], ProducePart
     return out
 
 
+def produce_request_v8(topic: str, partition: int, records: bytes, correlation_id: int, acks: int = -1) -> bytes:
+    """A framed Produce v8 request (the body is v3's; the response adds KIP-467's errors)."""
+    partition_data = int32(partition) + kafka_bytes(records)
+    topic_data = string(topic) + array([partition_data])
+    body = nullable_string(None) + int16(acks) + int32(10_000) + array([topic_data])
+    return frame(request_header_v1(API_PRODUCE, 8, correlation_id) + body)
+
+
+@dataclass
+class ProducePartitionResponseV8:
+    error_code: int
+    base_offset: int
+    record_errors: list[tuple[int, str | None]]
+    error_message: str | None
+
+
+def decode_produce_response_v8(body: bytes) -> dict[tuple[str, int], ProducePartitionResponseV8]:
+    r = Reader(body)
+
+    def record_error(r: Reader) -> tuple[int, str | None]:
+        return r.int32(), r.nullable_string()
+
+    def partition(r: Reader) -> tuple[int, ProducePartitionResponseV8]:
+        index, code, base_offset = r.int32(), r.int16(), r.int64()
+        r.int64()  # log_append_time_ms
+        r.int64()  # log_start_offset
+        errors = r.array(record_error) or []
+        return index, ProducePartitionResponseV8(code, base_offset, errors, r.nullable_string())
+
+    def topic(r: Reader) -> tuple[str, list]:
+        return r.string(), r.array(partition) or []
+
+    out = {}
+    for name, partitions in r.array(topic) or []:
+        for index, resp in partitions:
+            out[(name, index)] = resp
+    r.int32()  # throttle_time_ms
+    return out
+
+
 # --- InitProducerId v0 ---------------------------------------------------------------------
 
 API_INIT_PRODUCER_ID = 22

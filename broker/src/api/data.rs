@@ -15,7 +15,9 @@ use kafka_protocol::messages::fetch_response::{
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{
     AllocateProducerIdsRequest, AllocateProducerIdsResponse, DeleteRecordsRequest,
     DeleteRecordsResponse, FetchRequest, FetchResponse, InitProducerIdRequest,
@@ -48,6 +50,7 @@ pub async fn produce(
                 .with_base_offset(-1)
                 .with_log_append_time_ms(-1)
                 .with_log_start_offset(-1);
+            let mut record_errors = Vec::new();
             let outcome: Result<_, (i16, String)> = if !acks_valid {
                 Err((
                     codes::INVALID_REQUIRED_ACKS,
@@ -65,7 +68,10 @@ pub async fn produce(
                     .replicas
                     .append(&p, &records, acks)
                     .map(|info| (info, p.log_start_offset(), p.clone()))
-                    .map_err(|e| (e.error_code(), e.to_string()))
+                    .map_err(|e| {
+                        record_errors = e.record_errors();
+                        (e.error_code(), e.to_string())
+                    })
             } else {
                 let code = not_hosted_code(broker, &topic.name.0, pd.index);
                 Err((
@@ -95,7 +101,16 @@ pub async fn produce(
                     tracing::debug!(topic = %topic.name.0, partition = pd.index, code, %message, "produce refused");
                     resp = resp.with_error_code(code);
                     if version >= 8 {
-                        resp = resp.with_error_message(msg(message));
+                        resp = resp.with_error_message(msg(message)).with_record_errors(
+                            record_errors
+                                .into_iter()
+                                .map(|(index, why)| {
+                                    BatchIndexAndErrorMessage::default()
+                                        .with_batch_index(index)
+                                        .with_batch_index_error_message(msg(why))
+                                })
+                                .collect(),
+                        );
                     }
                 }
             }

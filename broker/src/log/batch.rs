@@ -46,10 +46,18 @@ pub enum BatchError {
     InvalidRecordCount { count: i32, delta: i32 },
     #[error("transactional and control batches are not supported yet")]
     Transactional,
-    #[error("record timestamp {timestamp} is outside the allowed range")]
-    InvalidTimestamp { timestamp: i64 },
-    #[error("Compacted topic cannot accept message without key")]
-    MissingKey,
+    /// Records whose timestamps lie outside `[min, max]` (message.timestamp.before.max.ms,
+    /// message.timestamp.after.max.ms): (index in the batch, timestamp), or none when
+    /// they could not be told apart.
+    #[error("{}", timestamp_message(*.min, *.max, .records))]
+    InvalidTimestamp {
+        min: i64,
+        max: i64,
+        records: Vec<(i32, i64)>,
+    },
+    /// The records without a key (indexes in the batch) of a batch to a compacted topic.
+    #[error("{}", rejected_message(.records.len(), "Compacted topic cannot accept message without key"))]
+    MissingKey { records: Vec<i32> },
     #[error("record batch cannot be decompressed: {0}")]
     Undecodable(String),
     #[error("record batch refused: {0}")]
@@ -67,7 +75,7 @@ impl BatchError {
             BatchError::UnsupportedCompression(_) => 76,        // UNSUPPORTED_COMPRESSION_TYPE
             BatchError::TooLarge { .. } => 10,                  // MESSAGE_TOO_LARGE
             BatchError::InvalidRecordCount { .. }
-            | BatchError::MissingKey
+            | BatchError::MissingKey { .. }
             | BatchError::Undecompressible(_)
             | BatchError::InvalidRecords(_) => 87, // INVALID_RECORD
             BatchError::Undecodable(_) => 2,                    // CORRUPT_MESSAGE
@@ -75,6 +83,44 @@ impl BatchError {
             BatchError::InvalidTimestamp { .. } => 32,          // INVALID_TIMESTAMP
         }
     }
+}
+
+impl BatchError {
+    /// KIP-467's per-record errors: (index of the record in its batch, why), for a client
+    /// to fail exactly those records; empty when the whole batch is at fault.
+    pub fn record_errors(&self) -> Vec<(i32, String)> {
+        match self {
+            BatchError::MissingKey { records } => records
+                .iter()
+                .map(|&i| (i, format!("Compacted topic cannot accept message without key (record {i})")))
+                .collect(),
+            BatchError::InvalidTimestamp { min, max, records } => records
+                .iter()
+                .map(|&(i, ts)| {
+                    (i, format!("Timestamp {ts} of record {i} is out of range. The timestamp should be within [{min}, {max}]"))
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// The batch-level message when some records were rejected, as Kafka words it.
+fn rejected_message(count: usize, why: &str) -> String {
+    format!("One or more records have been rejected: {count} record(s): {why}")
+}
+
+fn timestamp_message(min: i64, max: i64, records: &[(i32, i64)]) -> String {
+    let shown: Vec<String> = records
+        .iter()
+        .take(3)
+        .map(|(i, ts)| format!("record {i}: {ts}"))
+        .collect();
+    format!(
+        "One or more records have been rejected: {} record(s) with a timestamp outside [{min}, {max}] ({})",
+        records.len(),
+        shown.join(", ")
+    )
 }
 
 /// The header fields of one v2 batch that the log needs.
@@ -218,16 +264,23 @@ fn check_batches(
 
 /// Checks the records inside each batch against its header (see
 /// [`super::codec::validate_records`]), and with `require_keys` (compacted topics) that every
-/// record has a key. Compressed batches are decompressed within a bound; `batches` are the
+/// record has a key, and with `timestamps` that every record's timestamp lies within them.
+/// Compressed batches are decompressed within a bound; `batches` are the
 /// headers [`validate_batches`] returned for `records`.
 pub fn validate_contents(
     records: &[u8],
     batches: &[BatchHeader],
     require_keys: bool,
+    timestamps: Option<(i64, i64)>,
 ) -> Result<(), BatchError> {
     let mut pos = 0;
     for h in batches {
-        super::codec::validate_records(h, &records[pos..pos + h.total_len()], require_keys)?;
+        super::codec::validate_records(
+            h,
+            &records[pos..pos + h.total_len()],
+            require_keys,
+            timestamps,
+        )?;
         pos += h.total_len();
     }
     Ok(())

@@ -139,11 +139,13 @@ fn read_bounded(mut r: impl Read, limit: usize) -> Result<Vec<u8>, ReadError> {
 /// Reads the records of one batch (`batch`: the whole batch, header included), decompressing
 /// them within [`MAX_DECOMPRESSED_BATCH_BYTES`], and checks them against the header: exactly
 /// `record_count` records, offset deltas 0, 1, 2, ..., every length inside its record, no
-/// bytes left over, and (with `require_keys`, for compacted topics) a key on every record.
+/// bytes left over, (with `require_keys`, for compacted topics) a key on every record, and
+/// (with `timestamps`, for CreateTime topics) every record's timestamp within `[min, max]`.
 pub fn validate_records(
     h: &BatchHeader,
     batch: &[u8],
     require_keys: bool,
+    timestamps: Option<(i64, i64)>,
 ) -> Result<(), BatchError> {
     let body = batch
         .get(HEADER_LEN..h.total_len())
@@ -155,7 +157,29 @@ pub fn validate_records(
         decompressed = decompress(h.compression(), body, MAX_DECOMPRESSED_BATCH_BYTES)?;
         &decompressed
     };
-    walk_records(records, h.record_count, require_keys, None)
+    let mut out_of_range = Vec::new();
+    walk_records(
+        records,
+        h.record_count,
+        require_keys,
+        None,
+        &mut |i, delta| {
+            if let Some((min, max)) = timestamps {
+                let ts = h.base_timestamp.saturating_add(delta);
+                if ts < min || ts > max {
+                    out_of_range.push((i, ts));
+                }
+            }
+        },
+    )?;
+    match timestamps {
+        Some((min, max)) if !out_of_range.is_empty() => Err(BatchError::InvalidTimestamp {
+            min,
+            max,
+            records: out_of_range,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// [`validate_records`] for a batch already in a log (verify-log): compaction may have
@@ -171,18 +195,28 @@ pub fn validate_stored_records(h: &BatchHeader, batch: &[u8]) -> Result<(), Batc
         decompressed = decompress(h.compression(), body, MAX_DECOMPRESSED_BATCH_BYTES)?;
         &decompressed
     };
-    walk_records(records, h.record_count, false, Some(h.last_offset_delta))
+    walk_records(
+        records,
+        h.record_count,
+        false,
+        Some(h.last_offset_delta),
+        &mut |_, _| {},
+    )
 }
 
-/// Walks `record_count` v2 records in `data` without allocating. Offset deltas must be
-/// 0, 1, 2, ... (a produced batch), or with `stored_last_delta` increase up to it.
+/// Walks `record_count` v2 records in `data`, calling `on_record` with each record's
+/// index and timestamp delta. Offset deltas must be 0, 1, 2, ... (a produced batch), or
+/// with `stored_last_delta` increase up to it. With `require_keys`, every record without a
+/// key is named in one `MissingKey`.
 fn walk_records(
     data: &[u8],
     record_count: i32,
     require_keys: bool,
     stored_last_delta: Option<i32>,
+    on_record: &mut dyn FnMut(i32, i64),
 ) -> Result<(), BatchError> {
     let invalid = |what: String| BatchError::InvalidRecords(what);
+    let mut keyless = Vec::new();
     let mut pos = 0usize;
     let mut previous_delta = -1i64;
     for i in 0..record_count.max(0) {
@@ -205,7 +239,7 @@ fn walk_records(
         if pos > end {
             return Err(bad("attributes"));
         }
-        varint(rec, &mut pos).ok_or_else(|| bad("timestamp delta"))?;
+        let timestamp_delta = varint(rec, &mut pos).ok_or_else(|| bad("timestamp delta"))?;
         let delta = varint(rec, &mut pos).ok_or_else(|| bad("offset delta"))?;
         let delta_ok = match stored_last_delta {
             None => delta == i as i64,
@@ -219,7 +253,7 @@ fn walk_records(
         }
         let key = sized(rec, &mut pos).ok_or_else(|| bad("key"))?;
         if require_keys && key.is_none() {
-            return Err(BatchError::MissingKey);
+            keyless.push(i);
         }
         sized(rec, &mut pos).ok_or_else(|| bad("value"))?;
         let headers = varint(rec, &mut pos)
@@ -237,11 +271,15 @@ fn walk_records(
                 "record {i}'s fields do not add up to its length"
             )));
         }
+        on_record(i, timestamp_delta);
     }
     if pos != data.len() {
         return Err(invalid(format!(
             "the batch holds more than the {record_count} records its header counts"
         )));
+    }
+    if !keyless.is_empty() {
+        return Err(BatchError::MissingKey { records: keyless });
     }
     Ok(())
 }
@@ -328,7 +366,7 @@ mod tests {
         ] {
             let b = make_batch(50, 100, c);
             let h = header(&b);
-            validate_records(&h, &b, true).unwrap_or_else(|e| panic!("{c:?}: {e}"));
+            validate_records(&h, &b, true, None).unwrap_or_else(|e| panic!("{c:?}: {e}"));
             let set = decode_batch(b.clone()).unwrap();
             assert_eq!(set.records.len(), 50);
         }
@@ -389,17 +427,17 @@ mod tests {
     fn records_must_match_the_header() {
         let b = make_batch(3, 10, Compression::None);
         let h = header(&b);
-        validate_records(&h, &b, false).unwrap();
+        validate_records(&h, &b, false, None).unwrap();
         // The header counting more records than the batch holds (and a delta to match).
         let mut lying = h;
         lying.record_count = i32::MAX;
         assert!(matches!(
-            validate_records(&lying, &b, false),
+            validate_records(&lying, &b, false, None),
             Err(BatchError::InvalidRecords(_))
         ));
         lying.record_count = 2;
         assert!(matches!(
-            validate_records(&lying, &b, false),
+            validate_records(&lying, &b, false, None),
             Err(BatchError::InvalidRecords(_))
         ));
         // Garbage records with a valid header.
@@ -407,7 +445,7 @@ mod tests {
         for x in &mut garbage[HEADER_LEN..] {
             *x = 0xee;
         }
-        assert!(validate_records(&h, &garbage, false).is_err());
+        assert!(validate_records(&h, &garbage, false, None).is_err());
     }
 
     #[test]
@@ -426,10 +464,68 @@ mod tests {
         .unwrap();
         let h = header(&buf);
         assert_eq!(
-            validate_records(&h, &buf, true),
-            Err(BatchError::MissingKey)
+            validate_records(&h, &buf, true, None),
+            Err(BatchError::MissingKey { records: vec![0] })
         );
-        validate_records(&h, &buf, false).unwrap();
+        validate_records(&h, &buf, false, None).unwrap();
+    }
+
+    #[test]
+    fn each_offending_record_is_named() {
+        let record = |i: i64, key: Option<&'static [u8]>, timestamp: i64| {
+            crate::log::batch::plain_record(
+                i,
+                timestamp,
+                key.map(Bytes::from_static),
+                Some(Bytes::from_static(b"v")),
+            )
+        };
+        // Out of time order: the header's first and greatest timestamps are in range, the
+        // middle record is not.
+        let records = [
+            record(0, None, 1_000),
+            record(1, Some(b"k"), 10),
+            record(2, None, 1_500),
+        ];
+        for compression in [Compression::None, Compression::Zstd] {
+            let mut buf = bytes::BytesMut::new();
+            kafka_protocol::records::RecordBatchEncoder::encode(
+                &mut buf,
+                records.iter(),
+                &kafka_protocol::records::RecordEncodeOptions {
+                    version: 2,
+                    compression,
+                },
+            )
+            .unwrap();
+            let h = header(&buf);
+            assert_eq!(
+                validate_records(&h, &buf, true, None),
+                Err(BatchError::MissingKey {
+                    records: vec![0, 2]
+                })
+            );
+            let refused = validate_records(&h, &buf, false, Some((500, 2_000))).unwrap_err();
+            assert_eq!(
+                refused,
+                BatchError::InvalidTimestamp {
+                    min: 500,
+                    max: 2_000,
+                    records: vec![(1, 10)]
+                }
+            );
+            assert_eq!(refused.error_code(), 32);
+            let errors = refused.record_errors();
+            assert_eq!(errors.len(), 1);
+            assert_eq!(errors[0].0, 1);
+            assert!(
+                errors[0]
+                    .1
+                    .contains("Timestamp 10 of record 1 is out of range"),
+                "{errors:?}"
+            );
+            validate_records(&h, &buf, false, Some((0, 2_000))).unwrap();
+        }
     }
 
     /// The cost of validating produced batches (docs/benchmarks.md): run with
@@ -450,7 +546,7 @@ mod tests {
             let rounds = 50;
             let started = std::time::Instant::now();
             for _ in 0..rounds {
-                validate_records(&h, &b, false).unwrap();
+                validate_records(&h, &b, false, None).unwrap();
             }
             let secs = started.elapsed().as_secs_f64();
             let crc_started = std::time::Instant::now();

@@ -51,6 +51,14 @@ pub enum ProduceError {
 }
 
 impl ProduceError {
+    /// KIP-467's per-record errors, when the batch was refused for some of its records.
+    pub fn record_errors(&self) -> Vec<(i32, String)> {
+        match self {
+            ProduceError::Batch(b) => b.record_errors(),
+            _ => Vec::new(),
+        }
+    }
+
     pub fn error_code(&self) -> i16 {
         match self {
             ProduceError::Batch(b) => b.error_code(),
@@ -178,24 +186,17 @@ impl Partition {
         let headers = validate_batches(records, cfg.max_message_bytes)?;
         // Records are checked against their batch headers on every topic (Kafka's broker
         // does the same); compressed batches are decompressed within a bound for it.
-        crate::log::batch::validate_contents(records, &headers, cfg.compact)?;
-        if !cfg.log_append_time {
-            for h in &headers {
-                let too_old = cfg.timestamp_before_max_ms != i64::MAX
-                    && h.base_timestamp < now_ms.saturating_sub(cfg.timestamp_before_max_ms);
-                let too_new = h.max_timestamp > now_ms.saturating_add(cfg.timestamp_after_max_ms);
-                if too_old || too_new {
-                    return Err(BatchError::InvalidTimestamp {
-                        timestamp: if too_new {
-                            h.max_timestamp
-                        } else {
-                            h.base_timestamp
-                        },
-                    }
-                    .into());
-                }
-            }
-        }
+        // Every record's timestamp, not only the header's first and greatest: records of
+        // one batch need not be in time order (Kafka checks each too, and names them).
+        let timestamps = (!cfg.log_append_time).then(|| {
+            let min = if cfg.timestamp_before_max_ms == i64::MAX {
+                i64::MIN
+            } else {
+                now_ms.saturating_sub(cfg.timestamp_before_max_ms)
+            };
+            (min, now_ms.saturating_add(cfg.timestamp_after_max_ms))
+        });
+        crate::log::batch::validate_contents(records, &headers, cfg.compact, timestamps)?;
         if acks == -1 {
             let isr = self.isr.read().expect("isr lock").len();
             if (isr as i32) < cfg.min_insync_replicas {
