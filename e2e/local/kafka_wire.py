@@ -440,12 +440,14 @@ def produce_request_v3(
     correlation_id: int,
     acks: int = -1,
     timeout_ms: int = 10_000,
+    version: int = 3,
 ) -> bytes:
-    """A framed Produce v3 request carrying one batch for one partition."""
+    """A framed Produce v3 request carrying one batch for one partition (v4 to v8 share
+    its body)."""
     partition_data = int32(partition) + kafka_bytes(records)
     topic_data = string(topic) + array([partition_data])
     body = nullable_string(None) + int16(acks) + int32(timeout_ms) + array([topic_data])
-    return frame(request_header_v1(API_PRODUCE, 3, correlation_id) + body)
+    return frame(request_header_v1(API_PRODUCE, version, correlation_id) + body)
 
 
 @dataclass
@@ -475,10 +477,7 @@ def decode_produce_response_v3(body: bytes) -> dict[tuple[str, int], ProducePart
 
 def produce_request_v8(topic: str, partition: int, records: bytes, correlation_id: int, acks: int = -1) -> bytes:
     """A framed Produce v8 request (the body is v3's; the response adds KIP-467's errors)."""
-    partition_data = int32(partition) + kafka_bytes(records)
-    topic_data = string(topic) + array([partition_data])
-    body = nullable_string(None) + int16(acks) + int32(10_000) + array([topic_data])
-    return frame(request_header_v1(API_PRODUCE, 8, correlation_id) + body)
+    return produce_request_v3(topic, partition, records, correlation_id, acks, version=8)
 
 
 @dataclass

@@ -206,19 +206,9 @@ async fn reconcile_inner(cluster: &KafkaCluster, ctx: &Context) -> Result<Action
     }
 
     let new_status = status::compute(cluster, &layout, &observed, (ctx.now)());
-    let api: Api<KafkaCluster> = Api::namespaced(ctx.client.clone(), &namespace);
-    let patch = serde_json::json!({
-        "apiVersion": KafkaCluster::api_version(&()),
-        "kind": KafkaCluster::kind(&()),
-        "status": new_status,
-    });
-    api.patch_status(
-        &name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(Error::PatchStatus)?;
+    crate::shell::apply_status(ctx, cluster, &new_status)
+        .await
+        .map_err(Error::PatchStatus)?;
 
     let previous = cluster
         .status
@@ -288,20 +278,9 @@ async fn refuse_invalid(
         conditions,
         ..previous
     };
-    let api: Api<KafkaCluster> =
-        Api::namespaced(ctx.client.clone(), &cluster.namespace().unwrap_or_default());
-    let patch = serde_json::json!({
-        "apiVersion": KafkaCluster::api_version(&()),
-        "kind": KafkaCluster::kind(&()),
-        "status": new_status,
-    });
-    api.patch_status(
-        &cluster.name_any(),
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(Error::PatchStatus)?;
+    crate::shell::apply_status(ctx, cluster, &new_status)
+        .await
+        .map_err(Error::PatchStatus)?;
     if !was_refused {
         warn!(reason = INVALID_SPEC, message, "refusing the spec");
         publish(
