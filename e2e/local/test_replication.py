@@ -361,7 +361,7 @@ def test_leadership_returns_to_the_preferred_replica_once_it_is_back_in_sync(clu
     assert ask(-1, 2) == (0, 2, 40), "the current epoch ends at the log end"
     assert ask(-1, 99) == (0, -1, -1), "an epoch the log has not reached"
     assert ask(0, 0)[0] == 74, "a stale current_leader_epoch is FENCED_LEADER_EPOCH"
-    assert ask(5, 0)[0] == 76, "a current_leader_epoch ahead of the leader's is UNKNOWN_LEADER_EPOCH"
+    assert ask(5, 0)[0] == 75, "a current_leader_epoch ahead of the leader's is UNKNOWN_LEADER_EPOCH"
 
     for p in range(3):
         values = [r.value for r in read_partition(cluster.bootstrap(), topic, p, timeout_s=CLIENT_TIMEOUT_S)]

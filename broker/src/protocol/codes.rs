@@ -45,7 +45,8 @@ pub const GROUP_ID_NOT_FOUND: i16 = 69;
 pub const LISTENER_NOT_FOUND: i16 = 72;
 pub const TOPIC_DELETION_DISABLED: i16 = 73;
 pub const FENCED_LEADER_EPOCH: i16 = 74;
-pub const UNKNOWN_LEADER_EPOCH: i16 = 76;
+pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
+pub const UNSUPPORTED_COMPRESSION_TYPE: i16 = 76;
 pub const STALE_BROKER_EPOCH: i16 = 77;
 pub const OFFSET_NOT_AVAILABLE: i16 = 78;
 pub const MEMBER_ID_REQUIRED: i16 = 79;
@@ -63,7 +64,39 @@ pub const UNKNOWN_TOPIC_ID: i16 = 100;
 pub const DUPLICATE_BROKER_REGISTRATION: i16 = 101;
 pub const INCONSISTENT_TOPIC_ID: i16 = 103;
 pub const INCONSISTENT_CLUSTER_ID: i16 = 104;
-pub const NEW_LEADER_ELECTED: i16 = 106;
+pub const NEW_LEADER_ELECTED: i16 = 108;
 pub const INELIGIBLE_REPLICA: i16 = 107;
 pub const MISMATCHED_ENDPOINT_TYPE: i16 = 114;
 pub const UNSUPPORTED_ENDPOINT_TYPE: i16 = 115;
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::error::ResponseError;
+
+    /// Every constant above carries the number Kafka gives the error of that name (a code
+    /// one off turns a retriable error into a fatal one in every client).
+    #[test]
+    fn every_code_is_kafkas_number_for_its_name() {
+        let mut checked = 0;
+        for line in include_str!("codes.rs").lines() {
+            let Some(rest) = line.strip_prefix("pub const ") else {
+                continue;
+            };
+            let (name, value) = rest.split_once(": i16 = ").expect("pub const NAME: i16 = N;");
+            let code: i16 = value.trim_end_matches(';').parse().expect("a number");
+            if name == "NONE" {
+                assert_eq!(code, 0);
+                continue;
+            }
+            let camel: String = name
+                .split('_')
+                .map(|w| w[..1].to_string() + &w[1..].to_lowercase())
+                .collect();
+            let kafka = ResponseError::try_from_code(code)
+                .unwrap_or_else(|| panic!("{name} = {code} is no Kafka error code"));
+            assert_eq!(format!("{kafka:?}"), camel, "{name} = {code}");
+            checked += 1;
+        }
+        assert!(checked > 50, "only {checked} codes read");
+    }
+}
