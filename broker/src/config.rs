@@ -95,13 +95,28 @@ fn timestamp_type(v: &str) -> Result<(), String> {
     }
 }
 fn compression_type(v: &str) -> Result<(), String> {
-    // Re-compression on the broker is not implemented: batches are stored as produced.
     match v {
-        "producer" => Ok(()),
-        "uncompressed" | "gzip" | "snappy" | "lz4" | "zstd" => Err(format!(
-            "'{v}' is a valid Kafka value but Strom only supports 'producer' (batches are stored as produced)"
-        )),
+        "producer" | "uncompressed" | "gzip" | "snappy" | "lz4" | "zstd" => Ok(()),
         _ => Err("must be one of producer, uncompressed, gzip, snappy, lz4, zstd".into()),
+    }
+}
+/// Kafka's bounds for the codec levels (KIP-390): -1 means the codec's own default.
+fn gzip_level(v: &str) -> Result<(), String> {
+    match v.parse::<i32>() {
+        Ok(-1 | 1..=9) => Ok(()),
+        _ => Err("must be -1 or between 1 and 9".into()),
+    }
+}
+fn lz4_level(v: &str) -> Result<(), String> {
+    match v.parse::<i32>() {
+        Ok(1..=17) => Ok(()),
+        _ => Err("must be between 1 and 17".into()),
+    }
+}
+fn zstd_level(v: &str) -> Result<(), String> {
+    match v.parse::<i32>() {
+        Ok(-131072..=22) => Ok(()),
+        _ => Err("must be between -131072 and 22".into()),
     }
 }
 fn process_roles(v: &str) -> Result<(), String> {
@@ -606,8 +621,31 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         name: "compression.type",
         ty: STR,
         default: Some("producer"),
-        doc: "Compression of stored batches; 'producer' keeps them as produced.",
+        doc: "Codec of stored batches (the default for topics that do not set it): \
+              'producer' keeps each batch as produced; uncompressed, gzip, snappy, lz4 or \
+              zstd recompresses a batch produced with another codec.",
         check: compression_type,
+    },
+    ConfigDef {
+        name: "compression.gzip.level",
+        ty: INT,
+        default: Some("-1"),
+        doc: "gzip level of batches the broker compresses: 1-9, -1 for zlib's default (6).",
+        check: gzip_level,
+    },
+    ConfigDef {
+        name: "compression.lz4.level",
+        ty: INT,
+        default: Some("9"),
+        doc: "lz4 level of batches the broker compresses: 1-17.",
+        check: lz4_level,
+    },
+    ConfigDef {
+        name: "compression.zstd.level",
+        ty: INT,
+        default: Some("3"),
+        doc: "zstd level of batches the broker compresses: -131072 to 22.",
+        check: zstd_level,
     },
     ConfigDef {
         name: "unclean.leader.election.enable",
@@ -802,9 +840,33 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         "compression.type",
         STR,
         Some("producer"),
-        "Compression of stored batches.",
+        "Codec of stored batches: producer (as produced), uncompressed, gzip, snappy, lz4, zstd.",
         compression_type,
         Some("compression.type"),
+    ),
+    topic(
+        "compression.gzip.level",
+        INT,
+        Some("-1"),
+        "gzip level when the broker compresses.",
+        gzip_level,
+        Some("compression.gzip.level"),
+    ),
+    topic(
+        "compression.lz4.level",
+        INT,
+        Some("9"),
+        "lz4 level when the broker compresses.",
+        lz4_level,
+        Some("compression.lz4.level"),
+    ),
+    topic(
+        "compression.zstd.level",
+        INT,
+        Some("3"),
+        "zstd level when the broker compresses.",
+        zstd_level,
+        Some("compression.zstd.level"),
     ),
     topic(
         "delete.retention.ms",
@@ -1756,6 +1818,9 @@ pub struct LogConfig {
     pub min_compaction_lag_ms: i64,
     pub max_compaction_lag_ms: i64,
     pub min_cleanable_dirty_ratio: f64,
+    /// The codec every stored batch must have (`compression.type` other than `producer`),
+    /// with its level; `None` keeps batches as produced.
+    pub compression: Option<crate::log::codec::Codec>,
 }
 
 impl LogConfig {
@@ -1794,6 +1859,9 @@ impl LogConfig {
                 .trim()
                 .parse()
                 .unwrap_or(0.5),
+            compression: crate::log::codec::Codec::from_config(&get("compression.type"), |codec| {
+                num(&format!("compression.{codec}.level")) as i32
+            }),
         }
     }
 }

@@ -8,6 +8,8 @@
   Every broker it made is stopped at teardown.
 - `module_broker_factory`: the same, shared by a module (for brokers with special settings).
 - `topic_name`: a fresh, unique topic name per test.
+- `kafka_jars`: the classpath of the Java client and Kafka's tools (`e2e/java/lib/*`, fetched
+  by e2e/java/fetch-kafka-tools.sh, a no-op once there); skips when no `java` is on PATH.
 - `cluster_factory`: a `cluster.ClusterFactory` for multi-node tests:
   `cluster_factory.start(controllers=3, brokers=3)` starts a Raft controller quorum and
   brokers on distinct loopback addresses, every node-to-node link through a proxy the
@@ -23,8 +25,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
+import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -65,6 +70,20 @@ def cluster_factory(tmp_path):
     factory = ClusterFactory(tmp_path)
     yield factory
     factory.close()
+
+
+JAVA_DIR = Path(__file__).resolve().parent.parent / "java"
+
+
+@pytest.fixture(scope="session")
+def kafka_jars() -> str:
+    if shutil.which("java") is None:
+        pytest.skip("java is not on PATH: the Java client and Kafka's tools need a JDK 17+")
+    script = JAVA_DIR / "fetch-kafka-tools.sh"
+    proc = subprocess.run([str(script)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{script} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    assert list((JAVA_DIR / "lib").glob("kafka-clients-*.jar")), "no kafka-clients jar"
+    return str(JAVA_DIR / "lib" / "*")
 
 
 @pytest.fixture

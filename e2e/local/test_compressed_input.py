@@ -89,10 +89,11 @@ def snappy_claiming(size: int) -> bytes:
 
 
 def produce(broker, topic: str, batch: bytes) -> int:
+    """Produce v8: zstd batches need v7 or later (before it Kafka refuses them unread)."""
     with w.Connection(broker.host, broker.port, timeout_s=30) as conn:
         cid = next(_correlation)
-        body = conn.request(w.produce_request_v3(topic, 0, batch, cid), cid)
-    return w.decode_produce_response_v3(body)[(topic, 0)].error_code
+        body = conn.request(w.produce_request_v8(topic, 0, batch, cid), cid)
+    return w.decode_produce_response_v8(body)[(topic, 0)].error_code
 
 
 def peak_rss_mib(broker) -> float:

@@ -24,7 +24,14 @@ def run_to_exit(tmp_path, args: list[str]) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize(
     "prop,value",
-    [("foo.bar", "1"), ("num.partitions", "abc"), ("auto.create.topics.enable", "maybe"), ("num.partitions", "0")],
+    [
+        ("foo.bar", "1"),
+        ("num.partitions", "abc"),
+        ("auto.create.topics.enable", "maybe"),
+        ("num.partitions", "0"),
+        ("compression.type", "brotli"),
+        ("compression.lz4.level", "18"),
+    ],
 )
 def test_bad_property_refuses_to_start(tmp_path, prop, value):
     """An unknown property or an invalid value makes the broker exit non-zero with the

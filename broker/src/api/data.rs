@@ -64,14 +64,25 @@ pub async fn produce(
                 ))
             } else if let Some(p) = broker.replicas.leader_of(&topic.name.0, pd.index) {
                 let records = pd.records.unwrap_or_default();
-                broker
-                    .replicas
-                    .append(&p, &records, acks)
-                    .map(|info| (info, p.log_start_offset(), p.clone()))
-                    .map_err(|e| {
-                        record_errors = e.record_errors();
-                        (e.error_code(), e.to_string())
-                    })
+                if version < 7
+                    && crate::log::batch::any_batch_with_codec(&records, crate::log::codec::ZSTD)
+                {
+                    // As Kafka: zstd came with Produce v7.
+                    Err((
+                        codes::UNSUPPORTED_COMPRESSION_TYPE,
+                        "Produce requests with ZStandard compression must be version 7 or later"
+                            .to_string(),
+                    ))
+                } else {
+                    broker
+                        .replicas
+                        .append(&p, &records, acks)
+                        .map(|info| (info, p.log_start_offset(), p.clone()))
+                        .map_err(|e| {
+                            record_errors = e.record_errors();
+                            (e.error_code(), e.to_string())
+                        })
+                }
             } else {
                 let code = not_hosted_code(broker, &topic.name.0, pd.index);
                 Err((
@@ -344,6 +355,19 @@ pub async fn fetch(
                             p.read(fp.fetch_offset, limit, total == 0)
                         };
                         match read {
+                            Ok(read)
+                                if version < 10
+                                    && follower < 0
+                                    && crate::log::batch::any_batch_with_codec(
+                                        &read.records,
+                                        crate::log::codec::ZSTD,
+                                    ) =>
+                            {
+                                // As Kafka: a consumer that predates zstd (Fetch v10) is
+                                // told, not sent batches it may not decode.
+                                any_error = true;
+                                pd = pd.with_error_code(codes::UNSUPPORTED_COMPRESSION_TYPE);
+                            }
                             Ok(read) => {
                                 total += read.records.len();
                                 if follower < 0 {

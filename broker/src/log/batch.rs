@@ -334,6 +334,36 @@ pub fn stamp_header(
     }
 }
 
+/// Whether any whole batch in `records` (batches as a Fetch serves them) is compressed
+/// with `codec`; reads the headers only.
+pub fn any_batch_with_codec(records: &[u8], codec: i16) -> bool {
+    let mut pos = 0;
+    while let Some(h) = records.get(pos..).and_then(BatchHeader::parse) {
+        if h.compression() == codec {
+            return true;
+        }
+        pos += h.total_len().max(LOG_OVERHEAD);
+    }
+    false
+}
+
+/// A copy of the batch whose 61-byte header is `header` with `records` (already in
+/// `codec`) as its records section: the codec bits of the attributes, the batch length and
+/// the CRC change; offsets, timestamps, the producer id, epoch and sequence do not.
+pub fn rebuild_batch(header: &[u8], codec: i16, records: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + records.len());
+    out.extend_from_slice(&header[..HEADER_LEN]);
+    out.extend_from_slice(records);
+    let batch_length = (out.len() - LOG_OVERHEAD) as i32;
+    (&mut out[OFFSET_BATCH_LENGTH..OFFSET_BATCH_LENGTH + 4]).put_i32(batch_length);
+    let attrs = (&out[OFFSET_ATTRIBUTES..OFFSET_ATTRIBUTES + 2]).get_i16();
+    let attrs = (attrs & !ATTR_COMPRESSION_MASK) | (codec & ATTR_COMPRESSION_MASK);
+    (&mut out[OFFSET_ATTRIBUTES..OFFSET_ATTRIBUTES + 2]).put_i16(attrs);
+    let crc = crc32c::crc32c(&out[OFFSET_ATTRIBUTES..]);
+    (&mut out[OFFSET_CRC..OFFSET_CRC + 4]).put_u32(crc);
+    out
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

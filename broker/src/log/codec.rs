@@ -19,7 +19,7 @@ pub const MAX_DECOMPRESSED_BATCH_BYTES: usize = 64 * 1024 * 1024;
 const GZIP: i16 = 1;
 const SNAPPY: i16 = 2;
 const LZ4: i16 = 3;
-const ZSTD: i16 = 4;
+pub const ZSTD: i16 = 4;
 
 /// The xerial snappy-java stream header: magic, then version and compatible version.
 const XERIAL_MAGIC: &[u8] = b"\x82SNAPPY\x00";
@@ -136,6 +136,26 @@ fn read_bounded(mut r: impl Read, limit: usize) -> Result<Vec<u8>, ReadError> {
     }
 }
 
+/// The records section of a batch (`batch`: the whole batch, its header `h`), decompressed
+/// within [`MAX_DECOMPRESSED_BATCH_BYTES`]; borrowed when the batch is uncompressed.
+fn records_section<'a>(
+    h: &BatchHeader,
+    batch: &'a [u8],
+) -> Result<std::borrow::Cow<'a, [u8]>, BatchError> {
+    let body = batch
+        .get(HEADER_LEN..h.total_len())
+        .ok_or(BatchError::Corrupt)?;
+    Ok(if h.compression() == 0 {
+        std::borrow::Cow::Borrowed(body)
+    } else {
+        std::borrow::Cow::Owned(decompress(
+            h.compression(),
+            body,
+            MAX_DECOMPRESSED_BATCH_BYTES,
+        )?)
+    })
+}
+
 /// Reads the records of one batch (`batch`: the whole batch, header included), decompressing
 /// them within [`MAX_DECOMPRESSED_BATCH_BYTES`], and checks them against the header: exactly
 /// `record_count` records, offset deltas 0, 1, 2, ..., every length inside its record, no
@@ -147,19 +167,10 @@ pub fn validate_records(
     require_keys: bool,
     timestamps: Option<(i64, i64)>,
 ) -> Result<(), BatchError> {
-    let body = batch
-        .get(HEADER_LEN..h.total_len())
-        .ok_or(BatchError::Corrupt)?;
-    let decompressed;
-    let records: &[u8] = if h.compression() == 0 {
-        body
-    } else {
-        decompressed = decompress(h.compression(), body, MAX_DECOMPRESSED_BATCH_BYTES)?;
-        &decompressed
-    };
+    let records = records_section(h, batch)?;
     let mut out_of_range = Vec::new();
     walk_records(
-        records,
+        &records,
         h.record_count,
         require_keys,
         None,
@@ -185,18 +196,9 @@ pub fn validate_records(
 /// [`validate_records`] for a batch already in a log (verify-log): compaction may have
 /// removed records, so offset deltas need only increase and stay within the header's range.
 pub fn validate_stored_records(h: &BatchHeader, batch: &[u8]) -> Result<(), BatchError> {
-    let body = batch
-        .get(HEADER_LEN..h.total_len())
-        .ok_or(BatchError::Corrupt)?;
-    let decompressed;
-    let records: &[u8] = if h.compression() == 0 {
-        body
-    } else {
-        decompressed = decompress(h.compression(), body, MAX_DECOMPRESSED_BATCH_BYTES)?;
-        &decompressed
-    };
+    let records = records_section(h, batch)?;
     walk_records(
-        records,
+        &records,
         h.record_count,
         false,
         Some(h.last_offset_delta),
@@ -314,6 +316,133 @@ fn sized<'a>(buf: &'a [u8], pos: &mut usize) -> Option<Option<&'a [u8]>> {
     Some(Some(out))
 }
 
+/// A codec and level the broker compresses batches with (a topic's `compression.type`
+/// other than `producer`, and its `compression.<codec>.level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Codec {
+    /// The attributes' codec id: 0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd.
+    pub id: i16,
+    pub level: i32,
+}
+
+impl Codec {
+    /// The codec `compression.type` names, `None` for `producer` (or anything unknown, which
+    /// config validation refuses before it gets here); `level` reads the level property of
+    /// a codec by its name.
+    pub fn from_config(compression_type: &str, level: impl Fn(&str) -> i32) -> Option<Codec> {
+        let (id, name) = match compression_type {
+            "uncompressed" => (0, ""),
+            "gzip" => (GZIP, "gzip"),
+            "snappy" => (SNAPPY, ""),
+            "lz4" => (LZ4, "lz4"),
+            "zstd" => (ZSTD, "zstd"),
+            _ => return None,
+        };
+        let level = if name.is_empty() { 0 } else { level(name) };
+        Some(Codec { id, level })
+    }
+
+    /// Compresses a records section (the records after a batch header) the way Kafka's
+    /// clients frame each codec, so every client decodes it: gzip, snappy in the xerial
+    /// framing of snappy-java, an lz4 frame of independent 64 KiB blocks without
+    /// checksums (what Kafka's KafkaLZ4BlockOutputStream writes), a zstd frame.
+    pub fn compress(&self, records: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let in_memory = "compressing into memory cannot fail";
+        match self.id {
+            GZIP => {
+                let level = match self.level {
+                    -1 => flate2::Compression::default(),
+                    l => flate2::Compression::new(l.clamp(1, 9) as u32),
+                };
+                let mut gz = flate2::write::GzEncoder::new(
+                    Vec::with_capacity(records.len() / 2 + 64),
+                    level,
+                );
+                gz.write_all(records).expect(in_memory);
+                gz.finish().expect(in_memory)
+            }
+            SNAPPY => {
+                // snappy-java's SnappyOutputStream: the header, then 32 KiB blocks, each
+                // prefixed by its compressed length.
+                const BLOCK: usize = 32 * 1024;
+                let mut out = Vec::with_capacity(records.len() / 2 + XERIAL_HEADER_LEN);
+                out.extend_from_slice(XERIAL_MAGIC);
+                out.extend_from_slice(&1i32.to_be_bytes());
+                out.extend_from_slice(&1i32.to_be_bytes());
+                let mut encoder = snap::raw::Encoder::new();
+                for chunk in records.chunks(BLOCK) {
+                    let block = encoder.compress_vec(chunk).expect(in_memory);
+                    out.extend_from_slice(&(block.len() as u32).to_be_bytes());
+                    out.extend_from_slice(&block);
+                }
+                out
+            }
+            LZ4 => {
+                let mut lz = lz4::EncoderBuilder::new()
+                    .level(self.level.clamp(1, 17) as u32)
+                    .block_size(lz4::BlockSize::Max64KB)
+                    .block_mode(lz4::BlockMode::Independent)
+                    .block_checksum(lz4::liblz4::BlockChecksum::NoBlockChecksum)
+                    .checksum(lz4::ContentChecksum::NoChecksum)
+                    .build(Vec::with_capacity(records.len() / 2 + 64))
+                    .expect(in_memory);
+                lz.write_all(records).expect(in_memory);
+                let (out, done) = lz.finish();
+                done.expect(in_memory);
+                out
+            }
+            ZSTD => zstd::bulk::compress(records, self.level).expect(in_memory),
+            _ => records.to_vec(),
+        }
+    }
+}
+
+/// Re-encodes `batch` (whole, header included, its header `h`) in `target` when its codec
+/// differs, as Kafka's broker does for a topic whose `compression.type` names a codec; the
+/// records themselves, their offsets, timestamps and the producer's id, epoch and sequence
+/// stay as they were. `None` when the batch already has the codec.
+pub fn recompress(
+    h: &BatchHeader,
+    batch: &[u8],
+    target: Codec,
+) -> Result<Option<Vec<u8>>, BatchError> {
+    if h.compression() == target.id {
+        return Ok(None);
+    }
+    let records = records_section(h, batch)?;
+    let section = match target.id {
+        0 => records,
+        _ => std::borrow::Cow::Owned(target.compress(&records)),
+    };
+    Ok(Some(super::batch::rebuild_batch(
+        batch, target.id, &section,
+    )))
+}
+
+/// [`recompress`] over every batch of a produced partition (`headers` are its batches'
+/// headers in order): the whole records buffer again when any batch changed, else `None`.
+pub fn recompress_all(
+    records: &[u8],
+    headers: &[BatchHeader],
+    target: Codec,
+) -> Result<Option<Vec<u8>>, BatchError> {
+    if headers.iter().all(|h| h.compression() == target.id) {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(records.len());
+    let mut pos = 0;
+    for h in headers {
+        let batch = &records[pos..pos + h.total_len()];
+        match recompress(h, batch, target)? {
+            Some(b) => out.extend_from_slice(&b),
+            None => out.extend_from_slice(batch),
+        }
+        pos += h.total_len();
+    }
+    Ok(Some(out))
+}
+
 /// Decodes one stored or produced batch with kafka-protocol, decompressing within the same
 /// bound (for the cleaner and timestamp lookups, which need the records themselves).
 pub fn decode_batch(batch: Bytes) -> Result<kafka_protocol::records::RecordSet, BatchError> {
@@ -370,6 +499,106 @@ mod tests {
             let set = decode_batch(b.clone()).unwrap();
             assert_eq!(set.records.len(), 50);
         }
+    }
+
+    #[test]
+    fn recompression_keeps_every_record_and_the_producers_fields() {
+        let codecs = [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ];
+        for from in codecs {
+            // 3,000 records of 100 bytes: several lz4 and snappy blocks.
+            let mut b = make_batch(3000, 100, from).to_vec();
+            // An idempotent producer's fields, which recompression must carry over.
+            b[43..51].copy_from_slice(&77i64.to_be_bytes());
+            b[51..53].copy_from_slice(&3i16.to_be_bytes());
+            b[53..57].copy_from_slice(&1234i32.to_be_bytes());
+            let crc = crc32c::crc32c(&b[21..]);
+            b[17..21].copy_from_slice(&crc.to_be_bytes());
+            let h = header(&b);
+            let before = decode_batch(Bytes::from(b.clone())).unwrap();
+            for (to, name) in [
+                (Compression::None, "uncompressed"),
+                (Compression::Gzip, "gzip"),
+                (Compression::Snappy, "snappy"),
+                (Compression::Lz4, "lz4"),
+                (Compression::Zstd, "zstd"),
+            ] {
+                let level = |codec: &str| match codec {
+                    "gzip" => 9,
+                    "lz4" => 1,
+                    _ => -5,
+                };
+                let target = Codec::from_config(name, level).unwrap();
+                let Some(out) = recompress(&h, &b, target).unwrap() else {
+                    assert_eq!(from, to, "only a batch in the target codec is kept");
+                    continue;
+                };
+                let h2 = header(&out);
+                assert_eq!(h2.compression(), target.id, "{from:?} -> {to:?}");
+                assert_eq!(
+                    (h2.producer_id, h2.producer_epoch, h2.base_sequence),
+                    (77, 3, 1234)
+                );
+                assert_eq!(
+                    (h2.record_count, h2.last_offset_delta, h2.max_timestamp),
+                    (h.record_count, h.last_offset_delta, h.max_timestamp)
+                );
+                validate_records(&h2, &out, true, None).unwrap();
+                let after = decode_batch(Bytes::from(out)).unwrap();
+                assert_eq!(after.compression, to);
+                assert_eq!(after.records.len(), 3000);
+                for (a, b) in before.records.iter().zip(&after.records) {
+                    assert_eq!(
+                        (
+                            a.offset,
+                            a.timestamp,
+                            &a.key,
+                            &a.value,
+                            &a.headers,
+                            a.sequence
+                        ),
+                        (
+                            b.offset,
+                            b.timestamp,
+                            &b.key,
+                            &b.value,
+                            &b.headers,
+                            b.sequence
+                        ),
+                        "{from:?} -> {to:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn recompress_all_rewrites_only_when_a_batch_differs() {
+        let lz4 = Codec::from_config("lz4", |_| 9).unwrap();
+        let a = make_batch(10, 10, Compression::Lz4);
+        let b = make_batch(10, 10, Compression::None);
+        let same = [a.clone(), a.clone()].concat();
+        let hs = validate_batches(&same, usize::MAX).unwrap();
+        assert_eq!(recompress_all(&same, &hs, lz4).unwrap(), None);
+        let mixed = [a.clone(), b].concat();
+        let hs = validate_batches(&mixed, usize::MAX).unwrap();
+        let out = recompress_all(&mixed, &hs, lz4).unwrap().unwrap();
+        let hs2 = validate_batches(&out, usize::MAX).unwrap();
+        assert_eq!(
+            hs2.iter().map(|h| h.compression()).collect::<Vec<_>>(),
+            [LZ4, LZ4]
+        );
+        assert_eq!(
+            &out[..a.len()],
+            &a[..],
+            "the lz4 batch is kept byte for byte"
+        );
+        assert_eq!(Codec::from_config("producer", |_| 0), None);
     }
 
     #[test]

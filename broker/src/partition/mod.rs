@@ -197,6 +197,16 @@ impl Partition {
             (min, now_ms.saturating_add(cfg.timestamp_after_max_ms))
         });
         crate::log::batch::validate_contents(records, &headers, cfg.compact, timestamps)?;
+        // A topic with a codec of its own (compression.type other than producer) stores
+        // every batch in it; a batch already in that codec is appended as it came.
+        let recompressed = match cfg.compression {
+            Some(target) => crate::log::codec::recompress_all(records, &headers, target)?,
+            None => None,
+        };
+        let (records, headers) = match &recompressed {
+            Some(buf) => (&buf[..], validate_batches(buf, cfg.max_message_bytes)?),
+            None => (records, headers),
+        };
         if acks == -1 {
             let isr = self.isr.read().expect("isr lock").len();
             if (isr as i32) < cfg.min_insync_replicas {

@@ -82,7 +82,9 @@ mod tests {
             let Some(rest) = line.strip_prefix("pub const ") else {
                 continue;
             };
-            let (name, value) = rest.split_once(": i16 = ").expect("pub const NAME: i16 = N;");
+            let (name, value) = rest
+                .split_once(": i16 = ")
+                .expect("pub const NAME: i16 = N;");
             let code: i16 = value.trim_end_matches(';').parse().expect("a number");
             if name == "NONE" {
                 assert_eq!(code, 0);

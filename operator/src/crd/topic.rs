@@ -83,11 +83,6 @@ pub struct TopicSpec {
     #[schemars(extend("x-kubernetes-validations" = [{
         "rule": "self.all(k, !(k in ['retention.ms', 'retention.bytes', 'cleanup.policy']))",
         "message": "use the typed fields retentionMs, retentionBytes and cleanupPolicy"
-    }, {
-        // The broker refuses any other value, and the config is applied all or nothing:
-        // refused here, it cannot block the other keys. Goes when recompression lands.
-        "rule": "!('compression.type' in self) || self['compression.type'] == 'producer'",
-        "message": "compression.type: Strom stores batches as the producer compressed them; only 'producer' is supported so far (producers choose their codec with their own compression.type)"
     }]))]
     pub config: BTreeMap<String, String>,
 
