@@ -338,6 +338,22 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         check: positive,
     },
     ConfigDef {
+        name: "max.incremental.fetch.session.cache.slots",
+        ty: INT,
+        default: Some("1000"),
+        doc: "Incremental fetch sessions (KIP-227) kept at once; 0 turns sessions off.",
+        check: non_negative,
+    },
+    ConfigDef {
+        name: "strom.fetch.session.eviction.ms",
+        ty: LONG,
+        default: Some("120000"),
+        doc: "How long a fetch session is safe from eviction by a new one: idle this long it \
+              may be taken by any, older than this by a consumer's with more partitions \
+              (Kafka fixes it at 120000).",
+        check: non_negative,
+    },
+    ConfigDef {
         name: "max.connections",
         ty: INT,
         default: Some("10000"),
@@ -1649,6 +1665,12 @@ impl BrokerConfig {
             set => set as usize,
         }
         .max(crate::log::files::MIN_LIMIT)
+    }
+    pub fn fetch_session_slots(&self) -> usize {
+        self.int("max.incremental.fetch.session.cache.slots").max(0) as usize
+    }
+    pub fn fetch_session_eviction_ms(&self) -> i64 {
+        self.int("strom.fetch.session.eviction.ms")
     }
     pub fn max_connections(&self) -> usize {
         self.int("max.connections") as usize

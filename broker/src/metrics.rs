@@ -43,6 +43,7 @@ pub struct Metrics {
     limit_closures: Family<Labels, Counter>,
     storage_errors: Family<Labels, Counter>,
     invalid_batches: Family<Labels, Counter>,
+    pub fetch_sessions: crate::api::fetch_session::SessionMetrics,
 }
 
 impl Default for Metrics {
@@ -81,6 +82,27 @@ impl Metrics {
             "log_segment_file_opens",
             "Segment files opened; a rate that keeps up with reads means strom.log.open.files.max is below the working set",
             segment_file_opens.clone(),
+        );
+        let fetch_sessions = crate::api::fetch_session::SessionMetrics::default();
+        registry.register(
+            "fetch_sessions",
+            "Incremental fetch sessions (KIP-227) cached now",
+            fetch_sessions.sessions.clone(),
+        );
+        registry.register(
+            "fetch_session_partitions",
+            "Partitions held by the cached fetch sessions",
+            fetch_sessions.partitions.clone(),
+        );
+        registry.register(
+            "fetch_sessions_created",
+            "Fetch sessions created",
+            fetch_sessions.created.clone(),
+        );
+        registry.register(
+            "fetch_session_evictions",
+            "Fetch sessions evicted to make room for a new one",
+            fetch_sessions.evictions.clone(),
         );
         let replication: [Gauge; 4] = Default::default();
         for (g, (name, help)) in replication.iter().zip([
@@ -249,6 +271,7 @@ impl Metrics {
             limit_closures,
             storage_errors,
             invalid_batches,
+            fetch_sessions,
         }
     }
 

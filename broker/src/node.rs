@@ -28,6 +28,8 @@ pub struct Broker {
     pub replicas: ReplicaManager,
     pub groups: crate::group::GroupCoordinator,
     pub metrics: metrics::Metrics,
+    /// Incremental fetch sessions (KIP-227) of consumers and followers.
+    pub fetch_sessions: crate::api::fetch_session::FetchSessions,
     pub producer_ids: crate::txn::ProducerIdManager,
     pub(crate) ready: AtomicBool,
     /// This process's registration: a new incarnation per start and whether it is fenced
@@ -71,18 +73,25 @@ impl Broker {
             crate::group::GroupConfig::from_broker(&config),
             clock,
         );
+        let metrics = metrics::Metrics::new();
         Ok(Broker {
             node_id,
-            config,
             controller,
             replicas,
             groups,
-            metrics: metrics::Metrics::new(),
+            fetch_sessions: crate::api::fetch_session::FetchSessions::new(
+                config.fetch_session_slots(),
+                config.fetch_session_eviction_ms(),
+                metrics.fetch_sessions.clone(),
+            ),
+            metrics,
             producer_ids: Default::default(),
             ready: AtomicBool::new(false),
             incarnation_id: uuid::Uuid::new_v4(),
             fenced: AtomicBool::new(true),
             shut_down_granted: AtomicBool::new(false),
+            // Last: the fields above read it.
+            config,
         })
     }
 

@@ -809,6 +809,72 @@ def decode_fetch_response_v4(body: bytes) -> dict[tuple[str, int], FetchPartitio
     return out
 
 
+# --- Fetch v11 with a session (KIP-227, test_fetch_sessions.py) ---------------------------
+
+
+def fetch_request_v11(
+    correlation_id: int,
+    session_id: int,
+    session_epoch: int,
+    topics: list[tuple[str, list[tuple[int, int]]]],
+    forgotten: list[tuple[str, list[int]]] = (),
+    max_wait_ms: int = 0,
+    min_bytes: int = 1,
+    replica_id: int = -1,
+    partition_max_bytes: int = 1 << 20,
+) -> bytes:
+    """A framed Fetch v11: `topics` are (name, [(partition, fetch_offset)]) to add or change,
+    `forgotten` (name, [partition]) to leave the session."""
+
+    def partition(p: tuple[int, int]) -> bytes:
+        index, offset = p
+        return int32(index) + int32(-1) + int64(offset) + int64(-1) + int32(partition_max_bytes)
+
+    body = (
+        int32(replica_id)
+        + int32(max_wait_ms)
+        + int32(min_bytes)
+        + int32(50 << 20)
+        + int8(0)
+        + int32(session_id)
+        + int32(session_epoch)
+        + array([string(t) + array([partition(p) for p in ps]) for t, ps in topics])
+        + array([string(t) + array([int32(p) for p in ps]) for t, ps in forgotten])
+        + string("")
+    )
+    return frame(request_header_v1(API_FETCH, 11, correlation_id) + body)
+
+
+@dataclass
+class FetchResponseV11:
+    error_code: int
+    session_id: int
+    partitions: dict[tuple[str, int], FetchPartitionResponse]
+    order: list[tuple[str, int]]
+
+
+def decode_fetch_response_v11(body: bytes) -> FetchResponseV11:
+    r = Reader(body)
+    r.int32()  # throttle_time_ms
+    error_code, session_id = r.int16(), r.int32()
+
+    def partition(r: Reader):
+        index, code, hw = r.int32(), r.int16(), r.int64()
+        r.int64()  # last stable offset
+        r.int64()  # log start offset
+        r.array(lambda r: (r.int64(), r.int64()))
+        r.int32()  # preferred read replica
+        size = r.int32()
+        return index, FetchPartitionResponse(code, hw, r._take(size) if size > 0 else b"")
+
+    out, order = {}, []
+    for name, partitions in r.array(lambda r: (r.string(), r.array(partition) or [])) or []:
+        for index, resp in partitions:
+            out[(name, index)] = resp
+            order.append((name, index))
+    return FetchResponseV11(error_code, session_id, out, order)
+
+
 # --- OffsetForLeaderEpoch v2 (test_replication.py) ----------------------------------------
 
 API_OFFSET_FOR_LEADER_EPOCH = 23

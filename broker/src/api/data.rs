@@ -1,16 +1,11 @@
-//! The data path: Produce, Fetch (with long polling), ListOffsets and DeleteRecords.
+//! The data path besides Fetch (api/fetch.rs): Produce, ListOffsets, DeleteRecords,
+//! OffsetForLeaderEpoch and the producer-id APIs.
 
 use super::msg;
-use crate::log::LogError;
 use crate::node::Broker;
-use crate::partition::selector::{self, ReplicaSelector, ReplicaView};
 use crate::protocol::codes;
-use bytes::Bytes;
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
-};
-use kafka_protocol::messages::fetch_response::{
-    EpochEndOffset, FetchableTopicResponse, PartitionData,
 };
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -20,9 +15,9 @@ use kafka_protocol::messages::produce_response::{
 };
 use kafka_protocol::messages::{
     AllocateProducerIdsRequest, AllocateProducerIdsResponse, DeleteRecordsRequest,
-    DeleteRecordsResponse, FetchRequest, FetchResponse, InitProducerIdRequest,
-    InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse, OffsetForLeaderEpochRequest,
-    OffsetForLeaderEpochResponse, ProduceRequest, ProduceResponse, ProducerId,
+    DeleteRecordsResponse, InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest,
+    ListOffsetsResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, ProduceRequest,
+    ProduceResponse, ProducerId,
 };
 use std::time::Duration;
 
@@ -189,294 +184,15 @@ pub(crate) async fn await_isr(
     }
 }
 
-/// Fetch: read committed data from each partition; wait up to max_wait_ms for min_bytes.
-/// Fetch sessions (KIP-227) are not kept: every response has session id 0, which clients
-/// take as "sessions unsupported" and answer with full fetch requests.
-///
-/// A consumer may read from a follower (KIP-392, Fetch v11+), up to the high watermark that
-/// follower knows; the leader sends a consumer naming its rack to a replica there when
-/// `replica.selector.class` is the rack-aware selector. `listener` is the one the request
-/// came in on: a replica the consumer cannot reach on it is never offered.
-pub async fn fetch(
-    broker: &Broker,
-    listener: &str,
-    req: FetchRequest,
-    version: i16,
-) -> FetchResponse {
-    let deadline = tokio::time::Instant::now()
-        + Duration::from_millis(req.max_wait_ms.clamp(0, 300_000) as u64);
-    let min_bytes = req.min_bytes.max(0) as usize;
-    let max_bytes = response_bytes_cap(broker, &req, version);
-    let read_committed = req.isolation_level == 1;
-    let image = broker.controller.image();
-    // A follower replica's fetch (KIP-903 moved its id into ReplicaState at v15).
-    let (follower, follower_epoch) = if version >= 15 {
-        (
-            req.replica_state.replica_id.0,
-            req.replica_state.replica_epoch,
-        )
-    } else {
-        (req.replica_id.0, -1)
-    };
-    let me = broker.replicas.node_id();
-    let from_follower_allowed = follower < 0 && version >= 11;
-    let selector = if follower < 0 && version >= 11 && !req.rack_id.is_empty() {
-        broker.config.replica_selector()
-    } else {
-        ReplicaSelector::Leader
-    };
-    let mut appends = broker.replicas.subscribe_appends();
-    loop {
-        appends.mark_unchanged();
-        let mut total = 0usize;
-        let mut any_error = false;
-        let mut responses = Vec::with_capacity(req.topics.len());
-        for topic in &req.topics {
-            let name: Option<String> = if version >= 13 {
-                image.topic_by_id(&topic.topic_id).map(|t| t.name.clone())
-            } else {
-                Some(topic.topic.0.to_string())
-            };
-            let mut partitions = Vec::with_capacity(topic.partitions.len());
-            for fp in &topic.partitions {
-                let mut pd = PartitionData::default()
-                    .with_partition_index(fp.partition)
-                    .with_high_watermark(-1)
-                    .with_last_stable_offset(-1)
-                    .with_log_start_offset(-1)
-                    .with_preferred_read_replica(kafka_protocol::messages::BrokerId(-1))
-                    .with_records(Some(Bytes::new()));
-                if read_committed {
-                    pd = pd.with_aborted_transactions(Some(Vec::new()));
-                }
-                let partition = name
-                    .as_deref()
-                    .and_then(|n| broker.replicas.get(n, fp.partition))
-                    .filter(|p| p.leader() == me || from_follower_allowed);
-                match partition {
-                    None => {
-                        any_error = true;
-                        pd = pd.with_error_code(match name.as_deref() {
-                            None if version >= 13 => codes::UNKNOWN_TOPIC_ID,
-                            None => codes::UNKNOWN_TOPIC_OR_PARTITION,
-                            Some(n) => not_hosted_code(broker, n, fp.partition),
-                        });
-                    }
-                    Some(p) => {
-                        let limit = (fp.partition_max_bytes.max(0) as usize)
-                            .min(max_bytes.saturating_sub(total));
-                        if let Some(code) = leader_epoch_error(&p, fp.current_leader_epoch) {
-                            any_error = true;
-                            partitions.push(pd.with_error_code(code));
-                            continue;
-                        }
-                        if follower >= 0 && fp.last_fetched_epoch >= 0 {
-                            // KIP-279: a follower whose log diverges from this one is told
-                            // where this log's copy of its last epoch ends, and truncates.
-                            let (epoch, end) = p.end_offset_for_epoch(fp.last_fetched_epoch);
-                            if epoch < fp.last_fetched_epoch || end < fp.fetch_offset {
-                                any_error = true;
-                                partitions.push(
-                                    pd.with_high_watermark(p.high_watermark())
-                                        .with_last_stable_offset(p.high_watermark())
-                                        .with_log_start_offset(p.log_start_offset())
-                                        .with_diverging_epoch(
-                                            EpochEndOffset::default()
-                                                .with_epoch(epoch)
-                                                .with_end_offset(end),
-                                        ),
-                                );
-                                continue;
-                            }
-                        }
-                        if follower >= 0 {
-                            let progress = p.on_follower_fetch(
-                                follower,
-                                follower_epoch,
-                                fp.fetch_offset,
-                                broker.replicas.now_ms(),
-                            );
-                            if progress.high_watermark_moved {
-                                broker.replicas.wake_fetches();
-                            }
-                            if progress.may_join_isr {
-                                broker.replicas.wake_isr();
-                            }
-                        } else if p.leader() == me && selector != ReplicaSelector::Leader {
-                            if let Some(preferred) = preferred_read_replica(
-                                &image,
-                                &p,
-                                selector,
-                                &req.rack_id,
-                                listener,
-                                fp.fetch_offset,
-                                broker.replicas.now_ms(),
-                            ) {
-                                // The consumer is sent to `preferred` and reads nothing here.
-                                partitions.push(
-                                    pd.with_high_watermark(p.high_watermark())
-                                        .with_last_stable_offset(p.high_watermark())
-                                        .with_log_start_offset(p.log_start_offset())
-                                        .with_preferred_read_replica(
-                                            kafka_protocol::messages::BrokerId(preferred),
-                                        ),
-                                );
-                                any_error = true;
-                                continue;
-                            }
-                        }
-                        if follower < 0 && p.leader() == me && !p.high_watermark_settled() {
-                            // KIP-207: a new leader's high watermark has not yet reached the
-                            // old leader's; showing it would move consumers' view backwards.
-                            any_error = true;
-                            partitions.push(pd.with_error_code(codes::OFFSET_NOT_AVAILABLE));
-                            continue;
-                        }
-                        let throttled = follower >= 0 && p.leader_throttled_for(follower);
-                        let quota = &broker.replicas.quotas().leader;
-                        if throttled && quota.exceeded(broker.replicas.now_ms()) {
-                            // A throttled move waits for the leader's rate; the follower
-                            // hears the high watermark and asks again.
-                            partitions.push(
-                                pd.with_high_watermark(p.high_watermark())
-                                    .with_last_stable_offset(p.high_watermark())
-                                    .with_log_start_offset(p.log_start_offset()),
-                            );
-                            continue;
-                        }
-                        let read = if follower >= 0 {
-                            p.read_for_follower(fp.fetch_offset, limit, total == 0)
-                                .inspect(|r| {
-                                    if throttled {
-                                        quota.record(r.records.len(), broker.replicas.now_ms());
-                                    }
-                                })
-                        } else {
-                            p.read(fp.fetch_offset, limit, total == 0)
-                        };
-                        match read {
-                            Ok(read)
-                                if version < 10
-                                    && follower < 0
-                                    && crate::log::batch::any_batch_with_codec(
-                                        &read.records,
-                                        crate::log::codec::ZSTD,
-                                    ) =>
-                            {
-                                // As Kafka: a consumer that predates zstd (Fetch v10) is
-                                // told, not sent batches it may not decode.
-                                any_error = true;
-                                pd = pd.with_error_code(codes::UNSUPPORTED_COMPRESSION_TYPE);
-                            }
-                            Ok(read) => {
-                                total += read.records.len();
-                                if follower < 0 {
-                                    broker
-                                        .metrics
-                                        .consumer_fetched(p.leader() == me, read.records.len());
-                                }
-                                pd = pd
-                                    .with_high_watermark(read.high_watermark)
-                                    .with_last_stable_offset(read.high_watermark)
-                                    .with_log_start_offset(read.log_start_offset)
-                                    .with_records(Some(read.records));
-                            }
-                            Err(LogError::OffsetOutOfRange { .. })
-                                if p.leader() != me
-                                    && fp.current_leader_epoch < 0
-                                    && fp.fetch_offset > p.log_start_offset() =>
-                            {
-                                // A v11 consumer without KIP-320 epochs may be on a follower
-                                // by mistake (stale metadata) at an offset the follower lacks
-                                // yet: Kafka answers nothing rather than a reset.
-                                pd = pd
-                                    .with_high_watermark(p.high_watermark())
-                                    .with_last_stable_offset(p.high_watermark())
-                                    .with_log_start_offset(p.log_start_offset());
-                            }
-                            Err(LogError::OffsetOutOfRange { .. }) => {
-                                any_error = true;
-                                pd = pd
-                                    .with_error_code(codes::OFFSET_OUT_OF_RANGE)
-                                    .with_high_watermark(p.high_watermark())
-                                    .with_last_stable_offset(p.high_watermark())
-                                    .with_log_start_offset(p.log_start_offset());
-                            }
-                            Err(e) => {
-                                any_error = true;
-                                pd = pd.with_error_code(read_error_code(broker, &p, &e));
-                            }
-                        }
-                    }
-                }
-                partitions.push(pd);
-            }
-            responses.push(
-                FetchableTopicResponse::default()
-                    .with_topic(topic.topic.clone())
-                    .with_topic_id(topic.topic_id)
-                    .with_partitions(partitions),
-            );
-        }
-        let done = total >= min_bytes.max(1) || any_error || req.topics.is_empty();
-        if done || tokio::time::Instant::now() >= deadline {
-            return FetchResponse::default().with_responses(responses);
-        }
-        // Woken by an append or by the deadline; either way the next pass decides. A closed
-        // channel (broker shutting down) also ends the wait.
-        let _ = tokio::time::timeout_at(deadline, appends.changed()).await;
-    }
-}
-
 /// KIP-320: a request that names the leader epoch it expects is refused when this
 /// broker's is newer (FENCED_LEADER_EPOCH: the sender is behind) or older
 /// (UNKNOWN_LEADER_EPOCH: this broker is behind); -1 means "not checked".
-fn leader_epoch_error(p: &crate::partition::Partition, expected: i32) -> Option<i16> {
+pub(super) fn leader_epoch_error(p: &crate::partition::Partition, expected: i32) -> Option<i16> {
     let current = p.leader_epoch();
     match expected {
         e if e < 0 || e == current => None,
         e if e < current => Some(codes::FENCED_LEADER_EPOCH),
         _ => Some(codes::UNKNOWN_LEADER_EPOCH),
-    }
-}
-
-/// The most record bytes one Fetch response assembles: the request's max_bytes, never more
-/// than `fetch.max.bytes` for a consumer or `replica.fetch.response.max.bytes` for a follower
-/// (as Kafka caps them), so a ~200-byte request asking for 2 GiB cannot make the broker buffer
-/// it. (KIP-74's first-batch exception still returns one batch larger than the cap whole.)
-fn response_bytes_cap(broker: &Broker, req: &FetchRequest, version: i16) -> usize {
-    let replica_id = if version >= 15 {
-        req.replica_state.replica_id.0
-    } else {
-        req.replica_id.0
-    };
-    let broker_cap = if replica_id >= 0 {
-        broker.config.replica_fetch_response_max_bytes()
-    } else {
-        broker.config.fetch_max_bytes()
-    };
-    if req.max_bytes <= 0 {
-        broker_cap
-    } else {
-        (req.max_bytes as usize).min(broker_cap)
-    }
-}
-
-/// The Fetch error for a failed read: CORRUPT_MESSAGE for damaged data (logged and counted
-/// once per damaged position by the log), KAFKA_STORAGE_ERROR for a failing disk.
-fn read_error_code(broker: &Broker, p: &crate::partition::Partition, e: &LogError) -> i16 {
-    match e {
-        LogError::Corrupt { first, .. } => {
-            if *first {
-                broker.metrics.storage_error("corrupt_segment");
-            }
-            codes::CORRUPT_MESSAGE
-        }
-        _ => {
-            broker.metrics.storage_error("read_failed");
-            tracing::error!(cause = %e, topic = %p.topic, partition = p.index, "fetch read failed");
-            codes::KAFKA_STORAGE_ERROR
-        }
     }
 }
 
@@ -678,7 +394,7 @@ pub async fn allocate_producer_ids(
 /// the partition exists (it lives on another broker, or has no leader right now), so
 /// clients refresh their metadata and go to the leader; UNKNOWN_TOPIC_OR_PARTITION when
 /// the cluster does not know it.
-fn not_hosted_code(broker: &Broker, topic: &str, partition: i32) -> i16 {
+pub(super) fn not_hosted_code(broker: &Broker, topic: &str, partition: i32) -> i16 {
     if broker.replicas.is_offline(topic, partition) {
         return codes::KAFKA_STORAGE_ERROR;
     }
@@ -692,44 +408,6 @@ fn not_hosted_code(broker: &Broker, topic: &str, partition: i32) -> i16 {
     } else {
         codes::UNKNOWN_TOPIC_OR_PARTITION
     }
-}
-
-/// The replica a consumer in `rack` should read `p` from instead of this leader, if the
-/// selector finds one: a registered, unfenced replica reachable on `listener` whose log
-/// holds `offset`.
-fn preferred_read_replica(
-    image: &crate::metadata::MetadataImage,
-    p: &crate::partition::Partition,
-    selector: ReplicaSelector,
-    rack: &str,
-    listener: &str,
-    offset: i64,
-    now_ms: i64,
-) -> Option<i32> {
-    let rack_of = |id: i32| image.brokers.get(&id).and_then(|b| b.rack.as_deref());
-    let leader = ReplicaView {
-        id: p.leader(),
-        rack: rack_of(p.leader()),
-        log_end_offset: p.log_end_offset(),
-        since_caught_up_ms: 0,
-    };
-    let followers: Vec<ReplicaView<'_>> = p
-        .followers_holding(offset, now_ms)
-        .into_iter()
-        .filter(|(id, _, _)| {
-            image
-                .brokers
-                .get(id)
-                .is_some_and(|b| !b.fenced && b.endpoint(listener).is_some())
-        })
-        .map(|(id, leo, since)| ReplicaView {
-            id,
-            rack: rack_of(id),
-            log_end_offset: leo,
-            since_caught_up_ms: since,
-        })
-        .collect();
-    selector::select(selector, rack, &leader, &followers)
 }
 
 /// DescribeProducers (KIP-664, `kafka-transactions describe-producers`): the idempotent

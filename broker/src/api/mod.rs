@@ -5,6 +5,8 @@
 mod admin;
 mod configs;
 mod data;
+mod fetch;
+pub mod fetch_session;
 pub mod group;
 mod quorum;
 
@@ -61,7 +63,7 @@ pub async fn handle(
         RequestKind::Fetch(r) if *kind == ListenerKind::Controller => {
             ResponseKind::Fetch(quorum::metadata_fetch(&broker.controller, r, v).await)
         }
-        RequestKind::Fetch(r) => ResponseKind::Fetch(data::fetch(broker, listener, r, v).await),
+        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::fetch(broker, listener, r, v).await),
         RequestKind::FetchSnapshot(r) => {
             ResponseKind::FetchSnapshot(quorum::fetch_snapshot(&broker.controller, r))
         }
