@@ -150,9 +150,15 @@ pub async fn fetch(
         if done || tokio::time::Instant::now() >= deadline {
             break served;
         }
-        // Woken by an append or by the deadline; either way the next pass decides. A closed
-        // channel (broker shutting down) also ends the wait.
-        let _ = tokio::time::timeout_at(deadline, appends.changed()).await;
+        // Woken by an append or a moved high watermark, the next pass reads again. At the
+        // deadline with neither, this pass is the answer: reading every partition again
+        // would find the same (for a consumer of many idle partitions, that second pass was
+        // half the broker's work). A closed channel (shutting down) also ends the wait.
+        match tokio::time::timeout_at(deadline, appends.changed()).await {
+            Err(_deadline) => break served,
+            Ok(Ok(())) => {}
+            Ok(Err(_closed)) => break served,
+        }
     };
 
     match context {

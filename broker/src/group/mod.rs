@@ -351,7 +351,9 @@ impl GroupCoordinator {
 
 /// Replays one partition of `__consumer_offsets` into `machine`, to its log end (a new
 /// leader's records past the high watermark are its own and will be committed); returns
-/// how many group records it read.
+/// how many group records it read. Records still in Strom's JSON format (written before
+/// Kafka's schemas) are loaded and then rewritten: a tombstone of each JSON key, so that
+/// compaction drops it, and the same record in Kafka's schema.
 fn replay(
     machine: &mut Coordinator,
     p: &crate::partition::Partition,
@@ -360,6 +362,8 @@ fn replay(
     let mut loaded = 0;
     let mut offset = p.log_start_offset();
     let end = p.log_end_offset();
+    // JSON-era keys whose latest record is not a tombstone: (offset, key, record).
+    let mut legacy: HashMap<Bytes, (i64, GroupRecord)> = HashMap::new();
     while offset < end {
         let fetched = p.read_for_follower(offset, 1 << 20, true)?;
         if fetched.records.is_empty() {
@@ -374,8 +378,15 @@ fn replay(
                 offset = offset.max(r.offset + 1);
                 let Some(key) = r.key else { continue };
                 match GroupRecord::decode(&key, r.value.as_deref()) {
-                    Ok(rec) => {
-                        machine.load(now_ms, rec);
+                    Ok(decoded) => {
+                        if decoded.legacy_json {
+                            if r.value.is_some() {
+                                legacy.insert(key, (r.offset, decoded.record.clone()));
+                            } else {
+                                legacy.remove(&key);
+                            }
+                        }
+                        machine.load(now_ms, decoded.record);
                         loaded += 1;
                     }
                     Err(e) => tracing::warn!(
@@ -388,7 +399,46 @@ fn replay(
             }
         }
     }
+    if !legacy.is_empty() {
+        convert_legacy(p, legacy, now_ms);
+    }
     Ok(loaded)
+}
+
+/// Rewrites JSON-era records in Kafka's schema, in their log order, each after a tombstone
+/// of its JSON key. A failed append is logged and retried at the next load: the JSON
+/// records stay readable meanwhile.
+fn convert_legacy(
+    p: &crate::partition::Partition,
+    legacy: HashMap<Bytes, (i64, GroupRecord)>,
+    now_ms: i64,
+) {
+    let mut records: Vec<(i64, Bytes, GroupRecord)> = legacy
+        .into_iter()
+        .map(|(key, (offset, rec))| (offset, key, rec))
+        .collect();
+    records.sort_by_key(|(offset, _, _)| *offset);
+    let count = records.len();
+    // 500 records (1,000 with their tombstones) per batch stay far below max.message.bytes.
+    for chunk in records.chunks(500) {
+        let kvs: Vec<KeyValue> = chunk
+            .iter()
+            .flat_map(|(_, json_key, rec)| [(json_key.clone(), None), rec.encode()])
+            .collect();
+        let appended = encode_batch(&kvs, now_ms)
+            .map_err(|e| e.to_string())
+            .and_then(|b| p.append(&b, 1, now_ms).map_err(|e| e.to_string()));
+        if let Err(e) = appended {
+            tracing::warn!(partition = p.index, cause = %e, "could not rewrite the JSON-era records of {OFFSETS_TOPIC} in Kafka's format; they stay readable and the next load retries");
+            return;
+        }
+    }
+    tracing::info!(
+        partition = p.index,
+        records = count,
+        "rewrote the JSON-era records of {OFFSETS_TOPIC}-{} in Kafka's format",
+        p.index
+    );
 }
 
 /// Writes records as one batch per group (each group's records go to its partition).

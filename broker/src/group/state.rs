@@ -4,7 +4,7 @@
 //! were parked until a rebalance finished, and records to persist in `__consumer_offsets`.
 //! No I/O happens here, so every timeout is tested by passing a later `now_ms`.
 
-use super::records::{hex, unhex, GroupRecord, GroupValue, MemberValue, OffsetValue};
+use super::records::{GroupRecord, GroupValue, MemberValue, OffsetValue};
 use crate::config::BrokerConfig;
 use crate::protocol::codes;
 use bytes::Bytes;
@@ -395,7 +395,6 @@ impl Group {
         GroupRecord::Group {
             group: self.id.clone(),
             value: Some(GroupValue {
-                version: super::records::RECORD_VERSION,
                 protocol_type: self.protocol_type.clone(),
                 generation: self.generation,
                 protocol: self.protocol.clone(),
@@ -411,8 +410,8 @@ impl Group {
                         client_host: m.client_host.clone(),
                         session_timeout_ms: m.session_timeout_ms,
                         rebalance_timeout_ms: m.rebalance_timeout_ms,
-                        subscription: hex(&m.metadata(&protocol)),
-                        assignment: hex(&m.assignment),
+                        subscription: m.metadata(&protocol),
+                        assignment: m.assignment.clone(),
                     })
                     .collect(),
             }),
@@ -519,11 +518,8 @@ impl Coordinator {
                                 client_host: m.client_host,
                                 session_timeout_ms: m.session_timeout_ms,
                                 rebalance_timeout_ms: m.rebalance_timeout_ms,
-                                protocols: vec![(
-                                    protocol.clone(),
-                                    Bytes::from(unhex(&m.subscription).unwrap_or_default()),
-                                )],
-                                assignment: Bytes::from(unhex(&m.assignment).unwrap_or_default()),
+                                protocols: vec![(protocol.clone(), m.subscription)],
+                                assignment: m.assignment,
                                 last_heartbeat_ms: now_ms,
                                 awaiting_join: None,
                                 awaiting_sync: None,
@@ -849,10 +845,10 @@ impl Coordinator {
                     return codes::OFFSET_METADATA_TOO_LARGE;
                 }
                 let value = OffsetValue {
-                    version: super::records::RECORD_VERSION,
                     offset: o.offset,
                     leader_epoch: o.leader_epoch,
-                    metadata: o.metadata,
+                    // As Kafka: no metadata is stored, and fetched, as "".
+                    metadata: Some(o.metadata.unwrap_or_default()),
                     commit_timestamp_ms: now_ms,
                 };
                 fx.records.push(GroupRecord::Offset {

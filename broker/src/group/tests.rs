@@ -554,7 +554,7 @@ fn records_replayed_into_a_new_coordinator_restore_groups_and_offsets() {
     let mut reloaded = Coordinator::new(config(0), 1_000);
     for r in records {
         let (k, v) = r.encode();
-        reloaded.load(1_000, GroupRecord::decode(&k, v.as_deref()).unwrap());
+        reloaded.load(1_000, GroupRecord::decode(&k, v.as_deref()).unwrap().record);
     }
     let offsets = reloaded.fetch_offsets("g", None);
     assert_eq!(offsets[0].1[0].1.as_ref().map(|v| v.offset), Some(77));
