@@ -119,6 +119,33 @@ fn zstd_level(v: &str) -> Result<(), String> {
         _ => Err("must be between -131072 and 22".into()),
     }
 }
+fn per_ip_overrides(v: &str) -> Result<(), String> {
+    parse_per_ip_overrides(v).map(|_| ())
+}
+
+/// `max.connections.per.ip.overrides`: `ip:count` entries, comma-separated (IPv6 literals
+/// may be bracketed).
+pub fn parse_per_ip_overrides(
+    v: &str,
+) -> Result<std::collections::HashMap<std::net::IpAddr, usize>, String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|entry| {
+            let (host, count) = entry
+                .rsplit_once(':')
+                .ok_or_else(|| format!("'{entry}' is not ip:count"))?;
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let ip = host.parse().map_err(|_| {
+                format!("'{host}' is not an IP address (host names are not resolved)")
+            })?;
+            let count = count
+                .parse()
+                .map_err(|_| format!("'{count}' in '{entry}' is not a connection count"))?;
+            Ok((ip, count))
+        })
+        .collect()
+}
 fn process_roles(v: &str) -> Result<(), String> {
     let mut roles: Vec<&str> = v.split(',').map(str::trim).collect();
     roles.sort_unstable();
@@ -336,6 +363,27 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         default: Some("104857600"),
         doc: "The largest request frame accepted; a larger one closes the connection.",
         check: positive,
+    },
+    ConfigDef {
+        name: "max.connections.per.ip",
+        ty: INT,
+        default: Some("2147483647"),
+        doc: "Most connections from one IP address to the broker listeners; one more is closed at once.",
+        check: non_negative,
+    },
+    ConfigDef {
+        name: "max.connections.per.ip.overrides",
+        ty: STR,
+        default: Some(""),
+        doc: "Per-address exceptions to max.connections.per.ip: a comma-separated list of ip:count (IP literals; Kafka also takes host names).",
+        check: per_ip_overrides,
+    },
+    ConfigDef {
+        name: "connections.max.idle.ms",
+        ty: LONG,
+        default: Some("600000"),
+        doc: "A connection with no request for this long is closed (-1: never).",
+        check: at_least_minus_one,
     },
     ConfigDef {
         name: "max.incremental.fetch.session.cache.slots",
@@ -1672,6 +1720,21 @@ impl BrokerConfig {
     pub fn fetch_session_eviction_ms(&self) -> i64 {
         self.int("strom.fetch.session.eviction.ms")
     }
+    /// `max.connections.per.ip` and its overrides.
+    pub fn connections_per_ip(
+        &self,
+    ) -> (usize, std::collections::HashMap<std::net::IpAddr, usize>) {
+        (
+            self.int("max.connections.per.ip").max(0) as usize,
+            parse_per_ip_overrides(self.get("max.connections.per.ip.overrides").unwrap_or(""))
+                .unwrap_or_default(),
+        )
+    }
+    /// `None` when connections may idle forever (-1).
+    pub fn connections_max_idle(&self) -> Option<std::time::Duration> {
+        let ms = self.int("connections.max.idle.ms");
+        (ms >= 0).then(|| std::time::Duration::from_millis(ms as u64))
+    }
     pub fn max_connections(&self) -> usize {
         self.int("max.connections") as usize
     }
@@ -1899,6 +1962,17 @@ pub fn validate_topic_config(name: &str, value: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn per_ip_overrides_take_ip_literals_only() {
+        let o = parse_per_ip_overrides(" 127.0.0.2:5, [::1]:0 ,").unwrap();
+        assert_eq!(o[&"127.0.0.2".parse::<std::net::IpAddr>().unwrap()], 5);
+        assert_eq!(o[&"::1".parse::<std::net::IpAddr>().unwrap()], 0);
+        assert!(parse_per_ip_overrides("").unwrap().is_empty());
+        for bad in ["host:5", "127.0.0.1", "127.0.0.1:many"] {
+            assert!(parse_per_ip_overrides(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn defaults_start_a_single_node() {

@@ -1,4 +1,5 @@
-//! The listeners' accept loop (broker and controller listeners together): a connection cap that closes over-limit connections at
+//! The listeners' accept loop (broker and controller listeners together): connection caps
+//! (`max.connections`, `max.connections.per.ip`) that close over-limit connections at
 //! once (instead of leaving them connected and unanswered), a back-off when accepting fails
 //! (out of file descriptors) instead of a spin, and a shutdown that never waits behind either.
 
@@ -24,6 +25,7 @@ pub(super) async fn accept_connections(
     // max.connections: a connection beyond it is closed at once.
     let max_connections = broker.config.max_connections().min(Semaphore::MAX_PERMITS);
     let connections = Arc::new(Semaphore::new(max_connections));
+    let per_ip = PerIp::new(&broker.config);
     let memory = RequestMemory::new(&broker.config);
     let mut tasks = JoinSet::new();
     let mut backoff = Duration::ZERO;
@@ -52,11 +54,28 @@ pub(super) async fn accept_connections(
                         drop(stream);
                         continue;
                     };
+                    // Controller listeners carry the quorum's own traffic: not limited.
+                    let ip_slot = if kind == ListenerKind::Controller {
+                        None
+                    } else {
+                        match per_ip.take(peer.ip()) {
+                            Ok(slot) => Some(slot),
+                            Err(max) => {
+                                broker.metrics.requests_refused("max.connections.per.ip");
+                                if warn_due() {
+                                    tracing::warn!(%peer, max, "connection limit of the address reached; closing its new connections");
+                                }
+                                drop(stream);
+                                continue;
+                            }
+                        }
+                    };
                     let broker = broker.clone();
                     let stop = stop.clone();
                     let memory = memory.clone();
                     tasks.spawn(async move {
                         connection::serve(broker, stream, peer, kind, stop, memory).await;
+                        drop(ip_slot);
                         drop(permit);
                     });
                 }
@@ -82,6 +101,58 @@ pub(super) async fn accept_connections(
         }
     }
     tasks
+}
+
+/// `max.connections.per.ip` (with its overrides): open connections counted by address.
+#[derive(Clone)]
+struct PerIp {
+    default_max: usize,
+    overrides: Arc<std::collections::HashMap<std::net::IpAddr, usize>>,
+    open: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+}
+
+/// One connection's place in its address's count, given back when dropped.
+struct IpSlot {
+    ip: std::net::IpAddr,
+    open: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+}
+
+impl PerIp {
+    fn new(config: &crate::config::BrokerConfig) -> PerIp {
+        let (default_max, overrides) = config.connections_per_ip();
+        PerIp {
+            default_max,
+            overrides: Arc::new(overrides),
+            open: Default::default(),
+        }
+    }
+
+    /// A slot for one more connection from `ip`, or the limit it would pass.
+    fn take(&self, ip: std::net::IpAddr) -> Result<IpSlot, usize> {
+        let max = self.overrides.get(&ip).copied().unwrap_or(self.default_max);
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(ip).or_insert(0);
+        if *count >= max {
+            return Err(max);
+        }
+        *count += 1;
+        Ok(IpSlot {
+            ip,
+            open: self.open.clone(),
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// The next connection on any of the listeners, with the kind of listener it came to.

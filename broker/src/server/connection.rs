@@ -25,6 +25,8 @@ const WRITE_QUEUE: usize = 32;
 pub struct RequestMemory {
     budget: Option<(Arc<tokio::sync::Semaphore>, usize)>,
     read_timeout: Duration,
+    /// `connections.max.idle.ms`: a connection with no request for this long is closed.
+    max_idle: Option<Duration>,
 }
 
 impl RequestMemory {
@@ -35,6 +37,7 @@ impl RequestMemory {
         RequestMemory {
             budget: budget.map(|b| (Arc::new(tokio::sync::Semaphore::new(b)), b)),
             read_timeout: Duration::from_millis(config.request_read_timeout_ms()),
+            max_idle: config.connections_max_idle(),
         }
     }
 }
@@ -81,6 +84,8 @@ pub async fn serve(
     // The budget taken for the frame being received, and when its first bytes arrived.
     let mut permit: Option<tokio::sync::OwnedSemaphorePermit> = None;
     let mut deadline: Option<tokio::time::Instant> = None;
+    // When the last request was answered (or the connection opened).
+    let mut idle_since = tokio::time::Instant::now();
     'conn: loop {
         // Handle every whole frame already buffered.
         loop {
@@ -92,6 +97,7 @@ pub async fn serve(
                     let held = permit.take();
                     deadline = None;
                     let handled = handle_frame(&broker, frame, peer, &kind).await;
+                    idle_since = tokio::time::Instant::now();
                     drop(held);
                     match handled {
                         Ok(Some(resp)) => {
@@ -152,8 +158,14 @@ pub async fn serve(
             };
             buf.reserve(missing.clamp(4096, READ_CHUNK));
         }
+        // A frame under way must complete within the read timeout; between requests, the
+        // connection may idle for connections.max.idle.ms.
+        let idle_until = match (deadline, memory.max_idle) {
+            (None, Some(idle)) => Some(idle_since + idle),
+            _ => None,
+        };
         let timeout = async {
-            match deadline {
+            match deadline.or(idle_until) {
                 Some(d) => tokio::time::sleep_until(d).await,
                 None => std::future::pending().await,
             }
@@ -168,6 +180,12 @@ pub async fn serve(
                 }
             },
             _ = timeout => {
+                if deadline.is_none() {
+                    // As Kafka, quietly: idle clients reconnect when they need to.
+                    broker.metrics.requests_refused("connections.max.idle.ms");
+                    tracing::debug!(%peer, "idle for connections.max.idle.ms; closing connection");
+                    break;
+                }
                 broker.metrics.requests_refused("strom.request.read.timeout.ms");
                 tracing::warn!(%peer, buffered = buf.len(), "request incomplete after strom.request.read.timeout.ms; closing connection");
                 break;
