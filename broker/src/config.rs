@@ -1119,12 +1119,64 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
     ),
 ];
 
-/// The broker properties IncrementalAlterConfigs may change at run time, per broker or
-/// as the cluster default (Kafka's dynamic broker configs that Strom applies live).
-pub const DYNAMIC_BROKER_CONFIGS: &[&str] = &[
+/// Broker properties besides the topic defaults that IncrementalAlterConfigs may change at
+/// run time, per broker or as the cluster default (Kafka's dynamic broker configs that
+/// Strom applies live).
+const DYNAMIC_BROKER_CONFIGS: &[&str] = &[
     "leader.replication.throttled.rate",
     "follower.replication.throttled.rate",
+    "max.connections",
+    "max.connections.per.ip",
+    "max.connections.per.ip.overrides",
+    // The other spellings of topic defaults' broker synonyms.
+    "log.retention.minutes",
+    "log.retention.hours",
+    "log.roll.hours",
 ];
+
+/// Whether a broker property may be changed at run time (AlterConfigs on a BROKER
+/// resource): the defaults of topic configs (`log.retention.ms`, `message.max.bytes`,
+/// `log.cleaner.min.cleanable.ratio`, ... every topic config's broker synonym), the
+/// replication throttles and the connection limits.
+pub fn is_dynamic_broker_config(name: &str) -> bool {
+    DYNAMIC_BROKER_CONFIGS.contains(&name)
+        || TOPIC_CONFIGS.iter().any(|t| t.broker_synonym == Some(name))
+}
+
+/// The broker properties a topic config's default comes from (its synonym, and the other
+/// spellings of the retention and roll times).
+pub fn topic_default_sources(name: &str) -> Vec<&'static str> {
+    match name {
+        "retention.ms" => vec![
+            "log.retention.ms",
+            "log.retention.minutes",
+            "log.retention.hours",
+        ],
+        "segment.ms" => vec!["log.roll.ms", "log.roll.hours"],
+        _ => topic_def(name)
+            .and_then(|d| d.broker_synonym)
+            .into_iter()
+            .collect(),
+    }
+}
+
+impl BrokerConfig {
+    /// This configuration with the dynamic broker configs on top (the cluster-wide
+    /// defaults, then the broker's own), as if its properties had set them.
+    pub fn with_dynamic(
+        &self,
+        cluster_default: &BTreeMap<String, String>,
+        own: Option<&BTreeMap<String, String>>,
+    ) -> BrokerConfig {
+        let mut out = self.clone();
+        for (k, v) in cluster_default.iter().chain(own.into_iter().flatten()) {
+            if is_dynamic_broker_config(k) {
+                out.explicit.insert(k.clone(), v.clone());
+            }
+        }
+        out
+    }
+}
 
 pub fn broker_def(name: &str) -> Option<&'static ConfigDef> {
     BROKER_CONFIGS.iter().find(|d| d.name == name)

@@ -875,6 +875,36 @@ def decode_fetch_response_v11(body: bytes) -> FetchResponseV11:
     return FetchResponseV11(error_code, session_id, out, order)
 
 
+# --- IncrementalAlterConfigs v0 (test_dynamic_broker_configs.py) --------------------------
+
+API_INCREMENTAL_ALTER_CONFIGS = 44
+RESOURCE_BROKER = 4
+OP_SET, OP_DELETE = 0, 1
+
+
+def incremental_alter_configs_request_v0(
+    correlation_id: int, resource_type: int, name: str, configs: list[tuple[str, int, str | None]]
+) -> bytes:
+    """One resource's (config name, operation, value) changes. The broker resource "" is
+    the cluster-wide default, which confluent-kafka and kafka-python cannot name."""
+    entries = array([string(k) + int8(op) + nullable_string(v) for k, op, v in configs])
+    body = array([int8(resource_type) + string(name) + entries]) + int8(0)
+    return frame(request_header_v1(API_INCREMENTAL_ALTER_CONFIGS, 0, correlation_id) + body)
+
+
+def decode_incremental_alter_configs_response_v0(body: bytes) -> list[tuple[int, str | None]]:
+    r = Reader(body)
+    r.int32()  # throttle_time_ms
+
+    def resource(r: Reader):
+        code, message = r.int16(), r.nullable_string()
+        r.int8()
+        r.string()
+        return code, message
+
+    return r.array(resource) or []
+
+
 # --- OffsetForLeaderEpoch v2 (test_replication.py) ----------------------------------------
 
 API_OFFSET_FOR_LEADER_EPOCH = 23

@@ -51,14 +51,29 @@ pub fn topic_entries(
     synonyms: bool,
     _documentation: bool,
 ) -> Vec<Entry> {
+    // Topic defaults may be dynamic broker configs, the broker's own or the cluster's.
+    let image = broker.controller.image();
+    let own = image.broker_configs.get(&broker.node_id);
+    let cluster = &image.broker_default_configs;
+    let effective = broker.config.with_dynamic(cluster, own);
     TOPIC_CONFIGS
         .iter()
         .filter(|d| keys.is_none_or(|k| k.iter().any(|k| k.as_str() == d.def.name)))
         .map(|d| {
             let name = d.def.name;
             let (default_value, broker_explicit) =
-                broker.config.topic_default(name).unwrap_or_default();
-            let default_source = if broker_explicit {
+                effective.topic_default(name).unwrap_or_default();
+            let sources = crate::config::topic_default_sources(name);
+            let set_in = |m: Option<&BTreeMap<String, String>>| {
+                sources
+                    .iter()
+                    .any(|s| m.is_some_and(|m| m.contains_key(*s)))
+            };
+            let default_source = if set_in(own) {
+                SOURCE_DYNAMIC_BROKER
+            } else if set_in(Some(cluster)) {
+                SOURCE_DYNAMIC_DEFAULT_BROKER
+            } else if broker_explicit {
                 SOURCE_STATIC_BROKER
             } else {
                 SOURCE_DEFAULT
@@ -74,7 +89,7 @@ pub fn topic_entries(
                 }
                 if let Some(b) = d.broker_synonym {
                     if broker_explicit {
-                        syn.push((b.to_owned(), default_value.clone(), SOURCE_STATIC_BROKER));
+                        syn.push((b.to_owned(), default_value.clone(), default_source));
                     }
                     if let Some(def) = crate::config::broker_def(b).and_then(|x| x.default) {
                         syn.push((b.to_owned(), def.to_owned(), SOURCE_DEFAULT));
@@ -105,7 +120,7 @@ fn broker_entries(
         .iter()
         .filter(|d| keys.is_none_or(|k| k.iter().any(|k| k.as_str() == d.name)))
         .map(|d: &ConfigDef| {
-            let dynamic = crate::config::DYNAMIC_BROKER_CONFIGS.contains(&d.name);
+            let dynamic = crate::config::is_dynamic_broker_config(d.name);
             let own = image
                 .broker_configs
                 .get(&broker.node_id)

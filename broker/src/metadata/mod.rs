@@ -1072,7 +1072,7 @@ impl Controller {
     }
 
     /// Changes dynamic broker configs of one broker (`name` its id) or the cluster-wide
-    /// default (`name` empty): only [`crate::config::DYNAMIC_BROKER_CONFIGS`] may change;
+    /// default (`name` empty): only [`crate::config::is_dynamic_broker_config`] ones may change;
     /// `replace_all` is AlterConfigs' semantics.
     pub async fn alter_broker_configs(
         &self,
@@ -1135,10 +1135,10 @@ impl Controller {
                     format!("Unknown broker config name: {key}"),
                 ));
             };
-            if !crate::config::DYNAMIC_BROKER_CONFIGS.contains(&key.as_str()) {
+            if !crate::config::is_dynamic_broker_config(key) {
                 return Err(ApiError::new(
                     codes::INVALID_CONFIG,
-                    format!("Cannot update these configs dynamically: {key} (dynamic: {}); set it in the broker's properties and restart it", crate::config::DYNAMIC_BROKER_CONFIGS.join(", ")),
+                    format!("Cannot update these configs dynamically: {key}; set it in the broker's properties and restart it (dynamic: the defaults of topic configs, the replication throttles and the connection limits)"),
                 ));
             }
             match op {

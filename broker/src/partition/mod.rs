@@ -1074,10 +1074,15 @@ impl ReplicaManager {
                 remove_partition_dir(&p.dir());
             }
         }
+        // Topic defaults changed at run time (dynamic broker configs) apply at once.
+        let broker_config = self.broker_config.with_dynamic(
+            &image.broker_default_configs,
+            image.broker_configs.get(&self.node_id),
+        );
         for ((topic, index), (topic_id, pi)) in wanted {
             let (epoch, isr) = (pi.leader_epoch, pi.isr.clone());
             let cfg = LogConfig::resolve(
-                &self.broker_config,
+                &broker_config,
                 image.topic_configs.get(&topic).unwrap_or(&empty),
             );
             if let Some(p) = partitions.get(&(topic.clone(), index)) {

@@ -5,10 +5,11 @@
 
 use super::connection::{self, RequestMemory};
 use super::{Broker, ListenerKind};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 /// How often the same accept-loop warning is logged at most.
@@ -23,9 +24,8 @@ pub(super) async fn accept_connections(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> JoinSet<()> {
     // max.connections: a connection beyond it is closed at once.
-    let max_connections = broker.config.max_connections().min(Semaphore::MAX_PERMITS);
-    let connections = Arc::new(Semaphore::new(max_connections));
-    let per_ip = PerIp::new(&broker.config);
+    let open = Arc::new(AtomicUsize::new(0));
+    let per_ip = PerIp::default();
     let memory = RequestMemory::new(&broker.config);
     let mut tasks = JoinSet::new();
     let mut backoff = Duration::ZERO;
@@ -44,9 +44,17 @@ pub(super) async fn accept_connections(
             (accepted, kind) = accept_any(listeners) => match accepted {
                 Ok((stream, peer)) => {
                     backoff = Duration::ZERO;
-                    // Never wait for a permit here: a waiting accept loop leaves new clients
+                    // The limits as now set: the properties, or dynamic broker configs.
+                    let image = broker.controller.image();
+                    let limits = broker.config.with_dynamic(
+                        &image.broker_default_configs,
+                        image.broker_configs.get(&broker.node_id),
+                    );
+                    drop(image);
+                    // Never wait for room here: a waiting accept loop leaves new clients
                     // connected but unanswered and stops noticing the shutdown signal.
-                    let Ok(permit) = connections.clone().try_acquire_owned() else {
+                    let max_connections = limits.max_connections();
+                    let Some(permit) = Slot::take(&open, max_connections) else {
                         broker.metrics.requests_refused("max.connections");
                         if warn_due() {
                             tracing::warn!(%peer, max = max_connections, "connection limit reached; closing new connections");
@@ -58,7 +66,7 @@ pub(super) async fn accept_connections(
                     let ip_slot = if kind == ListenerKind::Controller {
                         None
                     } else {
-                        match per_ip.take(peer.ip()) {
+                        match per_ip.take(peer.ip(), limits.connections_per_ip()) {
                             Ok(slot) => Some(slot),
                             Err(max) => {
                                 broker.metrics.requests_refused("max.connections.per.ip");
@@ -103,36 +111,55 @@ pub(super) async fn accept_connections(
     tasks
 }
 
+/// One open connection's place in `max.connections`, given back when dropped.
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(open: &Arc<AtomicUsize>, max: usize) -> Option<Slot> {
+        open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .ok()
+        .map(|_| Slot(open.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+type IpCounts = Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>;
+
 /// `max.connections.per.ip` (with its overrides): open connections counted by address.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 struct PerIp {
-    default_max: usize,
-    overrides: Arc<std::collections::HashMap<std::net::IpAddr, usize>>,
-    open: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    open: IpCounts,
 }
 
 /// One connection's place in its address's count, given back when dropped.
 struct IpSlot {
     ip: std::net::IpAddr,
-    open: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    open: IpCounts,
 }
 
 impl PerIp {
-    fn new(config: &crate::config::BrokerConfig) -> PerIp {
-        let (default_max, overrides) = config.connections_per_ip();
-        PerIp {
-            default_max,
-            overrides: Arc::new(overrides),
-            open: Default::default(),
-        }
-    }
-
-    /// A slot for one more connection from `ip`, or the limit it would pass.
-    fn take(&self, ip: std::net::IpAddr) -> Result<IpSlot, usize> {
-        let max = self.overrides.get(&ip).copied().unwrap_or(self.default_max);
+    /// A slot for one more connection from `ip` under `limits` (the default and the
+    /// overrides by address), or the limit it would pass.
+    fn take(
+        &self,
+        ip: std::net::IpAddr,
+        limits: (usize, std::collections::HashMap<std::net::IpAddr, usize>),
+    ) -> Result<IpSlot, usize> {
+        let (default_max, overrides) = limits;
+        let max = overrides.get(&ip).copied().unwrap_or(default_max);
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let count = open.entry(ip).or_insert(0);
         if *count >= max {
+            if *count == 0 {
+                open.remove(&ip);
+            }
             return Err(max);
         }
         *count += 1;
