@@ -393,6 +393,22 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         check: non_negative,
     },
     ConfigDef {
+        name: "quota.window.num",
+        ty: INT,
+        default: Some("11"),
+        doc: "Samples that a client quota's usage is measured over (Kafka's: ten whole \
+              windows and the current one).",
+        check: positive,
+    },
+    ConfigDef {
+        name: "quota.window.size.seconds",
+        ty: INT,
+        default: Some("1"),
+        doc: "Length of one sample of a client quota's usage, in seconds; a request-rate \
+              throttle never exceeds one sample.",
+        check: positive,
+    },
+    ConfigDef {
         name: "strom.fetch.session.eviction.ms",
         ty: LONG,
         default: Some("120000"),
@@ -1768,6 +1784,13 @@ impl BrokerConfig {
     }
     pub fn fetch_session_slots(&self) -> usize {
         self.int("max.incremental.fetch.session.cache.slots").max(0) as usize
+    }
+    /// `quota.window.num` and `quota.window.size.seconds` (in milliseconds).
+    pub fn quota_windows(&self) -> (u32, i64) {
+        (
+            self.int("quota.window.num").clamp(1, 1000) as u32,
+            self.int("quota.window.size.seconds").clamp(1, 3600) * 1000,
+        )
     }
     pub fn fetch_session_eviction_ms(&self) -> i64 {
         self.int("strom.fetch.session.eviction.ms")

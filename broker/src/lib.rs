@@ -13,5 +13,6 @@ pub mod metrics;
 pub mod node;
 pub mod partition;
 pub mod protocol;
+pub mod quota;
 pub mod server;
 pub mod txn;

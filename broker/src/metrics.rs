@@ -44,6 +44,7 @@ pub struct Metrics {
     storage_errors: Family<Labels, Counter>,
     invalid_batches: Family<Labels, Counter>,
     pub fetch_sessions: crate::api::fetch_session::SessionMetrics,
+    pub quotas: crate::quota::QuotaMetrics,
 }
 
 impl Default for Metrics {
@@ -103,6 +104,17 @@ impl Metrics {
             "fetch_session_evictions",
             "Fetch sessions evicted to make room for a new one",
             fetch_sessions.evictions.clone(),
+        );
+        let quotas = crate::quota::QuotaMetrics::default();
+        registry.register(
+            "client_quota_throttles",
+            "Responses whose client was over a client quota and was throttled, by quota (produce, fetch, request)",
+            quotas.throttled.clone(),
+        );
+        registry.register(
+            "client_quota_throttle_ms",
+            "Milliseconds of throttle given to clients over a client quota, by quota",
+            quotas.throttle_ms.clone(),
         );
         let replication: [Gauge; 4] = Default::default();
         for (g, (name, help)) in replication.iter().zip([
@@ -272,6 +284,7 @@ impl Metrics {
             storage_errors,
             invalid_batches,
             fetch_sessions,
+            quotas,
         }
     }
 

@@ -31,6 +31,8 @@ pub struct Broker {
     /// Incremental fetch sessions (KIP-227) of consumers and followers.
     pub fetch_sessions: crate::api::fetch_session::FetchSessions,
     pub producer_ids: crate::txn::ProducerIdManager,
+    /// Client quotas (KIP-13/55/124) and each client's usage of them.
+    pub quotas: crate::quota::ClientQuotas,
     pub(crate) ready: AtomicBool,
     /// This process's registration: a new incarnation per start and whether it is fenced
     /// now (the epoch the controller gave it is kept by the replica manager, whose
@@ -84,6 +86,10 @@ impl Broker {
                 config.fetch_session_eviction_ms(),
                 metrics.fetch_sessions.clone(),
             ),
+            quotas: {
+                let (samples, window_ms) = config.quota_windows();
+                crate::quota::ClientQuotas::new(samples, window_ms, metrics.quotas.clone())
+            },
             metrics,
             producer_ids: Default::default(),
             ready: AtomicBool::new(false),
@@ -125,6 +131,7 @@ impl Broker {
             }
         }
         let image = self.controller.image();
+        self.quotas.apply(&image.client_quotas);
         // Opening partitions (recovering their logs) blocks; nothing else runs yet.
         self.replicas.apply_image(&image)?;
         self.replicas.remove_strays(&image);
@@ -136,6 +143,7 @@ impl Broker {
     /// led or followed, deleted), then the consumer groups of the `__consumer_offsets`
     /// partitions it leads. Blocking (it may open logs and replay groups).
     pub fn apply_image(&self, image: &crate::metadata::MetadataImage) {
+        self.quotas.apply(&image.client_quotas);
         if let Err(e) = self.replicas.apply_image(image) {
             tracing::error!(cause = %e, "applying the metadata image to local partitions failed");
         }

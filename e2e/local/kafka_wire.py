@@ -441,13 +441,14 @@ def produce_request_v3(
     acks: int = -1,
     timeout_ms: int = 10_000,
     version: int = 3,
+    client_id: str = "strom-e2e",
 ) -> bytes:
     """A framed Produce v3 request carrying one batch for one partition (v4 to v8 share
     its body)."""
     partition_data = int32(partition) + kafka_bytes(records)
     topic_data = string(topic) + array([partition_data])
     body = nullable_string(None) + int16(acks) + int32(timeout_ms) + array([topic_data])
-    return frame(request_header_v1(API_PRODUCE, version, correlation_id) + body)
+    return frame(request_header_v1(API_PRODUCE, version, correlation_id, client_id) + body)
 
 
 @dataclass
@@ -475,9 +476,16 @@ def decode_produce_response_v3(body: bytes) -> dict[tuple[str, int], ProducePart
     return out
 
 
-def produce_request_v8(topic: str, partition: int, records: bytes, correlation_id: int, acks: int = -1) -> bytes:
+def produce_request_v8(
+    topic: str, partition: int, records: bytes, correlation_id: int, acks: int = -1, client_id: str = "strom-e2e"
+) -> bytes:
     """A framed Produce v8 request (the body is v3's; the response adds KIP-467's errors)."""
-    return produce_request_v3(topic, partition, records, correlation_id, acks, version=8)
+    return produce_request_v3(topic, partition, records, correlation_id, acks, version=8, client_id=client_id)
+
+
+def produce_throttle_time_ms(body: bytes) -> int:
+    """The throttle_time_ms of a Produce v3-v8 response: its last field."""
+    return struct.unpack(">i", body[-4:])[0]
 
 
 @dataclass
@@ -936,3 +944,67 @@ def offset_for_leader_epoch(host: str, port: int, topic: str, partitions: list[t
     with Connection(host, port, timeout_s) as conn:
         body = conn.request(offset_for_leader_epoch_request_v2(topic, partitions, 7), 7)
     return decode_offset_for_leader_epoch_response_v2(body)
+
+
+# --- client quotas (KIP-546) and a throttle probe -------------------------------------------
+
+API_LIST_GROUPS = 16
+API_DESCRIBE_CLIENT_QUOTAS = 48
+API_ALTER_CLIENT_QUOTAS = 49
+MATCH_EXACT, MATCH_DEFAULT, MATCH_SPECIFIED = 0, 1, 2
+
+
+def list_groups_request_v1(correlation_id: int, client_id: str) -> bytes:
+    """ListGroups v1 (an empty body); its response starts with throttle_time_ms."""
+    return frame(request_header_v1(API_LIST_GROUPS, 1, correlation_id, client_id))
+
+
+def describe_client_quotas_request_v0(
+    correlation_id: int, components: list[tuple[str, int, str | None]], strict: bool
+) -> bytes:
+    body = array([string(t) + int8(m) + nullable_string(n) for t, m, n in components]) + int8(1 if strict else 0)
+    return frame(request_header_v1(API_DESCRIBE_CLIENT_QUOTAS, 0, correlation_id) + body)
+
+
+def decode_describe_client_quotas_response_v0(body: bytes):
+    """(error code, message, [(entity {type: name}, {key: value})])."""
+    r = Reader(body)
+    r.int32()  # throttle_time_ms
+    code, message = r.int16(), r.nullable_string()
+
+    def entry(r: Reader):
+        entity = dict(r.array(lambda r: (r.string(), r.nullable_string())) or [])
+        values = dict(r.array(lambda r: (r.string(), struct.unpack(">d", r._take(8))[0])) or [])
+        return entity, values
+
+    return code, message, r.array(entry)
+
+
+def alter_client_quotas_request_v0(
+    correlation_id: int,
+    entries: list[tuple[list[tuple[str, str | None]], list[tuple[str, float | None]]]],
+    validate_only: bool = False,
+) -> bytes:
+    """Each entry: its entity's (type, name or None for the default) and its (key, value or
+    None to remove) ops."""
+
+    def op(key: str, value: float | None) -> bytes:
+        return string(key) + struct.pack(">d", value or 0.0) + int8(1 if value is None else 0)
+
+    encoded = [
+        array([string(t) + nullable_string(n) for t, n in entity]) + array([op(k, v) for k, v in ops])
+        for entity, ops in entries
+    ]
+    body = array(encoded) + int8(1 if validate_only else 0)
+    return frame(request_header_v1(API_ALTER_CLIENT_QUOTAS, 0, correlation_id) + body)
+
+
+def decode_alter_client_quotas_response_v0(body: bytes) -> list[tuple[int, str | None, dict]]:
+    r = Reader(body)
+    r.int32()  # throttle_time_ms
+
+    def entry(r: Reader):
+        code, message = r.int16(), r.nullable_string()
+        return code, message, dict(r.array(lambda r: (r.string(), r.nullable_string())) or [])
+
+    return r.array(entry) or []

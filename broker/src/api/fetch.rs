@@ -9,6 +9,7 @@ use crate::metadata::MetadataImage;
 use crate::node::Broker;
 use crate::partition::selector::{self, ReplicaSelector, ReplicaView};
 use crate::protocol::codes;
+use crate::quota::QuotaKind;
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::FetchPartition;
 use kafka_protocol::messages::fetch_response::{
@@ -32,16 +33,22 @@ use std::time::Duration;
 /// follower knows; the leader sends a consumer naming its rack to a replica there when
 /// `replica.selector.class` is the rack-aware selector. `listener` is the one the request
 /// came in on: a replica the consumer cannot reach on it is never offered.
+///
+/// A consumer over its `consumer_byte_rate` quota is answered at once with no partitions
+/// and the throttle (its session, if any, unchanged but for the epoch), as Kafka answers;
+/// otherwise the response's size counts against the quota, and a response is never larger
+/// than the quota's whole window.
 pub async fn fetch(
     broker: &Broker,
     listener: &str,
+    client_id: &str,
     req: FetchRequest,
     version: i16,
 ) -> FetchResponse {
     let deadline = tokio::time::Instant::now()
         + Duration::from_millis(req.max_wait_ms.clamp(0, 300_000) as u64);
     let min_bytes = req.min_bytes.max(0) as usize;
-    let max_bytes = response_bytes_cap(broker, &req, version);
+    let mut max_bytes = response_bytes_cap(broker, &req, version);
     // A follower replica's fetch (KIP-903 moved its id into ReplicaState at v15).
     let (follower, follower_epoch) = if version >= 15 {
         (
@@ -104,6 +111,30 @@ pub async fn fetch(
             .collect(),
     };
 
+    let quota = if follower < 0 {
+        broker.quotas.sensor(QuotaKind::Fetch, client_id, now_ms)
+    } else {
+        None
+    };
+    if let Some(q) = &quota {
+        let throttle_ms = q.throttle_now(now_ms);
+        if throttle_ms > 0 {
+            broker.quotas.note_throttle(QuotaKind::Fetch, throttle_ms);
+            let session_id = match context {
+                FetchContext::Incremental { id, epoch, .. } => {
+                    broker.fetch_sessions.store(id, epoch, wanted);
+                    id
+                }
+                // A full fetch creates no session when throttled: the next one is full too.
+                FetchContext::Sessionless | FetchContext::Full => NO_SESSION,
+            };
+            return FetchResponse::default()
+                .with_session_id(session_id)
+                .with_throttle_time_ms(throttle_ms as i32);
+        }
+        max_bytes = max_bytes.min(q.max_in_window().max(1.0) as usize);
+    }
+
     let image = broker.controller.image();
     let serve = Serve {
         broker,
@@ -161,7 +192,7 @@ pub async fn fetch(
         }
     };
 
-    match context {
+    let mut response = match context {
         FetchContext::Sessionless => FetchResponse::default()
             .with_session_id(NO_SESSION)
             .with_responses(by_topic(wanted.into_iter().map(|cp| cp.key).zip(served))),
@@ -200,7 +231,17 @@ pub async fn fetch(
                 .with_session_id(id)
                 .with_responses(by_topic(answered.into_iter()))
         }
+    };
+    if let Some(q) = quota {
+        use kafka_protocol::protocol::Encodable;
+        let size = response.compute_size(version).unwrap_or(0);
+        let throttle_ms = q.record(size as f64, broker.replicas.now_ms());
+        if throttle_ms > 0 {
+            broker.quotas.note_throttle(QuotaKind::Fetch, throttle_ms);
+            response.throttle_time_ms = throttle_ms as i32;
+        }
     }
+    response
 }
 
 /// Groups partition answers into the response's topics, each topic once, in the order its

@@ -9,6 +9,7 @@ mod fetch;
 pub mod fetch_session;
 pub mod group;
 mod quorum;
+mod quotas;
 
 use crate::metadata::MetadataImage;
 use crate::node::Broker;
@@ -63,7 +64,16 @@ pub async fn handle(
         RequestKind::Fetch(r) if *kind == ListenerKind::Controller => {
             ResponseKind::Fetch(quorum::metadata_fetch(&broker.controller, r, v).await)
         }
-        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::fetch(broker, listener, r, v).await),
+        RequestKind::Fetch(r) => ResponseKind::Fetch(
+            fetch::fetch(
+                broker,
+                listener,
+                header.client_id.as_deref().unwrap_or(""),
+                r,
+                v,
+            )
+            .await,
+        ),
         RequestKind::FetchSnapshot(r) => {
             ResponseKind::FetchSnapshot(quorum::fetch_snapshot(&broker.controller, r))
         }
@@ -94,6 +104,12 @@ pub async fn handle(
         }
         RequestKind::DescribeProducers(r) => {
             ResponseKind::DescribeProducers(data::describe_producers(broker, r))
+        }
+        RequestKind::DescribeClientQuotas(r) => {
+            ResponseKind::DescribeClientQuotas(quotas::describe_client_quotas(broker, r))
+        }
+        RequestKind::AlterClientQuotas(r) => {
+            ResponseKind::AlterClientQuotas(quotas::alter_client_quotas(broker, r).await)
         }
         RequestKind::ListPartitionReassignments(r) => {
             ResponseKind::ListPartitionReassignments(admin::list_partition_reassignments(broker, r))
@@ -216,6 +232,8 @@ mod tests {
             }
             ApiKey::DescribeLogDirs => RequestKind::DescribeLogDirs(Default::default()),
             ApiKey::DescribeProducers => RequestKind::DescribeProducers(Default::default()),
+            ApiKey::DescribeClientQuotas => RequestKind::DescribeClientQuotas(Default::default()),
+            ApiKey::AlterClientQuotas => RequestKind::AlterClientQuotas(Default::default()),
             ApiKey::ListPartitionReassignments => {
                 RequestKind::ListPartitionReassignments(Default::default())
             }
@@ -271,9 +289,19 @@ mod tests {
                     )
                     .await
                     .unwrap_or_else(|_| panic!("{key:?} v{v} on {kind:?}: no answer in 20 s"));
-                    let Some(resp) = answer else {
+                    let Some(mut resp) = answer else {
                         panic!("{key:?} v{v} on {kind:?}: no handler answered");
                     };
+                    // A client quota's throttle reaches the client in every response that
+                    // has the field (KIP-219); only the inter-node APIs lack it.
+                    let client_api =
+                        kind != ListenerKind::Controller && !matches!(key, ApiKey::DescribeQuorum);
+                    if client_api {
+                        assert!(
+                            crate::protocol::throttle_time_ms(&mut resp).is_some(),
+                            "{key:?}: add its response to protocol::throttle_time_ms"
+                        );
+                    }
                     if let Err(e) = encode_response(key, v, 1, &resp) {
                         panic!("{key:?} v{v} on {kind:?}: the response does not encode: {e}");
                     }

@@ -102,6 +102,9 @@ pub struct MetadataImage {
     pub broker_default_configs: BTreeMap<String, String>,
     /// The first producer id no block has claimed yet.
     pub next_producer_id: i64,
+    /// Client quotas by entity (in a checkpoint: a list of entity and values).
+    #[serde(default, with = "crate::quota::entity_map")]
+    pub client_quotas: crate::quota::QuotaTable,
 }
 
 impl MetadataImage {
@@ -267,6 +270,22 @@ impl MetadataImage {
             MetadataRecord::ProducerIds { next_producer_id } => {
                 self.next_producer_id = self.next_producer_id.max(*next_producer_id);
             }
+            MetadataRecord::ClientQuota { entity, key, value } => match value {
+                Some(v) => {
+                    self.client_quotas
+                        .entry(entity.clone())
+                        .or_default()
+                        .insert(key.clone(), *v);
+                }
+                None => {
+                    if let Some(values) = self.client_quotas.get_mut(entity) {
+                        values.remove(key);
+                        if values.is_empty() {
+                            self.client_quotas.remove(entity);
+                        }
+                    }
+                }
+            },
             MetadataRecord::RemoveTopic { topic_id } => {
                 if let Some(name) = self.topic_names.remove(topic_id) {
                     self.topics.remove(&name);

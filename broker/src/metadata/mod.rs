@@ -1188,6 +1188,39 @@ impl Controller {
         self.commit(records).await
     }
 
+    /// Applies validated client quota alterations (each an entity and, per key, its new
+    /// value or `None` to remove it) in one commit: all of them or none, as Kafka. Only the
+    /// active controller changes quotas; callers on other nodes forward the request.
+    pub async fn alter_client_quotas(
+        &self,
+        entries: &[(crate::quota::QuotaEntity, BTreeMap<String, Option<f64>>)],
+    ) -> Result<(), ApiError> {
+        let _guard = self.changes.lock().await;
+        if !self.is_active() {
+            return Err(self.not_active());
+        }
+        let image = self.image();
+        let empty = BTreeMap::new();
+        let mut records = Vec::new();
+        for (entity, changes) in entries {
+            let current = image.client_quotas.get(entity).unwrap_or(&empty);
+            for (key, value) in changes {
+                let changed = match value {
+                    Some(v) => current.get(key) != Some(v),
+                    None => current.contains_key(key),
+                };
+                if changed {
+                    records.push(MetadataRecord::ClientQuota {
+                        entity: entity.clone(),
+                        key: key.clone(),
+                        value: *value,
+                    });
+                }
+            }
+        }
+        self.commit(records).await
+    }
+
     /// Claims the next block of `size` producer ids, recorded (and fsynced) in the metadata
     /// log before any id of it is handed out.
     pub async fn allocate_producer_ids(&self, size: i64) -> Result<std::ops::Range<i64>, ApiError> {

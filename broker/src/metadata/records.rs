@@ -33,7 +33,7 @@ impl Endpoint {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum MetadataRecord {
     /// A broker's registration: its id, rack and listeners, and the incarnation (one per
@@ -87,4 +87,10 @@ pub enum MetadataRecord {
     /// A block of producer ids was handed out: every id below `next_producer_id` is taken,
     /// so a restart never gives an id out twice.
     ProducerIds { next_producer_id: i64 },
+    /// A client quota (KIP-546) of an entity was set (`Some`) or removed (`None`).
+    ClientQuota {
+        entity: crate::quota::QuotaEntity,
+        key: String,
+        value: Option<f64>,
+    },
 }

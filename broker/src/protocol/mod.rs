@@ -59,6 +59,8 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeQuorum, 0, 2),
     (ApiKey::DescribeLogDirs, 1, 4),
     (ApiKey::DescribeProducers, 0, 0),
+    (ApiKey::DescribeClientQuotas, 0, 1),
+    (ApiKey::AlterClientQuotas, 0, 1),
 ];
 
 /// The APIs a controller listener serves: the admin requests brokers forward, broker
@@ -81,7 +83,56 @@ pub const CONTROLLER_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AllocateProducerIds, 0, 0),
     (ApiKey::DescribeQuorum, 0, 2),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::AlterClientQuotas, 0, 1),
 ];
+
+/// The `throttle_time_ms` field of a response, for the APIs that have one (every API a
+/// client sends but DescribeQuorum). Versions without the field do not encode it.
+pub fn throttle_time_ms(resp: &mut ResponseKind) -> Option<&mut i32> {
+    macro_rules! field {
+        ($($kind:ident),* $(,)?) => {
+            match resp {
+                $(ResponseKind::$kind(r) => Some(&mut r.throttle_time_ms),)*
+                _ => None,
+            }
+        };
+    }
+    field!(
+        Produce,
+        Fetch,
+        ListOffsets,
+        OffsetForLeaderEpoch,
+        Metadata,
+        ApiVersions,
+        CreateTopics,
+        DeleteTopics,
+        DeleteRecords,
+        DescribeConfigs,
+        AlterConfigs,
+        CreatePartitions,
+        IncrementalAlterConfigs,
+        ElectLeaders,
+        AlterPartitionReassignments,
+        ListPartitionReassignments,
+        DescribeCluster,
+        FindCoordinator,
+        JoinGroup,
+        SyncGroup,
+        Heartbeat,
+        LeaveGroup,
+        OffsetCommit,
+        OffsetFetch,
+        ListGroups,
+        DescribeGroups,
+        DeleteGroups,
+        OffsetDelete,
+        InitProducerId,
+        DescribeLogDirs,
+        DescribeProducers,
+        DescribeClientQuotas,
+        AlterClientQuotas,
+    )
+}
 
 /// The table of a listener: a controller listener's, or a broker listener's.
 pub fn api_table(controller: bool) -> &'static [(ApiKey, i16, i16)] {
@@ -507,6 +558,14 @@ mod tests {
                 ApiKey::DescribeProducers => (
                     kafka_protocol::messages::DescribeProducersRequest::VERSIONS.min,
                     kafka_protocol::messages::DescribeProducersRequest::VERSIONS.max,
+                ),
+                ApiKey::DescribeClientQuotas => (
+                    kafka_protocol::messages::DescribeClientQuotasRequest::VERSIONS.min,
+                    kafka_protocol::messages::DescribeClientQuotasRequest::VERSIONS.max,
+                ),
+                ApiKey::AlterClientQuotas => (
+                    kafka_protocol::messages::AlterClientQuotasRequest::VERSIONS.min,
+                    kafka_protocol::messages::AlterClientQuotasRequest::VERSIONS.max,
                 ),
                 other => panic!("{other:?} has no version check"),
             };

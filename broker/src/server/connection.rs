@@ -5,8 +5,10 @@
 use super::{Broker, ListenerKind};
 use crate::metadata::quorum::transport::{self, RAFT_API_KEY};
 use crate::protocol::{check_frame, decode_request, encode_response, Request};
+use crate::quota::QuotaKind;
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, ResponseKind};
+use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -97,26 +99,40 @@ pub async fn serve(
                     let held = permit.take();
                     deadline = None;
                     let handled = handle_frame(&broker, frame, peer, &kind).await;
-                    idle_since = tokio::time::Instant::now();
                     drop(held);
-                    match handled {
-                        Ok(Some(resp)) => {
-                            let want = resp.len().clamp(1, response_budget) as u32;
-                            let room = tokio::select! {
-                                p = unsent.clone().acquire_many_owned(want) => p,
-                                _ = stop.changed() => break 'conn,
-                            };
-                            let Ok(room) = room else { break 'conn };
-                            if tx.send((resp, room)).await.is_err() {
-                                break 'conn;
+                    let throttle_ms = match handled {
+                        Ok(Handled {
+                            response,
+                            throttle_ms,
+                        }) => {
+                            if let Some(resp) = response {
+                                let want = resp.len().clamp(1, response_budget) as u32;
+                                let room = tokio::select! {
+                                    p = unsent.clone().acquire_many_owned(want) => p,
+                                    _ = stop.changed() => break 'conn,
+                                };
+                                let Ok(room) = room else { break 'conn };
+                                if tx.send((resp, room)).await.is_err() {
+                                    break 'conn;
+                                }
                             }
+                            throttle_ms
                         }
-                        Ok(None) => {}
                         Err(reason) => {
                             tracing::warn!(%peer, %reason, "closing connection");
                             break 'conn;
                         }
+                    };
+                    if throttle_ms > 0 {
+                        // Over a client quota: the answer (which says how long) is sent at
+                        // once, and nothing more is read from this client until the
+                        // throttle ends (Kafka mutes the channel; KIP-219).
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_millis(throttle_ms as u64)) => {}
+                            _ = stop.changed() => break 'conn,
+                        }
                     }
+                    idle_since = tokio::time::Instant::now();
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -199,14 +215,29 @@ pub async fn serve(
     broker.metrics.connections.dec();
 }
 
-/// Decodes, handles and encodes one request. `Ok(None)`: nothing to send (acks=0).
-/// `Err`: the connection must close.
+/// What handling one request came to: the encoded response (`None`: nothing to send, as
+/// for acks=0), and how long the client must not be read from (a client quota's throttle).
+struct Handled {
+    response: Option<Bytes>,
+    throttle_ms: u32,
+}
+
+impl Handled {
+    fn answer(response: Bytes) -> Handled {
+        Handled {
+            response: Some(response),
+            throttle_ms: 0,
+        }
+    }
+}
+
+/// Decodes, handles and encodes one request. `Err`: the connection must close.
 async fn handle_frame(
     broker: &Broker,
     frame: Bytes,
     peer: SocketAddr,
     kind: &ListenerKind,
-) -> Result<Option<Bytes>, String> {
+) -> Result<Handled, String> {
     let table = crate::protocol::api_table(*kind == ListenerKind::Controller);
     if *kind == ListenerKind::Controller
         && frame.len() >= 8
@@ -217,8 +248,12 @@ async fn handle_frame(
         if let Some(q) = broker.controller.quorum() {
             q.deliver(message);
         }
-        return Ok(None);
+        return Ok(Handled {
+            response: None,
+            throttle_ms: 0,
+        });
     }
+    let frame_len = frame.len();
     let request = decode_request(frame, table).map_err(|e| e.to_string())?;
     match request {
         Request::ApiVersionsTooNew { correlation_id } => {
@@ -227,7 +262,7 @@ async fn handle_frame(
                 table,
             ));
             encode_response(ApiKey::ApiVersions, 0, correlation_id, &body)
-                .map(Some)
+                .map(Handled::answer)
                 .map_err(|e| e.to_string())
         }
         Request::Api {
@@ -243,19 +278,79 @@ async fn handle_frame(
                 version,
                 correlation_id = header.correlation_id
             );
-            let response = crate::api::handle(broker, kind, &header, peer, api_key, *body)
-                .instrument(span)
-                .await;
+            // Replication and the controller's own traffic are not client requests: no
+            // client quota applies to them (Kafka exempts cluster actions).
+            let client_id = header.client_id.as_deref().unwrap_or("");
+            let now_ms = broker.replicas.now_ms();
+            let request_quota = if *kind == ListenerKind::Controller
+                || matches!(&*body, RequestKind::Fetch(f) if f.replica_id.0 >= 0 || f.replica_state.replica_id.0 >= 0)
+            {
+                None
+            } else {
+                broker.quotas.sensor(QuotaKind::Request, client_id, now_ms)
+            };
+            let produce_quota = if api_key == ApiKey::Produce {
+                broker.quotas.sensor(QuotaKind::Produce, client_id, now_ms)
+            } else {
+                None
+            };
+            // The time spent in the handler itself (polls), not its waits: what a
+            // request_percentage quota counts, as Kafka counts request-handler thread time.
+            let mut busy = Duration::ZERO;
+            let timed = request_quota.is_some();
+            let mut handling = std::pin::pin!(crate::api::handle(
+                broker, kind, &header, peer, api_key, *body
+            )
+            .instrument(span));
+            let mut response = std::future::poll_fn(|cx| {
+                if !timed {
+                    return handling.as_mut().poll(cx);
+                }
+                let at = std::time::Instant::now();
+                let polled = handling.as_mut().poll(cx);
+                busy += at.elapsed();
+                polled
+            })
+            .await;
             broker.metrics.observe(api_key, started.elapsed());
-            match response {
-                None if api_key == ApiKey::Produce => Ok(None),
-                None => Err(format!("no response for {api_key:?}")),
-                Some(resp) => encode_response(api_key, version, header.correlation_id, &resp)
-                    .map(Some)
-                    .map_err(|e| {
-                        format!("encoding the {api_key:?} v{version} response failed: {e}")
-                    }),
+            let mut throttle_ms = response
+                .as_mut()
+                .and_then(crate::protocol::throttle_time_ms)
+                .map_or(0, |t| (*t).max(0) as u32);
+            let now_ms = broker.replicas.now_ms();
+            if let Some(q) = produce_quota {
+                let t = q.record(frame_len as f64, now_ms);
+                if t > 0 {
+                    broker.quotas.note_throttle(QuotaKind::Produce, t);
+                }
+                throttle_ms = throttle_ms.max(t);
             }
+            if let Some(q) = request_quota {
+                // In percent of one thread: a second of handling is 100.
+                let t = q.record(busy.as_nanos() as f64 * 100.0 / 1e9, now_ms);
+                if t > 0 {
+                    broker.quotas.note_throttle(QuotaKind::Request, t);
+                }
+                throttle_ms = throttle_ms.max(t);
+            }
+            let encoded = match &mut response {
+                None if api_key == ApiKey::Produce => None,
+                None => return Err(format!("no response for {api_key:?}")),
+                Some(resp) => {
+                    if let Some(t) = crate::protocol::throttle_time_ms(resp) {
+                        *t = throttle_ms.min(i32::MAX as u32) as i32;
+                    }
+                    Some(
+                        encode_response(api_key, version, header.correlation_id, resp).map_err(
+                            |e| format!("encoding the {api_key:?} v{version} response failed: {e}"),
+                        )?,
+                    )
+                }
+            };
+            Ok(Handled {
+                response: encoded,
+                throttle_ms,
+            })
         }
     }
 }
