@@ -1144,6 +1144,11 @@ const DYNAMIC_BROKER_CONFIGS: &[&str] = &[
     "max.connections",
     "max.connections.per.ip",
     "max.connections.per.ip.overrides",
+    // The cleaner's own settings (Kafka reconfigures its cleaner with them).
+    "log.cleaner.threads",
+    "log.cleaner.backoff.ms",
+    "log.cleaner.io.max.bytes.per.second",
+    "log.cleaner.dedupe.buffer.size",
     // The other spellings of topic defaults' broker synonyms.
     "log.retention.minutes",
     "log.retention.hours",
@@ -1153,7 +1158,7 @@ const DYNAMIC_BROKER_CONFIGS: &[&str] = &[
 /// Whether a broker property may be changed at run time (AlterConfigs on a BROKER
 /// resource): the defaults of topic configs (`log.retention.ms`, `message.max.bytes`,
 /// `log.cleaner.min.cleanable.ratio`, ... every topic config's broker synonym), the
-/// replication throttles and the connection limits.
+/// replication throttles, the connection limits and the log cleaner's own settings.
 pub fn is_dynamic_broker_config(name: &str) -> bool {
     DYNAMIC_BROKER_CONFIGS.contains(&name)
         || TOPIC_CONFIGS.iter().any(|t| t.broker_synonym == Some(name))

@@ -33,6 +33,8 @@ pub struct Metrics {
     throttled_as_leader: Counter,
     throttled_as_follower: Counter,
     cleaner_bytes: Counter,
+    /// Log cleaner threads running now (`log.cleaner.threads`, a dynamic config).
+    pub cleaner_threads: Gauge,
     last_clean_time: Family<Labels, Gauge>,
     dirty_ratio: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     partitions: Gauge,
@@ -104,6 +106,12 @@ impl Metrics {
             "fetch_session_evictions",
             "Fetch sessions evicted to make room for a new one",
             fetch_sessions.evictions.clone(),
+        );
+        let cleaner_threads = Gauge::default();
+        registry.register(
+            "log_cleaner_threads",
+            "Log cleaner threads running (log.cleaner.threads, changeable at run time)",
+            cleaner_threads.clone(),
         );
         let quotas = crate::quota::QuotaMetrics::default();
         registry.register(
@@ -273,6 +281,7 @@ impl Metrics {
             throttled_as_leader,
             throttled_as_follower,
             cleaner_bytes,
+            cleaner_threads,
             last_clean_time,
             dirty_ratio,
             partitions,

@@ -142,6 +142,16 @@ impl Broker {
     /// Makes this broker match a metadata image: its partitions (opened, reconfigured,
     /// led or followed, deleted), then the consumer groups of the `__consumer_offsets`
     /// partitions it leads. Blocking (it may open logs and replay groups).
+    /// This broker's properties with the dynamic broker configs of the current metadata
+    /// image on top (the cluster default, then this broker's own).
+    pub fn effective_config(&self) -> BrokerConfig {
+        let image = self.controller.image();
+        self.config.with_dynamic(
+            &image.broker_default_configs,
+            image.broker_configs.get(&self.node_id),
+        )
+    }
+
     pub fn apply_image(&self, image: &crate::metadata::MetadataImage) {
         self.quotas.apply(&image.client_quotas);
         if let Err(e) = self.replicas.apply_image(image) {

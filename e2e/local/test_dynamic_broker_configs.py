@@ -5,6 +5,7 @@ broker id or the cluster default ("") apply at once, are described with Kafka's 
 at run time is refused by name."""
 
 import itertools
+import re
 import socket
 import time
 
@@ -122,6 +123,84 @@ def test_max_connections_changes_at_run_time(b):
     assert all(more), "without the dynamic limit, the default applies again"
     for s in held + more:
         s.close()
+
+
+def cleaner_threads(b) -> int | None:
+    m = re.search(r"^strom_log_cleaner_threads (\d+)$", b.metrics(), re.M)
+    return int(m.group(1)) if m else None
+
+
+def wait_for(check, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got = check()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"{what}: not within {timeout_s} s"
+        time.sleep(0.2)
+
+
+@pytest.mark.timeout_s(120)
+def test_the_cleaners_threads_and_back_off_change_at_run_time(broker_factory, topic_name):
+    """A broker whose cleaner looks for work every ten minutes: updates to a compacted
+    topic stay uncompacted until a dynamic log.cleaner.backoff.ms of 100 ms wakes the
+    cleaner; log.cleaner.threads grows to three for the cluster and shrinks to two for this
+    broker (its own value wins, described as DYNAMIC_BROKER_CONFIG and not read-only);
+    compaction carries on."""
+    b = broker_factory.start({"log.cleaner.backoff.ms": 600_000})
+    assert cleaner_threads(b) == 1
+    compacted = {"cleanup.policy": "compact", "segment.bytes": "16384", "segment.ms": "300",
+                 "min.cleanable.dirty.ratio": "0.01", "file.delete.delay.ms": "0"}
+    create_topic(b.bootstrap, topic_name, config=compacted)
+    prod = producer(b.bootstrap, acks="all")
+    updates = [{"key": f"k{k}".encode(), "value": f"v{r}".encode() * 20, "partition": 0} for r in range(30) for k in range(50)]
+    produce_all(prod, topic_name, updates, timeout_s=60)
+    time.sleep(0.4)
+    produce_all(prod, topic_name, [{"key": b"marker", "value": b"m", "partition": 0}])  # closes the dirty segments
+    time.sleep(2)
+    assert record_count(b, topic_name) == len(updates) + 1, "compacted while the cleaner should be asleep"
+
+    alter(b, "", w.OP_SET, log_cleaner_backoff_ms="100")
+    wait_for(lambda: record_count(b, topic_name) == 51, 30, "compaction after the dynamic back-off")
+
+    alter(b, "", w.OP_SET, log_cleaner_threads="3")
+    wait_for(lambda: cleaner_threads(b) == 3, 10, "three cleaner threads")
+    alter(b, "1", w.OP_SET, log_cleaner_threads="2")
+    wait_for(lambda: cleaner_threads(b) == 2, 10, "the broker's own two cleaner threads")
+    resource = ConfigResource(ResourceType.BROKER, "1")
+    described = admin(b.bootstrap).describe_configs([resource])[resource].result(timeout=CLIENT_TIMEOUT_S)
+    entry = described["log.cleaner.threads"]
+    assert (entry.value, entry.source, entry.is_read_only) == ("2", ConfigSource.DYNAMIC_BROKER_CONFIG.value, False), entry
+
+    more = [{"key": f"k{k}".encode(), "value": b"last", "partition": 0} for k in range(50)]
+    produce_all(prod, topic_name, more)
+    time.sleep(0.4)
+    produce_all(prod, topic_name, [{"key": b"marker", "value": b"m2", "partition": 0}])
+    # The fifty latest values and both markers: the second is in the active segment, which
+    # is never compacted, so it does not yet replace the first.
+    wait_for(lambda: record_count(b, topic_name) == 52, 30, "compaction with two threads")
+
+
+def record_count(b, topic: str) -> int:
+    """Records left in partition 0 (compaction leaves gaps, so they are counted, not
+    subtracted)."""
+    c = consumer(b.bootstrap)
+    try:
+        tp = TopicPartition(topic, 0)
+        low, high = c.get_watermark_offsets(tp, timeout=CLIENT_TIMEOUT_S, cached=False)
+        c.assign([TopicPartition(topic, 0, low)])
+        count = 0
+        deadline = time.monotonic() + CLIENT_TIMEOUT_S
+        while time.monotonic() < deadline:
+            msg = c.poll(0.2)
+            if msg is None or msg.error() is not None:
+                continue
+            count += 1
+            if msg.offset() >= high - 1:
+                return count
+        raise AssertionError(f"did not read up to offset {high - 1} of {topic}")
+    finally:
+        c.close()
 
 
 def test_a_static_property_is_refused_by_name(b):

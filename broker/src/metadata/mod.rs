@@ -1138,7 +1138,7 @@ impl Controller {
             if !crate::config::is_dynamic_broker_config(key) {
                 return Err(ApiError::new(
                     codes::INVALID_CONFIG,
-                    format!("Cannot update these configs dynamically: {key}; set it in the broker's properties and restart it (dynamic: the defaults of topic configs, the replication throttles and the connection limits)"),
+                    format!("Cannot update these configs dynamically: {key}; set it in the broker's properties and restart it (dynamic: the defaults of topic configs, the replication throttles, the connection limits and the log cleaner's threads, rate, dedupe buffer and back-off)"),
                 ));
             }
             match op {

@@ -45,12 +45,7 @@ pub(super) async fn accept_connections(
                 Ok((stream, peer)) => {
                     backoff = Duration::ZERO;
                     // The limits as now set: the properties, or dynamic broker configs.
-                    let image = broker.controller.image();
-                    let limits = broker.config.with_dynamic(
-                        &image.broker_default_configs,
-                        image.broker_configs.get(&broker.node_id),
-                    );
-                    drop(image);
+                    let limits = broker.effective_config();
                     // Never wait for room here: a waiting accept loop leaves new clients
                     // connected but unanswered and stops noticing the shutdown signal.
                     let max_connections = limits.max_connections();

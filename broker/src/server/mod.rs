@@ -91,12 +91,7 @@ pub async fn run(
                 tokio::spawn(retention_periodically(broker.clone(), stop_rx.clone())),
             ];
             if broker.config.cleaner_enabled() {
-                for _ in 0..broker.config.cleaner_threads() {
-                    tasks.push(tokio::spawn(clean_continuously(
-                        broker.clone(),
-                        stop_rx.clone(),
-                    )));
-                }
+                tasks.push(tokio::spawn(run_cleaners(broker.clone(), stop_rx.clone())));
             }
             if let Some(short) = accept::fd_shortfall(&broker) {
                 tracing::warn!("{short}");
@@ -282,14 +277,56 @@ async fn retention_periodically(broker: Arc<Broker>, mut stop: watch::Receiver<b
     }
 }
 
-/// One log cleaner thread: compacts the dirtiest due partition, or sleeps
-/// log.cleaner.backoff.ms when none is due. The work runs on the blocking pool.
-async fn clean_continuously(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
-    let backoff = Duration::from_millis(broker.config.cleaner_backoff_ms());
-    // Each thread gets its share of the dedupe buffer, as Kafka splits it.
-    let budget = broker.config.cleaner_dedupe_buffer_size() / broker.config.cleaner_threads();
-    let io_limit = broker.config.cleaner_io_max_bytes_per_second();
+/// Keeps `log.cleaner.threads` cleaner threads running. The setting is a dynamic broker
+/// config: each new metadata image (and a one-second tick, for threads that stopped
+/// meanwhile) brings the count to it; a thread beyond the count stops after its clean.
+async fn run_cleaners(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    let mut images = broker.controller.subscribe_image();
+    let mut workers: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last = 0;
     loop {
+        let threads = broker.effective_config().cleaner_threads();
+        if threads != last {
+            tracing::info!(threads, "log cleaner threads");
+            last = threads;
+        }
+        workers.retain(|w| !w.is_finished());
+        while workers.len() < threads {
+            workers.push(tokio::spawn(clean_continuously(
+                broker.clone(),
+                stop.clone(),
+                workers.len(),
+            )));
+        }
+        broker.metrics.cleaner_threads.set(workers.len() as i64);
+        tokio::select! {
+            changed = images.changed() => if changed.is_err() { break },
+            _ = tick.tick() => {}
+            _ = stop.changed() => break,
+        }
+    }
+    for w in workers {
+        let _ = w.await;
+    }
+}
+
+/// One log cleaner thread, the `index`th: compacts the dirtiest due partition, or sleeps
+/// log.cleaner.backoff.ms when none is due (a change of its settings wakes it). The work runs
+/// on the blocking pool. Its settings (dynamic broker configs) are read before each clean;
+/// it stops once `log.cleaner.threads` is `index` or fewer.
+async fn clean_continuously(broker: Arc<Broker>, mut stop: watch::Receiver<bool>, index: usize) {
+    let mut images = broker.controller.subscribe_image();
+    loop {
+        let config = broker.effective_config();
+        let threads = config.cleaner_threads();
+        if index >= threads {
+            return;
+        }
+        let backoff = Duration::from_millis(config.cleaner_backoff_ms());
+        // Each thread gets its share of the dedupe buffer, as Kafka splits it.
+        let budget = config.cleaner_dedupe_buffer_size() / threads;
+        let io_limit = config.cleaner_io_max_bytes_per_second();
         let b = broker.clone();
         let cleaned =
             tokio::task::spawn_blocking(move || b.replicas.clean_dirtiest(budget, io_limit))
@@ -319,9 +356,30 @@ async fn clean_continuously(broker: Arc<Broker>, mut stop: watch::Receiver<bool>
         } else {
             backoff
         };
-        tokio::select! {
-            _ = tokio::time::sleep(pause) => {}
-            _ = stop.changed() => return,
+        // Asleep, a thread wakes early only for a change of its own settings.
+        let settings = |c: &crate::config::BrokerConfig| {
+            (
+                c.cleaner_threads(),
+                c.cleaner_backoff_ms(),
+                c.cleaner_dedupe_buffer_size(),
+                c.cleaner_io_max_bytes_per_second().to_bits(),
+            )
+        };
+        let mine = settings(&config);
+        let wake = tokio::time::Instant::now() + pause;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake) => break,
+                changed = images.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    if settings(&broker.effective_config()) != mine {
+                        break;
+                    }
+                }
+                _ = stop.changed() => return,
+            }
         }
     }
 }
