@@ -50,11 +50,13 @@ def wait_for_low_watermark_above(bootstrap: str, topic: str, floor: int, timeout
 
 
 def test_expired_segments_go_while_a_consumer_reads_and_old_offsets_are_out_of_range(rbroker, topic_name):
-    """Records two hours old on a topic with one hour of retention: the closed segments are
-    deleted, ListOffsets(earliest) moves up, the consumer that read from offset 0 keeps
-    reading what remains, and a fetch below the new log start gets OFFSET_OUT_OF_RANGE."""
+    """Records two hours old, read from offset 0 by a consumer; then the topic's retention
+    becomes one hour: the closed segments are deleted, ListOffsets(earliest) moves up, the
+    consumer keeps reading what remains, and a fetch below the new log start gets
+    OFFSET_OUT_OF_RANGE. (Retention starts only once the consumer has read offset 0: on a
+    loaded machine its first fetch could otherwise come after the deletion.)"""
     create_topic(rbroker.bootstrap, topic_name, config={
-        "retention.ms": str(HOUR_MS), "segment.bytes": "1024", "file.delete.delay.ms": "0",
+        "retention.ms": "-1", "segment.bytes": "1024", "file.delete.delay.ms": "0",
     })
     reader = consumer(rbroker.bootstrap, auto_offset_reset="error")
     try:
@@ -62,6 +64,9 @@ def test_expired_segments_go_while_a_consumer_reads_and_old_offsets_are_out_of_r
         produce_old(rbroker.bootstrap, topic_name, 40, 2 * HOUR_MS)
         first = reader.poll(CLIENT_TIMEOUT_S)
         assert first is not None and first.error() is None and first.offset() == 0
+        resource = ConfigResource(ConfigResource.Type.TOPIC, topic_name, incremental_configs=[
+            ConfigEntry("retention.ms", str(HOUR_MS), incremental_operation=AlterConfigOpType.SET)])
+        admin(rbroker.bootstrap).incremental_alter_configs([resource])[resource].result(timeout=CLIENT_TIMEOUT_S)
         low = wait_for_low_watermark_above(rbroker.bootstrap, topic_name, 0)
         _, high = watermarks(rbroker.bootstrap, topic_name)
         assert 0 < low <= high == 40

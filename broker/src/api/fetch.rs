@@ -463,6 +463,15 @@ impl Serve<'_> {
                     answer_now: false,
                 }
             }
+            // A consumer hears only the error, with unknown (-1) offsets as from Kafka (it
+            // resets with ListOffsets); a Strom follower is also told the leader's log start
+            // and high watermark, which it truncates or skips ahead to.
+            Err(LogError::OffsetOutOfRange { .. }) if follower < 0 => Served::now(
+                pd.with_high_watermark(-1)
+                    .with_last_stable_offset(-1)
+                    .with_log_start_offset(-1)
+                    .with_error_code(codes::OFFSET_OUT_OF_RANGE),
+            ),
             Err(LogError::OffsetOutOfRange { .. }) => {
                 Served::now(offsets(pd).with_error_code(codes::OFFSET_OUT_OF_RANGE))
             }
