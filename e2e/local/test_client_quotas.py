@@ -8,8 +8,8 @@ survive kill -9; replication is never throttled by a client quota.
 
 Every client is the user ANONYMOUS: Strom's listeners are PLAINTEXT, as Kafka's are with
 no SASL. Time assertions are lower bounds that the quota forces (the throttled run cannot
-be faster than the quota allows, less a generous margin) compared with an unthrottled run
-of the same work; nothing here measures speed."""
+be faster than the quota allows, less a generous margin), and an unthrottled client of
+the same work is faster and never throttled; nothing here measures speed."""
 
 from __future__ import annotations
 
@@ -173,14 +173,15 @@ def timed_produce(bootstrap: str, topic: str, client_id: str) -> tuple[float, li
 def test_a_producer_over_its_byte_rate_is_slowed_to_it_and_others_are_not(b, topic_name):
     create_topic(b.bootstrap, topic_name)
     set_quota(b, [("client-id", "slow-producer")], producer_byte_rate=BYTE_RATE)
-    fast_elapsed, fast, _ = timed_produce(b.bootstrap, topic_name, "fast-producer")
+    fast_elapsed, fast, fast_stats = timed_produce(b.bootstrap, topic_name, "fast-producer")
     slow_elapsed, slow, stats = timed_produce(b.bootstrap, topic_name, "slow-producer")
     count = len(fast)
     assert [(e, o) for e, o, _ in fast] == [(None, i) for i in range(count)]
     assert [(e, o) for e, o, _ in slow] == [(None, count + i) for i in range(count)]
     assert slow_elapsed >= THROTTLED_AT_LEAST_S, f"{PAYLOAD} bytes at {BYTE_RATE} B/s took {slow_elapsed:.1f} s"
-    assert slow_elapsed > 2 * fast_elapsed, (slow_elapsed, fast_elapsed)
+    assert slow_elapsed > fast_elapsed, (slow_elapsed, fast_elapsed)
     assert throttles(stats) > 0, "librdkafka saw no throttle_time_ms"
+    assert throttles(fast_stats) == 0, "a client id without a quota was throttled"
     assert re.search(r'strom_client_quota_throttles_total\{quota="produce"\} [1-9]', b.metrics())
 
 
@@ -216,7 +217,7 @@ def test_a_kafka_python_consumer_over_its_byte_rate_is_slowed_to_it_and_reads_ev
     for got in (fast, slow):
         assert [(r.offset, r.value) for r in got] == [(i, s["value"]) for i, s in enumerate(sent)]
     assert slow_elapsed >= THROTTLED_AT_LEAST_S, f"{PAYLOAD} bytes at {BYTE_RATE} B/s took {slow_elapsed:.1f} s"
-    assert slow_elapsed > 2 * fast_elapsed, (slow_elapsed, fast_elapsed)
+    assert slow_elapsed > fast_elapsed, (slow_elapsed, fast_elapsed)
     assert re.search(r'strom_client_quota_throttles_total\{quota="fetch"\} [1-9]', b.metrics())
 
 
