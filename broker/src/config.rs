@@ -351,6 +351,14 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         check: positive,
     },
     ConfigDef {
+        name: "max.decompressed.message.bytes",
+        ty: INT,
+        default: Some("67108864"),
+        doc: "The most bytes one record batch may decompress to; a produced batch beyond it is \
+              refused with INVALID_RECORD (Kafka 4.4's default, 2147483639, sets no bound).",
+        check: positive,
+    },
+    ConfigDef {
         name: "min.insync.replicas",
         ty: INT,
         default: Some("1"),
@@ -995,6 +1003,14 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         "Greatest age of an uncompacted record.",
         positive,
         Some("log.cleaner.max.compaction.lag.ms"),
+    ),
+    topic(
+        "max.decompressed.message.bytes",
+        INT,
+        Some("67108864"),
+        "The most bytes one record batch may decompress to.",
+        positive,
+        Some("max.decompressed.message.bytes"),
     ),
     topic(
         "max.message.bytes",
@@ -1986,6 +2002,8 @@ pub struct LogConfig {
     /// The codec every stored batch must have (`compression.type` other than `producer`),
     /// with its level; `None` keeps batches as produced.
     pub compression: Option<crate::log::codec::Codec>,
+    /// `max.decompressed.message.bytes`: the most one batch may decompress to.
+    pub max_decompressed_bytes: usize,
 }
 
 impl LogConfig {
@@ -2027,6 +2045,7 @@ impl LogConfig {
             compression: crate::log::codec::Codec::from_config(&get("compression.type"), |codec| {
                 num(&format!("compression.{codec}.level")) as i32
             }),
+            max_decompressed_bytes: num("max.decompressed.message.bytes").max(1) as usize,
         }
     }
 }

@@ -11,6 +11,7 @@ import struct
 import time
 
 import pytest
+from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 
 import kafka_wire as w
 from support import CLIENT_TIMEOUT_S, admin, create_topic, read_partition
@@ -150,6 +151,26 @@ def test_gzip_records_must_match_the_header(broker, topic_name):
     assert produce(broker, topic_name, batch_with(payload, GZIP, record_count=2)) == INVALID_RECORD
     assert produce(broker, topic_name, batch_with(payload, GZIP, record_count=3)) == 0
     assert [r.key for r in read_partition(broker.bootstrap, topic_name, 0)] == [b"k0", b"k1", b"k2"]
+
+
+def test_max_decompressed_message_bytes_is_the_topics_bound(broker, topic_name):
+    """A gzip batch of 30,000 records (about 600 KB decompressed, 40 KB compressed): refused
+    with INVALID_RECORD on a topic whose max.decompressed.message.bytes is 100 KB, stored
+    whole on a topic with the default (64 MiB) — and again once the first topic's bound is
+    raised at run time."""
+    payload = gzip.compress(records_section(30_000))
+    small, default = f"{topic_name}-small", f"{topic_name}-default"
+    create_topic(broker.bootstrap, small, config={"max.decompressed.message.bytes": "100000"})
+    create_topic(broker.bootstrap, default)
+    batch = batch_with(payload, GZIP, record_count=30_000)
+    assert produce(broker, small, batch) == INVALID_RECORD
+    assert_alive_and_empty(broker, small)
+    assert produce(broker, default, batch) == 0
+    assert len(read_partition(broker.bootstrap, default, 0)) == 30_000
+    resource = ConfigResource(ConfigResource.Type.TOPIC, small, incremental_configs=[
+        ConfigEntry("max.decompressed.message.bytes", "1000000", incremental_operation=AlterConfigOpType.SET)])
+    admin(broker.bootstrap).incremental_alter_configs([resource])[resource].result(timeout=CLIENT_TIMEOUT_S)
+    assert produce(broker, small, batch) == 0
 
 
 def test_batch_claiming_2_31_records_with_one_inside_is_refused(broker, topic_name):

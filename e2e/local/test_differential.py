@@ -39,9 +39,8 @@ KNOWN_CONFIG_DIFFERENCES = {
     "remote.copy.lag.ms": "tiered storage",
     # Share groups' dead-letter queue (Kafka 4.4): no share groups in Strom.
     "errors.deadletterqueue.group.enable": "share groups",
-    # Strom bounds what one batch decompresses to at a fixed 64 MiB; Kafka 4.4 made its bound
-    # this config (default 2147483639, no bound).
-    "max.decompressed.message.bytes": "fixed 64 MiB bound",
+    # What one batch may decompress to: Strom's default is 64 MiB, Kafka 4.4's 2147483639.
+    "max.decompressed.message.bytes": "default",
     # Kafka 4 records min.insync.replicas as a cluster-wide dynamic default when it formats
     # storage (for eligible leader replicas, KIP-966), so a topic shows it with source
     # DYNAMIC_DEFAULT_BROKER_CONFIG; Strom's is the plain default (same value, 1).

@@ -272,6 +272,7 @@ pub fn validate_contents(
     batches: &[BatchHeader],
     require_keys: bool,
     timestamps: Option<(i64, i64)>,
+    limit: usize,
 ) -> Result<(), BatchError> {
     let mut pos = 0;
     for h in batches {
@@ -280,6 +281,7 @@ pub fn validate_contents(
             &records[pos..pos + h.total_len()],
             require_keys,
             timestamps,
+            limit,
         )?;
         pos += h.total_len();
     }

@@ -49,6 +49,8 @@ pub struct CleanPlan {
     segment_bytes: u64,
     tombstone_horizon_ms: i64,
     map_budget_bytes: usize,
+    /// The topic's `max.decompressed.message.bytes`.
+    max_decompressed_bytes: usize,
 }
 
 /// Results of a clean, for metrics and the swap.
@@ -183,6 +185,7 @@ impl Log {
             segment_bytes: self.config.segment_bytes,
             tombstone_horizon_ms: now_ms.saturating_sub(self.config.delete_retention_ms),
             map_budget_bytes,
+            max_decompressed_bytes: self.config.max_decompressed_bytes,
         })
     }
 
@@ -344,8 +347,13 @@ fn for_each_batch(
 
 /// Decodes a stored batch within the decompression bound; `None` (logged) when it cannot be,
 /// so the cleaner skips it instead of failing the whole clean, or crashing on a bomb.
-fn decode(dir: &Path, h: &BatchHeader, batch: Bytes) -> Option<(Compression, Vec<Record>)> {
-    match super::codec::decode_batch(batch) {
+fn decode(
+    dir: &Path,
+    h: &BatchHeader,
+    batch: Bytes,
+    limit: usize,
+) -> Option<(Compression, Vec<Record>)> {
+    match super::codec::decode_batch(batch, limit) {
         Ok(set) => Some((set.compression, set.records)),
         Err(e) => {
             tracing::error!(dir = %dir.display(), base_offset = h.base_offset, cause = %e, "the log cleaner skips a batch it cannot decode; it is kept as it is");
@@ -384,7 +392,8 @@ impl CleanPlan {
                 }
                 throttle.consumed(batch.len());
                 mapped_until = h.next_offset();
-                let Some((_, records)) = decode(&self.dir, &h, batch) else {
+                let Some((_, records)) = decode(&self.dir, &h, batch, self.max_decompressed_bytes)
+                else {
                     skipped += 1;
                     return Ok(());
                 };
@@ -464,7 +473,9 @@ impl CleanPlan {
             let tombstone_expired = seg.max_timestamp < self.tombstone_horizon_ms;
             for_each_batch(seg, |h, batch| {
                 throttle.consumed(batch.len());
-                let Some((compression, records)) = decode(&self.dir, &h, batch.clone()) else {
+                let Some((compression, records)) =
+                    decode(&self.dir, &h, batch.clone(), self.max_decompressed_bytes)
+                else {
                     // Never drop what cannot be read: the batch goes on as it is.
                     if out.is_none() {
                         let path = self.dir.join(cleaned_name(h.base_offset, end));

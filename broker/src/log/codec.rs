@@ -1,6 +1,6 @@
 //! Bounded decompression and record-level validation of v2 record batches: nothing is ever
 //! allocated from a size the input claims, every codec (gzip, snappy raw and xerial, lz4
-//! frame, zstd) stops at [`MAX_DECOMPRESSED_BATCH_BYTES`], and the records inside a batch
+//! frame, zstd) stops at the topic's `max.decompressed.message.bytes`, and the records inside a batch
 //! must match its header (count, offset deltas, lengths) before the broker stores or
 //! serves what it decoded.
 
@@ -8,7 +8,8 @@ use super::batch::{BatchError, BatchHeader, HEADER_LEN};
 use bytes::Bytes;
 use std::io::Read;
 
-/// The most bytes one batch may decompress to. A batch is at most `max.message.bytes` on
+/// The default of `max.decompressed.message.bytes`, the most bytes one batch may
+/// decompress to (Kafka 4.4's default is 2147483639, no bound). A batch is at most `max.message.bytes` on
 /// the wire (1 MiB by default); 64 MiB leaves room for a 64:1 ratio, far above what real
 /// producers reach, while a "bomb" (900 MiB of zeros in 0.9 MB of gzip) is refused after
 /// reading 64 MiB. With produce handled on the runtime's worker threads, at most a few
@@ -137,10 +138,11 @@ fn read_bounded(mut r: impl Read, limit: usize) -> Result<Vec<u8>, ReadError> {
 }
 
 /// The records section of a batch (`batch`: the whole batch, its header `h`), decompressed
-/// within [`MAX_DECOMPRESSED_BATCH_BYTES`]; borrowed when the batch is uncompressed.
+/// within `limit` bytes; borrowed when the batch is uncompressed.
 fn records_section<'a>(
     h: &BatchHeader,
     batch: &'a [u8],
+    limit: usize,
 ) -> Result<std::borrow::Cow<'a, [u8]>, BatchError> {
     let body = batch
         .get(HEADER_LEN..h.total_len())
@@ -148,16 +150,12 @@ fn records_section<'a>(
     Ok(if h.compression() == 0 {
         std::borrow::Cow::Borrowed(body)
     } else {
-        std::borrow::Cow::Owned(decompress(
-            h.compression(),
-            body,
-            MAX_DECOMPRESSED_BATCH_BYTES,
-        )?)
+        std::borrow::Cow::Owned(decompress(h.compression(), body, limit)?)
     })
 }
 
 /// Reads the records of one batch (`batch`: the whole batch, header included), decompressing
-/// them within [`MAX_DECOMPRESSED_BATCH_BYTES`], and checks them against the header: exactly
+/// them within `limit` bytes, and checks them against the header: exactly
 /// `record_count` records, offset deltas 0, 1, 2, ..., every length inside its record, no
 /// bytes left over, (with `require_keys`, for compacted topics) a key on every record, and
 /// (with `timestamps`, for CreateTime topics) every record's timestamp within `[min, max]`.
@@ -166,8 +164,9 @@ pub fn validate_records(
     batch: &[u8],
     require_keys: bool,
     timestamps: Option<(i64, i64)>,
+    limit: usize,
 ) -> Result<(), BatchError> {
-    let records = records_section(h, batch)?;
+    let records = records_section(h, batch, limit)?;
     let mut out_of_range = Vec::new();
     walk_records(
         &records,
@@ -195,8 +194,12 @@ pub fn validate_records(
 
 /// [`validate_records`] for a batch already in a log (verify-log): compaction may have
 /// removed records, so offset deltas need only increase and stay within the header's range.
-pub fn validate_stored_records(h: &BatchHeader, batch: &[u8]) -> Result<(), BatchError> {
-    let records = records_section(h, batch)?;
+pub fn validate_stored_records(
+    h: &BatchHeader,
+    batch: &[u8],
+    limit: usize,
+) -> Result<(), BatchError> {
+    let records = records_section(h, batch, limit)?;
     walk_records(
         &records,
         h.record_count,
@@ -406,11 +409,12 @@ pub fn recompress(
     h: &BatchHeader,
     batch: &[u8],
     target: Codec,
+    limit: usize,
 ) -> Result<Option<Vec<u8>>, BatchError> {
     if h.compression() == target.id {
         return Ok(None);
     }
-    let records = records_section(h, batch)?;
+    let records = records_section(h, batch, limit)?;
     let section = match target.id {
         0 => records,
         _ => std::borrow::Cow::Owned(target.compress(&records)),
@@ -426,6 +430,7 @@ pub fn recompress_all(
     records: &[u8],
     headers: &[BatchHeader],
     target: Codec,
+    limit: usize,
 ) -> Result<Option<Vec<u8>>, BatchError> {
     if headers.iter().all(|h| h.compression() == target.id) {
         return Ok(None);
@@ -434,7 +439,7 @@ pub fn recompress_all(
     let mut pos = 0;
     for h in headers {
         let batch = &records[pos..pos + h.total_len()];
-        match recompress(h, batch, target)? {
+        match recompress(h, batch, target, limit)? {
             Some(b) => out.extend_from_slice(&b),
             None => out.extend_from_slice(batch),
         }
@@ -443,9 +448,12 @@ pub fn recompress_all(
     Ok(Some(out))
 }
 
-/// Decodes one stored or produced batch with kafka-protocol, decompressing within the same
-/// bound (for the cleaner and timestamp lookups, which need the records themselves).
-pub fn decode_batch(batch: Bytes) -> Result<kafka_protocol::records::RecordSet, BatchError> {
+/// Decodes one stored or produced batch with kafka-protocol, decompressing within `limit`
+/// bytes (for the cleaner and timestamp lookups, which need the records themselves).
+pub fn decode_batch(
+    batch: Bytes,
+    limit: usize,
+) -> Result<kafka_protocol::records::RecordSet, BatchError> {
     let mut b = batch;
     kafka_protocol::records::RecordBatchDecoder::decode_with_custom_compression(
         &mut b,
@@ -463,7 +471,7 @@ pub fn decode_batch(batch: Bytes) -> Result<kafka_protocol::records::RecordSet, 
                 if codec == 0 {
                     return Ok(records.clone());
                 }
-                decompress(codec, records, MAX_DECOMPRESSED_BATCH_BYTES)
+                decompress(codec, records, limit)
                     .map(Bytes::from)
                     .map_err(|e| anyhow::anyhow!("{e}"))
             },
@@ -495,8 +503,9 @@ mod tests {
         ] {
             let b = make_batch(50, 100, c);
             let h = header(&b);
-            validate_records(&h, &b, true, None).unwrap_or_else(|e| panic!("{c:?}: {e}"));
-            let set = decode_batch(b.clone()).unwrap();
+            validate_records(&h, &b, true, None, MAX_DECOMPRESSED_BATCH_BYTES)
+                .unwrap_or_else(|e| panic!("{c:?}: {e}"));
+            let set = decode_batch(b.clone(), MAX_DECOMPRESSED_BATCH_BYTES).unwrap();
             assert_eq!(set.records.len(), 50);
         }
     }
@@ -520,7 +529,8 @@ mod tests {
             let crc = crc32c::crc32c(&b[21..]);
             b[17..21].copy_from_slice(&crc.to_be_bytes());
             let h = header(&b);
-            let before = decode_batch(Bytes::from(b.clone())).unwrap();
+            let before =
+                decode_batch(Bytes::from(b.clone()), MAX_DECOMPRESSED_BATCH_BYTES).unwrap();
             for (to, name) in [
                 (Compression::None, "uncompressed"),
                 (Compression::Gzip, "gzip"),
@@ -534,7 +544,8 @@ mod tests {
                     _ => -5,
                 };
                 let target = Codec::from_config(name, level).unwrap();
-                let Some(out) = recompress(&h, &b, target).unwrap() else {
+                let Some(out) = recompress(&h, &b, target, MAX_DECOMPRESSED_BATCH_BYTES).unwrap()
+                else {
                     assert_eq!(from, to, "only a batch in the target codec is kept");
                     continue;
                 };
@@ -548,8 +559,8 @@ mod tests {
                     (h2.record_count, h2.last_offset_delta, h2.max_timestamp),
                     (h.record_count, h.last_offset_delta, h.max_timestamp)
                 );
-                validate_records(&h2, &out, true, None).unwrap();
-                let after = decode_batch(Bytes::from(out)).unwrap();
+                validate_records(&h2, &out, true, None, MAX_DECOMPRESSED_BATCH_BYTES).unwrap();
+                let after = decode_batch(Bytes::from(out), MAX_DECOMPRESSED_BATCH_BYTES).unwrap();
                 assert_eq!(after.compression, to);
                 assert_eq!(after.records.len(), 3000);
                 for (a, b) in before.records.iter().zip(&after.records) {
@@ -584,10 +595,15 @@ mod tests {
         let b = make_batch(10, 10, Compression::None);
         let same = [a.clone(), a.clone()].concat();
         let hs = validate_batches(&same, usize::MAX).unwrap();
-        assert_eq!(recompress_all(&same, &hs, lz4).unwrap(), None);
+        assert_eq!(
+            recompress_all(&same, &hs, lz4, MAX_DECOMPRESSED_BATCH_BYTES).unwrap(),
+            None
+        );
         let mixed = [a.clone(), b].concat();
         let hs = validate_batches(&mixed, usize::MAX).unwrap();
-        let out = recompress_all(&mixed, &hs, lz4).unwrap().unwrap();
+        let out = recompress_all(&mixed, &hs, lz4, MAX_DECOMPRESSED_BATCH_BYTES)
+            .unwrap()
+            .unwrap();
         let hs2 = validate_batches(&out, usize::MAX).unwrap();
         assert_eq!(
             hs2.iter().map(|h| h.compression()).collect::<Vec<_>>(),
@@ -656,17 +672,17 @@ mod tests {
     fn records_must_match_the_header() {
         let b = make_batch(3, 10, Compression::None);
         let h = header(&b);
-        validate_records(&h, &b, false, None).unwrap();
+        validate_records(&h, &b, false, None, MAX_DECOMPRESSED_BATCH_BYTES).unwrap();
         // The header counting more records than the batch holds (and a delta to match).
         let mut lying = h;
         lying.record_count = i32::MAX;
         assert!(matches!(
-            validate_records(&lying, &b, false, None),
+            validate_records(&lying, &b, false, None, MAX_DECOMPRESSED_BATCH_BYTES),
             Err(BatchError::InvalidRecords(_))
         ));
         lying.record_count = 2;
         assert!(matches!(
-            validate_records(&lying, &b, false, None),
+            validate_records(&lying, &b, false, None, MAX_DECOMPRESSED_BATCH_BYTES),
             Err(BatchError::InvalidRecords(_))
         ));
         // Garbage records with a valid header.
@@ -674,7 +690,7 @@ mod tests {
         for x in &mut garbage[HEADER_LEN..] {
             *x = 0xee;
         }
-        assert!(validate_records(&h, &garbage, false, None).is_err());
+        assert!(validate_records(&h, &garbage, false, None, MAX_DECOMPRESSED_BATCH_BYTES).is_err());
     }
 
     #[test]
@@ -693,10 +709,10 @@ mod tests {
         .unwrap();
         let h = header(&buf);
         assert_eq!(
-            validate_records(&h, &buf, true, None),
+            validate_records(&h, &buf, true, None, MAX_DECOMPRESSED_BATCH_BYTES),
             Err(BatchError::MissingKey { records: vec![0] })
         );
-        validate_records(&h, &buf, false, None).unwrap();
+        validate_records(&h, &buf, false, None, MAX_DECOMPRESSED_BATCH_BYTES).unwrap();
     }
 
     #[test]
@@ -729,12 +745,19 @@ mod tests {
             .unwrap();
             let h = header(&buf);
             assert_eq!(
-                validate_records(&h, &buf, true, None),
+                validate_records(&h, &buf, true, None, MAX_DECOMPRESSED_BATCH_BYTES),
                 Err(BatchError::MissingKey {
                     records: vec![0, 2]
                 })
             );
-            let refused = validate_records(&h, &buf, false, Some((500, 2_000))).unwrap_err();
+            let refused = validate_records(
+                &h,
+                &buf,
+                false,
+                Some((500, 2_000)),
+                MAX_DECOMPRESSED_BATCH_BYTES,
+            )
+            .unwrap_err();
             assert_eq!(
                 refused,
                 BatchError::InvalidTimestamp {
@@ -753,7 +776,14 @@ mod tests {
                     .contains("Timestamp 10 of record 1 is out of range"),
                 "{errors:?}"
             );
-            validate_records(&h, &buf, false, Some((0, 2_000))).unwrap();
+            validate_records(
+                &h,
+                &buf,
+                false,
+                Some((0, 2_000)),
+                MAX_DECOMPRESSED_BATCH_BYTES,
+            )
+            .unwrap();
         }
     }
 
@@ -775,7 +805,7 @@ mod tests {
             let rounds = 50;
             let started = std::time::Instant::now();
             for _ in 0..rounds {
-                validate_records(&h, &b, false, None).unwrap();
+                validate_records(&h, &b, false, None, MAX_DECOMPRESSED_BATCH_BYTES).unwrap();
             }
             let secs = started.elapsed().as_secs_f64();
             let crc_started = std::time::Instant::now();

@@ -713,7 +713,7 @@ impl Log {
         let mut buf = vec![0u8; h.total_len()];
         seg.file().read_exact_at(&mut buf, pos)?;
         // Bounded: a stored bomb cannot make a ListOffsets inflate it without limit.
-        let set = codec::decode_batch(Bytes::from(buf))
+        let set = codec::decode_batch(Bytes::from(buf), self.config.max_decompressed_bytes)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
         Ok(set
             .records

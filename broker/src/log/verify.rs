@@ -111,7 +111,11 @@ fn verify_segment(path: &Path, base: i64, report: &mut Report) -> std::io::Resul
         match validate_stored_batches(&batch) {
             Err(e) => found(pos, format!("batch at offset {}: {e}", h.base_offset)),
             Ok(_) => {
-                if let Err(e) = super::codec::validate_stored_records(&h, &batch) {
+                if let Err(e) = super::codec::validate_stored_records(
+                    &h,
+                    &batch,
+                    super::codec::MAX_DECOMPRESSED_BATCH_BYTES,
+                ) {
                     found(pos, format!("batch at offset {}: {e}", h.base_offset));
                 }
             }

@@ -196,11 +196,22 @@ impl Partition {
             };
             (min, now_ms.saturating_add(cfg.timestamp_after_max_ms))
         });
-        crate::log::batch::validate_contents(records, &headers, cfg.compact, timestamps)?;
+        crate::log::batch::validate_contents(
+            records,
+            &headers,
+            cfg.compact,
+            timestamps,
+            cfg.max_decompressed_bytes,
+        )?;
         // A topic with a codec of its own (compression.type other than producer) stores
         // every batch in it; a batch already in that codec is appended as it came.
         let recompressed = match cfg.compression {
-            Some(target) => crate::log::codec::recompress_all(records, &headers, target)?,
+            Some(target) => crate::log::codec::recompress_all(
+                records,
+                &headers,
+                target,
+                cfg.max_decompressed_bytes,
+            )?,
             None => None,
         };
         let (records, headers) = match &recompressed {
