@@ -28,7 +28,6 @@ pub const PRODUCER_BYTE_RATE: &str = "producer_byte_rate";
 pub const CONSUMER_BYTE_RATE: &str = "consumer_byte_rate";
 pub const REQUEST_PERCENTAGE: &str = "request_percentage";
 pub const CONTROLLER_MUTATION_RATE: &str = "controller_mutation_rate";
-pub const CONNECTION_CREATION_RATE: &str = "connection_creation_rate";
 
 /// The principal of every client: Strom's listeners are PLAINTEXT, where Kafka's principal
 /// is `User:ANONYMOUS`, so user quotas apply to the user `ANONYMOUS` (or the default user).
@@ -152,7 +151,7 @@ pub fn validate_alteration(
 }
 
 /// An entity as Kafka's tools print it: `user 'alice', client-id <default>`.
-fn describe_entity(entity: &[(String, Option<String>)]) -> String {
+pub fn describe_entity(entity: &[(String, Option<String>)]) -> String {
     entity
         .iter()
         .map(|(ty, name)| match name {
@@ -303,6 +302,10 @@ pub struct Sensor {
     last_ms: AtomicI64,
     samples: u32,
     window_ms: i64,
+    /// This kind's throttle counters (`strom_client_quota_throttles_total{quota}` and the
+    /// milliseconds), resolved once.
+    throttles: prometheus_client::metrics::counter::Counter,
+    throttled_ms: prometheus_client::metrics::counter::Counter,
 }
 
 impl Sensor {
@@ -329,14 +332,15 @@ impl Sensor {
         ms.clamp(0.0, cap.min(i32::MAX as i64) as f64) as u32
     }
 
-    /// Records `value` now and returns the throttle it leads to (0 within the quota).
+    /// Records `value` now and returns the throttle it leads to (0 within the quota); the
+    /// caller gives the client that throttle.
     pub fn record(&self, value: f64, now_ms: i64) -> u32 {
         self.last_ms.store(now_ms, Ordering::Relaxed);
         let mut rate = self.rate.lock().expect("quota rate lock");
         rate.record(value, now_ms, self.samples, self.window_ms);
         let (r, w) = rate.measure(now_ms, self.samples, self.window_ms);
         drop(rate);
-        self.throttle(r, w)
+        self.counted(self.throttle(r, w))
     }
 
     /// The throttle that the usage so far calls for now, recording nothing.
@@ -346,7 +350,16 @@ impl Sensor {
             self.samples,
             self.window_ms,
         );
-        self.throttle(r, w)
+        self.counted(self.throttle(r, w))
+    }
+
+    /// A throttle given to a client, counted when there is one.
+    fn counted(&self, ms: u32) -> u32 {
+        if ms > 0 {
+            self.throttles.inc();
+            self.throttled_ms.inc_by(ms as u64);
+        }
+        ms
     }
 
     /// The most one response may carry: more than a whole window's worth would be
@@ -497,6 +510,7 @@ impl ClientQuotas {
                 .and_then(|v| v[kind as usize])
                 .map(|b| (b, tags))
         })?;
+        let labels = vec![("quota".to_string(), kind.label().to_string())];
         let sensor = state
             .by_tags
             .entry((kind, tag_user.to_owned(), tag_client.to_owned()))
@@ -508,6 +522,8 @@ impl ClientQuotas {
                     last_ms: AtomicI64::new(now_ms),
                     samples: self.samples,
                     window_ms: self.window_ms,
+                    throttles: self.metrics.throttled.get_or_create(&labels).clone(),
+                    throttled_ms: self.metrics.throttle_ms.get_or_create(&labels).clone(),
                 })
             });
         sensor.bound.store(bound.to_bits(), Ordering::Relaxed);
@@ -523,16 +539,6 @@ impl ClientQuotas {
         state
             .by_tags
             .retain(|_, s| now_ms - s.last_ms.load(Ordering::Relaxed) < idle);
-    }
-
-    /// Counts a throttle of `ms` given to a client by the quota of `kind`.
-    pub fn note_throttle(&self, kind: QuotaKind, ms: u32) {
-        let labels = vec![("quota".to_string(), kind.label().to_string())];
-        self.metrics.throttled.get_or_create(&labels).inc();
-        self.metrics
-            .throttle_ms
-            .get_or_create(&labels)
-            .inc_by(ms as u64);
     }
 }
 

@@ -27,6 +27,7 @@ from kafka import TopicPartition as KTopicPartition
 import kafka_wire as w
 
 from support import CLIENT_TIMEOUT_S, create_topic, produce_all, producer
+from test_replication import create_replicated_topic
 
 INVALID_REQUEST = 42
 _correlation = itertools.count(1)
@@ -269,8 +270,6 @@ def test_replication_is_not_throttled_by_a_client_quota(cluster_factory, topic_n
     cluster = cluster_factory.start(controllers=1, brokers=3)
     broker = cluster.brokers[0]
     set_quota(broker, [("user", None)], consumer_byte_rate=1)
-    from test_replication import create_replicated_topic
-
     create_replicated_topic(cluster, topic_name, 1, 3, {"min.insync.replicas": "3"})
     sent = [{"value": b"r" * 1_000, "partition": 0} for _ in range(500)]
     started = time.monotonic()

@@ -119,7 +119,6 @@ pub async fn fetch(
     if let Some(q) = &quota {
         let throttle_ms = q.throttle_now(now_ms);
         if throttle_ms > 0 {
-            broker.quotas.note_throttle(QuotaKind::Fetch, throttle_ms);
             let session_id = match context {
                 FetchContext::Incremental { id, epoch, .. } => {
                     broker.fetch_sessions.store(id, epoch, wanted);
@@ -237,7 +236,6 @@ pub async fn fetch(
         let size = response.compute_size(version).unwrap_or(0);
         let throttle_ms = q.record(size as f64, broker.replicas.now_ms());
         if throttle_ms > 0 {
-            broker.quotas.note_throttle(QuotaKind::Fetch, throttle_ms);
             response.throttle_time_ms = throttle_ms as i32;
         }
     }

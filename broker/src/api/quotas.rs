@@ -146,7 +146,10 @@ pub async fn alter_client_quotas(
             .collect();
         let checked = quota::validate_alteration(&entity, &ops).and_then(|(e, changes)| {
             if valid.iter().any(|(seen, _)| *seen == e) {
-                Err(format!("Ignoring duplicate entity {e:?}"))
+                Err(format!(
+                    "Ignoring duplicate entity {}",
+                    quota::describe_entity(&entity)
+                ))
             } else {
                 Ok((e, changes))
             }

@@ -317,20 +317,16 @@ async fn handle_frame(
                 .as_mut()
                 .and_then(crate::protocol::throttle_time_ms)
                 .map_or(0, |t| (*t).max(0) as u32);
-            let now_ms = broker.replicas.now_ms();
             if let Some(q) = produce_quota {
-                let t = q.record(frame_len as f64, now_ms);
-                if t > 0 {
-                    broker.quotas.note_throttle(QuotaKind::Produce, t);
-                }
+                let t = q.record(frame_len as f64, broker.replicas.now_ms());
                 throttle_ms = throttle_ms.max(t);
             }
             if let Some(q) = request_quota {
                 // In percent of one thread: a second of handling is 100.
-                let t = q.record(busy.as_nanos() as f64 * 100.0 / 1e9, now_ms);
-                if t > 0 {
-                    broker.quotas.note_throttle(QuotaKind::Request, t);
-                }
+                let t = q.record(
+                    busy.as_nanos() as f64 * 100.0 / 1e9,
+                    broker.replicas.now_ms(),
+                );
                 throttle_ms = throttle_ms.max(t);
             }
             let encoded = match &mut response {
